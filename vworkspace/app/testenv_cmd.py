@@ -1,0 +1,146 @@
+"""`python -m vworkspace testenv start`: run the test control plane in the foreground.
+
+For trying the operator (or kubectl) against a real API server without a cluster. The binaries
+are found as the tests find them (VWORKSPACE_TEST_ASSETS, KUBEBUILDER_ASSETS, the cache); with
+``--build`` an empty cache is filled from the Go module proxy first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from vworkspace.testing import assets as assets_mod
+from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError
+
+EPILOG = """\
+The binaries are looked up in $VWORKSPACE_TEST_ASSETS, then $KUBEBUILDER_ASSETS, then
+~/.cache/vworkspace/testenv/v<version>/bin (filled by scripts/build-test-assets.sh or --build).
+Stop with Ctrl-C or SIGTERM; the data directory is removed unless --data-dir was given."""
+
+
+def add_parser(commands: Any) -> None:
+    testenv = commands.add_parser(
+        "testenv",
+        help="a real local Kubernetes control plane (etcd, apiserver, controller-manager)",
+        description="A real local Kubernetes control plane for development and tests.",
+    )
+    sub = testenv.add_subparsers(dest="testenv_command", metavar="ACTION", required=True)
+    start = sub.add_parser(
+        "start",
+        help="start the control plane in the foreground",
+        description="Start etcd, kube-apiserver and kube-controller-manager on loopback and "
+        "wait until the API server is ready; stop on Ctrl-C or SIGTERM.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    start.add_argument(
+        "--kubeconfig-out",
+        type=Path,
+        metavar="PATH",
+        help="also write the admin kubeconfig to PATH",
+    )
+    start.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep etcd data, logs and certificates in DIR (kept after exit)",
+    )
+    start.add_argument(
+        "--no-controller-manager",
+        action="store_true",
+        help="do not run kube-controller-manager (no garbage collection)",
+    )
+    start.add_argument(
+        "--start-timeout",
+        type=float,
+        default=90.0,
+        metavar="SECONDS",
+        help="how long to wait for /readyz (default: %(default)s)",
+    )
+    start.add_argument(
+        "--build",
+        action="store_true",
+        help="build the binaries from the Go module proxy if none are found",
+    )
+    start.set_defaults(handler=run_start)
+
+
+def _find(args: argparse.Namespace) -> assets_mod.Assets:
+    env = dict(os.environ)
+    try:
+        return assets_mod.find_assets(env)
+    except assets_mod.AssetsNotFoundError:
+        if not args.build:
+            raise
+        return assets_mod.build_assets(env)
+
+
+def run_start(args: argparse.Namespace) -> int:
+    try:
+        assets = _find(args)
+    except assets_mod.AssetsNotFoundError as err:
+        print(f"error: {err}\n(or pass --build)", file=sys.stderr)
+        return 1
+    if args.data_dir is not None:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+    plane = ControlPlane(
+        assets=assets,
+        data_dir=args.data_dir,
+        start_timeout=args.start_timeout,
+        with_controller_manager=assets.has_controller_manager and not args.no_controller_manager,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(
+        f"starting Kubernetes control plane from {assets.directory} ({assets.source}) ...",
+        flush=True,
+    )
+    try:
+        plane.start()
+    except ControlPlaneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        plane.stop()
+        return 1
+    kubeconfig = plane.kubeconfig_path
+    if args.kubeconfig_out is not None:
+        args.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kubeconfig, args.kubeconfig_out)
+        args.kubeconfig_out.chmod(0o600)
+        kubeconfig = args.kubeconfig_out.resolve()
+    kcm = "running" if plane.with_controller_manager else "not running"
+    print(
+        f"control plane ready in {plane.startup_seconds:.1f}s\n"
+        f"  API server:              {plane.server}\n"
+        f"  kube-controller-manager: {kcm}\n"
+        f"  data directory:          {plane.data_dir}\n"
+        f"  kubeconfig:              {kubeconfig}\n"
+        f"\n  export KUBECONFIG={kubeconfig}\n"
+        f"  kubectl --kubeconfig {kubeconfig} get --raw /readyz\n"
+        f"\nPress Ctrl-C to stop.",
+        flush=True,
+    )
+    try:
+        while not stop.wait(1.0):
+            plane.check_alive()
+    except ControlPlaneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        started = time.monotonic()
+        plane.stop()
+        print(f"stopped in {time.monotonic() - started:.1f}s", flush=True)
+    return 0

@@ -1,0 +1,142 @@
+"""Where the control-plane binaries come from.
+
+Lookup order (first directory that holds kube-apiserver and etcd wins):
+
+1. ``VWORKSPACE_TEST_ASSETS``: a directory you chose;
+2. ``KUBEBUILDER_ASSETS``: controller-runtime's setup-envtest directory, so people who already
+   have one can reuse it (it has no kube-controller-manager; the control plane then runs without
+   garbage collection and namespace deletion, and tests that need them say so);
+3. the project's cache, ``${XDG_CACHE_HOME:-~/.cache}/vworkspace/testenv/v<version>/bin``,
+   filled by ``scripts/build-test-assets.sh`` from the Go module proxy.
+
+The environment is passed in as a mapping rather than read here, so callers (the pytest plugin,
+the CLI) decide what it is and tests can give their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+# Must match k8s.io/kubernetes in scripts/testenv/go.mod (a unit test keeps them together).
+KUBERNETES_VERSION = "1.36.3"
+
+ASSETS_ENV = "VWORKSPACE_TEST_ASSETS"
+KUBEBUILDER_ENV = "KUBEBUILDER_ASSETS"
+CACHE_ENV = "VWORKSPACE_TESTENV_CACHE"
+
+APISERVER = "kube-apiserver"
+ETCD = "etcd"
+CONTROLLER_MANAGER = "kube-controller-manager"
+
+
+class AssetsNotFoundError(LookupError):
+    """No directory holds the binaries; the message says where we looked and how to fix it."""
+
+
+@attrs.frozen
+class Assets:
+    """The binaries of one control plane and where they were found."""
+
+    directory: Path
+    source: str
+    kube_apiserver: Path
+    etcd: Path
+    kube_controller_manager: Path | None
+
+    @property
+    def has_controller_manager(self) -> bool:
+        return self.kube_controller_manager is not None
+
+
+def cache_dir(env: Mapping[str, str], version: str = KUBERNETES_VERSION) -> Path:
+    """The project's cache directory for one Kubernetes version (may not exist yet)."""
+    root = env.get(CACHE_ENV)
+    if root:
+        return Path(root) / f"v{version}" / "bin"
+    xdg = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".cache")
+    return Path(xdg) / "vworkspace" / "testenv" / f"v{version}" / "bin"
+
+
+def _executable(directory: Path, name: str) -> Path | None:
+    path = directory / name
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def assets_in(directory: Path, source: str) -> Assets | None:
+    """The assets in ``directory`` if it holds at least kube-apiserver and etcd."""
+    apiserver = _executable(directory, APISERVER)
+    etcd = _executable(directory, ETCD)
+    if apiserver is None or etcd is None:
+        return None
+    return Assets(
+        directory=directory,
+        source=source,
+        kube_apiserver=apiserver,
+        etcd=etcd,
+        kube_controller_manager=_executable(directory, CONTROLLER_MANAGER),
+    )
+
+
+def candidate_dirs(env: Mapping[str, str]) -> list[tuple[str, Path]]:
+    """The directories to look in, in order, with the name of what pointed at each."""
+    candidates: list[tuple[str, Path]] = []
+    for var in (ASSETS_ENV, KUBEBUILDER_ENV):
+        value = env.get(var)
+        if value:
+            candidates.append((var, Path(value).expanduser()))
+    candidates.append(("cache", cache_dir(env)))
+    return candidates
+
+
+def find_assets(env: Mapping[str, str]) -> Assets:
+    """Find the binaries, or raise :class:`AssetsNotFoundError` naming every place tried.
+
+    A directory named by an environment variable that lacks the binaries is an error, not a
+    reason to fall through: silently using other binaries than the ones asked for would be worse.
+    """
+    tried: list[str] = []
+    for source, directory in candidate_dirs(env):
+        found = assets_in(directory, source)
+        if found is not None:
+            return found
+        if source != "cache":
+            raise AssetsNotFoundError(
+                f"{source}={directory} does not contain executable {APISERVER} and {ETCD}"
+            )
+        tried.append(f"{source}: {directory}")
+    raise AssetsNotFoundError(
+        "no kube-apiserver/etcd found (looked in "
+        + "; ".join(tried)
+        + f"). Build them with scripts/build-test-assets.sh (needs Go >= 1.26), or set "
+        f"{ASSETS_ENV} or {KUBEBUILDER_ENV} to a directory that has them."
+    )
+
+
+def build_script() -> Path | None:
+    """scripts/build-test-assets.sh when running from a source checkout, else None."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "build-test-assets.sh"
+    return script if script.is_file() else None
+
+
+def can_build(env: Mapping[str, str]) -> bool:
+    return build_script() is not None and shutil.which("go", path=env.get("PATH")) is not None
+
+
+def build_assets(env: Mapping[str, str]) -> Assets:
+    """Run the build script (a no-op when the cache is current) and return the cached assets."""
+    script = build_script()
+    if script is None:
+        raise AssetsNotFoundError(
+            "scripts/build-test-assets.sh is not available outside a checkout"
+        )
+    subprocess.run(["bash", str(script)], check=True, env=dict(env))
+    found = assets_in(cache_dir(env), "cache")
+    if found is None:
+        raise AssetsNotFoundError(f"the build finished but {cache_dir(env)} holds no binaries")
+    return found

@@ -1,0 +1,187 @@
+"""pytest fixtures for tests against the real control plane.
+
+Enable with ``-p vworkspace.testing.pytest_plugin`` or ``pytest_plugins = [...]`` in a conftest.
+
+Fixtures:
+
+* ``control_plane`` (session): a running :class:`ControlPlane`. Binaries come from
+  ``VWORKSPACE_TEST_ASSETS``, ``KUBEBUILDER_ASSETS`` or the project's cache; in a checkout with
+  Go available an empty cache is filled by ``scripts/build-test-assets.sh``. Without binaries the
+  integration tests are skipped with the reason, unless ``VWORKSPACE_REQUIRE_TESTENV=1`` (set by
+  CI), which turns that into an error: CI never silently skips the integration tier.
+* ``kube_namespace`` (function): a fresh namespace, deleted afterwards.
+* ``third_party_crds`` (session): the upstream Flux and Velero CRDs, Established.
+* ``kube_api`` (function): an admin kubernetes-asyncio ``ApiClient``.
+
+``VWORKSPACE_TEST_KEEP=1`` keeps the data directory and the namespaces and prints the kubeconfig.
+When a test that used a namespace fails, its report names the namespace with a kubectl command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+from collections.abc import AsyncIterator, Generator, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from vworkspace.testing import assets as assets_mod
+from vworkspace.testing.asyncclient import api_client
+from vworkspace.testing.controlplane import ControlPlane
+from vworkspace.testing.crds import install_crds, load_crds, third_party_dir
+from vworkspace.testing.rest import ApiError
+
+KEEP_ENV = "VWORKSPACE_TEST_KEEP"
+REQUIRE_ENV = "VWORKSPACE_REQUIRE_TESTENV"
+NAMESPACE_LABEL = "testing.vworkspace.io/test"
+
+_plane_key = pytest.StashKey[ControlPlane]()
+_namespace_key = pytest.StashKey[str]()
+_report_key = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _unavailable(reason: str) -> None:
+    if _flag(REQUIRE_ENV):
+        pytest.fail(
+            f"{REQUIRE_ENV} is set and the test control plane is unavailable: {reason}",
+            pytrace=False,
+        )
+    pytest.skip(f"test control plane unavailable: {reason}")
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    # pytest runs fixture finalizers on KeyboardInterrupt but dies at once on SIGTERM; turning
+    # one into the other lets the control plane stop in order instead of relying on PDEATHSIG.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(_report_key, {})[report.when] = report
+    namespace = item.stash.get(_namespace_key, None)
+    plane = item.config.stash.get(_plane_key, None)
+    if report.failed and namespace and plane is not None:
+        kept = (
+            "kept"
+            if _flag(KEEP_ENV)
+            else f"deleted after the test; rerun with {KEEP_ENV}=1 to keep it"
+        )
+        report.sections.append(
+            (
+                "vworkspace test namespace",
+                f"namespace {namespace} ({kept})\n"
+                f"kubectl --kubeconfig {plane.kubeconfig_path} -n {namespace} "
+                "get all,events,applicationinstances,operations -o wide",
+            )
+        )
+    return report
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+    """The session's real control plane (etcd + kube-apiserver + kube-controller-manager)."""
+    env = dict(os.environ)
+    try:
+        assets = assets_mod.find_assets(env)
+    except assets_mod.AssetsNotFoundError as err:
+        if not assets_mod.can_build(env) or os.environ.get(assets_mod.ASSETS_ENV):
+            _unavailable(str(err))
+        try:
+            assets = assets_mod.build_assets(env)
+        except Exception as build_err:  # the build's own output already went to the terminal
+            _unavailable(f"building the test assets failed: {build_err}")
+    keep = _flag(KEEP_ENV)
+    plane = ControlPlane(
+        assets=assets,
+        keep_data_dir=keep,
+        with_controller_manager=assets.has_controller_manager,
+    )
+    plane.start()
+    request.config.stash[_plane_key] = plane
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    plane = terminalreporter.config.stash.get(_plane_key, None)
+    if plane is None:
+        return
+    secs = f"{plane.startup_seconds:.1f}s" if plane.startup_seconds is not None else "?"
+    terminalreporter.write_line(
+        f"vworkspace testenv: Kubernetes from {plane.assets.directory} ({plane.assets.source}), "
+        f"ready in {secs}, controller-manager: {'yes' if plane.with_controller_manager else 'no'}"
+    )
+    if _flag(KEEP_ENV):
+        terminalreporter.write_line(f"vworkspace testenv: kept data directory {plane.data_dir}")
+        terminalreporter.write_line(
+            f"vworkspace testenv: kubeconfig {plane.kubeconfig_path} (the processes have stopped)"
+        )
+
+
+def _namespace_name(nodeid: str) -> str:
+    test = nodeid.rsplit("::", 1)[-1]
+    slug = re.sub(r"[^a-z0-9]+", "-", test.lower()).strip("-")[:40].strip("-") or "test"
+    return f"t-{slug}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def kube_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test; deleted afterwards unless VWORKSPACE_TEST_KEEP=1."""
+    rest = control_plane.rest()
+    name = _namespace_name(request.node.nodeid)
+    rest.post(
+        "/api/v1/namespaces",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {NAMESPACE_LABEL: "true"}},
+        },
+    )
+    request.node.stash[_namespace_key] = name
+    yield name
+    if _flag(KEEP_ENV):
+        return
+    try:
+        rest.delete(f"/api/v1/namespaces/{name}")
+    except ApiError as err:
+        if err.status != 404:
+            raise
+
+
+@pytest.fixture(scope="session")
+def third_party_crds(control_plane: ControlPlane) -> list[str]:
+    """Install the upstream Flux and Velero CRDs (VWORKSPACE_THIRD_PARTY_CRDS overrides the
+    folder) and return their names once all are Established."""
+    folder: Path = third_party_dir(os.environ)
+    if not folder.is_dir():
+        _unavailable(f"third-party CRDs not found at {folder}; set VWORKSPACE_THIRD_PARTY_CRDS")
+    crds = load_crds([folder])
+    if not crds:
+        _unavailable(f"no CustomResourceDefinition in {folder}")
+    return install_crds(control_plane.rest(), crds)
+
+
+@pytest.fixture
+async def kube_api(control_plane: ControlPlane) -> AsyncIterator[Any]:
+    """An admin kubernetes-asyncio ``ApiClient`` for the test's event loop."""
+    async with api_client(control_plane) as api:
+        yield api
