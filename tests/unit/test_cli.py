@@ -53,3 +53,14 @@ def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main([])
     assert exit_.value.code == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+def test_manifests_crds_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "crds"
+    assert main(["manifests", "crds", "--out", str(out)]) == 0
+    assert main(["manifests", "crds", "--out", str(out), "--check"]) == 0
+    victim = out / "ops.vworkspace.io_operations.yaml"
+    victim.write_text(victim.read_text().replace("minLength: 1", "minLength: 2"))
+    capsys.readouterr()
+    assert main(["manifests", "crds", "--out", str(out), "--check"]) == 1
+    assert "ops.vworkspace.io_operations.yaml" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from vworkspace import __version__
-from vworkspace.app import testenv_cmd
+from vworkspace.app import manifests_cmd, testenv_cmd
 
 DESCRIPTION = """\
 vworkspace runs vWorkspace applications on Kubernetes clusters that the control plane never
@@ -24,6 +24,7 @@ EPILOG = """\
 examples:
   python -m vworkspace testenv start            run a local Kubernetes control plane for development
   python -m vworkspace testenv start --kubeconfig-out ./kubeconfig
+  python -m vworkspace manifests crds           regenerate manifests/crds from the API models
 
 Run 'python -m vworkspace COMMAND --help' for the options of a command."""
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vworkspace {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     testenv_cmd.add_parser(commands)
+    manifests_cmd.add_parser(commands)
     return parser
 
 

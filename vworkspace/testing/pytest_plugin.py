@@ -12,6 +12,7 @@ Fixtures:
 * ``kube_namespace`` (function): a fresh namespace, deleted afterwards.
 * ``third_party_crds`` (session): the upstream Flux and Velero CRDs, Established.
 * ``kube_api`` (function): an admin kubernetes-asyncio ``ApiClient``.
+* ``vworkspace_crds`` (session): the operator's own CRDs, generated from the models, Established.
 
 ``VWORKSPACE_TEST_KEEP=1`` keeps the data directory and the namespaces and prints the kubeconfig.
 When a test that used a namespace fails, its report names the namespace with a kubectl command.
@@ -185,3 +186,12 @@ async def kube_api(control_plane: ControlPlane) -> AsyncIterator[Any]:
     """An admin kubernetes-asyncio ``ApiClient`` for the test's event loop."""
     async with api_client(control_plane) as api:
         yield api
+
+
+@pytest.fixture(scope="session")
+def vworkspace_crds(control_plane: ControlPlane) -> list[str]:
+    """Install the operator's own CRDs, generated from the API models, and wait until
+    they are Established."""
+    from vworkspace.api import crdgen
+
+    return install_crds(control_plane.rest(), [crdgen.crd(info) for info in crdgen.RESOURCES])
