@@ -55,7 +55,9 @@ def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert "COMMAND" in capsys.readouterr().err
 
 
-def test_manifests_crds_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_manifests_crds_writes_and_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "crds"
     assert main(["manifests", "crds", "--out", str(out)]) == 0
     assert main(["manifests", "crds", "--out", str(out), "--check"]) == 0
@@ -64,3 +66,58 @@ def test_manifests_crds_writes_and_checks(tmp_path: Path, capsys: pytest.Capture
     capsys.readouterr()
     assert main(["manifests", "crds", "--out", str(out), "--check"]) == 1
     assert "ops.vworkspace.io_operations.yaml" in capsys.readouterr().err
+
+
+def run_args(*argv: str) -> object:
+    from vworkspace.app.cli import build_parser
+
+    return build_parser().parse_args(["run", *argv])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--reconcile-timeout", "-1"], "--reconcile-timeout must be positive"),
+        (
+            ["--metrics-bind-address", "localhost"],
+            "--metrics-bind-address: 'localhost' is not HOST:PORT",
+        ),
+        (["--health-probe-bind-address", "x:y"], "--health-probe-bind-address"),
+    ],
+)
+def test_run_refuses_bad_flags_naming_them(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_settings_precedence_flag_over_env() -> None:
+    from vworkspace.app.run_cmd import settings_from
+
+    env = {"POD_NAMESPACE": "from-env", "KUBECONFIG": "/env/kubeconfig"}
+    settings = settings_from(run_args("--leader-election-namespace", "from-flag"), env)  # type: ignore[arg-type]
+    assert settings.namespace == "from-flag"
+    assert settings.kubeconfig == "/env/kubeconfig"
+    settings = settings_from(run_args("--kubeconfig", "/flag/kc"), env)  # type: ignore[arg-type]
+    assert (settings.namespace, settings.kubeconfig) == ("from-env", "/flag/kc")
+    settings = settings_from(run_args(), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})  # type: ignore[arg-type]
+    assert settings.in_cluster
+    assert settings.namespace == "vworkspace-system"
+    assert settings.metrics is None  # "0" disables the metrics listener
+    assert str(settings.probes) == "0.0.0.0:8081"
+
+
+def test_run_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    for flag in (
+        "--kubeconfig",
+        "--leader-elect",
+        "--metrics-bind-address",
+        "--log-format",
+        "POD_NAMESPACE",
+    ):
+        assert flag in out

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from vworkspace import __version__
-from vworkspace.app import manifests_cmd, testenv_cmd
+from vworkspace.app import manifests_cmd, run_cmd, testenv_cmd
 
 DESCRIPTION = """\
 vworkspace runs vWorkspace applications on Kubernetes clusters that the control plane never
@@ -22,6 +22,7 @@ status back."""
 
 EPILOG = """\
 examples:
+  python -m vworkspace run --kubeconfig ./kubeconfig   run the operator against a cluster
   python -m vworkspace testenv start            run a local Kubernetes control plane for development
   python -m vworkspace testenv start --kubeconfig-out ./kubeconfig
   python -m vworkspace manifests crds           regenerate manifests/crds from the API models
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vworkspace {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run_cmd.add_parser(commands)
     testenv_cmd.add_parser(commands)
     manifests_cmd.add_parser(commands)
     return parser

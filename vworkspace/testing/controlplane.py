@@ -323,8 +323,9 @@ class ControlPlane:
         self.kubeconfig_path.write_text(self.kubeconfig_yaml())
         self.kubeconfig_path.chmod(0o600)
 
-    def kubeconfig_yaml(self) -> str:
-        """A self-contained admin kubeconfig (CA embedded, bearer token)."""
+    def kubeconfig_yaml(self, server: str | None = None) -> str:
+        """A self-contained admin kubeconfig (CA embedded, bearer token). ``server`` overrides
+        the address, e.g. to go through a :class:`~vworkspace.testing.proxy.TcpProxy`."""
         ca = base64.b64encode(self.ca_path.read_bytes()).decode()
         config = {
             "apiVersion": "v1",
@@ -332,7 +333,7 @@ class ControlPlane:
             "clusters": [
                 {
                     "name": KUBECONFIG_NAME,
-                    "cluster": {"server": self.server, "certificate-authority-data": ca},
+                    "cluster": {"server": server or self.server, "certificate-authority-data": ca},
                 }
             ],
             "users": [{"name": ADMIN_USER, "user": {"token": self.token}}],

@@ -1,0 +1,140 @@
+"""Benchmark: how fast the operator takes ownership of many ApplicationInstances, and its memory.
+
+Starts the real test control plane, installs the CRDs, starts `python -m vworkspace run` as its own
+process, creates N ApplicationInstances (8 client threads), and measures the time from the first
+create until every instance carries the operator's finalizer and its initial Ready condition,
+plus the operator's peak RSS (VmHWM). Prints one JSON object.
+
+    python bench/bench_applicationinstances.py [--count 1000] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from vworkspace.api import crdgen
+from vworkspace.testing import ControlPlane, find_assets
+from vworkspace.testing.crds import install_crds
+
+NAMESPACE = "bench"
+PATH = f"/apis/apps.vworkspace.io/v1alpha1/namespaces/{NAMESPACE}/applicationinstances"
+
+
+def instance(index: int) -> dict[str, object]:
+    name = f"app-{index:05d}"
+    return {
+        "apiVersion": "apps.vworkspace.io/v1alpha1",
+        "kind": "ApplicationInstance",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "appRef": {"catalogId": "odoo"},
+            "chart": {
+                "sourceType": "helm",
+                "url": "https://charts.example.com",
+                "name": "odoo",
+                "version": "1.0.0",
+            },
+            "release": {"name": name, "namespace": NAMESPACE},
+            "values": {"source": "inline", "inline": {"replicaCount": 1}},
+        },
+    }
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def owned(item: dict[str, object]) -> bool:
+    meta = item["metadata"]
+    status = item.get("status") or {}
+    return "apps.vworkspace.io/finalizer" in (meta.get("finalizers") or []) and any(  # type: ignore[union-attr]
+        c.get("type") == "Ready"
+        for c in status.get("conditions", [])  # type: ignore[union-attr]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2, help="operator --workers")
+    args = parser.parse_args()
+
+    with ControlPlane(assets=find_assets(dict(os.environ))) as plane:
+        rest = plane.rest(timeout=60)
+        install_crds(rest, [crdgen.crd(info) for info in crdgen.RESOURCES])
+        rest.post(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        )
+        log_path = Path(tempfile.mkdtemp(prefix="bench-")) / "operator.log"
+        log = log_path.open("wb")
+        operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vworkspace",
+                "run",
+                "--health-probe-bind-address",
+                "0",
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warning",
+            ],
+            env={
+                **os.environ,
+                "KUBECONFIG": str(plane.kubeconfig_path),
+                "POD_NAMESPACE": NAMESPACE,
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            time.sleep(2)  # let the informers sync on an empty cluster
+            idle_rss = peak_rss_mib(operator.pid)
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda i: rest.post(PATH, instance(i)), range(args.count)))
+            created = time.monotonic() - started
+            done = 0
+            while done < args.count:
+                if operator.poll() is not None:
+                    raise SystemExit(f"operator exited with {operator.returncode}; log: {log_path}")
+                items = rest.get(PATH)["items"]
+                done = sum(1 for item in items if owned(item))
+                if done < args.count:
+                    time.sleep(0.25)
+            total = time.monotonic() - started
+            result = {
+                "benchmark": "applicationinstances-initial-reconcile",
+                "count": args.count,
+                "operator_workers": args.workers,
+                "create_seconds": round(created, 2),
+                "all_reconciled_seconds": round(total, 2),
+                "instances_per_second": round(args.count / total, 1),
+                "operator_rss_idle_mib": round(idle_rss, 1),
+                "operator_peak_rss_mib": round(peak_rss_mib(operator.pid), 1),
+            }
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
+            log.close()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

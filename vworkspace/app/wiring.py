@@ -1,0 +1,128 @@
+"""Building the operator from its settings: one client, informers, controllers, the manager.
+
+This is where every dependency is created and handed down; nothing below reads flags or the
+environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import attrs
+from prometheus_client import CollectorRegistry
+
+from vworkspace.api.constants import (
+    APPLICATION_INSTANCE_FINALIZER,
+    CLUSTER_FINALIZER,
+    OPERATION_FINALIZER,
+)
+from vworkspace.api.meta import ObjectKey
+from vworkspace.app.http import Address
+from vworkspace.app.manager import Manager, ManagerSettings
+from vworkspace.controllers.initial import InitialReconciler
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.clock import Clock, RealClock
+from vworkspace.kube.controller import Controller
+from vworkspace.kube.events import EventRecorder
+from vworkspace.kube.informer import Informer
+from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig
+from vworkspace.kube.metrics import Metrics
+from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
+from vworkspace.kube.workqueue import WorkQueue
+
+LEASE_NAME = "dad03b25.vworkspace.io"
+DEFAULT_NAMESPACE = "vworkspace-system"
+
+# (controller name, resource, finalizer): the names are the `controller` metric label.
+KINDS: tuple[tuple[str, ResourceType, str], ...] = (
+    ("applicationinstance", APPLICATION_INSTANCES, APPLICATION_INSTANCE_FINALIZER),
+    ("operation", OPERATIONS, OPERATION_FINALIZER),
+    ("cluster", CLUSTERS, CLUSTER_FINALIZER),
+)
+
+
+@attrs.frozen
+class OperatorSettings:
+    kubeconfig: str | None = None
+    context: str | None = None
+    in_cluster: bool = False
+    namespace: str = DEFAULT_NAMESPACE
+    identity: str = "vworkspace-operator"
+    leader_elect: bool = False
+    lease_name: str = LEASE_NAME
+    workers: int = 2
+    reconcile_timeout: float = 30.0
+    probes: Address | None = None
+    metrics: Address | None = None
+    shutdown_timeout: float = 25.0
+
+
+async def connect(settings: OperatorSettings) -> KubeClient:
+    # Pool: one connection per watch, one per worker, and headroom for the agent and events.
+    pool = len(KINDS) * (1 + settings.workers) + 8
+    if settings.in_cluster:
+        return KubeClient.in_cluster(pool_size=pool)
+    return await KubeClient.from_kubeconfig(
+        settings.kubeconfig, context=settings.context, pool_size=pool
+    )
+
+
+def build_manager(
+    settings: OperatorSettings,
+    client: KubeClient,
+    *,
+    registry: CollectorRegistry,
+    clock: Clock | None = None,
+) -> Manager:
+    clock = clock or RealClock()
+    metrics = Metrics(registry)
+    elector = None
+    if settings.leader_elect:
+        lease = LeaseConfig(
+            name=settings.lease_name, namespace=settings.namespace, identity=settings.identity
+        )
+        elector = LeaderElector(client, lease, clock=clock, metrics=metrics)
+    manager = Manager(
+        settings=ManagerSettings(
+            probes=settings.probes,
+            metrics=settings.metrics,
+            shutdown_timeout=settings.shutdown_timeout,
+        ),
+        metrics=metrics,
+        clock=clock,
+        elector=elector,
+    )
+    recorder = EventRecorder(client, clock=clock, instance=settings.identity)
+    for name, resource, finalizer in KINDS:
+        informer = manager.add_informer(Informer(client, resource, clock=clock, metrics=metrics))
+        reconciler = InitialReconciler(
+            client=client,
+            informer=informer,
+            resource=resource,
+            finalizer=finalizer,
+            clock=clock,
+            recorder=recorder,
+        )
+        queue: WorkQueue[ObjectKey] = WorkQueue(name, clock=clock, metrics=metrics.queue(name))
+        controller = Controller(
+            name,
+            reconciler,
+            queue,
+            workers=settings.workers,
+            reconcile_timeout=settings.reconcile_timeout,
+            metrics=metrics.controller(name),
+        )
+        controller.watch(informer)
+        manager.add_controller(controller)
+    return manager
+
+
+async def run_operator(
+    settings: OperatorSettings, stop: asyncio.Event, *, registry: CollectorRegistry
+) -> int:
+    client = await connect(settings)
+    try:
+        manager = build_manager(settings, client, registry=registry)
+        return await manager.run(stop)
+    finally:
+        await client.close()

@@ -1,0 +1,300 @@
+"""The one Kubernetes client of the process, and the server-side apply helper.
+
+kubernetes-asyncio provides configuration loading (kubeconfig contexts, in-cluster service
+account with its token re-read every minute), TLS and the aiohttp connection pool; this module
+sends raw JSON through it and decodes answers into plain dicts, which the operator projects onto
+its own attrs models. That skips the generated models on hot paths (they cost CPU and memory) and
+keeps three pitfalls out (shared/notes/python-operator-ecosystem.md §e):
+
+* every request carries an explicit timeout (the library's default is none at all);
+* every write names its field manager (the default would be the library's User-Agent);
+* apply patches always use ``application/apply-patch+yaml`` (the library's default content type
+  for custom objects is JSON patch, which the server rejects for a dict).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from vworkspace import __version__
+from vworkspace.api.meta import ObjectKey
+from vworkspace.kube.errors import ApiError, error_for
+from vworkspace.kube.resources import ResourceType, key_of
+
+JSON = "application/json"
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+DEFAULT_TIMEOUT = 30.0
+USER_AGENT = f"vworkspace-operator/{__version__}"
+
+JsonObj = dict[str, Any]
+
+
+class KubeApi(Protocol):
+    """The small surface the rest of the operator uses (fakeable in unit tests)."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+        timeout_s: float | None = None,
+    ) -> JsonObj: ...
+
+    def stream_lines(
+        self, path: str, *, query: Mapping[str, str], connect_timeout: float, total_timeout: float
+    ) -> Any: ...
+
+
+class KubeClient:
+    """JSON over kubernetes-asyncio's ApiClient; one instance shared by the whole process."""
+
+    def __init__(
+        self, api_client: k8s_client.ApiClient, *, request_timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self._api = api_client
+        self._api.user_agent = USER_AGENT
+        self.request_timeout = request_timeout
+
+    @classmethod
+    async def from_kubeconfig(
+        cls,
+        path: str | None,
+        *,
+        context: str | None = None,
+        pool_size: int = 32,
+        request_timeout: float = DEFAULT_TIMEOUT,
+    ) -> KubeClient:
+        configuration = k8s_client.Configuration()
+        # persist_config=False: never write refreshed credentials back into the user's file.
+        await k8s_config.load_kube_config(
+            config_file=path,
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+        return cls._build(configuration, pool_size, request_timeout)
+
+    @classmethod
+    def in_cluster(
+        cls, *, pool_size: int = 32, request_timeout: float = DEFAULT_TIMEOUT
+    ) -> KubeClient:
+        configuration = k8s_client.Configuration()
+        # The loader installs a hook that re-reads the projected token every minute, so rotated
+        # service-account tokens are picked up without a restart.
+        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration, try_refresh_token=True
+        )
+        return cls._build(configuration, pool_size, request_timeout)
+
+    @classmethod
+    def _build(
+        cls, configuration: k8s_client.Configuration, pool_size: int, request_timeout: float
+    ) -> KubeClient:
+        configuration.connection_pool_maxsize = pool_size
+        return cls(k8s_client.ApiClient(configuration), request_timeout=request_timeout)
+
+    @property
+    def server(self) -> str:
+        return str(self._api.configuration.host)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+        timeout_s: float | None = None,
+    ) -> JsonObj:
+        """Send one request; return the decoded JSON (``{}`` if empty); raise :class:`ApiError`."""
+        try:
+            response = await self._api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params={"Accept": JSON, "Content-Type": content_type},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout_s or self.request_timeout,
+            )
+        except ApiException as exc:
+            raise _decode_error(exc, method, path) from None
+        raw = await _read(response)
+        # With _preload_content=False the library does not raise for every non-2xx answer.
+        if response.status >= 300:
+            raise error_for(
+                status=response.status, body=_json_or_message(raw), method=method, path=path
+            )
+        return json.loads(raw) if raw else {}
+
+    @asynccontextmanager
+    async def stream_lines(
+        self, path: str, *, query: Mapping[str, str], connect_timeout: float, total_timeout: float
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A watch stream as raw newline-delimited JSON lines. Inactivity is the caller's watchdog;
+        ``total_timeout`` is a hard cap a little above the server-side watch timeout."""
+        try:
+            response = await self._api.call_api(
+                path,
+                "GET",
+                query_params=list(query.items()),
+                header_params={"Accept": JSON},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(
+                    total=total_timeout, sock_connect=connect_timeout
+                ),
+            )
+        except ApiException as exc:
+            raise _decode_error(exc, "GET", path) from None
+        try:
+            if response.status >= 300:
+                body = await response.read()
+                raise error_for(
+                    status=response.status, body=_json_or_message(body), method="GET", path=path
+                )
+            yield _lines(response)
+        finally:
+            response.release()
+
+    # -- conveniences ----------------------------------------------------------------------
+
+    async def get(self, resource: ResourceType, key: ObjectKey) -> JsonObj:
+        return await self.request("GET", resource.path(key))
+
+    async def list(
+        self, resource: ResourceType, namespace: str | None = None, **query: str
+    ) -> JsonObj:
+        return await self.request("GET", resource.collection_path(namespace), query=query)
+
+    async def create(self, resource: ResourceType, obj: JsonObj, *, field_manager: str) -> JsonObj:
+        key = (
+            key_of(obj)
+            if obj.get("metadata", {}).get("name")
+            else ObjectKey(obj["metadata"].get("namespace"), "")
+        )
+        return await self.request(
+            "POST",
+            resource.collection_path(key.namespace),
+            body=obj,
+            query={"fieldManager": field_manager},
+        )
+
+    async def delete(
+        self, resource: ResourceType, key: ObjectKey, *, propagation: str = "Background"
+    ) -> JsonObj:
+        return await self.request(
+            "DELETE",
+            resource.path(key),
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
+        )
+
+    async def merge_patch(
+        self,
+        resource: ResourceType,
+        key: ObjectKey,
+        patch: JsonObj,
+        *,
+        field_manager: str,
+        subresource: str | None = None,
+    ) -> JsonObj:
+        return await self.request(
+            "PATCH",
+            resource.path(key, subresource),
+            body=patch,
+            content_type=MERGE_PATCH,
+            query={"fieldManager": field_manager},
+        )
+
+    async def replace(
+        self,
+        resource: ResourceType,
+        obj: JsonObj,
+        *,
+        field_manager: str,
+        subresource: str | None = None,
+    ) -> JsonObj:
+        return await self.request(
+            "PUT",
+            resource.path(key_of(obj), subresource),
+            body=obj,
+            query={"fieldManager": field_manager},
+        )
+
+    async def apply(
+        self,
+        resource: ResourceType,
+        obj: JsonObj,
+        *,
+        field_manager: str,
+        force: bool = True,
+        subresource: str | None = None,
+    ) -> JsonObj:
+        """Server-side apply ``obj`` (only the fields this manager owns).
+
+        ``force`` defaults to true: a controller owns the fields it applies, as the Kubernetes
+        SSA documentation recommends. A conflict without force raises
+        :class:`~vworkspace.kube.errors.ConflictError` whose ``causes`` name the other field
+        manager and the field path.
+        """
+        if not field_manager:
+            raise ValueError("server-side apply needs an explicit field manager")
+        query = {"fieldManager": field_manager, "force": "true" if force else "false"}
+        return await self.request(
+            "PATCH",
+            resource.path(key_of(obj), subresource),
+            body=obj,
+            content_type=APPLY_PATCH,
+            query=query,
+        )
+
+
+async def _read(response: Any) -> bytes:
+    try:
+        data: bytes = await response.read()
+        return data
+    finally:
+        response.release()
+
+
+async def _lines(response: Any) -> AsyncIterator[bytes]:
+    while True:
+        line = await response.content.readline()
+        if not line:
+            return
+        if line.strip():
+            yield line
+
+
+def _json_or_message(raw: bytes | str | None) -> JsonObj:
+    if not raw:
+        return {}
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        decoded = json.loads(text)
+    except json.JSONDecodeError:
+        return {"message": text[:1000]}
+    return decoded if isinstance(decoded, dict) else {"message": text[:1000]}
+
+
+def _decode_error(exc: ApiException, method: str, path: str) -> ApiError:
+    return error_for(
+        status=int(exc.status or 0), body=_json_or_message(exc.body), method=method, path=path
+    )

@@ -1,0 +1,232 @@
+"""List-then-watch of one resource into an indexed cache, robust against the ways watches fail.
+
+The loop (client-go's reflector, shared/notes/python-operator-ecosystem.md §2.1):
+
+1. **List**, paginated (``limit``/``continue``), as a consistent read; replace the cache; objects
+   that vanished since the last list are removed *and reported*, so a delete that happened while
+   the watch was down is never missed.
+2. **Watch** from the list's resourceVersion with bookmarks, a server timeout drawn at random from
+   300-600 s (so a fleet of informers does not reconnect in step), a hard client cap a little
+   above it, and an **inactivity watchdog**: a watch that delivers neither events nor bookmarks for
+   ``inactivity_timeout`` seconds is presumed dead (a half-open TCP path, a stuck proxy) and
+   reopened from the last resourceVersion.
+3. A watch that ends normally is reopened from the last resourceVersion; **410 Gone** (compacted)
+   goes back to 1; any other error waits a jittered 0.8 s -> 30 s backoff first.
+
+Handlers receive the object (the last known state for a delete) and whether it came from the
+initial list; they must only enqueue keys (level-triggered: never act on the event type).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import structlog
+
+from vworkspace.kube.backoff import Backoff
+from vworkspace.kube.client import KubeApi
+from vworkspace.kube.clock import Clock, RealClock
+from vworkspace.kube.errors import ApiError, GoneError, error_for
+from vworkspace.kube.metrics import Metrics
+from vworkspace.kube.resources import ResourceType, key_of
+from vworkspace.kube.store import Indexer, Store
+
+JsonObj = dict[str, Any]
+EventHandler = Callable[[JsonObj, bool], None]
+
+_log = structlog.get_logger("vworkspace.informer")
+
+
+class WatchInactiveError(Exception):
+    """The watch delivered nothing, not even a bookmark, for too long."""
+
+
+class Informer:
+    def __init__(
+        self,
+        client: KubeApi,
+        resource: ResourceType,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        indexers: dict[str, Indexer] | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        metrics: Metrics | None = None,
+        page_size: int = 500,
+        watch_timeout: tuple[int, int] = (300, 600),
+        inactivity_timeout: float = 90.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.store = Store(indexers)
+        self._clock = clock or RealClock()
+        self._rng = rng or random.Random()
+        self._metrics = metrics
+        self.page_size = page_size
+        self.watch_timeout = watch_timeout
+        self.inactivity_timeout = inactivity_timeout
+        self.connect_timeout = connect_timeout
+        self._handlers: list[EventHandler] = []
+        self._synced = asyncio.Event()
+        self._last_heard = self._clock.monotonic()
+        self._backoff = Backoff(clock=self._clock, rng=self._rng)
+        self.watches_opened = 0
+        self.relists = 0
+
+    @property
+    def name(self) -> str:
+        return str(self.resource) + (f"[{self.label_selector}]" if self.label_selector else "")
+
+    def add_handler(self, handler: EventHandler) -> None:
+        self._handlers.append(handler)
+
+    @property
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    def last_event_age(self) -> float:
+        return self._clock.monotonic() - self._last_heard
+
+    async def run(self) -> None:
+        """List and watch until cancelled."""
+        log = _log.bind(informer=self.name)
+        resource_version: str | None = None
+        while True:
+            try:
+                if resource_version is None:
+                    resource_version = await self._relist()
+                resource_version = await self._watch(resource_version)
+            except GoneError:
+                log.info(
+                    "watch resourceVersion expired; relisting", resource_version=resource_version
+                )
+                resource_version = None
+                self._count_error("gone")
+            except WatchInactiveError:
+                log.warning("watch silent; reopening", inactivity_timeout=self.inactivity_timeout)
+                self._count_error("inactive")
+            except (ApiError, aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
+                delay = self._backoff.next_delay()
+                self._count_error(type(err).__name__)
+                log.warning("list/watch failed; retrying", error=str(err), retry_in=round(delay, 2))
+                await self._clock.sleep(delay)
+
+    def _count_error(self, kind: str) -> None:
+        if self._metrics:
+            self._metrics.informer_errors.labels(self.name, kind).inc()
+
+    def _base_query(self) -> dict[str, str]:
+        query: dict[str, str] = {}
+        if self.label_selector:
+            query["labelSelector"] = self.label_selector
+        return query
+
+    async def _relist(self) -> str:
+        initial = not self.has_synced
+        items: list[JsonObj] = []
+        query = {**self._base_query(), "limit": str(self.page_size)}
+        while True:
+            page = await self.client.request(
+                "GET", self.resource.collection_path(self.namespace), query=query
+            )
+            kind = self.resource.kind
+            for item in page.get("items", []):
+                # List items carry no apiVersion/kind; add them so handlers see whole objects.
+                items.append({"apiVersion": self.resource.api_version, "kind": kind, **item})
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                resource_version = str(page.get("metadata", {}).get("resourceVersion", ""))
+                break
+            query = {**self._base_query(), "limit": str(self.page_size), "continue": token}
+        self._replace(items, initial=initial)
+        self.relists += 1
+        if self._metrics:
+            self._metrics.informer_relists.labels(self.name).inc()
+        self._last_heard = self._clock.monotonic()
+        self._synced.set()
+        return resource_version
+
+    def _replace(self, items: list[JsonObj], *, initial: bool) -> None:
+        seen = set()
+        for obj in items:
+            key = key_of(obj)
+            seen.add(key)
+            previous = self.store.upsert(obj)
+            changed = previous is None or previous.get("metadata", {}).get(
+                "resourceVersion"
+            ) != obj.get("metadata", {}).get("resourceVersion")
+            if changed:
+                self._notify(obj, initial=initial)
+        vanished = [key for key in self.store.all_keys() if key not in seen]
+        for key in vanished:
+            gone = self.store.delete(key)
+            if gone is not None:
+                self._notify(gone, initial=False)
+
+    async def _watch(self, resource_version: str) -> str:
+        timeout = self._rng.randint(*self.watch_timeout)
+        query = {
+            **self._base_query(),
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout),
+        }
+        self.watches_opened += 1
+        loop = asyncio.get_running_loop()
+        try:
+            # One deadline covers opening the stream and every read after it; each line (event
+            # or bookmark) pushes it back. A stalled connection cannot hang us in either phase.
+            async with asyncio.timeout(self.inactivity_timeout) as deadline:
+                async with self.client.stream_lines(
+                    self.resource.collection_path(self.namespace),
+                    query=query,
+                    connect_timeout=self.connect_timeout,
+                    total_timeout=timeout + 30,
+                ) as lines:
+                    async for line in lines:
+                        deadline.reschedule(loop.time() + self.inactivity_timeout)
+                        resource_version = self._apply_event(json.loads(line), resource_version)
+        except TimeoutError:
+            raise WatchInactiveError from None
+        self._backoff.reset()
+        return resource_version
+
+    def _apply_event(self, event: JsonObj, resource_version: str) -> str:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        self._last_heard = self._clock.monotonic()
+        if kind == "ERROR":
+            raise error_for(
+                status=int(obj.get("code", 0)),
+                body=obj,
+                method="WATCH",
+                path=self.resource.collection_path(self.namespace),
+            )
+        new_rv = str(obj.get("metadata", {}).get("resourceVersion") or resource_version)
+        if kind in ("ADDED", "MODIFIED"):
+            self.store.upsert(obj)
+            self._notify(obj, initial=False)
+        elif kind == "DELETED":
+            self.store.delete(key_of(obj))
+            self._notify(obj, initial=False)
+        return new_rv
+
+    def _notify(self, obj: JsonObj, *, initial: bool) -> None:
+        for handler in self._handlers:
+            try:
+                handler(obj, initial)
+            except Exception:  # a faulty handler must not kill the watch
+                _log.exception("informer handler failed", informer=self.name)

@@ -1,0 +1,106 @@
+"""The informer's in-memory cache: objects by key, with secondary indexes.
+
+Indexes map a value to the keys of the objects that have it, so controllers can ask "which
+HelmReleases does this ApplicationInstance own" without scanning. Objects are stored as decoded
+JSON minus ``metadata.managedFields`` (often the largest part of an object, and never needed by a
+controller): that keeps the cache of 1,000 instances small.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from vworkspace.api.meta import ObjectKey
+from vworkspace.kube.resources import key_of
+
+JsonObj = dict[str, Any]
+Indexer = Callable[[JsonObj], Iterable[str]]
+
+INDEX_NAMESPACE = "namespace"
+INDEX_OWNER = "owner"  # value: the owner's UID
+INDEX_LABEL = "label"  # value: "key=value"
+
+
+def namespace_index(obj: JsonObj) -> Iterable[str]:
+    namespace = obj.get("metadata", {}).get("namespace")
+    return [namespace] if namespace else []
+
+
+def owner_index(obj: JsonObj) -> Iterable[str]:
+    return [
+        ref["uid"]
+        for ref in obj.get("metadata", {}).get("ownerReferences", []) or []
+        if "uid" in ref
+    ]
+
+
+def label_index(obj: JsonObj) -> Iterable[str]:
+    return [f"{k}={v}" for k, v in (obj.get("metadata", {}).get("labels") or {}).items()]
+
+
+DEFAULT_INDEXERS: dict[str, Indexer] = {
+    INDEX_NAMESPACE: namespace_index,
+    INDEX_OWNER: owner_index,
+    INDEX_LABEL: label_index,
+}
+
+
+def slim(obj: JsonObj) -> JsonObj:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
+
+
+class Store:
+    def __init__(self, indexers: dict[str, Indexer] | None = None) -> None:
+        self._indexers = dict(DEFAULT_INDEXERS if indexers is None else indexers)
+        self._items: dict[ObjectKey, JsonObj] = {}
+        self._indexes: dict[str, defaultdict[str, set[ObjectKey]]] = {
+            name: defaultdict(set) for name in self._indexers
+        }
+
+    def get(self, key: ObjectKey) -> JsonObj | None:
+        return self._items.get(key)
+
+    def all_keys(self) -> list[ObjectKey]:
+        return list(self._items)
+
+    def items(self) -> list[JsonObj]:
+        return [*self._items.values()]
+
+    def by_index(self, index: str, value: str) -> list[JsonObj]:
+        return [self._items[k] for k in self._indexes[index].get(value, ())]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def upsert(self, obj: JsonObj) -> JsonObj | None:
+        """Store ``obj``; return the previous version, if any."""
+        obj = slim(obj)
+        key = key_of(obj)
+        previous = self._items.get(key)
+        if previous is not None:
+            self._unindex(key, previous)
+        self._items[key] = obj
+        for name, indexer in self._indexers.items():
+            for value in indexer(obj):
+                self._indexes[name][value].add(key)
+        return previous
+
+    def delete(self, key: ObjectKey) -> JsonObj | None:
+        previous = self._items.pop(key, None)
+        if previous is not None:
+            self._unindex(key, previous)
+        return previous
+
+    def _unindex(self, key: ObjectKey, obj: JsonObj) -> None:
+        for name, indexer in self._indexers.items():
+            for value in indexer(obj):
+                keys = self._indexes[name].get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._indexes[name][value]
