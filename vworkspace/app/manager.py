@@ -57,6 +57,8 @@ class Manager:
         self.elector = elector
         self.informers: list[Informer] = []
         self.controllers: list[Controller] = []
+        self._runnables: list[tuple[str, Callable[[asyncio.Event], Awaitable[None]], bool]] = []
+        self._runnables_stop = asyncio.Event()
         self._stopping = False
         self._fatal: asyncio.Event = asyncio.Event()
         self.exit_reason = ""
@@ -77,6 +79,33 @@ class Manager:
     def add_controller(self, controller: Controller) -> Controller:
         self.controllers.append(controller)
         return controller
+
+    def add_runnable(
+        self,
+        name: str,
+        run: Callable[[asyncio.Event], Awaitable[None]],
+        *,
+        leader_only: bool = True,
+    ) -> None:
+        """A long-running task (e.g. the agent's poller) that gets a stop event at shutdown and
+        is given the same budget as reconciles in flight to finish."""
+        self._runnables.append((name, run, leader_only))
+
+    async def _start_runnable(
+        self,
+        run: Callable[[asyncio.Event], Awaitable[None]],
+        gate: asyncio.Event,
+        leader_only: bool,
+    ) -> None:
+        if leader_only:
+            waiter = asyncio.ensure_future(gate.wait())
+            stopper = asyncio.ensure_future(self._runnables_stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if self._runnables_stop.is_set():
+                return
+        await run(self._runnables_stop)
 
     def _not_ready(self) -> list[str]:
         if self._stopping:
@@ -107,6 +136,10 @@ class Manager:
         workers = [
             asyncio.create_task(c.run(gate), name=f"controller {c.name}") for c in self.controllers
         ]
+        workers += [
+            asyncio.create_task(self._start_runnable(run, gate, leader_only), name=name)
+            for name, run, leader_only in self._runnables
+        ]
         stop_wait = asyncio.create_task(stop.wait())
         fatal_wait = asyncio.create_task(self._fatal.wait())
         await asyncio.wait({stop_wait, fatal_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -127,6 +160,7 @@ class Manager:
         self._stopping = True
         for controller in self.controllers:
             controller.queue.shutdown()
+        self._runnables_stop.set()
         # Reconciles in flight get most of the budget; the rest is for releasing and closing.
         budget = max(1.0, self.settings.shutdown_timeout - 5.0)
         if workers:

@@ -18,18 +18,32 @@ from typing import Any
 import prometheus_client
 import structlog
 
+from vworkspace.agent.applier import DEFAULT_ALLOWED, parse_allowed
+from vworkspace.agent.credentials import Overrides
+from vworkspace.agent.poller import parse_interval
 from vworkspace.app import logging as app_logging
 from vworkspace.app.http import Address
-from vworkspace.app.wiring import DEFAULT_NAMESPACE, LEASE_NAME, OperatorSettings, run_operator
+from vworkspace.app.wiring import (
+    DEFAULT_NAMESPACE,
+    LEASE_NAME,
+    AgentSettings,
+    OperatorSettings,
+    run_operator,
+)
 
 EPILOG = """\
 environment:
-  KUBECONFIG          kubeconfig path when --kubeconfig is not given
-  POD_NAMESPACE       the operator's namespace (Lease, credentials); default vworkspace-system
+  KUBECONFIG               kubeconfig path when --kubeconfig is not given
+  POD_NAMESPACE            the operator's namespace (Lease, credentials); default vworkspace-system
+  CONTROL_PLANE_BASE_URL   see --control-plane-base-url
+  VWORKSPACE_CLUSTER_ID    see --cluster-id
+  VWORKSPACE_AGENT_TOKEN   see --agent-token
 
 examples:
   python -m vworkspace run --kubeconfig ./kubeconfig --log-format console
-  python -m vworkspace run --leader-elect --metrics-bind-address :8443"""
+  python -m vworkspace run --leader-elect --metrics-bind-address :8443
+  python -m vworkspace run --agent-enabled --control-plane-base-url http://127.0.0.1:8080 \
+      --cluster-id cluster-dev-1 --agent-token bootstrap-cluster-dev-1"""
 
 
 def add_parser(commands: Any) -> None:
@@ -94,6 +108,69 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="deadline of one reconcile (default: %(default)s)",
     )
+    agent = run.add_argument_group(
+        "pull-mode agent",
+        "Credentials: each flag wins over its environment variable, which wins over the "
+        "credentials Secret written at registration.",
+    )
+    agent.add_argument(
+        "--agent-enabled",
+        action="store_true",
+        help="poll the control plane for jobs and apply them (only on the leader)",
+    )
+    agent.add_argument(
+        "--control-plane-base-url",
+        metavar="URL",
+        help="control plane base URL (env CONTROL_PLANE_BASE_URL)",
+    )
+    agent.add_argument(
+        "--cluster-id", metavar="ID", help="this cluster's id (env VWORKSPACE_CLUSTER_ID)"
+    )
+    agent.add_argument(
+        "--agent-token",
+        metavar="TOKEN",
+        help="bearer token (env VWORKSPACE_AGENT_TOKEN; prefer the Secret)",
+    )
+    agent.add_argument(
+        "--agent-poll-interval",
+        default="30s",
+        metavar="DURATION",
+        help="long-poll wait: 30s, 1m or plain seconds (default: %(default)s)",
+    )
+    agent.add_argument(
+        "--agent-credentials-secret",
+        default="vworkspace-agent-credentials",
+        metavar="NAME",
+        help="credentials Secret in the operator namespace (default: %(default)s)",
+    )
+    agent.add_argument(
+        "--agent-credentials-namespace",
+        metavar="NS",
+        help="namespace of the credentials Secret and idempotency ConfigMap "
+        "(default: the operator namespace)",
+    )
+    agent.add_argument(
+        "--agent-concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="jobs applied at once; jobs on one object stay in order (default: %(default)s)",
+    )
+    agent.add_argument(
+        "--agent-allow-kind",
+        action="append",
+        default=[],
+        metavar="GROUP/Kind",
+        help="also allow jobs to write this kind, e.g. /ConfigMap or apps/Deployment "
+        "(repeatable; default: the vworkspace CRDs and Namespaces only)",
+    )
+    agent.add_argument(
+        "--agent-max-payload-bytes",
+        type=int,
+        default=1024 * 1024,
+        metavar="N",
+        help="larger job payloads fail without being applied (default: %(default)s)",
+    )
     logs = run.add_argument_group("logging")
     logs.add_argument(
         "--log-format",
@@ -124,6 +201,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         metrics = Address.parse(args.metrics_bind_address)
     except ValueError as err:
         raise ValueError(f"--metrics-bind-address: {err}") from None
+    agent = agent_settings_from(args, env) if args.agent_enabled else None
     kubeconfig = args.kubeconfig or env.get("KUBECONFIG") or None
     in_cluster = kubeconfig is None and bool(env.get("KUBERNETES_SERVICE_HOST"))
     namespace = args.leader_election_namespace or env.get("POD_NAMESPACE") or DEFAULT_NAMESPACE
@@ -139,6 +217,42 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         reconcile_timeout=args.reconcile_timeout,
         probes=probes,
         metrics=metrics,
+        agent=agent,
+    )
+
+
+def agent_settings_from(args: argparse.Namespace, env: dict[str, str]) -> AgentSettings:
+    try:
+        poll_interval = parse_interval(args.agent_poll_interval)
+    except ValueError as err:
+        raise ValueError(f"--agent-poll-interval: {err}") from None
+    if args.agent_concurrency < 1:
+        raise ValueError(f"--agent-concurrency must be at least 1, got {args.agent_concurrency}")
+    if args.agent_max_payload_bytes < 1024:
+        raise ValueError(
+            f"--agent-max-payload-bytes must be at least 1024, got {args.agent_max_payload_bytes}"
+        )
+    try:
+        extra = parse_allowed(args.agent_allow_kind)
+    except ValueError as err:
+        raise ValueError(f"--agent-allow-kind: {err}") from None
+    base_url = args.control_plane_base_url or env.get("CONTROL_PLANE_BASE_URL", "")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise ValueError(
+            f"--control-plane-base-url must start with http:// or https://, got {base_url!r}"
+        )
+    return AgentSettings(
+        overrides=Overrides(
+            base_url=base_url,
+            cluster_id=args.cluster_id or env.get("VWORKSPACE_CLUSTER_ID", ""),
+            token=args.agent_token or env.get("VWORKSPACE_AGENT_TOKEN", ""),
+        ),
+        secret_name=args.agent_credentials_secret,
+        credentials_namespace=args.agent_credentials_namespace,
+        poll_interval=poll_interval,
+        concurrency=args.agent_concurrency,
+        allowed_kinds=DEFAULT_ALLOWED | extra,
+        max_payload_bytes=args.agent_max_payload_bytes,
     )
 
 

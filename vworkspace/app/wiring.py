@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import attrs
 from prometheus_client import CollectorRegistry
 
+from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, Applier
+from vworkspace.agent.client import ControlPlaneClient
+from vworkspace.agent.credentials import DEFAULT_SECRET, CredentialStore, Overrides
+from vworkspace.agent.idempotency import IdempotencyStore
+from vworkspace.agent.metrics import AgentMetrics
+from vworkspace.agent.poller import Poller
 from vworkspace.api.constants import (
     APPLICATION_INSTANCE_FINALIZER,
     CLUSTER_FINALIZER,
@@ -42,6 +49,18 @@ KINDS: tuple[tuple[str, ResourceType, str], ...] = (
 
 
 @attrs.frozen
+class AgentSettings:
+    overrides: Overrides = attrs.field(factory=Overrides)
+    secret_name: str = DEFAULT_SECRET
+    credentials_namespace: str | None = None  # None: the operator namespace
+    poll_interval: int = 30
+    concurrency: int = 4
+    allowed_kinds: frozenset[tuple[str, str]] = DEFAULT_ALLOWED
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
+    idempotency_max_keys: int = 10_000
+
+
+@attrs.frozen
 class OperatorSettings:
     kubeconfig: str | None = None
     context: str | None = None
@@ -55,6 +74,7 @@ class OperatorSettings:
     probes: Address | None = None
     metrics: Address | None = None
     shutdown_timeout: float = 25.0
+    agent: AgentSettings | None = None
 
 
 async def connect(settings: OperatorSettings) -> KubeClient:
@@ -73,6 +93,7 @@ def build_manager(
     *,
     registry: CollectorRegistry,
     clock: Clock | None = None,
+    http: aiohttp.ClientSession | None = None,
 ) -> Manager:
     clock = clock or RealClock()
     metrics = Metrics(registry)
@@ -114,15 +135,83 @@ def build_manager(
         )
         controller.watch(informer)
         manager.add_controller(controller)
+    if settings.agent is not None:
+        if http is None:
+            raise ValueError("the agent needs an HTTP session")
+        add_agent(
+            manager,
+            settings,
+            settings.agent,
+            client=client,
+            http=http,
+            clock=clock,
+            registry=registry,
+        )
     return manager
+
+
+def add_agent(
+    manager: Manager,
+    settings: OperatorSettings,
+    agent: AgentSettings,
+    *,
+    client: KubeClient,
+    http: aiohttp.ClientSession,
+    clock: Clock,
+    registry: CollectorRegistry,
+) -> Poller:
+    """The Pull-mode agent: credential store (an informer), client, applier, poller."""
+    namespace = agent.credentials_namespace or settings.namespace
+    store = CredentialStore(
+        client,
+        namespace=namespace,
+        secret_name=agent.secret_name,
+        overrides=agent.overrides,
+        clock=clock,
+    )
+    manager.add_informer(store.informer)
+    metrics = AgentMetrics(registry)
+    metrics.watch_credential_age(registry, store.secret_created_at)
+    control_plane = ControlPlaneClient(
+        http, credentials=store.current, reload=store.reload, clock=clock
+    )
+
+    def cluster_id() -> str:
+        current = store.current()
+        return current.cluster_id if current else agent.overrides.cluster_id
+
+    poller = Poller(
+        client=control_plane,
+        credentials=store,
+        applier=Applier(
+            client,
+            cluster_id=cluster_id,
+            clock=clock,
+            allowed=agent.allowed_kinds,
+            max_payload_bytes=agent.max_payload_bytes,
+        ),
+        idempotency=IdempotencyStore(
+            client, namespace=namespace, max_keys=agent.idempotency_max_keys
+        ),
+        clock=clock,
+        metrics=metrics,
+        poll_interval=agent.poll_interval,
+        concurrency=agent.concurrency,
+    )
+    # Only the leader takes jobs: two replicas must not apply the same job stream.
+    manager.add_runnable("agent poller", poller.run, leader_only=True)
+    return poller
 
 
 async def run_operator(
     settings: OperatorSettings, stop: asyncio.Event, *, registry: CollectorRegistry
 ) -> int:
     client = await connect(settings)
+    http = aiohttp.ClientSession() if settings.agent is not None else None
     try:
-        manager = build_manager(settings, client, registry=registry)
+        manager = build_manager(settings, client, registry=registry, http=http)
         return await manager.run(stop)
     finally:
+        if http is not None:
+            await http.close()
         await client.close()

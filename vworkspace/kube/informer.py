@@ -54,6 +54,7 @@ class Informer:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         indexers: dict[str, Indexer] | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -67,6 +68,7 @@ class Informer:
         self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.store = Store(indexers)
         self._clock = clock or RealClock()
         self._rng = rng or random.Random()
@@ -131,6 +133,8 @@ class Informer:
         query: dict[str, str] = {}
         if self.label_selector:
             query["labelSelector"] = self.label_selector
+        if self.field_selector:
+            query["fieldSelector"] = self.field_selector
         return query
 
     async def _relist(self) -> str:

@@ -1,0 +1,291 @@
+"""Turning one job into a change on the cluster, and its outcome (pull-protocol.md §3.3, §4).
+
+* ``apply``: the payload is a manifest; ``delete``: a reference; ``intent``: a structured record
+  (``ensure-application-instance``, ``request-operation``, ``delete-application-instance``).
+* **Allow-list.** Only kinds on the list may be written or deleted (default: the operator's own
+  ApplicationInstance, Operation and Cluster, and Namespaces; extendable by flag). Anything else
+  is ``failed`` with an error naming the kind, so a compromised or buggy control plane cannot
+  write RBAC, Pods or Secrets through the agent.
+* Labels ``app.vworkspace.io/managed-by=control-plane`` and ``app.vworkspace.io/cluster-id`` are
+  forced; a missing target namespace is created (labelled ``managed-by=vworkspace``).
+* **Server-side apply** as ``vworkspace-agent``. For the operator's own kinds with ``force``: the
+  control plane is the source of truth for every field it sends (as the Go agent). For any other
+  allowed kind *without* force: the agent must not take fields from other managers, so such a
+  clash is outcome ``conflict`` with an error naming the other field manager and the field path.
+* Bad input (not an object, missing apiVersion/kind/name, unknown kind, oversized payload) is a
+  ``failed`` result with a clear message; :meth:`Applier.process` never raises (except on
+  cancellation), so one bad job cannot stop the agent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from vworkspace.agent.wire import AppliedRef, Job, JobResult, Outcome
+from vworkspace.api import constants
+from vworkspace.api.meta import ObjectKey
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.clock import Clock
+from vworkspace.kube.discovery import Discovery, UnknownKindError, split_api_version
+from vworkspace.kube.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
+from vworkspace.kube.resources import NAMESPACES, ResourceType
+
+JsonObj = dict[str, Any]
+_log = structlog.get_logger("vworkspace.agent.applier")
+
+OWN_KINDS = frozenset(
+    {
+        (constants.APPS_GROUP, "ApplicationInstance"),
+        (constants.OPS_GROUP, "Operation"),
+        (constants.OPS_GROUP, "Cluster"),
+    }
+)
+DEFAULT_ALLOWED = OWN_KINDS | {("", "Namespace")}
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+class JobError(Exception):
+    """A job that cannot be carried out; the message becomes the result's ``error``."""
+
+
+def parse_allowed(entries: list[str]) -> set[tuple[str, str]]:
+    """``group/Kind`` (``/Kind`` or ``Kind`` for the core group) -> {(group, Kind)}."""
+    allowed = set()
+    for entry in entries:
+        group, _, kind = entry.strip().rpartition("/")
+        if not kind or not kind[0].isupper():
+            raise ValueError(f"{entry!r} is not GROUP/Kind (e.g. apps/Deployment, /ConfigMap)")
+        allowed.add((group, kind))
+    return allowed
+
+
+class Applier:
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        cluster_id: Callable[[], str],
+        clock: Clock,
+        allowed: frozenset[tuple[str, str]] | set[tuple[str, str]] = DEFAULT_ALLOWED,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        self._client = client
+        self._cluster_id = cluster_id
+        self._clock = clock
+        self.allowed = frozenset(allowed)
+        self.max_payload_bytes = max_payload_bytes
+        self._discovery = Discovery(client)
+
+    def _result(
+        self, outcome: Outcome, *, error: str = "", ref: AppliedRef | None = None
+    ) -> JobResult:
+        return JobResult(outcome=outcome, timestamp=self._clock.now(), error=error, applied_ref=ref)
+
+    async def process(self, job: Job) -> JobResult:
+        try:
+            size = len(json.dumps(job.payload))
+            if size > self.max_payload_bytes:
+                raise JobError(
+                    f"payload too large: {size} bytes exceeds the limit of {self.max_payload_bytes}"
+                )
+            if job.kind == "apply":
+                ref = await self._apply(_object(job.payload, "decode apply payload"))
+            elif job.kind == "delete":
+                ref = await self._delete(job.payload)
+            elif job.kind == "intent":
+                ref = await self._intent(job.payload)
+            else:
+                raise JobError(f'unsupported job kind "{job.kind}"')
+        except JobError as err:
+            message = str(err)
+            outcome = Outcome.CONFLICT if "conflict" in message else Outcome.FAILED
+            return self._result(outcome, error=message)
+        except ApiError as err:
+            return self._result(Outcome.FAILED, error=f"{err.status} {err.reason}: {err.message}")
+        return self._result(Outcome.SUCCEEDED, ref=ref)
+
+    # -- kinds -------------------------------------------------------------------------------
+
+    async def _apply(self, obj: JsonObj) -> AppliedRef:
+        resource = await self._allowed_resource(obj.get("apiVersion"), obj.get("kind"))
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict) or not meta.get("name"):
+            raise JobError("decode apply payload: metadata.name is required")
+        labels = meta.get("labels")
+        meta["labels"] = {
+            **(labels if isinstance(labels, dict) else {}),
+            constants.LABEL_MANAGED_BY: constants.MANAGED_BY_CONTROL_PLANE,
+        }
+        cluster_id = self._cluster_id()
+        if cluster_id:
+            meta["labels"][constants.LABEL_CLUSTER_ID] = cluster_id
+        for field in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"):
+            meta.pop(field, None)
+        obj.pop("status", None)
+        if resource.namespaced:
+            if not meta.get("namespace"):
+                raise JobError(
+                    f"decode apply payload: metadata.namespace is required for {resource.kind}"
+                )
+            await self.ensure_namespace(meta["namespace"])
+            release_ns = (
+                ((obj.get("spec") or {}).get("release") or {}).get("namespace")
+                if resource.kind == "ApplicationInstance"
+                else None
+            )
+            if isinstance(release_ns, str) and release_ns and release_ns != meta["namespace"]:
+                await self.ensure_namespace(release_ns)
+        else:
+            meta.pop("namespace", None)
+        own = (resource.group, resource.kind) in OWN_KINDS
+        try:
+            await self._client.apply(
+                resource, obj, field_manager=constants.FIELD_MANAGER_AGENT, force=own
+            )
+        except ConflictError as err:
+            owners = "; ".join(
+                f'{c.field} is owned by field manager "{c.field_manager}"' for c in err.causes
+            )
+            raise JobError(f"apply conflict: {owners or err.message}") from None
+        except ApiError as err:
+            raise JobError(f"server-side apply: {err.status} {err.reason}: {err.message}") from None
+        key = ObjectKey(meta.get("namespace") if resource.namespaced else None, meta["name"])
+        try:
+            stored = await self._client.get(resource, key)
+        except ApiError as err:
+            raise JobError(f"get applied object: {err.message}") from None
+        return AppliedRef.of(stored)
+
+    async def _delete(self, payload: Any) -> AppliedRef:
+        ref = _object(payload, "decode delete payload")
+        api_version, kind, name = ref.get("apiVersion"), ref.get("kind"), ref.get("name")
+        if not (
+            isinstance(api_version, str)
+            and api_version
+            and isinstance(kind, str)
+            and kind
+            and isinstance(name, str)
+            and name
+        ):
+            raise JobError("delete payload requires apiVersion, kind, and name")
+        namespace = ref.get("namespace") or ""
+        resource = await self._allowed_resource(api_version, kind)
+        key = ObjectKey(namespace if resource.namespaced else None, name)
+        try:
+            await self._client.delete(resource, key)
+        except NotFoundError:
+            pass
+        except ApiError as err:
+            raise JobError(f"delete {kind}/{name}: {err.message}") from None
+        return AppliedRef(api_version=api_version, kind=kind, namespace=str(namespace), name=name)
+
+    async def _intent(self, payload: Any) -> AppliedRef:
+        record = _object(payload, "decode intent payload")
+        intent = record.get("intent")
+        if intent == "ensure-application-instance":
+            obj = record.get("applicationInstance")
+            if not isinstance(obj, dict):
+                raise JobError("ensure-application-instance requires applicationInstance")
+            return await self._apply(
+                {"apiVersion": constants.APPS_API_VERSION, "kind": "ApplicationInstance", **obj}
+            )
+        if intent == "request-operation":
+            obj = record.get("operation")
+            if not isinstance(obj, dict):
+                raise JobError("request-operation requires operation")
+            return await self._apply(
+                {"apiVersion": constants.OPS_API_VERSION, "kind": "Operation", **obj}
+            )
+        if intent == "delete-application-instance":
+            name = record.get("name")
+            if not isinstance(name, str) or not name:
+                raise JobError("delete-application-instance requires name")
+            return await self._delete_instance(name, str(record.get("namespace") or ""))
+        raise JobError(f'unsupported intent "{intent}"')
+
+    async def _delete_instance(self, name: str, namespace: str) -> AppliedRef:
+        resource = await self._allowed_resource(constants.APPS_API_VERSION, "ApplicationInstance")
+        key = ObjectKey(namespace or None, name)
+        try:
+            current = await self._client.get(resource, key)
+        except NotFoundError:
+            return AppliedRef(
+                api_version=constants.APPS_API_VERSION,
+                kind="ApplicationInstance",
+                namespace=namespace,
+                name=name,
+            )
+        except ApiError as err:
+            raise JobError(f"get application instance: {err.message}") from None
+        try:
+            await self._client.delete(resource, key)
+        except NotFoundError:
+            pass
+        except ApiError as err:
+            raise JobError(f"delete application instance: {err.message}") from None
+        return AppliedRef.of(
+            {**current, "apiVersion": constants.APPS_API_VERSION, "kind": "ApplicationInstance"}
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _allowed_resource(self, api_version: Any, kind: Any) -> ResourceType:
+        if not isinstance(api_version, str) or not api_version:
+            raise JobError("decode apply payload: apiVersion is required")
+        if not isinstance(kind, str) or not kind:
+            raise JobError("decode apply payload: kind is required")
+        try:
+            group, _ = split_api_version(api_version)
+        except ValueError as err:
+            raise JobError(f"parse apiVersion: {err}") from None
+        if (group, kind) not in self.allowed:
+            allowed = ", ".join(sorted(f"{g or 'core'}/{k}" for g, k in self.allowed))
+            group_name = group or "core"
+            raise JobError(
+                f"kind {kind} of API group {group_name} is not on the agent allow-list ({allowed})"
+            )
+        try:
+            return await self._discovery.resolve(api_version, kind)
+        except UnknownKindError as err:
+            raise JobError(str(err)) from None
+
+    async def ensure_namespace(self, name: str) -> None:
+        try:
+            await self._client.get(NAMESPACES, ObjectKey(None, name))
+            return
+        except NotFoundError:
+            pass
+        except ApiError as err:
+            if err.status != 403:
+                raise JobError(f'namespace "{name}": {err.message}') from None
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    constants.LABEL_NAMESPACE_MANAGED_BY: constants.NAMESPACE_MANAGED_BY_VALUE
+                },
+            },
+        }
+        try:
+            await self._client.create(NAMESPACES, body, field_manager=constants.FIELD_MANAGER_AGENT)
+            _log.info("created namespace", namespace=name)
+        except AlreadyExistsError:
+            pass
+        except ApiError as err:
+            if err.status == 403:
+                raise JobError(
+                    f'namespace "{name}" does not exist and cannot be created (check RBAC)'
+                ) from None
+            raise JobError(f'namespace "{name}": {err.message}') from None
+
+
+def _object(payload: Any, prefix: str) -> JsonObj:
+    if not isinstance(payload, dict):
+        raise JobError(f"{prefix}: payload must be a JSON object, got {type(payload).__name__}")
+    return dict(payload)

@@ -1,0 +1,157 @@
+"""Where the agent's credentials come from, and how a new token reaches the poller at once.
+
+Sources, field by field, in precedence order: flags, environment (both resolved by the app and
+passed in as ``overrides``), then the Secret ``vworkspace-agent-credentials`` (keys
+``control-plane-base-url``, ``cluster-id``, ``token``) in the operator namespace. The store
+watches that one Secret (an informer with a field selector), so a rotated token is in use for the
+next request, without a restart. The Go agent only restarted its poller when the cluster-id
+changed and kept polling with a rotated-away token; here every request reads ``current()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+from typing import Any
+
+import attrs
+import structlog
+
+from vworkspace.agent.wire import Credentials
+from vworkspace.api.constants import FIELD_MANAGER_OPERATOR
+from vworkspace.api.meta import ObjectKey
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.clock import Clock
+from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.informer import Informer
+from vworkspace.kube.resources import SECRETS
+
+JsonObj = dict[str, Any]
+DEFAULT_SECRET = "vworkspace-agent-credentials"
+KEY_BASE_URL = "control-plane-base-url"
+KEY_CLUSTER_ID = "cluster-id"
+KEY_TOKEN = "token"
+_log = structlog.get_logger("vworkspace.agent.credentials")
+
+
+@attrs.frozen
+class Overrides:
+    """Values from flags or environment; empty means "take it from the Secret"."""
+
+    base_url: str = ""
+    cluster_id: str = ""
+    token: str = attrs.field(default="", repr=False)
+
+
+def _decode(secret: JsonObj, key: str) -> str:
+    raw = (secret.get("data") or {}).get(key)
+    if raw is None:
+        return str((secret.get("stringData") or {}).get(key, "")).strip()
+    try:
+        return base64.b64decode(raw).decode().strip()
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
+class CredentialStore:
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        namespace: str,
+        secret_name: str = DEFAULT_SECRET,
+        overrides: Overrides = Overrides(),
+        clock: Clock,
+    ) -> None:
+        self._client = client
+        self.namespace = namespace
+        self.secret_name = secret_name
+        self._overrides = overrides
+        self._clock = clock
+        self._secret: JsonObj | None = None
+        self._changed = asyncio.Condition()
+        self.version = 0
+        self.informer = Informer(
+            client, SECRETS, namespace=namespace, field_selector=f"metadata.name={secret_name}"
+        )
+        self.informer.add_handler(self._on_secret)
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(self.namespace, self.secret_name)
+
+    def current(self) -> Credentials | None:
+        """The merged credentials, or None while any of the three values is missing."""
+        secret = self._secret or {}
+        creds = Credentials(
+            base_url=(self._overrides.base_url or _decode(secret, KEY_BASE_URL)).rstrip("/"),
+            cluster_id=self._overrides.cluster_id or _decode(secret, KEY_CLUSTER_ID),
+            token=self._overrides.token or _decode(secret, KEY_TOKEN),
+        )
+        return creds if creds.complete else None
+
+    def secret_created_at(self) -> datetime.datetime | None:
+        stamp = ((self._secret or {}).get("metadata") or {}).get("creationTimestamp")
+        return datetime.datetime.fromisoformat(stamp) if stamp else None
+
+    def _on_secret(self, obj: JsonObj, initial: bool) -> None:
+        # The informer reports a delete with the last known object; look in the cache instead.
+        self._set(self.informer.store.get(self.key))
+
+    def _set(self, secret: JsonObj | None) -> None:
+        before = self.current()
+        self._secret = secret
+        after = self.current()
+        if before != after:
+            self.version += 1
+            _log.info("agent credentials changed", credentials=repr(after), version=self.version)
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_changed(self, seen_version: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.version != seen_version)
+
+    async def reload(self) -> Credentials | None:
+        """Read the Secret now (after a 401: the token may have just been rotated)."""
+        try:
+            secret: JsonObj | None = await self._client.get(SECRETS, self.key)
+        except NotFoundError:
+            secret = None
+        self._set(secret)
+        return self.current()
+
+    async def run(self) -> None:
+        await self.informer.run()
+
+    async def persist(self, credentials: Credentials, *, owner: JsonObj | None = None) -> None:
+        """Write the credentials Secret (server-side apply), owned by ``owner`` (the Cluster)."""
+        secret: JsonObj = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": self.secret_name, "namespace": self.namespace},
+            "type": "Opaque",
+            "stringData": {
+                KEY_BASE_URL: credentials.base_url,
+                KEY_CLUSTER_ID: credentials.cluster_id,
+                KEY_TOKEN: credentials.token,
+            },
+        }
+        if owner is not None:
+            meta = owner["metadata"]
+            secret["metadata"]["ownerReferences"] = [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+        stored = await self._client.apply(SECRETS, secret, field_manager=FIELD_MANAGER_OPERATOR)
+        self._set(stored)

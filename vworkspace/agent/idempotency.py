@@ -1,0 +1,97 @@
+"""Idempotency keys of applied jobs, persisted in a ConfigMap so they survive restarts.
+
+ConfigMap ``vworkspace-applied-jobs``, key ``applied-keys.json``: a JSON array of strings, as the
+Go agent writes it. Two differences: the array is kept oldest-first and **bounded** (default
+10,000 keys; the oldest are evicted) instead of growing forever, and writes are
+compare-and-swap on the resourceVersion (a conflict re-reads and merges), so two writers never
+lose each other's keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from vworkspace.api.constants import FIELD_MANAGER_AGENT
+from vworkspace.api.meta import ObjectKey
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.errors import AlreadyExistsError, ConflictError, NotFoundError
+from vworkspace.kube.resources import CONFIG_MAPS
+
+JsonObj = dict[str, Any]
+CONFIG_MAP = "vworkspace-applied-jobs"
+DATA_KEY = "applied-keys.json"
+
+
+class IdempotencyStore:
+    def __init__(
+        self, client: KubeClient, *, namespace: str, name: str = CONFIG_MAP, max_keys: int = 10_000
+    ) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be positive")
+        self._client = client
+        self.key = ObjectKey(namespace, name)
+        self.max_keys = max_keys
+        self._keys: list[str] | None = None
+        self._lock = asyncio.Lock()
+        self._resource_version: str | None = None
+
+    async def _load(self) -> list[str]:
+        try:
+            cm = await self._client.get(CONFIG_MAPS, self.key)
+        except NotFoundError:
+            self._resource_version = None
+            return []
+        self._resource_version = cm["metadata"]["resourceVersion"]
+        try:
+            keys = json.loads((cm.get("data") or {}).get(DATA_KEY, "[]"))
+        except json.JSONDecodeError:
+            keys = []
+        return [k for k in keys if isinstance(k, str)]
+
+    async def contains(self, key: str) -> bool:
+        async with self._lock:
+            if self._keys is None:
+                self._keys = await self._load()
+            return key in self._keys
+
+    async def record(self, key: str) -> None:
+        async with self._lock:
+            if self._keys is None:
+                self._keys = await self._load()
+            for _ in range(5):
+                keys = [k for k in self._keys if k != key] + [key]
+                keys = keys[-self.max_keys :]
+                try:
+                    await self._write(keys)
+                    self._keys = keys
+                    return
+                except (ConflictError, AlreadyExistsError):
+                    # Someone else wrote: merge their keys with ours and try again.
+                    theirs = await self._load()
+                    self._keys = [k for k in theirs if k not in self._keys] + self._keys
+            raise ConflictError(
+                status=409,
+                reason="Conflict",
+                message="could not record idempotency key after 5 attempts",
+                body={},
+                method="PUT",
+                path=str(self.key),
+            )
+
+    async def _write(self, keys: list[str]) -> None:
+        body: JsonObj = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": self.key.name, "namespace": self.key.namespace},
+            "data": {DATA_KEY: json.dumps(keys)},
+        }
+        if self._resource_version is None:
+            stored = await self._client.create(CONFIG_MAPS, body, field_manager=FIELD_MANAGER_AGENT)
+        else:
+            body["metadata"]["resourceVersion"] = self._resource_version
+            stored = await self._client.replace(
+                CONFIG_MAPS, body, field_manager=FIELD_MANAGER_AGENT
+            )
+        self._resource_version = stored["metadata"]["resourceVersion"]

@@ -1,0 +1,59 @@
+"""The agent's Prometheus metrics (names and semantics of operator-runtime.md §5)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONNECTED, RECONNECTING, DISCONNECTED = 1, 0, -1
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.job_lag = Gauge(
+            "vworkspace_operator_pull_job_lag_seconds",
+            "Age of the oldest createdAt in the last fetched batch; 0 after a successful apply",
+            registry=registry,
+        )
+        self.connectivity = Gauge(
+            "vworkspace_operator_connectivity_state",
+            "1 connected, 0 reconnecting, -1 disconnected",
+            ["mode"],
+            registry=registry,
+        ).labels("pull")
+        self.applied_jobs = Counter(
+            "vworkspace_operator_applied_jobs",
+            "Jobs whose result was succeeded and whose result POST was accepted",
+            registry=registry,
+        )
+        self.jobs = Counter(
+            "vworkspace_agent_jobs",
+            "Jobs processed by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+
+    def watch_credential_age(
+        self, registry: CollectorRegistry, created_at: Callable[[], datetime.datetime | None]
+    ) -> None:
+        registry.register(_CredentialAge(created_at))
+
+
+class _CredentialAge(Collector):
+    """``vworkspace_operator_credential_age_seconds``, computed at scrape (0 when unknown)."""
+
+    def __init__(self, created_at: Callable[[], datetime.datetime | None]) -> None:
+        self._created_at = created_at
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        created = self._created_at()
+        age = (datetime.datetime.now(datetime.UTC) - created).total_seconds() if created else 0.0
+        yield GaugeMetricFamily(
+            "vworkspace_operator_credential_age_seconds",
+            "Seconds since the credentials Secret was created (0 when unknown)",
+            value=max(0.0, age),
+        )

@@ -1,0 +1,271 @@
+"""The long-poll loop: fetch jobs, then ack -> apply -> exactly one result per job.
+
+* **Waits for credentials**, and picks up new ones (a rotated token) for the very next request.
+* **Concurrency**: up to ``concurrency`` jobs at once across objects, but jobs that target the
+  same object run strictly in the order they arrived (a per-object chain), so "create then patch"
+  never becomes "patch then create".
+* **Expired** jobs get ``noop`` / ``expired`` without touching the cluster; an **idempotency key**
+  already recorded gives ``noop``; keys are recorded right after a successful apply, before the
+  result is posted, so a crash in between yields ``noop`` when the job is delivered again.
+* A job whose ack fails is left for redelivery (no result); a result that cannot be posted after
+  the client's retries is logged; the control plane redelivers it and the idempotency key makes
+  the second pass a ``noop``: no job lost, none applied twice.
+* Fetch errors back off (Retry-After when the server gives one, else 0.5 s -> 30 s with
+  jitter), and the connectivity gauge says so.
+* **Graceful stop**: stop fetching, finish the jobs in hand (bounded), then return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from vworkspace.agent.applier import Applier, JobError
+from vworkspace.agent.client import (
+    ControlPlaneClient,
+    ControlPlaneError,
+    NoCredentialsError,
+    RetryAfterError,
+)
+from vworkspace.agent.credentials import CredentialStore
+from vworkspace.agent.idempotency import IdempotencyStore
+from vworkspace.agent.metrics import CONNECTED, DISCONNECTED, RECONNECTING, AgentMetrics
+from vworkspace.agent.wire import Job, JobDecodeError, JobResult, Outcome
+from vworkspace.kube.clock import Clock
+from vworkspace.kube.errors import ApiError
+
+JsonObj = dict[str, Any]
+_log = structlog.get_logger("vworkspace.agent.poller")
+
+
+def parse_interval(text: str) -> int:
+    """``30s``, ``1m``, ``90`` -> whole seconds (at least 1); ValueError otherwise."""
+    value = text.strip().lower()
+    scale = 1
+    if value.endswith("ms"):
+        raise ValueError(f"{text!r}: the poll interval is whole seconds")
+    if value.endswith("s"):
+        value = value[:-1]
+    elif value.endswith("m"):
+        value, scale = value[:-1], 60
+    elif value.endswith("h"):
+        value, scale = value[:-1], 3600
+    try:
+        seconds = int(float(value) * scale)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration like 30s, 1m or 45") from None
+    if seconds < 1:
+        raise ValueError(f"{text!r}: the poll interval must be at least 1s")
+    return seconds
+
+
+def target_of(job: Job) -> str:
+    """A key for "the object this job touches", to keep per-object order."""
+    payload: JsonObj = job.payload if isinstance(job.payload, dict) else {}
+    if job.kind == "intent":
+        inner = payload.get("applicationInstance") or payload.get("operation") or payload
+        payload = inner if isinstance(inner, dict) else {}
+    meta = payload.get("metadata")
+    source: JsonObj = meta if isinstance(meta, dict) else payload
+    name, namespace = source.get("name"), source.get("namespace")
+    if isinstance(name, str) and name:
+        return f"{namespace or ''}/{name}"
+    return f"job:{job.id}"
+
+
+class Poller:
+    def __init__(
+        self,
+        *,
+        client: ControlPlaneClient,
+        credentials: CredentialStore,
+        applier: Applier,
+        idempotency: IdempotencyStore,
+        clock: Clock,
+        metrics: AgentMetrics,
+        poll_interval: int = 30,
+        concurrency: int = 4,
+        drain_timeout: float = 20.0,
+    ) -> None:
+        self._client = client
+        self._credentials = credentials
+        self._applier = applier
+        self._idempotency = idempotency
+        self._clock = clock
+        self._metrics = metrics
+        self.poll_interval = poll_interval
+        self._slots = asyncio.Semaphore(concurrency)
+        self._chains: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.drain_timeout = drain_timeout
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log = _log.bind()
+        # The idempotency ConfigMap lives in the operator namespace; on a local run against a
+        # fresh cluster that namespace may not exist yet.
+        try:
+            await self._applier.ensure_namespace(self._idempotency.key.namespace or "default")
+        except JobError as err:
+            log.warning("cannot ensure the operator namespace", error=str(err))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                credentials = self._credentials.current()
+                if credentials is None:
+                    self._metrics.connectivity.set(RECONNECTING)
+                    log.info("waiting for agent credentials", secret=self._credentials.secret_name)
+                    changed = asyncio.ensure_future(
+                        self._credentials.wait_changed(self._credentials.version)
+                    )
+                    await asyncio.wait({changed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    changed.cancel()
+                    continue
+                fetch = asyncio.ensure_future(
+                    self._client.fetch_jobs(
+                        cluster_id=credentials.cluster_id, wait=self.poll_interval
+                    )
+                )
+                await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    fetch.cancel()
+                    break
+                try:
+                    raw_jobs = fetch.result()
+                except NoCredentialsError:
+                    continue
+                except ControlPlaneError as err:
+                    await self._back_off(err, stopping)
+                    continue
+                self._metrics.connectivity.set(CONNECTED)
+                self._client.backoff.reset()
+                self._note_lag(raw_jobs)
+                for raw in raw_jobs:
+                    self._schedule(raw)
+        except asyncio.CancelledError:
+            # Cancellation is a hard stop: jobs in hand are abandoned (the control plane
+            # redelivers them). A graceful stop comes through ``stop`` instead.
+            for task in self._tasks:
+                task.cancel()
+            raise
+        finally:
+            stopping.cancel()
+        await self._drain()
+
+    async def _back_off(self, err: ControlPlaneError, stopping: asyncio.Future[Any]) -> None:
+        delay = (
+            err.retry_after
+            if isinstance(err, RetryAfterError)
+            else self._client.backoff.next_delay()
+        )
+        self._metrics.connectivity.set(DISCONNECTED if err.status in (401, 403) else RECONNECTING)
+        _log.warning(
+            "fetching jobs failed", error=str(err), status=err.status, retry_in=round(delay, 2)
+        )
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        await asyncio.wait({sleeper, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        sleeper.cancel()
+
+    def _note_lag(self, raw_jobs: list[Any]) -> None:
+        oldest = None
+        for raw in raw_jobs:
+            try:
+                created = Job.from_wire(raw).created_at
+            except JobDecodeError:
+                continue
+            if created is not None and (oldest is None or created < oldest):
+                oldest = created
+        lag = (self._clock.now() - oldest).total_seconds() if oldest else 0.0
+        self._metrics.job_lag.set(max(0.0, lag))
+
+    def _schedule(self, raw: Any) -> None:
+        try:
+            job = Job.from_wire(raw)
+        except JobDecodeError as err:
+            job_id = raw.get("id") if isinstance(raw, dict) else None
+            if not isinstance(job_id, str) or not job_id:
+                _log.error("dropping a job without an id", error=str(err))
+                return
+            job = Job(id=job_id, kind="", payload=None)
+            task = asyncio.ensure_future(self._process(job, decode_error=str(err)))
+        else:
+            key = target_of(job)
+            previous = self._chains.get(key)
+            task = asyncio.ensure_future(self._process(job, after=previous))
+            self._chains[key] = task
+            task.add_done_callback(self._chain_done(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _chain_done(self, key: str) -> Any:
+        def done(task: asyncio.Task[None]) -> None:
+            if self._chains.get(key) is task:
+                del self._chains[key]
+
+        return done
+
+    async def _process(
+        self, job: Job, *, after: asyncio.Task[None] | None = None, decode_error: str = ""
+    ) -> None:
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)  # same object: strictly in order
+        async with self._slots:
+            log = _log.bind(job_id=job.id, job_kind=job.kind)
+            try:
+                await self._client.ack(job.id)
+            except ControlPlaneError as err:
+                log.warning("ack failed; leaving the job for redelivery", error=str(err))
+                return
+            if decode_error:
+                result = JobResult(
+                    outcome=Outcome.FAILED, timestamp=self._clock.now(), error=decode_error
+                )
+            else:
+                result = await self._outcome(job)
+            self._metrics.jobs.labels(result.outcome.value).inc()
+            try:
+                await self._client.post_result(job.id, result)
+            except ControlPlaneError as err:
+                log.error("posting the result failed; the job will be redelivered", error=str(err))
+                return
+            log.info("job done", outcome=result.outcome.value, error=result.error or None)
+            if result.outcome is Outcome.SUCCEEDED:
+                self._metrics.applied_jobs.inc()
+                self._metrics.job_lag.set(0)
+
+    async def _outcome(self, job: Job) -> JobResult:
+        now = self._clock.now()
+        if job.expires_at is not None and job.expires_at <= now:
+            return JobResult(outcome=Outcome.NOOP, timestamp=now, error="expired")
+        key = job.idempotency_key
+        if key:
+            try:
+                if await self._idempotency.contains(key):
+                    return JobResult(outcome=Outcome.NOOP, timestamp=self._clock.now())
+            except ApiError as err:
+                return JobResult(
+                    outcome=Outcome.FAILED,
+                    timestamp=self._clock.now(),
+                    error=f"check idempotency key: {err.message}",
+                )
+        result = await self._applier.process(job)
+        if result.outcome is Outcome.SUCCEEDED and key:
+            try:
+                await self._idempotency.record(key)
+            except ApiError as err:
+                return JobResult(
+                    outcome=Outcome.FAILED,
+                    timestamp=self._clock.now(),
+                    error=f"record idempotency key: {err.message}",
+                )
+        return result
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        _log.info("finishing jobs in flight", count=len(self._tasks))
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self.drain_timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,98 @@
+"""`python -m vworkspace mock-control-plane`: the mock control plane as its own process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from vworkspace.app import logging as app_logging
+from vworkspace.app.http import Address
+from vworkspace.mockcontrolplane import MockState, create_app
+
+
+def add_parser(commands: Any) -> None:
+    mock = commands.add_parser(
+        "mock-control-plane",
+        help="run the mock vWorkspace control plane (agent + admin API) for development",
+        description="An in-memory mock of the control plane's agent and admin API.",
+    )
+    mock.add_argument(
+        "--addr", default=":8080", metavar="HOST:PORT", help="listen address (default: %(default)s)"
+    )
+    mock.add_argument(
+        "--registration-token",
+        default="dev-registration-token",
+        metavar="T",
+        help="one-time registration token bound to --cluster-id (default: %(default)s)",
+    )
+    mock.add_argument(
+        "--cluster-id", default="cluster-dev-1", metavar="C", help="(default: %(default)s)"
+    )
+    mock.add_argument(
+        "--bootstrap-token",
+        default="",
+        metavar="B",
+        help="pre-seed the cluster's bearer token (default: none; register first)",
+    )
+    mock.add_argument(
+        "--admin-token",
+        default="",
+        metavar="A",
+        help="require this X-Mock-Control-Plane-Admin-Token on /api/admin (default: open)",
+    )
+    mock.add_argument(
+        "--visibility-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="redeliver a job with no result after S seconds (default: %(default)s)",
+    )
+    mock.add_argument("--log-format", choices=["json", "console"], default="console")
+    mock.set_defaults(handler=run_mock)
+
+
+def run_mock(args: argparse.Namespace) -> int:
+    try:
+        address = Address.parse(args.addr)
+    except ValueError as err:
+        print(f"error: --addr: {err}")
+        return 2
+    if address is None:
+        print("error: --addr: a listen address is required")
+        return 2
+    if args.visibility_timeout <= 0:
+        print("error: --visibility-timeout must be positive")
+        return 2
+    app_logging.configure(fmt=args.log_format)
+    return asyncio.run(_serve(args, address))
+
+
+async def _serve(args: argparse.Namespace, address: Address) -> int:
+    state = MockState(visibility_timeout=args.visibility_timeout)
+    state.add_registration_token(args.registration_token, args.cluster_id)
+    if args.bootstrap_token:
+        state.set_bootstrap_token(args.cluster_id, args.bootstrap_token)
+    runner = web.AppRunner(
+        create_app(state, admin_token=args.admin_token), access_log=None, handler_cancellation=True
+    )
+    await runner.setup()
+    await web.TCPSite(runner, address.host, address.port).start()
+    structlog.get_logger("vworkspace.mockcontrolplane").info(
+        "mock control plane listening",
+        addr=str(address),
+        cluster_id=args.cluster_id,
+        admin_auth=bool(args.admin_token),
+        visibility_timeout=args.visibility_timeout,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    return 0

@@ -1,0 +1,141 @@
+"""Running the mock in-process (tests) and talking to its admin API (tests, e2e, the demo)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from vworkspace.mockcontrolplane.server import ADMIN_HEADER, MEDIA_TYPE, create_app
+from vworkspace.mockcontrolplane.state import MockState
+
+JsonObj = dict[str, Any]
+
+
+class MockControlPlane:
+    """The mock on a free loopback port, with direct access to its state for assertions."""
+
+    def __init__(
+        self,
+        *,
+        visibility_timeout: float = 60.0,
+        admin_token: str = "",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.state = MockState(visibility_timeout=visibility_timeout)
+        self.admin_token = admin_token
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    async def start(self) -> MockControlPlane:
+        self._runner = web.AppRunner(
+            create_app(self.state, admin_token=self.admin_token),
+            access_log=None,
+            # A client that disconnects mid-request (a killed agent) must not have its request
+            # completed behind its back.
+            handler_cancellation=True,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> MockControlPlane:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # Test helpers (pull-protocol.md §10.2).
+    def add_registration_token(self, token: str, cluster_id: str) -> None:
+        self.state.add_registration_token(token, cluster_id)
+
+    def set_bootstrap_token(self, cluster_id: str, token: str) -> None:
+        self.state.set_bootstrap_token(cluster_id, token)
+
+    async def enqueue(self, cluster_id: str, job: JsonObj) -> None:
+        await self.state.enqueue(cluster_id, job)
+
+    def was_acked(self, job_id: str) -> bool:
+        return job_id in self.state.acked
+
+    def job_result(self, job_id: str) -> JsonObj | None:
+        return self.state.results.get(job_id)
+
+    def job_statuses(self, job_id: str) -> list[JsonObj]:
+        return list(self.state.statuses.get(job_id, []))
+
+    def events(
+        self, cluster_id: str, *, kind: str = "", namespace: str = "", name: str = ""
+    ) -> list[JsonObj]:
+        return self.state.events(cluster_id, kind=kind, namespace=namespace, name=name)
+
+    def pending_count(self, cluster_id: str) -> int:
+        return self.state.pending_count(cluster_id)
+
+
+class AdminClient:
+    """The mock's admin API over HTTP (for a mock in another process or Pod)."""
+
+    def __init__(self, base_url: str, *, admin_token: str = "", timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Accept": MEDIA_TYPE}
+        if admin_token:
+            self._headers[ADMIN_HEADER] = admin_token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _call(self, method: str, path: str, body: JsonObj | None = None) -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession(timeout=self._timeout) as session,
+            session.request(method, self.base_url + path, json=body, headers=self._headers) as resp,
+        ):
+            text = await resp.text()
+            return resp.status, (await resp.json(content_type=None)) if text else None
+
+    async def enqueue(self, cluster_id: str, job: JsonObj) -> None:
+        status, body = await self._call(
+            "POST", "/api/admin/enqueue", {"clusterId": cluster_id, "job": job}
+        )
+        if status != 204:
+            raise RuntimeError(f"enqueue failed: {status} {body}")
+
+    async def events(
+        self, cluster_id: str, *, kind: str = "", namespace: str = "", name: str = ""
+    ) -> list[JsonObj]:
+        query = "&".join(
+            f"{k}={v}"
+            for k, v in {
+                "cluster": cluster_id,
+                "kind": kind,
+                "namespace": namespace,
+                "name": name,
+            }.items()
+            if v
+        )
+        status, body = await self._call("GET", f"/api/admin/events?{query}")
+        if status != 200:
+            raise RuntimeError(f"events failed: {status} {body}")
+        return list(body.get("events") or [])
+
+    async def job_result(self, job_id: str) -> JsonObj | None:
+        status, body = await self._call("GET", f"/api/admin/jobs/{job_id}/result")
+        if status == 404:
+            return None
+        if status != 200:
+            raise RuntimeError(f"job result failed: {status} {body}")
+        result: JsonObj = body
+        return result
