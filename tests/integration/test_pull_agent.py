@@ -417,3 +417,98 @@ async def test_a_rotated_token_is_used_without_a_restart(
         assert agent.store.current().token == new_token  # type: ignore[union-attr]
     finally:
         await agent.stop()
+
+
+async def test_a_field_owned_by_another_manager_is_a_conflict_naming_both(
+    kube: KubeClient, mock: MockControlPlane, kube_namespace: str
+) -> None:
+    from vworkspace.agent.applier import DEFAULT_ALLOWED
+
+    agent = await Agent(
+        kube, mock, kube_namespace, allowed=DEFAULT_ALLOWED | {("", "ConfigMap")}
+    ).start()
+    try:
+        owned = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "shared", "namespace": kube_namespace},
+            "data": {"mode": "manual"},
+        }
+        await kube.apply(CONFIG_MAPS, owned, field_manager="kubectl-client-side", force=False)
+        await mock.enqueue(
+            CLUSTER,
+            {"id": "clash", "kind": "apply", "payload": {**owned, "data": {"mode": "auto"}}},
+        )
+        result = await wait_result(mock, "clash")
+        assert result["outcome"] == "conflict"
+        assert (
+            result["error"]
+            == 'apply conflict: .data.mode is owned by field manager "kubectl-client-side"'
+        )
+        stored = await kube.get(CONFIG_MAPS, ObjectKey(kube_namespace, "shared"))
+        assert stored["data"] == {"mode": "manual"}  # nothing was taken over
+    finally:
+        await agent.stop()
+
+
+async def test_jobs_on_one_object_run_in_arrival_order(
+    agent: Agent, mock: MockControlPlane, kube: KubeClient, kube_namespace: str
+) -> None:
+    # One batch: create, change, delete the same object, interleaved with other objects. Any
+    # reordering would leave the object behind or fail the change.
+    ai = instance("ordered", kube_namespace)
+    jobs = [
+        {"id": "o-1", "kind": "apply", "payload": ai},
+        {"id": "x-1", "kind": "apply", "payload": instance("other-1", kube_namespace)},
+        {
+            "id": "o-2",
+            "kind": "apply",
+            "payload": instance(
+                "ordered", kube_namespace, integrations={"ingress": {"enabled": True}}
+            ),
+        },
+        {"id": "x-2", "kind": "apply", "payload": instance("other-2", kube_namespace)},
+        {
+            "id": "o-3",
+            "kind": "delete",
+            "payload": {
+                "apiVersion": "apps.vworkspace.io/v1alpha1",
+                "kind": "ApplicationInstance",
+                "name": "ordered",
+                "namespace": kube_namespace,
+            },
+        },
+    ]
+    for job in jobs:
+        mock.state.cluster(CLUSTER).queue.append(job)  # enqueue all before the next poll
+    await mock.enqueue(
+        CLUSTER, {"id": "x-3", "kind": "apply", "payload": instance("other-3", kube_namespace)}
+    )
+    results = {j["id"]: await wait_result(mock, j["id"]) for j in [*jobs, {"id": "x-3"}]}
+    assert all(r["outcome"] == "succeeded" for r in results.values()), results
+    assert mock.state.result_at["o-1"] < mock.state.result_at["o-2"] < mock.state.result_at["o-3"]
+    with pytest.raises(NotFoundError):
+        await kube.get(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "ordered"))
+
+
+async def test_idempotency_keys_survive_restarts_and_are_bounded(
+    kube: KubeClient, kube_namespace: str
+) -> None:
+    from vworkspace.agent.idempotency import IdempotencyStore
+
+    store = IdempotencyStore(kube, namespace=kube_namespace, max_keys=3)
+    for key in ("k1", "k2", "k3", "k4"):
+        await store.record(key)
+    restarted = IdempotencyStore(kube, namespace=kube_namespace, max_keys=3)
+    assert [await restarted.contains(k) for k in ("k1", "k2", "k3", "k4")] == [
+        False,
+        True,
+        True,
+        True,
+    ]
+    # Two writers: neither loses the other's key (compare-and-swap, then merge).
+    await store.record("from-first")
+    await restarted.record("from-second")
+    final = IdempotencyStore(kube, namespace=kube_namespace, max_keys=3)
+    assert await final.contains("from-first")
+    assert await final.contains("from-second")

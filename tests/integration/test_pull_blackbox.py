@@ -34,28 +34,56 @@ async def test_an_enqueued_job_becomes_a_reconciled_instance_and_a_result(
     url = f"http://127.0.0.1:{port}"
     mock_log = (tmp_path / "mock.log").open("wb")
     mock = subprocess.Popen(
-        [sys.executable, "-m", "vworkspace", "mock-control-plane", "--addr", f"127.0.0.1:{port}",
-         "--cluster-id", "cluster-bb", "--bootstrap-token", "bb-token", "--admin-token", "bb-admin"],
-        stdout=mock_log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "vworkspace",
+            "mock-control-plane",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--cluster-id",
+            "cluster-bb",
+            "--bootstrap-token",
+            "bb-token",
+            "--admin-token",
+            "bb-admin",
+        ],
+        stdout=mock_log,
+        stderr=subprocess.STDOUT,
     )
     operator = None
     try:
         wait_until("mock healthy", lambda: healthy(url), timeout=20)
         operator = OperatorProcess(
-            control_plane, kube_namespace, tmp_path / "operator.log",
-            "--agent-enabled", "--control-plane-base-url", url, "--cluster-id", "cluster-bb",
-            "--agent-token", "bb-token", "--agent-poll-interval", "2s",
+            control_plane,
+            kube_namespace,
+            tmp_path / "operator.log",
+            "--agent-enabled",
+            "--control-plane-base-url",
+            url,
+            "--cluster-id",
+            "cluster-bb",
+            "--agent-token",
+            "bb-token",
+            "--agent-poll-interval",
+            "2s",
         )
         operator.wait_ready()
         admin = AdminClient(url, admin_token="bb-admin")
-        await admin.enqueue("cluster-bb", {
-            "id": "bb-1", "kind": "apply", "idempotencyKey": f"applicationinstance/{kube_namespace}/crm@1",
-            "payload": {
-                "apiVersion": "apps.vworkspace.io/v1alpha1", "kind": "ApplicationInstance",
-                "metadata": {"name": "crm", "namespace": kube_namespace},
-                "spec": {"appRef": {"catalogId": "crm"}, "mode": "placeholder"},
+        await admin.enqueue(
+            "cluster-bb",
+            {
+                "id": "bb-1",
+                "kind": "apply",
+                "idempotencyKey": f"applicationinstance/{kube_namespace}/crm@1",
+                "payload": {
+                    "apiVersion": "apps.vworkspace.io/v1alpha1",
+                    "kind": "ApplicationInstance",
+                    "metadata": {"name": "crm", "namespace": kube_namespace},
+                    "spec": {"appRef": {"catalogId": "crm"}, "mode": "placeholder"},
+                },
             },
-        })
+        )
         rest = control_plane.rest()
         path = f"/apis/apps.vworkspace.io/v1alpha1/namespaces/{kube_namespace}/applicationinstances/crm"
 
@@ -76,7 +104,9 @@ async def test_an_enqueued_job_becomes_a_reconciled_instance_and_a_result(
         assert result is not None
         assert result["outcome"] == "succeeded"
         assert result["appliedRef"]["name"] == "crm"
-        assert rest.get(path)["metadata"]["labels"]["app.vworkspace.io/managed-by"] == "control-plane"
+        assert (
+            rest.get(path)["metadata"]["labels"]["app.vworkspace.io/managed-by"] == "control-plane"
+        )
         assert operator.metric("vworkspace_operator_applied_jobs_total") == 1
         assert operator.metric("vworkspace_operator_connectivity_state", mode="pull") == 1
         assert "bb-token" not in operator.output()  # the token never reaches the logs

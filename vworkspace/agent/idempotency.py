@@ -68,9 +68,9 @@ class IdempotencyStore:
                     self._keys = keys
                     return
                 except (ConflictError, AlreadyExistsError):
-                    # Someone else wrote: merge their keys with ours and try again.
-                    theirs = await self._load()
-                    self._keys = [k for k in theirs if k not in self._keys] + self._keys
+                    # Someone else wrote: their list is the newer truth (every key we wrote
+                    # before is in it unless evicted); add ours to it and try again.
+                    self._keys = await self._load()
             raise ConflictError(
                 status=409,
                 reason="Conflict",
