@@ -70,11 +70,32 @@ async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, object
         log_path = Path(tempfile.mkdtemp(prefix="bench-pull-")) / "operator.log"
         with log_path.open("wb") as log:
             operator = subprocess.Popen(
-                [sys.executable, "-m", "vworkspace", "run", "--health-probe-bind-address", "0", "--log-level", "warning",
-                 "--agent-enabled", "--control-plane-base-url", mock.url, "--cluster-id", CLUSTER,
-                 "--agent-token", TOKEN, "--agent-concurrency", str(args.concurrency)],
-                env={**os.environ, "KUBECONFIG": str(plane.kubeconfig_path), "POD_NAMESPACE": NAMESPACE},
-                stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "vworkspace",
+                    "run",
+                    "--health-probe-bind-address",
+                    "0",
+                    "--log-level",
+                    "warning",
+                    "--agent-enabled",
+                    "--control-plane-base-url",
+                    mock.url,
+                    "--cluster-id",
+                    CLUSTER,
+                    "--agent-token",
+                    TOKEN,
+                    "--agent-concurrency",
+                    str(args.concurrency),
+                ],
+                env={
+                    **os.environ,
+                    "KUBECONFIG": str(plane.kubeconfig_path),
+                    "POD_NAMESPACE": NAMESPACE,
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             try:
                 # Warm-up job: the agent is connected and the namespace exists.
@@ -115,7 +136,9 @@ async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, object
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--burst", type=int, default=500)

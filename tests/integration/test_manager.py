@@ -124,7 +124,8 @@ def finalized(client_rest: Any, namespace: str, name: str) -> bool:
     )
     conditions = obj.get("status", {}).get("conditions", [])
     return "apps.vworkspace.io/finalizer" in obj["metadata"].get("finalizers", []) and any(
-        c["type"] == "Ready" and c["status"] == "Unknown" for c in conditions
+        c["type"] == "Ready" and c["status"] == "True" and c["reason"] == "Placeholder"
+        for c in conditions
     )
 
 

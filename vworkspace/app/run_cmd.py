@@ -38,6 +38,8 @@ environment:
   CONTROL_PLANE_BASE_URL   see --control-plane-base-url
   VWORKSPACE_CLUSTER_ID    see --cluster-id
   VWORKSPACE_AGENT_TOKEN   see --agent-token
+  VELERO_NAMESPACE         see --velero-namespace
+  VWORKSPACE_APPROVAL_CLAIM_SECRET  see --approval-claim-secret
 
 examples:
   python -m vworkspace run --kubeconfig ./kubeconfig --log-format console
@@ -92,6 +94,18 @@ def add_parser(commands: Any) -> None:
         default=LEASE_NAME,
         metavar="NAME",
         help="Lease name (default: %(default)s)",
+    )
+    engines = run.add_argument_group("engines")
+    engines.add_argument(
+        "--velero-namespace",
+        metavar="NS",
+        help="namespace of Velero Backup/Restore objects (env VELERO_NAMESPACE; default velero)",
+    )
+    engines.add_argument(
+        "--approval-claim-secret",
+        metavar="SECRET",
+        help="HMAC secret for vws1 approval claims (env VWORKSPACE_APPROVAL_CLAIM_SECRET); "
+        "without it, Operations that need approval stay Blocked",
     )
     tuning = run.add_argument_group("tuning")
     tuning.add_argument(
@@ -218,6 +232,12 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         probes=probes,
         metrics=metrics,
         agent=agent,
+        velero_namespace=(
+            args.velero_namespace or env.get("VELERO_NAMESPACE", "").strip() or "velero"
+        ),
+        approval_secret=(
+            args.approval_claim_secret or env.get("VWORKSPACE_APPROVAL_CLAIM_SECRET", "")
+        ).strip(),
     )
 
 

@@ -10,6 +10,7 @@ import asyncio
 
 import aiohttp
 import attrs
+import structlog
 from prometheus_client import CollectorRegistry
 
 from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, Applier
@@ -21,15 +22,23 @@ from vworkspace.agent.poller import Poller
 from vworkspace.api.constants import (
     APPLICATION_INSTANCE_FINALIZER,
     CLUSTER_FINALIZER,
+    LABEL_APPLICATION_INSTANCE,
     OPERATION_FINALIZER,
 )
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.http import Address
 from vworkspace.app.manager import Manager, ManagerSettings
+from vworkspace.controllers.applicationinstance import ApplicationInstanceReconciler
 from vworkspace.controllers.initial import InitialReconciler
+from vworkspace.controllers.operation import OperationReconciler
+from vworkspace.engines.base import EngineRegistry
+from vworkspace.engines.flux import HELM_RELEASES, FluxEngine
+from vworkspace.engines.helm import HelmUpgradeEngine
+from vworkspace.engines.velero import VeleroEngine
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock, RealClock
-from vworkspace.kube.controller import Controller
+from vworkspace.kube.controller import Controller, Reconciler
+from vworkspace.kube.discovery import Discovery, UnknownKindError
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.informer import Informer
 from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig
@@ -37,6 +46,7 @@ from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
 from vworkspace.kube.workqueue import WorkQueue
 
+_log = structlog.get_logger("vworkspace.wiring")
 LEASE_NAME = "dad03b25.vworkspace.io"
 DEFAULT_NAMESPACE = "vworkspace-system"
 
@@ -74,7 +84,28 @@ class OperatorSettings:
     probes: Address | None = None
     metrics: Address | None = None
     shutdown_timeout: float = 25.0
+    velero_namespace: str = "velero"
+    approval_secret: str = attrs.field(default="", repr=False)
     agent: AgentSettings | None = None
+
+
+HELM_RELEASE_KIND = "helm.toolkit.fluxcd.io/v2/HelmRelease"
+VELERO_KIND = "velero.io/v1/Backup"
+
+
+async def served_kinds(client: KubeClient) -> frozenset[str]:
+    """Which optional foreign kinds (Flux HelmRelease, Velero Backup) the cluster serves."""
+    discovery = Discovery(client)
+    served = set()
+    for entry in (HELM_RELEASE_KIND, VELERO_KIND):
+        api_version, _, kind = entry.rpartition("/")
+        try:
+            await discovery.resolve(api_version, kind)
+        except UnknownKindError:
+            _log.warning("optional CRD not installed; its engine is disabled", kind=entry)
+            continue
+        served.add(entry)
+    return frozenset(served)
 
 
 async def connect(settings: OperatorSettings) -> KubeClient:
@@ -92,9 +123,13 @@ def build_manager(
     client: KubeClient,
     *,
     registry: CollectorRegistry,
+    served: frozenset[str] = frozenset(),
     clock: Clock | None = None,
     http: aiohttp.ClientSession | None = None,
 ) -> Manager:
+    """Wire the operator. ``served``: which optional foreign kinds the cluster serves
+    (:func:`served_kinds`); engines whose CRDs are missing are not registered, and objects that
+    need them are Blocked with ``MissingDependencies`` / ``DependencyMissing``."""
     clock = clock or RealClock()
     metrics = Metrics(registry)
     elector = None
@@ -114,26 +149,68 @@ def build_manager(
         elector=elector,
     )
     recorder = EventRecorder(client, clock=clock, instance=settings.identity)
-    for name, resource, finalizer in KINDS:
-        informer = manager.add_informer(Informer(client, resource, clock=clock, metrics=metrics))
-        reconciler = InitialReconciler(
+    informers = {
+        name: manager.add_informer(Informer(client, resource, clock=clock, metrics=metrics))
+        for name, resource, _ in KINDS
+    }
+    engines = EngineRegistry()
+    helm_releases: Informer | None = None
+    if HELM_RELEASE_KIND in served:
+        # Only HelmReleases we made (they carry the instance label) are cached.
+        helm_releases = manager.add_informer(
+            Informer(
+                client,
+                HELM_RELEASES,
+                label_selector=LABEL_APPLICATION_INSTANCE,
+                clock=clock,
+                metrics=metrics,
+            )
+        )
+        engines.register(FluxEngine(client, helm_releases=helm_releases.store.get))
+        engines.register(
+            HelmUpgradeEngine(client, helm_releases=helm_releases.store.get, clock=clock)
+        )
+    if VELERO_KIND in served:
+        engines.register(VeleroEngine(client, namespace=settings.velero_namespace))
+    reconcilers: dict[str, Reconciler] = {
+        "applicationinstance": ApplicationInstanceReconciler(
             client=client,
-            informer=informer,
-            resource=resource,
-            finalizer=finalizer,
+            informer=informers["applicationinstance"],
+            engines=engines,
             clock=clock,
             recorder=recorder,
-        )
+        ),
+        "operation": OperationReconciler(
+            client=client,
+            operations=informers["operation"],
+            instances=informers["applicationinstance"],
+            engines=engines,
+            clock=clock,
+            approval_secret=settings.approval_secret,
+            recorder=recorder,
+        ),
+        "cluster": InitialReconciler(
+            client=client,
+            informer=informers["cluster"],
+            resource=CLUSTERS,
+            finalizer=CLUSTER_FINALIZER,
+            clock=clock,
+            recorder=recorder,
+        ),
+    }
+    for name, _, _ in KINDS:
         queue: WorkQueue[ObjectKey] = WorkQueue(name, clock=clock, metrics=metrics.queue(name))
         controller = Controller(
             name,
-            reconciler,
+            reconcilers[name],
             queue,
             workers=settings.workers,
             reconcile_timeout=settings.reconcile_timeout,
             metrics=metrics.controller(name),
         )
-        controller.watch(informer)
+        controller.watch(informers[name])
+        if name == "applicationinstance" and helm_releases is not None:
+            controller.watch_owned(helm_releases, owner_kind="ApplicationInstance")
         manager.add_controller(controller)
     if settings.agent is not None:
         if http is None:
@@ -209,7 +286,8 @@ async def run_operator(
     client = await connect(settings)
     http = aiohttp.ClientSession() if settings.agent is not None else None
     try:
-        manager = build_manager(settings, client, registry=registry, http=http)
+        served = await served_kinds(client)
+        manager = build_manager(settings, client, registry=registry, served=served, http=http)
         return await manager.run(stop)
     finally:
         if http is not None:

@@ -1,0 +1,621 @@
+"""ApplicationInstance -> Flux and Operation -> Velero / Helm upgrade, on the real API server with
+the upstream Flux and Velero CRDs. No Flux or Velero controller runs: the tests write the foreign
+status the way those controllers would (Flux through /status, Velero with an ordinary patch)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from vworkspace.api.approvals import sign
+from vworkspace.api.meta import ObjectKey
+from vworkspace.app.manager import Manager
+from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
+from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES, OCI_REPOSITORIES
+from vworkspace.engines.velero import BACKUPS, RESTORES
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.resources import APPLICATION_INSTANCES, EVENTS, NAMESPACES, OPERATIONS, SECRETS
+from vworkspace.testing import ControlPlane
+
+pytestmark = pytest.mark.integration
+SECRET = "approval-test-secret"
+
+
+class Operator:
+    def __init__(self, manager: Manager, registry: CollectorRegistry) -> None:
+        self.manager = manager
+        self.registry = registry
+
+
+@pytest.fixture
+async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
+    client = await KubeClient.from_kubeconfig(str(control_plane.kubeconfig_path))
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def velero_ns(kube: KubeClient, kube_namespace: str) -> AsyncIterator[str]:
+    name = f"{kube_namespace}-velero"
+    await kube.create(
+        NAMESPACES,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        field_manager="test",
+    )
+    yield name
+    with contextlib.suppress(NotFoundError):
+        await kube.delete(NAMESPACES, ObjectKey(None, name))
+
+
+@pytest.fixture
+async def operator(
+    kube: KubeClient,
+    third_party_crds: list[str],
+    vworkspace_crds: list[str],
+    velero_ns: str,
+    kube_namespace: str,
+) -> AsyncIterator[Operator]:
+    registry = CollectorRegistry()
+    settings = OperatorSettings(
+        namespace=kube_namespace, velero_namespace=velero_ns, approval_secret=SECRET, workers=2
+    )
+    served = await served_kinds(kube)
+    assert len(served) == 2, served
+    manager = build_manager(settings, kube, registry=registry, served=served)
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
+    for informer in manager.informers:
+        await asyncio.wait_for(informer.wait_synced(), 20)
+    yield Operator(manager, registry)
+    stop.set()
+    assert await asyncio.wait_for(task, 30) == 0
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+        except NotFoundError:
+            last = None
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
+
+
+def managed(
+    name: str,
+    namespace: str,
+    *,
+    source: str = "helm",
+    values: dict[str, Any] | None = None,
+    version: str = "1.0.0",
+) -> dict[str, Any]:
+    url = "oci://registry.example.com/charts" if source == "oci" else "https://charts.example.com"
+    return {
+        "apiVersion": "apps.vworkspace.io/v1alpha1",
+        "kind": "ApplicationInstance",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.vworkspace.io/cluster-id": "c-1"},
+            "annotations": {
+                "ops.vworkspace.io/backup": "velero",
+                "ops.vworkspace.io/upgrade": "helm",
+            },
+        },
+        "spec": {
+            "appRef": {"catalogId": "odoo"},
+            "chart": {"sourceType": source, "url": url, "name": "odoo", "version": version},
+            "release": {"name": name, "namespace": namespace},
+            "values": values or {"source": "inline", "inline": {"replicaCount": 1}},
+        },
+    }
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    return next(
+        (c for c in ((obj or {}).get("status") or {}).get("conditions", []) if c["type"] == type_),
+        {},
+    )
+
+
+async def set_hr_status(
+    kube: KubeClient, namespace: str, name: str, conditions: list[dict[str, Any]]
+) -> None:
+    hr = await kube.get(HELM_RELEASES, ObjectKey(namespace, name))
+    generation = hr["metadata"]["generation"]
+    stamped = [
+        {
+            "lastTransitionTime": "2026-11-22T10:00:00Z",
+            "message": "",
+            "observedGeneration": generation,
+            **c,
+        }
+        for c in conditions
+    ]
+    await kube.merge_patch(
+        HELM_RELEASES,
+        ObjectKey(namespace, name),
+        {"status": {"observedGeneration": generation, "conditions": stamped}},
+        field_manager="helm-controller",
+        subresource="status",
+    )
+
+
+async def test_a_helm_repository_instance_becomes_a_source_and_a_helm_release(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    created = await kube.create(
+        APPLICATION_INSTANCES, managed("shop", kube_namespace), field_manager="test"
+    )
+    key = ObjectKey(kube_namespace, "shop")
+    hr = await eventually(lambda: kube.get(HELM_RELEASES, key), what="HelmRelease")
+    repo = await kube.get(HELM_REPOSITORIES, ObjectKey(kube_namespace, "shop-source"))
+    assert repo["spec"]["url"] == "https://charts.example.com"
+    assert hr["spec"]["chart"]["spec"] == {
+        "chart": "odoo",
+        "version": "1.0.0",
+        "reconcileStrategy": "ChartVersion",
+        "sourceRef": {"kind": "HelmRepository", "name": "shop-source"},
+    }
+    assert hr["spec"]["values"] == {"replicaCount": 1}
+    assert hr["metadata"]["labels"] == {
+        "app.vworkspace.io/managed-by": "vworkspace-operator",
+        "app.vworkspace.io/application-instance": "shop",
+        "app.vworkspace.io/cluster-id": "c-1",
+    }
+    (owner,) = hr["metadata"]["ownerReferences"]
+    assert (owner["uid"], owner["controller"]) == (created["metadata"]["uid"], True)
+    ai = await eventually(lambda: _with_status(kube, key), what="status")
+    assert ai["status"]["helmReleaseRef"] == {"name": "shop", "namespace": kube_namespace}
+    assert ai["status"]["lastAppliedChart"]["version"] == "1.0.0"
+    assert ai["status"]["observedGeneration"] == 1
+    assert condition(ai, "Ready")["status"] == "Unknown"
+    assert condition(ai, "Ready")["observedGeneration"] == 1
+
+
+async def _with_status(kube: KubeClient, key: ObjectKey) -> dict[str, Any] | None:
+    ai = await kube.get(APPLICATION_INSTANCES, key)
+    return ai if (ai.get("status") or {}).get("helmReleaseRef") else None
+
+
+async def test_an_oci_instance_uses_an_oci_repository_and_chart_ref(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await kube.create(
+        APPLICATION_INSTANCES,
+        managed("oci-app", kube_namespace, source="oci", version="6.9.2"),
+        field_manager="test",
+    )
+    hr = await eventually(
+        lambda: kube.get(HELM_RELEASES, ObjectKey(kube_namespace, "oci-app")), what="HelmRelease"
+    )
+    assert hr["spec"]["chartRef"] == {"kind": "OCIRepository", "name": "oci-app-source"}
+    assert "chart" not in hr["spec"]
+    repo = await kube.get(OCI_REPOSITORIES, ObjectKey(kube_namespace, "oci-app-source"))
+    assert repo["spec"]["url"] == "oci://registry.example.com/charts/odoo"
+    assert repo["spec"]["ref"] == {"tag": "6.9.2"}
+
+
+async def test_secret_values_are_passed_by_reference_never_copied(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await kube.create(
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "vals", "namespace": kube_namespace},
+            "stringData": {"values.yaml": "adminPassword: hunter2-very-secret\n"},
+        },
+        field_manager="test",
+    )
+    values = {"source": "secretRef", "secretRef": {"name": "vals", "key": "values.yaml"}}
+    await kube.create(
+        APPLICATION_INSTANCES,
+        managed("secretive", kube_namespace, values=values),
+        field_manager="test",
+    )
+    hr = await eventually(
+        lambda: kube.get(HELM_RELEASES, ObjectKey(kube_namespace, "secretive")), what="HelmRelease"
+    )
+    assert hr["spec"]["valuesFrom"] == [
+        {"kind": "Secret", "name": "vals", "valuesKey": "values.yaml"}
+    ]
+    assert "values" not in hr["spec"]
+    assert "hunter2" not in json.dumps(hr)
+
+
+async def test_an_invalid_instance_is_blocked_naming_the_field_without_a_hot_loop(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    key = ObjectKey(kube_namespace, "broken")
+    calls = count_reconciles(operator, "applicationinstance", key)
+    bad = managed("broken", kube_namespace)
+    del bad["spec"]["chart"]  # valid for the schema, invalid for the operator
+    await kube.create(APPLICATION_INSTANCES, bad, field_manager="test")
+    ai = await eventually(lambda: _blocked(kube, key), what="Blocked")
+    assert condition(ai, "Blocked")["reason"] == "ValidationFailed"
+    assert condition(ai, "Blocked")["message"] == "spec.chart is required in managed mode"
+    assert (condition(ai, "Ready")["status"], condition(ai, "Ready")["reason"]) == (
+        "False",
+        "ValidationFailed",
+    )
+    await asyncio.sleep(0.5)  # the reconcile triggered by our own status write
+    before = len(calls)
+    await asyncio.sleep(3)
+    assert len(calls) - before == 0, calls  # no retry loop on a bad spec
+    assert len(calls) <= 3
+    with pytest.raises(NotFoundError):
+        await kube.get(HELM_RELEASES, ObjectKey(kube_namespace, "broken"))
+
+
+def count_reconciles(operator: Operator, controller_name: str, key: ObjectKey) -> list[float]:
+    """Wrap the controller's reconciler to record when ``key`` is reconciled."""
+    controller = next(c for c in operator.manager.controllers if c.name == controller_name)
+    inner = controller.reconciler
+    calls: list[float] = []
+
+    class Counting:
+        async def reconcile(self, k: ObjectKey) -> Any:
+            if k == key:
+                calls.append(time.monotonic())
+            return await inner.reconcile(k)
+
+    controller.reconciler = Counting()
+    return calls
+
+
+async def _blocked(kube: KubeClient, key: ObjectKey) -> dict[str, Any] | None:
+    ai = await kube.get(APPLICATION_INSTANCES, key)
+    return ai if condition(ai, "Blocked").get("status") == "True" else None
+
+
+HR_CASES = [
+    (
+        "ready",
+        [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "InstallSucceeded",
+                "message": "Helm install succeeded",
+            }
+        ],
+        {
+            "Ready": ("True", "HelmReleaseReady"),
+            "Reconciling": ("False", "Stable"),
+            "Degraded": ("False", "Recovered"),
+        },
+    ),
+    (
+        "failed",
+        [
+            {"type": "Ready", "status": "False", "reason": "InstallFailed", "message": "timed out"},
+            {
+                "type": "Released",
+                "status": "False",
+                "reason": "InstallFailed",
+                "message": "timed out",
+            },
+        ],
+        {"Ready": ("False", "HelmReleaseFailed"), "Degraded": ("True", "HelmReleaseDegraded")},
+    ),
+    (
+        "stalled",
+        [
+            {"type": "Ready", "status": "False", "reason": "UpgradeFailed", "message": "x"},
+            {
+                "type": "Stalled",
+                "status": "True",
+                "reason": "RetriesExceeded",
+                "message": "Failed to upgrade after 1 attempt(s)",
+            },
+        ],
+        {"Ready": ("False", "HelmReleaseFailed"), "Degraded": ("True", "Stalled")},
+    ),
+    (
+        "reconciling",
+        [
+            {
+                "type": "Reconciling",
+                "status": "True",
+                "reason": "ProgressingWithRetry",
+                "message": "retrying",
+            },
+            {"type": "Ready", "status": "Unknown", "reason": "Progressing", "message": "retrying"},
+        ],
+        {
+            "Ready": ("Unknown", "ProgressingWithRetry"),
+            "Reconciling": ("True", "ProgressingWithRetry"),
+        },
+    ),
+]
+
+
+async def test_helm_release_status_rolls_up_within_a_second(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await kube.create(
+        APPLICATION_INSTANCES, managed("rollup", kube_namespace), field_manager="test"
+    )
+    key = ObjectKey(kube_namespace, "rollup")
+    await eventually(lambda: kube.get(HELM_RELEASES, key), what="HelmRelease")
+    timings = {}
+    for name, flux_conditions, expected in HR_CASES:
+        started = time.monotonic()
+        await set_hr_status(kube, kube_namespace, "rollup", flux_conditions)
+
+        async def follows(expected: dict[str, tuple[str, str]] = expected) -> bool:
+            ai = await kube.get(APPLICATION_INSTANCES, key)
+            return all(
+                (condition(ai, t).get("status"), condition(ai, t).get("reason")) == v
+                for t, v in expected.items()
+            )
+
+        await eventually(follows, timeout=10, what=name)
+        timings[name] = time.monotonic() - started
+    assert max(timings.values()) < 1.0, timings
+    print(
+        "HelmRelease -> ApplicationInstance condition latency:",
+        {k: f"{v * 1000:.0f} ms" for k, v in timings.items()},
+    )
+
+
+async def test_deleting_an_instance_removes_its_flux_objects_and_finalizer(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await kube.create(APPLICATION_INSTANCES, managed("gone", kube_namespace), field_manager="test")
+    key = ObjectKey(kube_namespace, "gone")
+    await eventually(lambda: kube.get(HELM_RELEASES, key), what="HelmRelease")
+    await eventually(lambda: _finalized(kube, key), what="finalizer")
+    await kube.delete(APPLICATION_INSTANCES, key)
+    await eventually(lambda: _absent(kube, APPLICATION_INSTANCES, key), what="instance gone")
+    for resource, name in ((HELM_RELEASES, "gone"), (HELM_REPOSITORIES, "gone-source")):
+        with pytest.raises(NotFoundError):
+            await kube.get(resource, ObjectKey(kube_namespace, name))
+
+
+async def _finalized(kube: KubeClient, key: ObjectKey) -> bool:
+    return "apps.vworkspace.io/finalizer" in (await kube.get(APPLICATION_INSTANCES, key))[
+        "metadata"
+    ].get("finalizers", [])
+
+
+async def _absent(kube: KubeClient, resource: Any, key: ObjectKey) -> bool:
+    try:
+        await kube.get(resource, key)
+    except NotFoundError:
+        return True
+    return False
+
+
+def operation(
+    name: str, namespace: str, type_: str, engine: str, target: str, **parameters: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "ops.vworkspace.io/v1alpha1",
+        "kind": "Operation",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "targetRef": {
+                "apiVersion": "apps.vworkspace.io/v1alpha1",
+                "kind": "ApplicationInstance",
+                "name": target,
+            },
+            "type": type_,
+            "engine": engine,
+            "parameters": parameters,
+        },
+    }
+
+
+async def op_phase(
+    kube: KubeClient, namespace: str, name: str, phase: str
+) -> dict[str, Any] | None:
+    op = await kube.get(OPERATIONS, ObjectKey(namespace, name))
+    return op if (op.get("status") or {}).get("phase") == phase else None
+
+
+async def test_a_backup_runs_succeeds_and_stays_succeeded(
+    operator: Operator, kube: KubeClient, kube_namespace: str, velero_ns: str
+) -> None:
+    await kube.create(APPLICATION_INSTANCES, managed("db", kube_namespace), field_manager="test")
+    op = await kube.create(
+        OPERATIONS,
+        operation(
+            "nightly",
+            kube_namespace,
+            "Backup",
+            "velero",
+            "db",
+            storageLocation="s3",
+            retention="72h0m0s",
+            snapshotVolumes=True,
+        ),
+        field_manager="test",
+    )
+    running = await eventually(
+        lambda: op_phase(kube, kube_namespace, "nightly", "Running"), what="Running"
+    )
+    assert running["status"]["engineRef"] == {
+        "kind": "velero",
+        "name": "nightly",
+        "namespace": velero_ns,
+    }
+    assert condition(running, "Accepted")["reason"] == "AdmissionPassed"
+    backup = await kube.get(BACKUPS, ObjectKey(velero_ns, "nightly"))
+    assert backup["spec"] == {
+        "includedNamespaces": [kube_namespace],
+        "storageLocation": "s3",
+        "snapshotVolumes": True,
+        "ttl": "72h0m0s",
+    }
+    assert backup["metadata"]["labels"] == {
+        "app.vworkspace.io/managed-by": "vworkspace-operator",
+        "ops.vworkspace.io/operation": op["metadata"]["uid"],
+    }
+    await kube.merge_patch(
+        BACKUPS,
+        ObjectKey(velero_ns, "nightly"),
+        {"status": {"phase": "InProgress"}},
+        field_manager="velero",
+    )
+    await asyncio.sleep(1)
+    assert await op_phase(kube, kube_namespace, "nightly", "Running")
+    await kube.merge_patch(
+        BACKUPS,
+        ObjectKey(velero_ns, "nightly"),
+        {"status": {"phase": "Completed"}},
+        field_manager="velero",
+    )
+    done = await eventually(
+        lambda: op_phase(kube, kube_namespace, "nightly", "Succeeded"), what="Succeeded"
+    )
+    assert done["status"]["outputs"] == {"backupName": "nightly"}
+    assert condition(done, "Succeeded")["reason"] == "EngineCompleted"
+    assert done["status"]["finishedAt"]
+
+    async def recorded() -> set[str]:
+        events = await kube.list(EVENTS, kube_namespace)
+        reasons = {e["reason"] for e in events["items"] if e["regarding"]["name"] == "nightly"}
+        return reasons if {"EngineStarted", "EngineCompleted"} <= reasons else set()
+
+    assert await eventually(recorded, what="Kubernetes Events")
+    # The target disappears: a finished Operation stays finished (Go dropped it back to Pending).
+    await kube.delete(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "db"))
+    await eventually(
+        lambda: _absent(kube, APPLICATION_INSTANCES, ObjectKey(kube_namespace, "db")),
+        what="target gone",
+    )
+    await asyncio.sleep(1)
+    assert await op_phase(kube, kube_namespace, "nightly", "Succeeded")
+
+
+async def test_restores_need_an_approval_and_report_velero_failures(
+    operator: Operator, kube: KubeClient, kube_namespace: str, velero_ns: str
+) -> None:
+    await kube.create(APPLICATION_INSTANCES, managed("crm", kube_namespace), field_manager="test")
+    await kube.create(
+        OPERATIONS,
+        operation("unapproved", kube_namespace, "Restore", "velero", "crm", backupName="b1"),
+        field_manager="test",
+    )
+    blocked = await eventually(
+        lambda: op_phase(kube, kube_namespace, "unapproved", "Pending"), what="Pending"
+    )
+    assert (condition(blocked, "Blocked")["reason"], condition(blocked, "Blocked")["message"]) == (
+        "AwaitingApproval",
+        "approval claim required",
+    )
+    with pytest.raises(NotFoundError):
+        await kube.get(RESTORES, ObjectKey(velero_ns, "unapproved"))
+
+    claim = sign(
+        {
+            "v": 1,
+            "rid": 7,
+            "op": "approved",
+            "by": "ops@example.com",
+            "at": "now",
+            "exp": int(time.time()) + 600,
+        },
+        SECRET,
+    )
+    restore = operation(
+        "approved",
+        kube_namespace,
+        "Restore",
+        "velero",
+        "crm",
+        backupName="b1",
+        restorePVs=True,
+        namespaceMapping={"a": "b"},
+    )
+    restore["spec"]["approvals"] = {"claim": claim}
+    await kube.create(OPERATIONS, restore, field_manager="test")
+    await eventually(lambda: op_phase(kube, kube_namespace, "approved", "Running"), what="Running")
+    obj = await kube.get(RESTORES, ObjectKey(velero_ns, "approved"))
+    assert obj["spec"] == {"backupName": "b1", "restorePVs": True, "namespaceMapping": {"a": "b"}}
+    await kube.merge_patch(
+        RESTORES,
+        ObjectKey(velero_ns, "approved"),
+        {"status": {"phase": "PartiallyFailed", "failureReason": "2 items failed"}},
+        field_manager="velero",
+    )
+    failed = await eventually(
+        lambda: op_phase(kube, kube_namespace, "approved", "Failed"), what="Failed"
+    )
+    assert condition(failed, "Failed")["message"] == "Restore PartiallyFailed: 2 items failed"
+    assert condition(failed, "Running")["status"] == "False"
+
+
+async def test_an_upgrade_completes_when_flux_is_ready_at_the_new_version_and_a_second_one_waits(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await kube.create(APPLICATION_INSTANCES, managed("erp", kube_namespace), field_manager="test")
+    key = ObjectKey(kube_namespace, "erp")
+    await eventually(lambda: kube.get(HELM_RELEASES, key), what="HelmRelease")
+    await kube.create(
+        OPERATIONS,
+        operation(
+            "up-1",
+            kube_namespace,
+            "Upgrade",
+            "helm",
+            "erp",
+            targetVersion="2.0.0",
+            valuesPatch={"replicaCount": 3},
+        ),
+        field_manager="test",
+    )
+    await eventually(lambda: op_phase(kube, kube_namespace, "up-1", "Running"), what="up-1 Running")
+    await kube.create(
+        OPERATIONS,
+        operation("up-2", kube_namespace, "Upgrade", "helm", "erp", targetVersion="3.0.0"),
+        field_manager="test",
+    )
+    waiting = await eventually(
+        lambda: op_phase(kube, kube_namespace, "up-2", "Pending"), what="up-2 Pending"
+    )
+    assert condition(waiting, "Blocked")["reason"] == "ConflictingOperation"
+    assert "up-1" in condition(waiting, "Blocked")["message"]
+
+    async def hr_at(version: str) -> dict[str, Any] | None:
+        hr = await kube.get(HELM_RELEASES, key)
+        return hr if hr["spec"]["chart"]["spec"]["version"] == version else None
+
+    hr = await eventually(lambda: hr_at("2.0.0"), what="HelmRelease at 2.0.0")
+    assert hr["spec"]["values"] == {"replicaCount": 3}
+    await asyncio.sleep(1)
+    assert await op_phase(
+        kube, kube_namespace, "up-1", "Running"
+    )  # not Ready yet at the new version
+    await set_hr_status(
+        kube,
+        kube_namespace,
+        "erp",
+        [{"type": "Ready", "status": "True", "reason": "UpgradeSucceeded"}],
+    )
+    await eventually(
+        lambda: op_phase(kube, kube_namespace, "up-1", "Succeeded"),
+        timeout=20,
+        what="up-1 Succeeded",
+    )
+    ai = await kube.get(APPLICATION_INSTANCES, key)
+    assert ai["spec"]["chart"]["version"] == "2.0.0"  # the instance keeps the upgrade
+    # The first Upgrade is done: the second one starts now.
+    await eventually(
+        lambda: op_phase(kube, kube_namespace, "up-2", "Running"), timeout=40, what="up-2 Running"
+    )

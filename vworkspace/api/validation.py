@@ -1,0 +1,135 @@
+"""Semantic validation shared by the reconcilers and (later) the admission webhooks.
+
+Each function returns None when the object is valid, else one message naming the field at fault
+(crds.md §1.2: evaluated in order, the first failure wins). They read plain wire dictionaries so
+both an informer's cached object and an AdmissionReview's object can be checked as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vworkspace.api import constants
+
+JsonObj = dict[str, Any]
+SOURCE_TYPES = ("oci", "helm")
+VALUES_SOURCES = ("inline", "secretRef", "configMapRef")
+
+
+def _blank(value: Any) -> bool:
+    return not isinstance(value, str) or not value.strip()
+
+
+def validate_application_instance(obj: JsonObj) -> str | None:
+    spec = obj.get("spec") or {}
+    namespace = (obj.get("metadata") or {}).get("namespace") or ""
+    if _blank((spec.get("appRef") or {}).get("catalogId")):
+        return "spec.appRef.catalogId must not be blank"
+    if spec.get("mode") == "placeholder":
+        if spec.get("chart") is not None:
+            return "spec.chart must be absent for a placeholder instance"
+        if spec.get("values") is not None:
+            return "spec.values must be absent for a placeholder instance"
+        release_ns = (spec.get("release") or {}).get("namespace")
+        if release_ns and release_ns != namespace:
+            return _namespace_mismatch(namespace, release_ns)
+        return None
+    return _validate_managed(spec, namespace)
+
+
+def _namespace_mismatch(namespace: str, got: str) -> str:
+    return f"spec.release.namespace must equal metadata.namespace ({namespace!r}), got {got!r}"
+
+
+def _validate_managed(spec: JsonObj, namespace: str) -> str | None:
+    chart = spec.get("chart")
+    if not isinstance(chart, dict):
+        return "spec.chart is required in managed mode"
+    if chart.get("sourceType") not in SOURCE_TYPES:
+        return f"spec.chart.sourceType must be one of oci, helm, got {chart.get('sourceType')!r}"
+    for field in ("url", "name", "version"):
+        if _blank(chart.get(field)):
+            return f"spec.chart.{field} must not be blank"
+    release = spec.get("release")
+    if not isinstance(release, dict):
+        return "spec.release is required in managed mode"
+    for field in ("name", "namespace"):
+        if _blank(release.get(field)):
+            return f"spec.release.{field} must not be blank"
+    if release["namespace"] != namespace:
+        return _namespace_mismatch(namespace, release["namespace"])
+    values = spec.get("values")
+    if not isinstance(values, dict):
+        return "spec.values is required in managed mode"
+    source = values.get("source")
+    if source not in VALUES_SOURCES:
+        return f"spec.values.source must be one of inline, secretRef, configMapRef, got {source!r}"
+    if source == "inline" and not isinstance(values.get("inline"), dict):
+        return "spec.values.inline is required when spec.values.source is inline"
+    if source in ("secretRef", "configMapRef"):
+        ref = values.get(source) or {}
+        if _blank(ref.get("name")) or _blank(ref.get("key")):
+            return (
+                f"spec.values.{source}.name and spec.values.{source}.key are required "
+                f"when spec.values.source is {source}"
+            )
+    return None
+
+
+def validate_operation(obj: JsonObj) -> str | None:
+    spec = obj.get("spec") or {}
+    target = spec.get("targetRef") or {}
+    if target.get("apiVersion") != constants.APPS_API_VERSION:
+        got = target.get("apiVersion")
+        return f"spec.targetRef.apiVersion must be {constants.APPS_API_VERSION}, got {got!r}"
+    if target.get("kind") != "ApplicationInstance":
+        return f"spec.targetRef.kind must be ApplicationInstance, got {target.get('kind')!r}"
+    if _blank(target.get("name")):
+        return "spec.targetRef.name must not be blank"
+    if _blank(spec.get("type")):
+        return "spec.type must not be blank"
+    if _blank(spec.get("engine")):
+        return "spec.engine must not be blank"
+    return None
+
+
+# Concurrency matrix (operator-runtime.md §7.3): incoming type -> types that block it.
+BLOCKED_BY = {
+    "Upgrade": frozenset({"Upgrade"}),
+    "Restore": frozenset({"Upgrade", "Backup"}),
+    "Backup": frozenset({"Restore"}),
+}
+
+
+def in_flight(op: JsonObj) -> bool:
+    status = op.get("status") or {}
+    phase = status.get("phase") or ""
+    if phase in ("Running", "Pending"):
+        return True
+    if phase:
+        return False
+    return any(
+        c.get("type") == "Accepted" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def conflicting_operation(op: JsonObj, others: list[JsonObj]) -> JsonObj | None:
+    """The first in-flight Operation on the same target that blocks ``op``, oldest first."""
+    spec = op.get("spec") or {}
+    blockers = BLOCKED_BY.get(str(spec.get("type")), frozenset())
+    if not blockers:
+        return None
+    name = op["metadata"]["name"]
+    target = (spec.get("targetRef") or {}).get("name")
+    candidates = sorted(
+        (o for o in others if o["metadata"]["name"] != name),
+        key=lambda o: (o["metadata"].get("creationTimestamp") or "", o["metadata"]["name"]),
+    )
+    for other in candidates:
+        other_spec = other.get("spec") or {}
+        if (other_spec.get("targetRef") or {}).get("name") != target:
+            continue
+        if other_spec.get("type") in blockers and in_flight(other):
+            return other
+    return None

@@ -1,0 +1,243 @@
+"""The Flux engine: an ApplicationInstance becomes a HelmRelease plus its chart source.
+
+* ``helm`` charts: a ``HelmRepository`` ``<release>-source`` and a HelmRelease whose
+  ``spec.chart.spec.sourceRef`` points at it (operator-runtime.md §9).
+* ``oci`` charts: an ``OCIRepository`` ``<release>-source`` with ``url: <chart.url>/<chart.name>``
+  and ``ref.tag: <version>``, referenced by ``HelmRelease.spec.chartRef``. The Go operator's OCI
+  objects are rejected by current Flux CRDs (spec §9 "Flux-compatibility warning"); this is the
+  spec's recommended fix.
+* Values: ``inline`` -> ``spec.values``; ``secretRef`` / ``configMapRef`` -> ``spec.valuesFrom``,
+  so Secret material never lands in the HelmRelease (Go copied it into ``spec.values``).
+* Everything is written with server-side apply as ``vworkspace-operator`` (only the fields we
+  own), with the spec's labels; the HelmRelease has a controller owner reference to the instance
+  and the sources are deleted explicitly on cancel.
+
+Status is a roll-up of the HelmRelease (flux-velero.md §1.4), read from the informer cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from vworkspace.api import constants
+from vworkspace.api.meta import ObjectKey
+from vworkspace.engines.base import EngineRef, EngineRequest, EngineStatus, State
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.resources import ResourceType
+
+JsonObj = dict[str, Any]
+HELM_RELEASES = ResourceType("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease")
+HELM_REPOSITORIES = ResourceType(
+    "source.toolkit.fluxcd.io", "v1", "helmrepositories", "HelmRepository"
+)
+OCI_REPOSITORIES = ResourceType(
+    "source.toolkit.fluxcd.io", "v1", "ocirepositories", "OCIRepository"
+)
+WAITING_REASONS = frozenset({"DependencyNotReady", "SourceNotReady", "ArtifactFailed"})
+
+
+def owner_labels(ai: JsonObj) -> dict[str, str]:
+    labels = (ai.get("metadata") or {}).get("labels") or {}
+    result = {
+        constants.LABEL_MANAGED_BY: labels.get(constants.LABEL_MANAGED_BY)
+        or constants.MANAGED_BY_OPERATOR,
+        constants.LABEL_APPLICATION_INSTANCE: ai["metadata"]["name"],
+    }
+    if labels.get(constants.LABEL_CLUSTER_ID):
+        result[constants.LABEL_CLUSTER_ID] = labels[constants.LABEL_CLUSTER_ID]
+    return result
+
+
+def controller_ref(obj: JsonObj) -> JsonObj:
+    meta = obj["metadata"]
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def desired_objects(
+    ai: JsonObj,
+) -> tuple[tuple[ResourceType, JsonObj], tuple[ResourceType, JsonObj]]:
+    """The (source, HelmRelease) an instance asks for."""
+    spec = ai["spec"]
+    chart, release = spec["chart"], spec["release"]
+    namespace = ai["metadata"]["namespace"]
+    labels = owner_labels(ai)
+    source_name = f"{release['name']}-source"
+    meta = {"name": source_name, "namespace": namespace, "labels": labels}
+    hr_spec: JsonObj = {"interval": "5m0s"}
+    source: tuple[ResourceType, JsonObj]
+    if chart["sourceType"] == "oci":
+        source = (
+            OCI_REPOSITORIES,
+            {
+                "apiVersion": "source.toolkit.fluxcd.io/v1",
+                "kind": "OCIRepository",
+                "metadata": meta,
+                "spec": {
+                    "interval": "1m0s",
+                    "url": f"{chart['url'].rstrip('/')}/{chart['name']}",
+                    "ref": {"tag": chart["version"]},
+                },
+            },
+        )
+        hr_spec["chartRef"] = {"kind": "OCIRepository", "name": source_name}
+    else:
+        source = (
+            HELM_REPOSITORIES,
+            {
+                "apiVersion": "source.toolkit.fluxcd.io/v1",
+                "kind": "HelmRepository",
+                "metadata": meta,
+                "spec": {"interval": "1m0s", "url": chart["url"]},
+            },
+        )
+        hr_spec["chart"] = {
+            "spec": {
+                "chart": chart["name"],
+                "version": chart["version"],
+                "sourceRef": {"kind": "HelmRepository", "name": source_name},
+            }
+        }
+    values = spec["values"]
+    if values["source"] == "inline" and values.get("inline") is not None:
+        hr_spec["values"] = values["inline"]
+    elif values["source"] == "secretRef":
+        ref = values["secretRef"]
+        hr_spec["valuesFrom"] = [{"kind": "Secret", "name": ref["name"], "valuesKey": ref["key"]}]
+    elif values["source"] == "configMapRef":
+        ref = values["configMapRef"]
+        hr_spec["valuesFrom"] = [
+            {"kind": "ConfigMap", "name": ref["name"], "valuesKey": ref["key"]}
+        ]
+    helm_release = {
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": {
+            "name": release["name"],
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [controller_ref(ai)],
+        },
+        "spec": hr_spec,
+    }
+    return source, (HELM_RELEASES, helm_release)
+
+
+@attrs.frozen
+class Rollup:
+    """A HelmRelease's state in the instance's terms."""
+
+    ready: bool
+    reconciling: bool
+    degraded: bool
+    failed: bool
+    reason: str
+    message: str
+
+
+def _conditions(obj: JsonObj) -> dict[str, JsonObj]:
+    result: dict[str, JsonObj] = {}
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        result.setdefault(cond.get("type", ""), cond)
+    return result
+
+
+def rollup(hr: JsonObj | None) -> Rollup:
+    """flux-velero.md §1.4: only conditions of the current generation count."""
+    if hr is None:
+        return Rollup(False, True, False, False, "Reconciling", "waiting for the HelmRelease")
+    generation = (hr.get("metadata") or {}).get("generation")
+    observed = (hr.get("status") or {}).get("observedGeneration")
+    conds = _conditions(hr)
+
+    def current(kind: str) -> JsonObj | None:
+        cond = conds.get(kind)
+        if cond is None:
+            return None
+        og = cond.get("observedGeneration")
+        return cond if og is None or og == generation else None
+
+    stalled, ready, reconciling = current("Stalled"), current("Ready"), conds.get("Reconciling")
+    if stalled is not None and stalled.get("status") == "True":
+        return Rollup(
+            False, False, True, True, stalled.get("reason") or "Stalled", stalled.get("message", "")
+        )
+    if (
+        ready is not None
+        and ready.get("status") == "True"
+        and observed == generation
+        and not (reconciling and reconciling.get("status") == "True")
+    ):
+        return Rollup(True, False, False, False, "HelmReleaseReady", ready.get("message", ""))
+    if reconciling is not None and reconciling.get("status") == "True":
+        message = (ready or {}).get("message") or reconciling.get("message", "")
+        return Rollup(
+            False, True, False, False, reconciling.get("reason") or "HelmReleaseInstalling", message
+        )
+    if ready is not None and ready.get("status") == "False":
+        reason = ready.get("reason") or "HelmReleaseFailed"
+        if reason in WAITING_REASONS:
+            return Rollup(False, True, False, False, reason, ready.get("message", ""))
+        return Rollup(False, False, True, False, reason, ready.get("message", ""))
+    return Rollup(
+        False, True, False, False, "Reconciling", (ready or {}).get("message", "waiting for Flux")
+    )
+
+
+class FluxEngine:
+    name = "flux"
+
+    def __init__(
+        self, client: KubeClient, *, helm_releases: Callable[[ObjectKey], JsonObj | None]
+    ) -> None:
+        self._client = client
+        self._helm_releases = helm_releases
+
+    async def materialize(self, request: EngineRequest) -> EngineRef:
+        (source_type, source), (hr_type, helm_release) = desired_objects(request.target)
+        await self._client.apply(
+            source_type, source, field_manager=constants.FIELD_MANAGER_OPERATOR
+        )
+        await self._client.apply(
+            hr_type, helm_release, field_manager=constants.FIELD_MANAGER_OPERATOR
+        )
+        meta = helm_release["metadata"]
+        return EngineRef("HelmRelease", meta["name"], meta["namespace"])
+
+    def helm_release(self, ai: JsonObj) -> JsonObj | None:
+        release = (ai.get("spec") or {}).get("release") or {}
+        return self._helm_releases(ObjectKey(ai["metadata"]["namespace"], release.get("name", "")))
+
+    async def status(self, request: EngineRequest) -> EngineStatus:
+        state = rollup(self.helm_release(request.target))
+        if state.ready:
+            return EngineStatus(State.SUCCEEDED, state.reason, state.message)
+        if state.failed:
+            return EngineStatus(State.FAILED, state.reason, state.message)
+        return EngineStatus(State.RUNNING, state.reason, state.message)
+
+    async def cancel(self, request: EngineRequest) -> None:
+        ai = request.target
+        release = ai["spec"].get("release") or {}
+        namespace = ai["metadata"]["namespace"]
+        name = release.get("name")
+        if not name:
+            return
+        for resource, obj_name in (
+            (HELM_RELEASES, name),
+            (HELM_REPOSITORIES, f"{name}-source"),
+            (OCI_REPOSITORIES, f"{name}-source"),
+        ):
+            with contextlib.suppress(NotFoundError):
+                await self._client.delete(resource, ObjectKey(namespace, obj_name))
