@@ -22,10 +22,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def client(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
-    client = await KubeClient.from_kubeconfig(str(control_plane.kubeconfig_path))
-    yield client
-    await client.close()
+def client(kube: KubeClient) -> KubeClient:
+    return kube
 
 
 @pytest.fixture

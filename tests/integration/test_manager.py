@@ -9,7 +9,6 @@ import json
 import signal
 import time
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def client(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
-    client = await KubeClient.from_kubeconfig(str(control_plane.kubeconfig_path))
-    yield client
-    await client.close()
+def client(kube: KubeClient) -> KubeClient:
+    return kube
 
 
 def instance(name: str, namespace: str) -> dict[str, Any]:

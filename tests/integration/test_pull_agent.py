@@ -16,18 +16,10 @@ from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, CONFIG_MAPS, NAMESPACES, OPERATIONS
 from vworkspace.mockcontrolplane import Fault, MockControlPlane
-from vworkspace.testing import ControlPlane
 
 from .agent_harness import CLUSTER, TOKEN, Agent, instance, wait_result
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
-    client = await KubeClient.from_kubeconfig(str(control_plane.kubeconfig_path))
-    yield client
-    await client.close()
 
 
 @pytest.fixture

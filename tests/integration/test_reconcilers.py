@@ -23,7 +23,6 @@ from vworkspace.engines.velero import BACKUPS, RESTORES
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, EVENTS, NAMESPACES, OPERATIONS, SECRETS
-from vworkspace.testing import ControlPlane
 
 pytestmark = pytest.mark.integration
 SECRET = "approval-test-secret"
@@ -33,13 +32,6 @@ class Operator:
     def __init__(self, manager: Manager, registry: CollectorRegistry) -> None:
         self.manager = manager
         self.registry = registry
-
-
-@pytest.fixture
-async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
-    client = await KubeClient.from_kubeconfig(str(control_plane.kubeconfig_path))
-    yield client
-    await client.close()
 
 
 @pytest.fixture
@@ -619,3 +611,22 @@ async def test_an_upgrade_completes_when_flux_is_ready_at_the_new_version_and_a_
     await eventually(
         lambda: op_phase(kube, kube_namespace, "up-2", "Running"), timeout=40, what="up-2 Running"
     )
+
+
+async def test_deleting_a_running_operation_deletes_its_velero_object(
+    operator: Operator, kube: KubeClient, kube_namespace: str, velero_ns: str
+) -> None:
+    await kube.create(APPLICATION_INSTANCES, managed("wiki", kube_namespace), field_manager="test")
+    await kube.create(
+        OPERATIONS,
+        operation("doomed", kube_namespace, "Backup", "velero", "wiki"),
+        field_manager="test",
+    )
+    await eventually(lambda: op_phase(kube, kube_namespace, "doomed", "Running"), what="Running")
+    await kube.get(BACKUPS, ObjectKey(velero_ns, "doomed"))
+    await kube.delete(OPERATIONS, ObjectKey(kube_namespace, "doomed"))
+    await eventually(
+        lambda: _absent(kube, OPERATIONS, ObjectKey(kube_namespace, "doomed")),
+        what="Operation gone",
+    )
+    assert await _absent(kube, BACKUPS, ObjectKey(velero_ns, "doomed"))

@@ -155,6 +155,10 @@ class ApplicationInstanceReconciler:
         # lastReconcileTime alone changing is no reason to write (it would wake every watcher).
         if {**previous, "lastReconcileTime": None} == {**status, "lastReconcileTime": None}:
             return
+        await self._store_status(ai, status)
+        await self._events(ai, conds)
+
+    async def _store_status(self, ai: JsonObj, status: JsonObj) -> None:
         key = ObjectKey(ai["metadata"]["namespace"], ai["metadata"]["name"])
         await update_status(
             self._client,
@@ -164,7 +168,6 @@ class ApplicationInstanceReconciler:
             field_manager=FIELD_MANAGER_OPERATOR,
             current=ai,
         )
-        await self._events(ai, conds)
 
     async def _events(self, ai: JsonObj, conds: Conditions) -> None:
         if self._recorder is None:
@@ -195,16 +198,7 @@ class ApplicationInstanceReconciler:
         conds.set(Cond.DELETING, TRUE, Why.DELETING if placeholder else Why.UNINSTALLING, "")
         status = {**(ai.get("status") or {}), "conditions": conds.wire()}
         if status != ai.get("status"):
-            key = ObjectKey(ai["metadata"]["namespace"], ai["metadata"]["name"])
-            await update_status(
-                self._client,
-                APPLICATION_INSTANCES,
-                key,
-                lambda _: status,
-                field_manager=FIELD_MANAGER_OPERATOR,
-                current=ai,
-            )
-            ai = self._informer.store.get(key) or ai
+            await self._store_status(ai, status)
         engine = self._engines.get("flux")
         if not placeholder and engine is not None and (ai["spec"].get("release") or {}).get("name"):
             await engine.cancel(EngineRequest(target=ai))
