@@ -30,6 +30,16 @@ class AgentMetrics:
             "Jobs whose result was succeeded and whose result POST was accepted",
             registry=registry,
         )
+        self.buffer_occupancy = Gauge(
+            "vworkspace_operator_event_buffer_occupancy",
+            "Events waiting to be posted",
+            registry=registry,
+        )
+        self.events_dropped = Counter(
+            "vworkspace_operator_event_buffer_dropped",
+            "Events dropped because the buffer was full (oldest first)",
+            registry=registry,
+        )
         self.jobs = Counter(
             "vworkspace_agent_jobs",
             "Jobs processed by outcome",

@@ -7,6 +7,7 @@ environment.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import attrs
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, Applier
 from vworkspace.agent.client import ControlPlaneClient
 from vworkspace.agent.credentials import DEFAULT_SECRET, CredentialStore, Overrides
+from vworkspace.agent.events import EventBatcher, snapshot_events
 from vworkspace.agent.idempotency import IdempotencyStore
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.poller import Poller
@@ -31,6 +33,7 @@ from vworkspace.app.manager import Manager, ManagerSettings
 from vworkspace.controllers.applicationinstance import ApplicationInstanceReconciler
 from vworkspace.controllers.initial import InitialReconciler
 from vworkspace.controllers.operation import OperationReconciler
+from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.engines.base import EngineRegistry
 from vworkspace.engines.flux import HELM_RELEASES, FluxEngine
 from vworkspace.engines.helm import HelmUpgradeEngine
@@ -47,6 +50,7 @@ from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATION
 from vworkspace.kube.workqueue import WorkQueue
 
 _log = structlog.get_logger("vworkspace.wiring")
+JsonObj = dict[str, Any]
 LEASE_NAME = "dad03b25.vworkspace.io"
 DEFAULT_NAMESPACE = "vworkspace-system"
 
@@ -68,6 +72,7 @@ class AgentSettings:
     allowed_kinds: frozenset[tuple[str, str]] = DEFAULT_ALLOWED
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
     idempotency_max_keys: int = 10_000
+    event_buffer_size: int = 1000
 
 
 @attrs.frozen
@@ -172,6 +177,20 @@ def build_manager(
         )
     if VELERO_KIND in served:
         engines.register(VeleroEngine(client, namespace=settings.velero_namespace))
+    reporter: StatusReporter = NullReporter()
+    if settings.agent is not None:
+        if http is None:
+            raise ValueError("the agent needs an HTTP session")
+        reporter = add_agent(
+            manager,
+            settings,
+            settings.agent,
+            client=client,
+            http=http,
+            clock=clock,
+            registry=registry,
+            snapshot_sources=[informers[name] for name, _, _ in KINDS],
+        )
     reconcilers: dict[str, Reconciler] = {
         "applicationinstance": ApplicationInstanceReconciler(
             client=client,
@@ -179,6 +198,7 @@ def build_manager(
             engines=engines,
             clock=clock,
             recorder=recorder,
+            reporter=reporter,
         ),
         "operation": OperationReconciler(
             client=client,
@@ -188,6 +208,7 @@ def build_manager(
             clock=clock,
             approval_secret=settings.approval_secret,
             recorder=recorder,
+            reporter=reporter,
         ),
         "cluster": InitialReconciler(
             client=client,
@@ -212,18 +233,6 @@ def build_manager(
         if name == "applicationinstance" and helm_releases is not None:
             controller.watch_owned(helm_releases, owner_kind="ApplicationInstance")
         manager.add_controller(controller)
-    if settings.agent is not None:
-        if http is None:
-            raise ValueError("the agent needs an HTTP session")
-        add_agent(
-            manager,
-            settings,
-            settings.agent,
-            client=client,
-            http=http,
-            clock=clock,
-            registry=registry,
-        )
     return manager
 
 
@@ -236,8 +245,10 @@ def add_agent(
     http: aiohttp.ClientSession,
     clock: Clock,
     registry: CollectorRegistry,
-) -> Poller:
-    """The Pull-mode agent: credential store (an informer), client, applier, poller."""
+    snapshot_sources: list[Informer],
+) -> EventBatcher:
+    """The Pull-mode agent: credential store (an informer), client, applier, poller, and the
+    event batcher, which is returned as the controllers' status reporter."""
     namespace = agent.credentials_namespace or settings.namespace
     store = CredentialStore(
         client,
@@ -277,7 +288,22 @@ def add_agent(
     )
     # Only the leader takes jobs: two replicas must not apply the same job stream.
     manager.add_runnable("agent poller", poller.run, leader_only=True)
-    return poller
+
+    def snapshot() -> list[JsonObj]:
+        return snapshot_events(
+            [o for i in snapshot_sources for o in i.store.items()], now=clock.now()
+        )
+
+    batcher = EventBatcher(
+        post=control_plane.post_events,
+        ready=lambda: store.current() is not None,
+        clock=clock,
+        metrics=metrics,
+        snapshot=snapshot,
+        capacity=agent.event_buffer_size,
+    )
+    manager.add_runnable("event batcher", batcher.run, leader_only=True)
+    return batcher
 
 
 async def run_operator(

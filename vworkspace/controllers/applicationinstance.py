@@ -24,6 +24,7 @@ from vworkspace.api.converter import format_time
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.validation import validate_application_instance
 from vworkspace.controllers.conditions import FALSE, TRUE, UNKNOWN, Conditions
+from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.engines.base import EngineRegistry, EngineRequest
 from vworkspace.engines.flux import FluxEngine, rollup
 from vworkspace.kube.client import KubeClient
@@ -48,12 +49,15 @@ class ApplicationInstanceReconciler:
         engines: EngineRegistry,
         clock: Clock,
         recorder: EventRecorder | None = None,
+        reporter: StatusReporter | None = None,
     ) -> None:
         self._client = client
         self._informer = informer
         self._engines = engines
         self._clock = clock
         self._recorder = recorder
+        # Condition transitions for the control plane (the agent's batcher; none without agent).
+        self._reporter = reporter if reporter is not None else NullReporter()
 
     async def reconcile(self, key: ObjectKey) -> Result:
         ai = self._informer.store.get(key)
@@ -156,6 +160,7 @@ class ApplicationInstanceReconciler:
         if {**previous, "lastReconcileTime": None} == {**status, "lastReconcileTime": None}:
             return
         await self._store_status(ai, status)
+        self._reporter.report(ai, conds.transitions())
         await self._events(ai, conds)
 
     async def _store_status(self, ai: JsonObj, status: JsonObj) -> None:

@@ -24,6 +24,7 @@ from vworkspace.api.operation import ConditionType as Cond
 from vworkspace.api.operation import Reason as Why
 from vworkspace.api.validation import conflicting_operation, validate_operation
 from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
+from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.engines.base import EngineError, EngineRegistry, EngineRequest, EngineStatus, State
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
@@ -59,6 +60,7 @@ class OperationReconciler:
         clock: Clock,
         approval_secret: str = "",
         recorder: EventRecorder | None = None,
+        reporter: StatusReporter | None = None,
     ) -> None:
         self._client = client
         self._operations = operations
@@ -67,6 +69,8 @@ class OperationReconciler:
         self._clock = clock
         self._approval_secret = approval_secret
         self._recorder = recorder
+        # Condition transitions for the control plane (the agent's batcher; none without agent).
+        self._reporter = reporter if reporter is not None else NullReporter()
 
     async def reconcile(self, key: ObjectKey) -> Result:
         op = self._operations.store.get(key)
@@ -235,6 +239,7 @@ class OperationReconciler:
             field_manager=FIELD_MANAGER_OPERATOR,
             current=op,
         )
+        self._reporter.report(op, conds.transitions())
         if self._recorder is None:
             return
         for cond in conds.transitions():

@@ -1,0 +1,147 @@
+"""Condition transitions reach the control plane: keys, flaps, and an outage with overflow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from vworkspace.agent.credentials import Overrides
+from vworkspace.api.meta import ObjectKey
+from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager, served_kinds
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.resources import APPLICATION_INSTANCES
+from vworkspace.mockcontrolplane import Fault, MockControlPlane
+
+from .test_reconcilers import eventually, managed, set_hr_status
+
+pytestmark = pytest.mark.integration
+CLUSTER = "cluster-events"
+
+
+@pytest.fixture
+async def mock() -> AsyncIterator[MockControlPlane]:
+    async with MockControlPlane() as server:
+        server.set_bootstrap_token(CLUSTER, "events-token")
+        yield server
+
+
+@pytest.fixture
+async def operator(
+    kube: KubeClient,
+    mock: MockControlPlane,
+    third_party_crds: list[str],
+    vworkspace_crds: list[str],
+    kube_namespace: str,
+) -> AsyncIterator[None]:
+    agent = AgentSettings(
+        overrides=Overrides(mock.url, CLUSTER, "events-token"), poll_interval=1, event_buffer_size=5
+    )
+    settings = OperatorSettings(namespace=kube_namespace, agent=agent)
+    async with aiohttp.ClientSession() as http:
+        manager = build_manager(
+            settings, kube, registry=CollectorRegistry(), served=await served_kinds(kube), http=http
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(manager.run(stop))
+        for informer in manager.informers:
+            await asyncio.wait_for(informer.wait_synced(), 20)
+        yield
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+def ready_events(mock: MockControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in mock.events(CLUSTER, namespace=namespace, name=name)
+        if e["conditions"][0]["type"] == "Ready"
+    ]
+
+
+async def test_transitions_reach_the_control_plane_and_a_flap_is_not_deduplicated(
+    operator: None, mock: MockControlPlane, kube: KubeClient, kube_namespace: str
+) -> None:
+    await kube.create(
+        APPLICATION_INSTANCES, managed("flappy", kube_namespace), field_manager="test"
+    )
+    first = await eventually(
+        lambda: _async(ready_events(mock, kube_namespace, "flappy")), what="first Ready event"
+    )
+    obj = await kube.get(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "flappy"))
+    prefix = f"condition/apps.vworkspace.io/v1alpha1/ApplicationInstance/{kube_namespace}/flappy/{obj['metadata']['uid']}/Ready/"
+    assert first[0]["eventKey"].startswith(prefix + "Unknown@1#")
+    assert first[0]["kind"] == "ConditionTransition"
+    assert first[0]["resourceRef"]["uid"] == obj["metadata"]["uid"]
+    for status, flux in (
+        ("True", "InstallSucceeded"),
+        ("False", "UpgradeFailed"),
+        ("True", "UpgradeSucceeded"),
+    ):
+        await set_hr_status(
+            kube,
+            kube_namespace,
+            "flappy",
+            [{"type": "Ready", "status": status, "reason": flux, "message": flux}],
+        )
+        await eventually(
+            lambda s=status, f=flux: _async(
+                [
+                    e
+                    for e in ready_events(mock, kube_namespace, "flappy")
+                    if e["conditions"][0]["status"] == s and f in e["conditions"][0]["message"]
+                ]
+            ),
+            what=f"Ready={status}",
+        )
+        await asyncio.sleep(1.1)  # transition times are whole seconds
+    statuses = [e["conditions"][0]["status"] for e in ready_events(mock, kube_namespace, "flappy")]
+    assert statuses == ["Unknown", "True", "False", "True"]  # the second True is its own event
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def test_after_an_outage_the_control_plane_gets_the_final_state_of_everything(
+    operator: None, mock: MockControlPlane, kube: KubeClient, kube_namespace: str
+) -> None:
+    mock.state.inject(Fault("/events", status=503, count=10_000))  # the control plane is down
+    names = [f"app-{i}" for i in range(8)]
+    for name in names:  # each yields several transitions: far more than the buffer of 5 holds
+        await kube.create(
+            APPLICATION_INSTANCES, managed(name, kube_namespace), field_manager="test"
+        )
+    for name in names:
+        await eventually(
+            lambda n=name: kube.get(APPLICATION_INSTANCES, ObjectKey(kube_namespace, n)), what=name
+        )
+    await asyncio.sleep(2)
+    for name in names:
+        await set_hr_status(
+            kube,
+            kube_namespace,
+            name,
+            [{"type": "Ready", "status": "True", "reason": "InstallSucceeded"}],
+        )
+    await asyncio.sleep(2)
+    assert mock.events(CLUSTER, namespace=kube_namespace) == []
+    mock.state.faults.clear()  # the control plane is back
+    started = time.monotonic()
+
+    async def final_state_known() -> bool:
+        return all(
+            any(
+                e["conditions"][0]["status"] == "True"
+                for e in ready_events(mock, kube_namespace, n)
+            )
+            for n in names
+        )
+
+    await eventually(final_state_known, timeout=10, what="final Ready=True of every instance")
+    print(f"final state at the control plane {time.monotonic() - started:.1f}s after it came back")

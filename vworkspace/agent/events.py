@@ -1,0 +1,201 @@
+"""Condition transitions to the control plane: the event batcher and the status reporter.
+
+**Batcher** (pull-protocol.md §6.3, with the refinements the spec leaves to a port):
+
+* flush every second, or at once when 100 events are waiting; at most 100 per POST;
+* a bounded buffer (default 1000) that drops the *oldest* event when full and counts the drops;
+* a failed POST puts its batch back at the front (dropping the oldest past the bound) and marks
+  the connection as reconnecting; nothing is lost while credentials do not exist yet (Go
+  discarded those events at flush);
+* after a reconnect, **first** the current condition snapshot of every owned resource is sent,
+  then the buffer: an outage that overflowed the buffer still leaves the control plane with the
+  true final state (Go had no such re-sync).
+
+**Reporter**: one ``ConditionTransition`` event per condition that is new or changed status in a
+reconcile. The eventKey is the spec's
+``condition/<apiVersion>/<kind>/<namespace|_>/<name>/<uid|_>/<type>/<status>@<generation>`` plus
+``#<lastTransitionTime as Unix seconds>``: the control plane keeps the first event per key, so
+without the suffix a True -> False -> True flap at one generation would be deduplicated away.
+Re-sending an unchanged condition (the snapshot) yields the same key and is deduplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import structlog
+
+from vworkspace.agent.metrics import CONNECTED, RECONNECTING, AgentMetrics
+from vworkspace.agent.wire import AppliedRef, format_time
+from vworkspace.api.conditions import Condition
+from vworkspace.api.converter import format_time as format_condition_time
+from vworkspace.api.converter import from_dict
+from vworkspace.kube.clock import Clock
+
+JsonObj = dict[str, Any]
+_log = structlog.get_logger("vworkspace.agent.events")
+
+
+def event_key(obj: JsonObj, cond: Condition) -> str:
+    meta = obj.get("metadata") or {}
+    generation = int(meta.get("generation") or 0)
+    stamp = int(cond.last_transition_time.timestamp())
+    namespace = meta.get("namespace") or "_"
+    uid = meta.get("uid") or "_"
+    ref = f"{obj.get('apiVersion')}/{obj.get('kind')}/{namespace}/{meta.get('name')}/{uid}"
+    return f"condition/{ref}/{cond.type}/{cond.status.value}@{generation}#{stamp}"
+
+
+def condition_event(obj: JsonObj, cond: Condition, *, now: datetime.datetime) -> JsonObj:
+    wire: JsonObj = {
+        "type": cond.type,
+        "status": cond.status.value,
+        "lastTransitionTime": format_condition_time(cond.last_transition_time),
+        "reason": cond.reason,
+        "message": cond.message,
+    }
+    if cond.observed_generation:
+        wire["observedGeneration"] = cond.observed_generation
+    return {
+        "eventKey": event_key(obj, cond),
+        "kind": "ConditionTransition",
+        "resourceRef": AppliedRef.of(obj).to_wire(),
+        "conditions": [wire],
+        "timestamp": format_time(now),
+    }
+
+
+def snapshot_events(objects: Iterable[JsonObj], *, now: datetime.datetime) -> list[JsonObj]:
+    """The current conditions of ``objects``, as events."""
+    events = []
+    for obj in objects:
+        for raw in (obj.get("status") or {}).get("conditions") or []:
+            events.append(condition_event(obj, from_dict(Condition, raw), now=now))
+    return events
+
+
+class EventBatcher:
+    def __init__(
+        self,
+        *,
+        post: Callable[[list[JsonObj]], Awaitable[None]],
+        ready: Callable[[], bool],
+        clock: Clock,
+        metrics: AgentMetrics | None = None,
+        snapshot: Callable[[], list[JsonObj]] | None = None,
+        capacity: int = 1000,
+        batch_size: int = 100,
+        interval: float = 1.0,
+    ) -> None:
+        self._post = post
+        self._ready = ready
+        self._clock = clock
+        self._metrics = metrics
+        self._snapshot = snapshot
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.interval = interval
+        self._buffer: deque[JsonObj] = deque()
+        self.dropped = 0
+        self._wake = asyncio.Event()
+        self._needs_resync = False
+
+    # -- reporter side ---------------------------------------------------------------------
+
+    def report(self, obj: JsonObj, transitions: list[Condition]) -> None:
+        now = self._clock.now()
+        for cond in transitions:
+            self.enqueue(condition_event(obj, cond, now=now))
+
+    def enqueue(self, event: JsonObj) -> None:
+        if len(self._buffer) >= self.capacity:
+            self._buffer.popleft()
+            self._count_drop()
+        self._buffer.append(event)
+        self._occupancy()
+        if len(self._buffer) >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def overflowing(self) -> bool:
+        return self.dropped > 0
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def _count_drop(self, count: int = 1) -> None:
+        self.dropped += count
+        if self._metrics:
+            self._metrics.events_dropped.inc(count)
+
+    def _occupancy(self) -> None:
+        if self._metrics:
+            self._metrics.buffer_occupancy.set(len(self._buffer))
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                sleeper = asyncio.ensure_future(self._clock.sleep(self.interval))
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({sleeper, woken, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                sleeper.cancel()
+                woken.cancel()
+                self._wake.clear()
+                await self.flush()
+        finally:
+            stopping.cancel()
+        await self.flush()  # one last flush on shutdown
+
+    async def flush(self) -> bool:
+        """Send what is waiting (snapshot first after a reconnect). False when a POST failed."""
+        if not self._ready():
+            return True  # keep everything until credentials exist
+        if self._needs_resync and self._snapshot is not None:
+            snapshot = self._snapshot()
+            for start in range(0, len(snapshot), self.batch_size):
+                if not await self._send(snapshot[start : start + self.batch_size]):
+                    return False
+            self._needs_resync = False
+            _log.info("re-sent the condition snapshot after reconnecting", events=len(snapshot))
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+            if not await self._send(batch):
+                self._requeue(batch)
+                return False
+        self._occupancy()
+        self.dropped_reset_if_drained()
+        return True
+
+    def dropped_reset_if_drained(self) -> None:
+        if not self._buffer and self.dropped:
+            _log.info("event buffer drained after overflow", dropped=self.dropped)
+            self.dropped = 0
+
+    async def _send(self, batch: list[JsonObj]) -> bool:
+        try:
+            await self._post(batch)
+        except Exception as err:  # any failure: keep the events, retry next tick
+            _log.warning("posting events failed; keeping them", error=str(err), events=len(batch))
+            self._needs_resync = True
+            if self._metrics:
+                self._metrics.connectivity.set(RECONNECTING)
+            return False
+        if self._metrics:
+            self._metrics.connectivity.set(CONNECTED)
+        return True
+
+    def _requeue(self, batch: list[JsonObj]) -> None:
+        self._buffer.extendleft(reversed(batch))
+        overflow = len(self._buffer) - self.capacity
+        for _ in range(max(0, overflow)):
+            self._buffer.popleft()
+        if overflow > 0:
+            self._count_drop(overflow)
+        self._occupancy()
