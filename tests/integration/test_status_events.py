@@ -38,9 +38,12 @@ async def operator(
     third_party_crds: list[str],
     vworkspace_crds: list[str],
     kube_namespace: str,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[None]:
     agent = AgentSettings(
-        overrides=Overrides(mock.url, CLUSTER, "events-token"), poll_interval=1, event_buffer_size=5
+        overrides=Overrides(mock.url, CLUSTER, "events-token"),
+        poll_interval=1,
+        event_buffer_size=5 if request.node.get_closest_marker("tiny_event_buffer") else 1000,
     )
     settings = OperatorSettings(namespace=kube_namespace, agent=agent)
     async with aiohttp.ClientSession() as http:
@@ -108,6 +111,7 @@ async def _async(value: Any) -> Any:
     return value
 
 
+@pytest.mark.tiny_event_buffer
 async def test_after_an_outage_the_control_plane_gets_the_final_state_of_everything(
     operator: None, mock: MockControlPlane, kube: KubeClient, kube_namespace: str
 ) -> None:

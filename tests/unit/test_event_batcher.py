@@ -192,3 +192,12 @@ async def test_requeue_past_the_bound_counts_drops(capacity: int) -> None:
     assert not await batcher.flush()
     assert len(batcher) == capacity
     assert batcher.dropped == 0
+
+
+async def test_a_drop_alone_also_schedules_the_snapshot() -> None:
+    poster = Poster()
+    batcher = make(poster, capacity=2, snapshot=lambda: [ev("snap")])
+    for i in range(3):
+        batcher.enqueue(ev(f"e{i}"))
+    assert await batcher.flush()
+    assert poster.batches == [["snap"], ["e1", "e2"]]

@@ -7,9 +7,9 @@
 * a failed POST puts its batch back at the front (dropping the oldest past the bound) and marks
   the connection as reconnecting; nothing is lost while credentials do not exist yet (Go
   discarded those events at flush);
-* after a reconnect, **first** the current condition snapshot of every owned resource is sent,
-  then the buffer: an outage that overflowed the buffer still leaves the control plane with the
-  true final state (Go had no such re-sync).
+* after a reconnect or a drop, **first** the current condition snapshot of every owned resource
+  is sent, then the buffer: an outage that overflowed the buffer still leaves the control plane
+  with the true final state (Go had no such re-sync).
 
 **Reporter**: one ``ConditionTransition`` event per condition that is new or changed status in a
 reconcile. The eventKey is the spec's
@@ -129,6 +129,8 @@ class EventBatcher:
 
     def _count_drop(self, count: int = 1) -> None:
         self.dropped += count
+        # Dropped events leave the control plane with a stale view: re-send the snapshot.
+        self._needs_resync = True
         if self._metrics:
             self._metrics.events_dropped.inc(count)
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from vworkspace import __version__
-from vworkspace.app import manifests_cmd, mock_cmd, run_cmd, testenv_cmd
+from vworkspace.app import manifests_cmd, mock_cmd, register_cmd, run_cmd, testenv_cmd
 
 DESCRIPTION = """\
 vworkspace runs vWorkspace applications on Kubernetes clusters that the control plane never
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     testenv_cmd.add_parser(commands)
     manifests_cmd.add_parser(commands)
     mock_cmd.add_parser(commands)
+    register_cmd.add_parser(commands)
     return parser
 
 

@@ -52,6 +52,11 @@ def add_parser(commands: Any) -> None:
         metavar="S",
         help="redeliver a job with no result after S seconds (default: %(default)s)",
     )
+    mock.add_argument(
+        "--strict-registration",
+        action="store_true",
+        help="answer 401 to unknown registration tokens (the Go mock accepts any)",
+    )
     mock.add_argument("--log-format", choices=["json", "console"], default="console")
     mock.set_defaults(handler=run_mock)
 
@@ -73,7 +78,9 @@ def run_mock(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, address: Address) -> int:
-    state = MockState(visibility_timeout=args.visibility_timeout)
+    state = MockState(
+        visibility_timeout=args.visibility_timeout, strict_registration=args.strict_registration
+    )
     state.add_registration_token(args.registration_token, args.cluster_id)
     if args.bootstrap_token:
         state.set_bootstrap_token(args.cluster_id, args.bootstrap_token)

@@ -18,6 +18,7 @@ from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, Appli
 from vworkspace.agent.client import ControlPlaneClient
 from vworkspace.agent.credentials import DEFAULT_SECRET, CredentialStore, Overrides
 from vworkspace.agent.events import EventBatcher, snapshot_events
+from vworkspace.agent.gateway import AgentGateway
 from vworkspace.agent.idempotency import IdempotencyStore
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.poller import Poller
@@ -31,6 +32,7 @@ from vworkspace.api.meta import ObjectKey
 from vworkspace.app.http import Address
 from vworkspace.app.manager import Manager, ManagerSettings
 from vworkspace.controllers.applicationinstance import ApplicationInstanceReconciler
+from vworkspace.controllers.cluster import ClusterReconciler
 from vworkspace.controllers.initial import InitialReconciler
 from vworkspace.controllers.operation import OperationReconciler
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
@@ -73,6 +75,7 @@ class AgentSettings:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
     idempotency_max_keys: int = 10_000
     event_buffer_size: int = 1000
+    heartbeat_interval: float = 60.0
 
 
 @attrs.frozen
@@ -178,10 +181,11 @@ def build_manager(
     if VELERO_KIND in served:
         engines.register(VeleroEngine(client, namespace=settings.velero_namespace))
     reporter: StatusReporter = NullReporter()
+    gateway: AgentGateway | None = None
     if settings.agent is not None:
         if http is None:
             raise ValueError("the agent needs an HTTP session")
-        reporter = add_agent(
+        gateway = add_agent(
             manager,
             settings,
             settings.agent,
@@ -191,6 +195,7 @@ def build_manager(
             registry=registry,
             snapshot_sources=[informers[name] for name, _, _ in KINDS],
         )
+        reporter = gateway.batcher
     reconcilers: dict[str, Reconciler] = {
         "applicationinstance": ApplicationInstanceReconciler(
             client=client,
@@ -219,6 +224,20 @@ def build_manager(
             recorder=recorder,
         ),
     }
+    if gateway is not None and settings.agent is not None:
+        # Registration, rotation and heartbeats need the agent; without it the Cluster
+        # controller only takes ownership of its objects.
+        reconcilers["cluster"] = ClusterReconciler(
+            client=client,
+            informer=informers["cluster"],
+            gateway=gateway,
+            namespace=settings.agent.credentials_namespace or settings.namespace,
+            clock=clock,
+            recorder=recorder,
+            reporter=reporter,
+            heartbeat_interval=settings.agent.heartbeat_interval,
+            secret_name=settings.agent.secret_name,
+        )
     for name, _, _ in KINDS:
         queue: WorkQueue[ObjectKey] = WorkQueue(name, clock=clock, metrics=metrics.queue(name))
         controller = Controller(
@@ -246,9 +265,9 @@ def add_agent(
     clock: Clock,
     registry: CollectorRegistry,
     snapshot_sources: list[Informer],
-) -> EventBatcher:
-    """The Pull-mode agent: credential store (an informer), client, applier, poller, and the
-    event batcher, which is returned as the controllers' status reporter."""
+) -> AgentGateway:
+    """The Pull-mode agent: credential store (an informer), client, applier, poller and event
+    batcher; returns the gateway the Cluster reconciler uses (its batcher is the reporter)."""
     namespace = agent.credentials_namespace or settings.namespace
     store = CredentialStore(
         client,
@@ -303,7 +322,7 @@ def add_agent(
         capacity=agent.event_buffer_size,
     )
     manager.add_runnable("event batcher", batcher.run, leader_only=True)
-    return batcher
+    return AgentGateway(store=store, client=control_plane, http=http, batcher=batcher, clock=clock)
 
 
 async def run_operator(

@@ -136,7 +136,10 @@ async def register(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise _RejectError(error(400, "InvalidJSON", "body must be an object"))
     token = str(body.get("registrationToken") or bearer)
-    cluster_id, bootstrap = _state(request).register(token, str(body.get("clusterId") or ""))
+    registered = _state(request).register(token, str(body.get("clusterId") or ""))
+    if registered is None:
+        raise _RejectError(error(401, "Unauthorized", "unknown or already used registration token"))
+    cluster_id, bootstrap = registered
     return ok_json({"clusterId": cluster_id, "token": bootstrap})
 
 

@@ -66,9 +66,12 @@ class MockState:
         self,
         *,
         visibility_timeout: float = 60.0,
+        strict_registration: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.visibility_timeout = visibility_timeout
+        # The Go mock accepts any registration token; strict mode answers 401 for unknown ones.
+        self.strict_registration = strict_registration
         self._clock = clock
         self.registration_tokens: dict[str, str] = {}  # token -> cluster id
         self.bearer_tokens: dict[str, str] = {}  # token -> cluster id
@@ -112,9 +115,12 @@ class MockState:
     def token_for(self, cluster_id: str) -> str | None:
         return next((t for t, c in self.bearer_tokens.items() if c == cluster_id), None)
 
-    def register(self, registration_token: str, requested_cluster: str) -> tuple[str, str]:
-        """Exchange a one-time token (the mock accepts unknown tokens too, as the Go mock)."""
+    def register(self, registration_token: str, requested_cluster: str) -> tuple[str, str] | None:
+        """Exchange a one-time token. Unknown tokens are accepted (as the Go mock) unless the
+        mock is strict, then None."""
         cluster_id = self.registration_tokens.pop(registration_token, None)
+        if cluster_id is None and self.strict_registration:
+            return None
         if cluster_id is None:
             cluster_id = requested_cluster.strip() or f"cluster-{registration_token[:8]}"
         token = self.token_for(cluster_id)

@@ -20,11 +20,16 @@ class MockControlPlane:
         self,
         *,
         visibility_timeout: float = 60.0,
+        strict_registration: bool = False,
         admin_token: str = "",
         host: str = "127.0.0.1",
         port: int = 0,
+        state: MockState | None = None,
     ) -> None:
-        self.state = MockState(visibility_timeout=visibility_timeout)
+        # Pass the state of a stopped mock to restart it with everything it knew.
+        self.state = state or MockState(
+            visibility_timeout=visibility_timeout, strict_registration=strict_registration
+        )
         self.admin_token = admin_token
         self._host = host
         self._port = port

@@ -1,0 +1,168 @@
+"""`python -m vworkspace register`: break-glass registration of this cluster.
+
+Applies a token Secret and a Cluster that references it, then waits for the running operator
+(with ``--agent-enabled``) to exchange the token, and prints the outcome. Checks first that the
+control plane endpoint answers at all, so a typo fails in a second instead of after the timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+from vworkspace.api.meta import ObjectKey
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.errors import AlreadyExistsError, ApiError
+from vworkspace.kube.resources import CLUSTERS, NAMESPACES, SECRETS
+
+TOKEN_SECRET = "vworkspace-registration-token"
+
+
+def add_parser(commands: Any) -> None:
+    reg = commands.add_parser(
+        "register",
+        help="register this cluster with the control plane (one-time token)",
+        description="Apply a Cluster and its registration-token Secret, and wait until the running "
+        "operator has exchanged the token for agent credentials.",
+    )
+    reg.add_argument(
+        "--control-plane-endpoint", required=True, metavar="URL", help="control plane base URL"
+    )
+    reg.add_argument(
+        "--registration-token", required=True, metavar="T", help="one-time registration token"
+    )
+    reg.add_argument(
+        "--cluster-id",
+        required=True,
+        metavar="C",
+        help="this cluster's id (also the Cluster's name)",
+    )
+    reg.add_argument(
+        "--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    reg.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="operator namespace for the token Secret "
+        "(default: $POD_NAMESPACE, else vworkspace-system)",
+    )
+    reg.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the exchange (default: %(default)s)",
+    )
+    reg.set_defaults(handler=run_register)
+
+
+def run_register(args: argparse.Namespace) -> int:
+    if not args.control_plane_endpoint.startswith(("http://", "https://")):
+        print(
+            "error: --control-plane-endpoint must start with http:// or https://", file=sys.stderr
+        )
+        return 2
+    namespace = args.namespace or os.environ.get("POD_NAMESPACE") or "vworkspace-system"
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
+    return asyncio.run(_register(args, namespace, kubeconfig))
+
+
+async def _reachable(url: str) -> str | None:
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, timeout=aiohttp.ClientTimeout(total=10)),
+        ):
+            return None
+    except (aiohttp.ClientError, TimeoutError) as err:
+        return f"{type(err).__name__}: {err}"
+
+
+def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions", []) if c.get("type") == type_), {}
+    )
+
+
+async def _register(args: argparse.Namespace, namespace: str, kubeconfig: str | None) -> int:
+    problem = await _reachable(args.control_plane_endpoint)
+    if problem:
+        print(
+            f"error: cannot reach the control plane at {args.control_plane_endpoint}: {problem}",
+            file=sys.stderr,
+        )
+        return 1
+    client = await KubeClient.from_kubeconfig(kubeconfig)
+    try:
+        with contextlib.suppress(AlreadyExistsError):
+            await client.create(
+                NAMESPACES,
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+                field_manager="vworkspace-register",
+            )
+        await client.apply(
+            SECRETS,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": TOKEN_SECRET, "namespace": namespace},
+                "type": "Opaque",
+                "stringData": {"registrationToken": args.registration_token},
+            },
+            field_manager="vworkspace-register",
+        )
+        await client.apply(
+            CLUSTERS,
+            {
+                "apiVersion": "ops.vworkspace.io/v1alpha1",
+                "kind": "Cluster",
+                "metadata": {"name": args.cluster_id},
+                "spec": {
+                    "clusterId": args.cluster_id,
+                    "controlPlaneEndpoint": args.control_plane_endpoint,
+                    "registrationTokenSecretRef": {
+                        "name": TOKEN_SECRET,
+                        "key": "registrationToken",
+                    },
+                },
+            },
+            field_manager="vworkspace-register",
+        )
+        print(
+            f"applied Cluster {args.cluster_id} and Secret {namespace}/{TOKEN_SECRET}; "
+            "waiting for the operator ...",
+            flush=True,
+        )
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            cluster = await client.get(CLUSTERS, ObjectKey(None, args.cluster_id))
+            auth = _condition(cluster, "Authenticated")
+            if auth.get("status") == "True":
+                ref = (cluster.get("status") or {}).get("credentialsSecretRef") or {}
+                print(
+                    f"registered: cluster id {cluster['spec'].get('clusterId')}, "
+                    f"credentials in Secret {ref.get('namespace')}/{ref.get('name')}"
+                )
+                return 0
+            if auth.get("reason") in ("RegistrationFailed", "TokenSecretMissing"):
+                print(f"error: registration failed: {auth.get('message')}", file=sys.stderr)
+                return 1
+            await asyncio.sleep(1)
+        print(
+            f"error: no operator exchanged the token within {args.timeout:.0f}s "
+            "(is `python -m vworkspace run --agent-enabled` running against this cluster?)",
+            file=sys.stderr,
+        )
+        return 1
+    except ApiError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
