@@ -149,3 +149,44 @@ async def test_after_an_outage_the_control_plane_gets_the_final_state_of_everyth
 
     await eventually(final_state_known, timeout=10, what="final Ready=True of every instance")
     print(f"final state at the control plane {time.monotonic() - started:.1f}s after it came back")
+
+
+async def test_operation_transitions_reach_the_control_plane(
+    operator: None, mock: MockControlPlane, kube: KubeClient, kube_namespace: str
+) -> None:
+    from vworkspace.kube.resources import OPERATIONS
+
+    await kube.create(
+        APPLICATION_INSTANCES, managed("target", kube_namespace), field_manager="test"
+    )
+    await kube.create(
+        OPERATIONS,
+        {
+            "apiVersion": "ops.vworkspace.io/v1alpha1",
+            "kind": "Operation",
+            "metadata": {"name": "nightly", "namespace": kube_namespace},
+            "spec": {
+                "targetRef": {
+                    "apiVersion": "apps.vworkspace.io/v1alpha1",
+                    "kind": "ApplicationInstance",
+                    "name": "target",
+                },
+                "type": "Backup",
+                "engine": "velero",
+            },
+        },
+        field_manager="test",
+    )
+
+    async def transitions() -> list[dict[str, Any]]:
+        events = mock.events(CLUSTER, kind="Operation", namespace=kube_namespace, name="nightly")
+        # Without a "velero" namespace here the Backup cannot be created: the Operation fails.
+        # Either way its condition transitions must reach the control plane.
+        done = {(e["conditions"][0]["type"], e["conditions"][0]["status"]) for e in events}
+        return events if ("Failed", "True") in done or ("Running", "True") in done else []
+
+    events = await eventually(transitions, what="Operation transitions")
+    assert all(
+        e["eventKey"].startswith("condition/ops.vworkspace.io/v1alpha1/Operation/") for e in events
+    )
+    assert all(e["kind"] == "ConditionTransition" for e in events)
