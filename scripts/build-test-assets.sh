@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager and etcd from the Go module proxy for the
-# integration tests, into the per-machine cache that vworkspace.testing looks in.
+# Build kube-apiserver, kube-controller-manager, etcd and kubectl from the Go module proxy for the
+# integration tests (kubectl: kustomize rendering and server-side dry-run of manifests/), into the per-machine cache that vworkspace.testing looks in.
 #
 #   scripts/build-test-assets.sh            build if the cache is empty or stale, else do nothing
 #   scripts/build-test-assets.sh --force    rebuild
@@ -37,7 +37,8 @@ done
 stamp_value=$( (cat "$module/go.sum"; echo "$ldflags"; cat "$module"/cmd/*/main.go) | sha256sum | cut -d' ' -f1)
 stamp="$bin/.stamp"
 if [ "${1:-}" != "--force" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_value" ] \
-   && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/etcd" ]; then
+   && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/etcd" ] \
+   && [ -x "$bin/kubectl" ]; then
   echo "build-test-assets: Kubernetes v$version binaries are current in $bin"
   exit 0
 fi
@@ -53,7 +54,7 @@ fi
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-modcacherw
 mkdir -p "$bin"
 start=$(date +%s)
-echo "build-test-assets: building Kubernetes v$version (kube-apiserver, kube-controller-manager, etcd) into $bin"
+echo "build-test-assets: building Kubernetes v$version (kube-apiserver, kube-controller-manager, etcd, kubectl) into $bin"
 echo "build-test-assets: a cold build takes tens of minutes on 2 cores; later builds reuse Go's caches"
 (cd "$module" && go mod download && go build -trimpath -ldflags "$ldflags" -o "$bin/" ./cmd/...)
 echo "$stamp_value" > "$stamp"

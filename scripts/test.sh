@@ -10,19 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-venv=${VWORKSPACE_VENV:-.venv}
-python=${PYTHON:-python3}
-if [ ! -x "$venv/bin/python" ]; then
-  echo "test.sh: creating virtualenv $venv"
-  "$python" -m venv "$venv"
-fi
-stamp="$venv/.vworkspace-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "test.sh: installing vworkspace with test and dev extras into $venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
-  touch "$stamp"
-fi
+source scripts/lib/venv.sh  # .venv with the package and its test and dev extras
 
 if [ -z "${VWORKSPACE_TEST_ASSETS:-}" ] && [ -z "${KUBEBUILDER_ASSETS:-}" ]; then
   bash scripts/build-test-assets.sh

@@ -38,6 +38,9 @@ class OperatorProcess:
                 f"127.0.0.1:{self.probes}",
                 "--metrics-bind-address",
                 f"127.0.0.1:{self.metrics}",
+                # Plain HTTP so tests can scrape without a token; a later --metrics-secure in
+                # ``args`` wins (tests/integration/test_metrics_auth.py).
+                "--metrics-secure=false",
                 *args,
             ],
             stdout=self._log,
@@ -96,3 +99,45 @@ def wait_until(what: str, check: object, timeout: float = 30, interval: float = 
             return time.monotonic() - start
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class MockProcess:
+    """`python -m vworkspace mock-control-plane` on a free port, its output in ``log``."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vworkspace",
+                "mock-control-plane",
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def wait_healthy(self, timeout: float = 20) -> None:
+        wait_until("mock control plane healthy", self.healthy, timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()

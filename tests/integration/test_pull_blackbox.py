@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,46 +11,27 @@ import pytest
 from vworkspace.mockcontrolplane import AdminClient
 from vworkspace.testing import ApiError, ControlPlane
 
-from .operator_process import OperatorProcess, free_port, wait_until
+from .operator_process import MockProcess, OperatorProcess, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/healthz", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
 
 
 async def test_an_enqueued_job_becomes_a_reconciled_instance_and_a_result(
     control_plane: ControlPlane, vworkspace_crds: list[str], kube_namespace: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    mock_log = (tmp_path / "mock.log").open("wb")
-    mock = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vworkspace",
-            "mock-control-plane",
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--cluster-id",
-            "cluster-bb",
-            "--bootstrap-token",
-            "bb-token",
-            "--admin-token",
-            "bb-admin",
-        ],
-        stdout=mock_log,
-        stderr=subprocess.STDOUT,
+    mock = MockProcess(
+        tmp_path / "mock.log",
+        "--cluster-id",
+        "cluster-bb",
+        "--bootstrap-token",
+        "bb-token",
+        "--admin-token",
+        "bb-admin",
     )
+    url = mock.url
     operator = None
     try:
-        wait_until("mock healthy", lambda: healthy(url), timeout=20)
+        mock.wait_healthy()
         operator = OperatorProcess(
             control_plane,
             kube_namespace,
@@ -113,6 +91,4 @@ async def test_an_enqueued_job_becomes_a_reconciled_instance_and_a_result(
     finally:
         if operator is not None:
             operator.stop()
-        mock.terminate()
-        mock.wait(timeout=10)
-        mock_log.close()
+        mock.stop()

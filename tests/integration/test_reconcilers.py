@@ -23,6 +23,7 @@ from vworkspace.engines.velero import BACKUPS, RESTORES
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, EVENTS, NAMESPACES, OPERATIONS, SECRETS
+from vworkspace.testing.objects import managed_instance
 
 pytestmark = pytest.mark.integration
 SECRET = "approval-test-secret"
@@ -93,26 +94,15 @@ def managed(
     values: dict[str, Any] | None = None,
     version: str = "1.0.0",
 ) -> dict[str, Any]:
-    url = "oci://registry.example.com/charts" if source == "oci" else "https://charts.example.com"
-    return {
-        "apiVersion": "apps.vworkspace.io/v1alpha1",
-        "kind": "ApplicationInstance",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"app.vworkspace.io/cluster-id": "c-1"},
-            "annotations": {
-                "ops.vworkspace.io/backup": "velero",
-                "ops.vworkspace.io/upgrade": "helm",
-            },
-        },
-        "spec": {
-            "appRef": {"catalogId": "odoo"},
-            "chart": {"sourceType": source, "url": url, "name": "odoo", "version": version},
-            "release": {"name": name, "namespace": namespace},
-            "values": values or {"source": "inline", "inline": {"replicaCount": 1}},
-        },
-    }
+    return managed_instance(
+        name,
+        namespace,
+        source=source,
+        values=values,
+        version=version,
+        labels={"app.vworkspace.io/cluster-id": "c-1"},
+        annotations={"ops.vworkspace.io/backup": "velero", "ops.vworkspace.io/upgrade": "helm"},
+    )
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:

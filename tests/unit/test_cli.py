@@ -84,6 +84,14 @@ def run_args(*argv: str) -> object:
             "--metrics-bind-address: 'localhost' is not HOST:PORT",
         ),
         (["--health-probe-bind-address", "x:y"], "--health-probe-bind-address"),
+        (
+            ["--webhooks-enabled", "--webhook-cert-path", "/nonexistent/certs"],
+            "--webhook-cert-name: /nonexistent/certs/tls.crt does not exist",
+        ),
+        (
+            ["--webhooks-enabled", "--webhook-bind-address", "0"],
+            "--webhook-bind-address must not be 0 when --webhooks-enabled is set",
+        ),
     ],
 )
 def test_run_refuses_bad_flags_naming_them(
@@ -121,3 +129,29 @@ def test_run_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
         "POD_NAMESPACE",
     ):
         assert flag in out
+
+
+def test_webhook_certs_writes_a_pair_for_the_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import base64
+
+    from cryptography import x509
+
+    out = tmp_path / "certs"
+    argv = ["webhook-certs", "--out", str(out), "--service", "hook", "--namespace", "ops"]
+    assert main([*argv, "--host", "127.0.0.1"]) == 0
+    cert = x509.load_pem_x509_certificate((out / "tls.crt").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "hook.ops.svc" in sans.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert (out / "tls.key").stat().st_mode & 0o777 == 0o600
+    printed = capsys.readouterr().out
+    bundle = printed.split("caBundle: ")[1].strip()
+    assert base64.b64decode(bundle) == (out / "ca.crt").read_bytes()
+    settings_args = run_args("--webhooks-enabled", "--webhook-cert-path", str(out))
+    from vworkspace.app.run_cmd import settings_from
+
+    settings = settings_from(settings_args, {})  # type: ignore[arg-type]
+    assert settings.webhooks is not None
+    assert str(settings.webhooks.address) == "0.0.0.0:9443"

@@ -201,3 +201,14 @@ async def test_a_drop_alone_also_schedules_the_snapshot() -> None:
         batcher.enqueue(ev(f"e{i}"))
     assert await batcher.flush()
     assert poster.batches == [["snap"], ["e1", "e2"]]
+
+
+async def test_a_new_batcher_starts_with_the_snapshot_once() -> None:
+    # A new leader cannot know what its predecessor delivered (a killed Pod loses its buffer).
+    poster = Poster()
+    batcher = make(poster, snapshot=lambda: [ev("snap")])
+    batcher.enqueue(ev("a"))
+    assert await batcher.flush()
+    batcher.enqueue(ev("b"))
+    assert await batcher.flush()
+    assert poster.batches == [["snap"], ["a"], ["b"]]

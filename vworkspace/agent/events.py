@@ -102,7 +102,9 @@ class EventBatcher:
         self._buffer: deque[JsonObj] = deque()
         self.dropped = 0
         self._wake = asyncio.Event()
-        self._needs_resync = False
+        # A new leader does not know what its predecessor delivered (a SIGKILLed Pod loses its
+        # buffer): start with the snapshot too. Unchanged conditions deduplicate by key.
+        self._needs_resync = snapshot is not None
 
     # -- reporter side ---------------------------------------------------------------------
 

@@ -12,7 +12,15 @@ import sys
 from collections.abc import Sequence
 
 from vworkspace import __version__
-from vworkspace.app import manifests_cmd, mock_cmd, register_cmd, run_cmd, testenv_cmd
+from vworkspace.app import (
+    demo_cmd,
+    manifests_cmd,
+    mock_cmd,
+    register_cmd,
+    run_cmd,
+    testenv_cmd,
+    webhook_certs_cmd,
+)
 
 DESCRIPTION = """\
 vworkspace runs vWorkspace applications on Kubernetes clusters that the control plane never
@@ -26,6 +34,8 @@ examples:
   python -m vworkspace testenv start            run a local Kubernetes control plane for development
   python -m vworkspace testenv start --kubeconfig-out ./kubeconfig
   python -m vworkspace manifests crds           regenerate manifests/crds from the API models
+  python -m vworkspace demo                     the whole Pull loop locally: one job, end to end
+  python -m vworkspace webhook-certs --out ./certs --service NAME --namespace NS
 
 Run 'python -m vworkspace COMMAND --help' for the options of a command."""
 
@@ -44,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     manifests_cmd.add_parser(commands)
     mock_cmd.add_parser(commands)
     register_cmd.add_parser(commands)
+    demo_cmd.add_parser(commands)
+    webhook_certs_cmd.add_parser(commands)
     return parser
 
 

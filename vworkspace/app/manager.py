@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 import attrs
 import structlog
 
-from vworkspace.app.http import Address, Endpoints
+from vworkspace.app.http import Address, Endpoints, ServingCert
+from vworkspace.app.metricsauth import MetricsAuthorizer
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.controller import Controller
 from vworkspace.kube.informer import Informer
@@ -35,6 +36,8 @@ _log = structlog.get_logger("vworkspace.manager")
 class ManagerSettings:
     probes: Address | None = None
     metrics: Address | None = None
+    # Set: /metrics over HTTPS with this serving pair, behind the Manager's metrics_authorizer.
+    metrics_tls: ServingCert | None = None
     shutdown_timeout: float = 25.0
     max_restarts: int = 5
     restart_window: float = 300.0
@@ -49,7 +52,9 @@ class Manager:
         clock: Clock,
         elector: LeaderElector | None = None,
         rng: random.Random | None = None,
+        metrics_authorizer: MetricsAuthorizer | None = None,
     ) -> None:
+        """``metrics_authorizer``: required with ``settings.metrics_tls`` (secure metrics)."""
         self.settings = settings
         self.metrics = metrics
         self._clock = clock
@@ -67,6 +72,8 @@ class Manager:
             not_ready=self._not_ready,
             probes=settings.probes,
             metrics=settings.metrics,
+            metrics_tls=settings.metrics_tls,
+            authorizer=metrics_authorizer,
         )
         metrics.registry.register(
             InformerAgeCollector(lambda: [(i.name, i.last_event_age()) for i in self.informers])
@@ -93,6 +100,7 @@ class Manager:
 
     async def _start_runnable(
         self,
+        name: str,
         run: Callable[[asyncio.Event], Awaitable[None]],
         gate: asyncio.Event,
         leader_only: bool,
@@ -105,7 +113,16 @@ class Manager:
             stopper.cancel()
             if self._runnables_stop.is_set():
                 return
-        await run(self._runnables_stop)
+        try:
+            await run(self._runnables_stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            # Runnables own their retries; one that gives up (e.g. the webhook server cannot
+            # bind its port) ends the process rather than leaving it half-working.
+            _log.exception("runnable failed", task=name)
+            self.exit_reason = f"{name} failed: {err}"
+            self._fatal.set()
 
     def _not_ready(self) -> list[str]:
         if self._stopping:
@@ -137,7 +154,7 @@ class Manager:
             asyncio.create_task(c.run(gate), name=f"controller {c.name}") for c in self.controllers
         ]
         workers += [
-            asyncio.create_task(self._start_runnable(run, gate, leader_only), name=name)
+            asyncio.create_task(self._start_runnable(name, run, gate, leader_only), name=name)
             for name, run, leader_only in self._runnables
         ]
         stop_wait = asyncio.create_task(stop.wait())

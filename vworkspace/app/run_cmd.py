@@ -1,7 +1,15 @@
 """`python -m vworkspace run`: start the operator.
 
 Flags win over environment variables, which win over defaults. Invalid values are refused at
-start with a message naming the flag.
+start with a message naming the flag (exit code 2).
+
+Drop-in compatibility with the Go operator's ``cmd/main.go`` (operator-runtime.md §2): every Go
+flag is accepted, and boolean flags take Go's syntax (``--flag``, ``--flag=true``,
+``--flag=false``, also ``1``/``0``/``t``/``f``). A Go flag this implementation cannot honour
+(``--enable-http2``, ``--seaweed-watches-enabled``) is accepted only with its default value and
+refused otherwise, so no flag silently does nothing. Flags that only matter together with another
+one (``--metrics-cert-path`` without secure metrics) are accepted and logged as ignored, as Go
+ignores them, so a Go deployment's arguments keep working.
 """
 
 from __future__ import annotations
@@ -12,7 +20,9 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import prometheus_client
@@ -22,16 +32,22 @@ from vworkspace.agent.applier import DEFAULT_ALLOWED, parse_allowed
 from vworkspace.agent.credentials import Overrides
 from vworkspace.agent.poller import parse_interval
 from vworkspace.app import logging as app_logging
-from vworkspace.app.http import Address
+from vworkspace.app.http import Address, ServingCert, listeners_conflict
 from vworkspace.app.wiring import (
     DEFAULT_NAMESPACE,
     LEASE_NAME,
     AgentSettings,
     OperatorSettings,
+    WebhookSettings,
     run_operator,
 )
 
+# controller-runtime's default, which the Go chart and kustomize overlay mount the Secret into.
+DEFAULT_WEBHOOK_CERT_DIR = str(Path(tempfile.gettempdir()) / "k8s-webhook-server" / "serving-certs")
+
 EPILOG = """\
+Boolean flags take Go's syntax: --flag, --flag=true, --flag=false.
+
 environment:
   KUBECONFIG               kubeconfig path when --kubeconfig is not given
   POD_NAMESPACE            the operator's namespace (Lease, credentials); default vworkspace-system
@@ -43,8 +59,9 @@ environment:
 
 examples:
   python -m vworkspace run --kubeconfig ./kubeconfig --log-format console
-  python -m vworkspace run --leader-elect --metrics-bind-address :8443
-  python -m vworkspace run --agent-enabled --control-plane-base-url http://127.0.0.1:8080 \
+  python -m vworkspace run --leader-elect --metrics-bind-address :8443   # HTTPS + authn/authz
+  python -m vworkspace run --metrics-bind-address :8080 --metrics-secure=false   # plain HTTP
+  python -m vworkspace run --agent-enabled --control-plane-base-url http://127.0.0.1:8080 \\
       --cluster-id cluster-dev-1 --agent-token bootstrap-cluster-dev-1"""
 
 
@@ -65,7 +82,11 @@ def add_parser(commands: Any) -> None:
         "in-cluster config inside a Pod, else ~/.kube/config)",
     )
     conn.add_argument("--context", metavar="NAME", help="kubeconfig context (default: current)")
-    serve = run.add_argument_group("endpoints")
+    serve = run.add_argument_group(
+        "endpoints",
+        "The probes are plain HTTP. /metrics is HTTPS with Kubernetes authentication and "
+        "authorization unless --metrics-secure=false (docs/operations.md).",
+    )
     serve.add_argument(
         "--health-probe-bind-address",
         default=":8081",
@@ -76,13 +97,58 @@ def add_parser(commands: Any) -> None:
         "--metrics-bind-address",
         default="0",
         metavar="HOST:PORT",
-        help="/metrics listener; 0 disables (default: %(default)s)",
+        help="/metrics listener; 0 disables (default: %(default)s); with secure metrics it "
+        "must differ from --health-probe-bind-address",
+    )
+    serve.add_argument(
+        "--metrics-secure",
+        type=go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="serve /metrics over HTTPS, allowing only callers whose bearer token passes a "
+        "TokenReview and a SubjectAccessReview for GET /metrics (default: true; "
+        "=false: plain HTTP, no authentication)",
+    )
+    serve.add_argument(
+        "--metrics-cert-path",
+        default="",
+        metavar="DIR",
+        help="directory with the metrics serving certificate and key, reloaded when they change "
+        "(default: none, a self-signed pair is made at start)",
+    )
+    serve.add_argument(
+        "--metrics-cert-name",
+        default="tls.crt",
+        metavar="FILE",
+        help="certificate file in --metrics-cert-path (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--metrics-cert-key",
+        default="tls.key",
+        metavar="FILE",
+        help="key file in --metrics-cert-path (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--enable-http2",
+        type=go_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="only false is accepted: the metrics and webhook servers speak HTTP/1.1 only "
+        "(default: false)",
     )
     ha = run.add_argument_group("leader election")
     ha.add_argument(
         "--leader-elect",
-        action="store_true",
-        help="only the holder of the Lease reconciles; others keep caches warm",
+        type=go_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="only the holder of the Lease reconciles; others keep caches warm (default: false)",
     )
     ha.add_argument(
         "--leader-election-namespace",
@@ -107,6 +173,54 @@ def add_parser(commands: Any) -> None:
         help="HMAC secret for vws1 approval claims (env VWORKSPACE_APPROVAL_CLAIM_SECRET); "
         "without it, Operations that need approval stay Blocked",
     )
+    engines.add_argument(
+        "--seaweed-watches-enabled",
+        type=go_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="only false is accepted: SeaweedFS support is not implemented (default: false)",
+    )
+    hooks = run.add_argument_group(
+        "admission webhooks",
+        "Validate ApplicationInstance and Operation writes at the API server (docs/webhooks.md); "
+        "needs the ValidatingWebhookConfiguration of manifests/webhook.",
+    )
+    hooks.add_argument(
+        "--webhooks-enabled",
+        type=go_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="serve the two validating webhooks over HTTPS (default: false)",
+    )
+    hooks.add_argument(
+        "--webhook-bind-address",
+        default=":9443",
+        metavar="HOST:PORT",
+        help="webhook listener (default: %(default)s)",
+    )
+    hooks.add_argument(
+        "--webhook-cert-path",
+        default="",
+        metavar="DIR",
+        help="directory with the serving certificate and key, reloaded when they change "
+        f"(default: {DEFAULT_WEBHOOK_CERT_DIR})",
+    )
+    hooks.add_argument(
+        "--webhook-cert-name",
+        default="tls.crt",
+        metavar="FILE",
+        help="certificate file in the directory (default: %(default)s)",
+    )
+    hooks.add_argument(
+        "--webhook-cert-key",
+        default="tls.key",
+        metavar="FILE",
+        help="key file in the directory (default: %(default)s)",
+    )
     tuning = run.add_argument_group("tuning")
     tuning.add_argument(
         "--workers",
@@ -129,8 +243,12 @@ def add_parser(commands: Any) -> None:
     )
     agent.add_argument(
         "--agent-enabled",
-        action="store_true",
-        help="poll the control plane for jobs and apply them (only on the leader)",
+        type=go_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="poll the control plane for jobs and apply them, only on the leader (default: false)",
     )
     agent.add_argument(
         "--control-plane-base-url",
@@ -185,24 +303,84 @@ def add_parser(commands: Any) -> None:
         metavar="N",
         help="larger job payloads fail without being applied (default: %(default)s)",
     )
-    logs = run.add_argument_group("logging")
+    logs = run.add_argument_group(
+        "logging",
+        "JSON lines at info by default (the Go operator defaults to zap development mode: "
+        "console at debug). The --zap-* flags of controller-runtime are accepted for Go "
+        "deployments. Precedence: --log-format/--log-level > --zap-encoder/--zap-log-level > "
+        "--zap-devel > defaults.",
+    )
     logs.add_argument(
         "--log-format",
         choices=["json", "console"],
-        default="json",
-        help="json lines for machines, console for people (default: %(default)s)",
+        help="json lines for machines, console for people (default: json)",
     )
     logs.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
-        default="info",
-        help="(default: %(default)s)",
+        help="(default: info)",
+    )
+    logs.add_argument(
+        "--zap-devel",
+        type=go_bool,
+        nargs="?",
+        const=True,
+        metavar="BOOL",
+        help="development mode: console format at debug level; =false: json at info "
+        "(default: unset, i.e. json at info)",
+    )
+    logs.add_argument(
+        "--zap-encoder",
+        type=str.lower,
+        choices=["json", "console"],
+        help="same as --log-format",
+    )
+    logs.add_argument(
+        "--zap-log-level",
+        metavar="LEVEL",
+        help="debug, info, error, or an integer > 0 (zap verbosity; every integer means debug)",
+    )
+    logs.add_argument(
+        "--zap-stacktrace-level",
+        type=str.lower,
+        choices=list(app_logging.ZAP_STACKTRACE_LEVELS),
+        help="at and above this level (panic: critical) exceptions keep their traceback and "
+        "other entries get the call stack; below it exceptions are one line "
+        "(default: unset, tracebacks always and no call stacks)",
+    )
+    logs.add_argument(
+        "--zap-time-encoding",
+        type=str.lower,
+        choices=list(app_logging.TIME_ENCODINGS),
+        metavar="ENCODING",
+        help="format of the ts field, in UTC: epoch, millis, nanos, iso8601, rfc3339, "
+        "rfc3339nano (default: unset, ISO 8601 with microseconds)",
     )
     run.set_defaults(handler=run_main)
 
 
+def go_bool(text: str) -> bool:
+    """A boolean flag value as Go's ``strconv.ParseBool`` reads it."""
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSettings:
     """Resolve flags > environment > defaults; raise ValueError naming the flag at fault."""
+    if args.enable_http2:
+        raise ValueError(
+            "--enable-http2: HTTP/2 is not supported by this implementation; the metrics and "
+            "webhook servers speak HTTP/1.1 only (aiohttp has no HTTP/2 server). "
+            "Drop the flag or pass --enable-http2=false"
+        )
+    if args.seaweed_watches_enabled:
+        raise ValueError(
+            "--seaweed-watches-enabled: SeaweedFS support is not implemented by this operator "
+            "(beyond core). Drop the flag or pass --seaweed-watches-enabled=false"
+        )
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.reconcile_timeout <= 0:
@@ -215,7 +393,23 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         metrics = Address.parse(args.metrics_bind_address)
     except ValueError as err:
         raise ValueError(f"--metrics-bind-address: {err}") from None
+    metrics_cert = metrics_cert_from(args)
+    if args.metrics_secure and metrics is not None:
+        if probes is not None and listeners_conflict(probes, metrics):
+            raise ValueError(
+                f"--metrics-bind-address {args.metrics_bind_address} and "
+                f"--health-probe-bind-address {args.health_probe_bind_address} must differ when "
+                "--metrics-secure is on: /metrics is served over HTTPS while the probes stay "
+                "plain HTTP; use another port (e.g. :8443) or pass --metrics-secure=false"
+            )
+        check_cert_files(
+            metrics_cert,
+            dir_flag="--metrics-cert-path",
+            name_flag="--metrics-cert-name",
+            key_flag="--metrics-cert-key",
+        )
     agent = agent_settings_from(args, env) if args.agent_enabled else None
+    webhooks = webhook_settings_from(args) if args.webhooks_enabled else None
     kubeconfig = args.kubeconfig or env.get("KUBECONFIG") or None
     in_cluster = kubeconfig is None and bool(env.get("KUBERNETES_SERVICE_HOST"))
     namespace = args.leader_election_namespace or env.get("POD_NAMESPACE") or DEFAULT_NAMESPACE
@@ -231,13 +425,117 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         reconcile_timeout=args.reconcile_timeout,
         probes=probes,
         metrics=metrics,
+        metrics_secure=args.metrics_secure,
+        metrics_cert=metrics_cert,
         agent=agent,
+        webhooks=webhooks,
         velero_namespace=(
             args.velero_namespace or env.get("VELERO_NAMESPACE", "").strip() or "velero"
         ),
         approval_secret=(
             args.approval_claim_secret or env.get("VWORKSPACE_APPROVAL_CLAIM_SECRET", "")
         ).strip(),
+    )
+
+
+def metrics_cert_from(args: argparse.Namespace) -> ServingCert:
+    return ServingCert(
+        directory=Path(args.metrics_cert_path) if args.metrics_cert_path else None,
+        cert_name=args.metrics_cert_name,
+        key_name=args.metrics_cert_key,
+    )
+
+
+def check_cert_files(cert: ServingCert, *, dir_flag: str, name_flag: str, key_flag: str) -> None:
+    if cert.directory is None:
+        return
+    for flag, name in ((name_flag, cert.cert_name), (key_flag, cert.key_name)):
+        if not (cert.directory / name).is_file():
+            raise ValueError(
+                f"{flag}: {cert.directory / name} does not exist ({dir_flag} {cert.directory}); "
+                "mount the serving Secret there or create a pair with "
+                "`python -m vworkspace webhook-certs`"
+            )
+
+
+def ignored_flags(args: argparse.Namespace) -> list[str]:
+    """Flags given that have no effect in this combination (Go ignores them too); logged as
+    warnings at start rather than refused, so a Go deployment's arguments keep working."""
+
+    def changed(*flags: tuple[str, str, str]) -> list[str]:
+        return [flag for flag, value, default in flags if value != default]
+
+    notes = []
+    metrics_certs = changed(
+        ("--metrics-cert-path", args.metrics_cert_path, ""),
+        ("--metrics-cert-name", args.metrics_cert_name, "tls.crt"),
+        ("--metrics-cert-key", args.metrics_cert_key, "tls.key"),
+    )
+    reason = ""
+    if args.metrics_bind_address in ("", "0"):
+        reason = "the metrics listener is off (--metrics-bind-address 0)"
+    elif not args.metrics_secure:
+        reason = "--metrics-secure=false serves plain HTTP"
+    elif not args.metrics_cert_path:
+        reason = "without --metrics-cert-path a self-signed pair is used"
+    if metrics_certs and reason:
+        notes.append(f"{', '.join(metrics_certs)} ignored: {reason}")
+    webhook_flags = changed(
+        ("--webhook-bind-address", args.webhook_bind_address, ":9443"),
+        ("--webhook-cert-path", args.webhook_cert_path, ""),
+        ("--webhook-cert-name", args.webhook_cert_name, "tls.crt"),
+        ("--webhook-cert-key", args.webhook_cert_key, "tls.key"),
+    )
+    if webhook_flags and not args.webhooks_enabled:
+        notes.append(f"{', '.join(webhook_flags)} ignored: --webhooks-enabled is not set")
+    return notes
+
+
+def log_config_from(args: argparse.Namespace) -> app_logging.LogConfig:
+    """--log-* > --zap-encoder/--zap-log-level > --zap-devel > json at info."""
+    devel = bool(args.zap_devel)
+    zap_level = None
+    if args.zap_log_level is not None:
+        # Checked even when --log-level wins: a bad value is an error, not something to ignore.
+        try:
+            zap_level = app_logging.zap_log_level(args.zap_log_level)
+        except ValueError as err:
+            raise ValueError(f"--zap-log-level: {err}") from None
+    return app_logging.LogConfig(
+        fmt=args.log_format or args.zap_encoder or ("console" if devel else "json"),
+        level=args.log_level or zap_level or ("debug" if devel else "info"),
+        time_encoding=args.zap_time_encoding,
+        stacktrace_level=(
+            app_logging.ZAP_STACKTRACE_LEVELS[args.zap_stacktrace_level]
+            if args.zap_stacktrace_level
+            else None
+        ),
+    )
+
+
+def webhook_settings_from(args: argparse.Namespace) -> WebhookSettings:
+    try:
+        address = Address.parse(args.webhook_bind_address)
+    except ValueError as err:
+        raise ValueError(f"--webhook-bind-address: {err}") from None
+    if address is None:
+        raise ValueError("--webhook-bind-address must not be 0 when --webhooks-enabled is set")
+    cert_dir = Path(args.webhook_cert_path or DEFAULT_WEBHOOK_CERT_DIR)
+    for flag, name in (
+        ("--webhook-cert-name", args.webhook_cert_name),
+        ("--webhook-cert-key", args.webhook_cert_key),
+    ):
+        if not (cert_dir / name).is_file():
+            raise ValueError(
+                f"{flag}: {cert_dir / name} does not exist (--webhook-cert-path {cert_dir}); "
+                "mount the serving Secret there or create a pair with "
+                "`python -m vworkspace webhook-certs`"
+            )
+    return WebhookSettings(
+        address=address,
+        cert_dir=cert_dir,
+        cert_name=args.webhook_cert_name,
+        key_name=args.webhook_cert_key,
     )
 
 
@@ -279,10 +577,18 @@ def agent_settings_from(args: argparse.Namespace, env: dict[str, str]) -> AgentS
 def run_main(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args, dict(os.environ))
+        logs = log_config_from(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    app_logging.configure(fmt=args.log_format, level=args.log_level)
+    app_logging.configure(
+        fmt=logs.fmt,
+        level=logs.level,
+        time_encoding=logs.time_encoding,
+        stacktrace_level=logs.stacktrace_level,
+    )
+    for note in ignored_flags(args):
+        structlog.get_logger("vworkspace").warning(note)
     return asyncio.run(_serve(settings))
 
 

@@ -74,29 +74,55 @@ def add_parser(commands: Any) -> None:
     start.set_defaults(handler=run_start)
 
 
-def _find(args: argparse.Namespace) -> assets_mod.Assets:
+def find_assets(*, build: bool) -> assets_mod.Assets:
+    """The binaries, as the tests find them; with ``build`` an empty cache is filled first.
+    Shared with ``demo``."""
     env = dict(os.environ)
     try:
         return assets_mod.find_assets(env)
     except assets_mod.AssetsNotFoundError:
-        if not args.build:
+        if not build:
             raise
         return assets_mod.build_assets(env)
 
 
+def new_control_plane(
+    assets: assets_mod.Assets,
+    *,
+    data_dir: Path | None,
+    start_timeout: float,
+    controller_manager: bool = True,
+) -> ControlPlane:
+    """A (not yet started) control plane; kube-controller-manager when the assets have it."""
+    return ControlPlane(
+        assets=assets,
+        data_dir=data_dir,
+        start_timeout=start_timeout,
+        with_controller_manager=assets.has_controller_manager and controller_manager,
+    )
+
+
+def copy_kubeconfig(plane: ControlPlane, dest: Path) -> Path:
+    """Copy the admin kubeconfig to ``dest`` (mode 0600); returns its absolute path."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plane.kubeconfig_path, dest)
+    dest.chmod(0o600)
+    return dest.resolve()
+
+
 def run_start(args: argparse.Namespace) -> int:
     try:
-        assets = _find(args)
+        assets = find_assets(build=args.build)
     except assets_mod.AssetsNotFoundError as err:
         print(f"error: {err}\n(or pass --build)", file=sys.stderr)
         return 1
     if args.data_dir is not None:
         args.data_dir.mkdir(parents=True, exist_ok=True)
-    plane = ControlPlane(
-        assets=assets,
+    plane = new_control_plane(
+        assets,
         data_dir=args.data_dir,
         start_timeout=args.start_timeout,
-        with_controller_manager=assets.has_controller_manager and not args.no_controller_manager,
+        controller_manager=not args.no_controller_manager,
     )
     stop = threading.Event()
 
@@ -117,10 +143,7 @@ def run_start(args: argparse.Namespace) -> int:
         return 1
     kubeconfig = plane.kubeconfig_path
     if args.kubeconfig_out is not None:
-        args.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(kubeconfig, args.kubeconfig_out)
-        args.kubeconfig_out.chmod(0o600)
-        kubeconfig = args.kubeconfig_out.resolve()
+        kubeconfig = copy_kubeconfig(plane, args.kubeconfig_out)
     kcm = "running" if plane.with_controller_manager else "not running"
     print(
         f"control plane ready in {plane.startup_seconds:.1f}s\n"

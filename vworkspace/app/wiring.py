@@ -7,6 +7,7 @@ environment.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,8 +30,9 @@ from vworkspace.api.constants import (
     OPERATION_FINALIZER,
 )
 from vworkspace.api.meta import ObjectKey
-from vworkspace.app.http import Address
+from vworkspace.app.http import Address, ServingCert
 from vworkspace.app.manager import Manager, ManagerSettings
+from vworkspace.app.metricsauth import MetricsAuthorizer
 from vworkspace.controllers.applicationinstance import ApplicationInstanceReconciler
 from vworkspace.controllers.cluster import ClusterReconciler
 from vworkspace.controllers.initial import InitialReconciler
@@ -49,7 +51,10 @@ from vworkspace.kube.informer import Informer
 from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig
 from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
+from vworkspace.kube.tls import CertificateError, CertificateReloader
 from vworkspace.kube.workqueue import WorkQueue
+from vworkspace.webhooks.lookup import ClusterLookup
+from vworkspace.webhooks.server import WebhookMetrics, WebhookServer
 
 _log = structlog.get_logger("vworkspace.wiring")
 JsonObj = dict[str, Any]
@@ -79,6 +84,15 @@ class AgentSettings:
 
 
 @attrs.frozen
+class WebhookSettings:
+    address: Address
+    cert_dir: Path
+    cert_name: str = "tls.crt"
+    key_name: str = "tls.key"
+    reload_interval: float = 10.0
+
+
+@attrs.frozen
 class OperatorSettings:
     kubeconfig: str | None = None
     context: str | None = None
@@ -91,10 +105,16 @@ class OperatorSettings:
     reconcile_timeout: float = 30.0
     probes: Address | None = None
     metrics: Address | None = None
+    # HTTPS + TokenReview/SubjectAccessReview on /metrics. False here, True on the command line
+    # (as in Go): code that builds settings directly (tests, embedders) gets plain HTTP metrics
+    # unless it asks, while `python -m vworkspace run` is secure unless --metrics-secure=false.
+    metrics_secure: bool = False
+    metrics_cert: ServingCert = attrs.field(factory=ServingCert)  # directory None: self-signed
     shutdown_timeout: float = 25.0
     velero_namespace: str = "velero"
     approval_secret: str = attrs.field(default="", repr=False)
     agent: AgentSettings | None = None
+    webhooks: WebhookSettings | None = None
 
 
 HELM_RELEASE_KIND = "helm.toolkit.fluxcd.io/v2/HelmRelease"
@@ -150,11 +170,15 @@ def build_manager(
         settings=ManagerSettings(
             probes=settings.probes,
             metrics=settings.metrics,
+            metrics_tls=settings.metrics_cert if settings.metrics_secure else None,
             shutdown_timeout=settings.shutdown_timeout,
         ),
         metrics=metrics,
         clock=clock,
         elector=elector,
+        metrics_authorizer=(
+            MetricsAuthorizer(api=client, clock=clock) if settings.metrics_secure else None
+        ),
     )
     recorder = EventRecorder(client, clock=clock, instance=settings.identity)
     informers = {
@@ -238,6 +262,8 @@ def build_manager(
             heartbeat_interval=settings.agent.heartbeat_interval,
             secret_name=settings.agent.secret_name,
         )
+    if settings.webhooks is not None:
+        add_webhooks(manager, settings, settings.webhooks, client=client, clock=clock)
     for name, _, _ in KINDS:
         queue: WorkQueue[ObjectKey] = WorkQueue(name, clock=clock, metrics=metrics.queue(name))
         controller = Controller(
@@ -253,6 +279,34 @@ def build_manager(
             controller.watch_owned(helm_releases, owner_kind="ApplicationInstance")
         manager.add_controller(controller)
     return manager
+
+
+def add_webhooks(
+    manager: Manager,
+    settings: OperatorSettings,
+    webhooks: WebhookSettings,
+    *,
+    client: KubeClient,
+    clock: Clock,
+) -> WebhookServer:
+    """The admission webhook server, on every replica (not only the leader). Raises
+    :class:`~vworkspace.kube.tls.CertificateError` when the serving pair cannot be read."""
+    server = WebhookServer(
+        host=webhooks.address.host,
+        port=webhooks.address.port,
+        certificates=CertificateReloader(
+            cert=webhooks.cert_dir / webhooks.cert_name,
+            key=webhooks.cert_dir / webhooks.key_name,
+            purpose="webhook",
+        ),
+        lookup=ClusterLookup(client),
+        approval_secret=settings.approval_secret,
+        clock=clock,
+        metrics=WebhookMetrics.create(manager.metrics.registry),
+        reload_interval=webhooks.reload_interval,
+    )
+    manager.add_runnable("webhook server", server.run, leader_only=False)
+    return server
 
 
 def add_agent(
@@ -315,7 +369,8 @@ def add_agent(
 
     batcher = EventBatcher(
         post=control_plane.post_events,
-        ready=lambda: store.current() is not None,
+        # Credentials, and warm caches so the first snapshot is complete.
+        ready=lambda: store.current() is not None and all(i.has_synced for i in snapshot_sources),
         clock=clock,
         metrics=metrics,
         snapshot=snapshot,
@@ -332,7 +387,12 @@ async def run_operator(
     http = aiohttp.ClientSession() if settings.agent is not None else None
     try:
         served = await served_kinds(client)
-        manager = build_manager(settings, client, registry=registry, served=served, http=http)
+        try:
+            manager = build_manager(settings, client, registry=registry, served=served, http=http)
+        except CertificateError as err:
+            # The webhook or the secure metrics serving pair.
+            _log.error("cannot load a serving certificate", error=str(err))
+            return 1
         return await manager.run(stop)
     finally:
         if http is not None:
