@@ -33,7 +33,7 @@ from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATI
 from vworkspace.kube.tls import CertificateReloader
 from vworkspace.testing import ControlPlane, find_assets
 from vworkspace.testing.crds import install_crds
-from vworkspace.testing.objects import managed_instance
+from vworkspace.testing.objects import managed_instance, operation
 from vworkspace.webhooks.certs import new_ca, write_webhook_certs
 from vworkspace.webhooks.lookup import ClusterLookup
 from vworkspace.webhooks.server import (
@@ -59,24 +59,6 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def backup(namespace: str, name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "ops.vworkspace.io/v1alpha1",
-        "kind": "Operation",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "targetRef": {
-                "apiVersion": "apps.vworkspace.io/v1alpha1",
-                "kind": "ApplicationInstance",
-                "name": "target",
-            },
-            "type": "Backup",
-            "engine": "velero",
-            "parameters": {"ttl": "24h"},
-        },
-    }
-
-
 async def create_namespace(kube: KubeClient, namespace: str) -> None:
     await kube.create(NAMESPACES, {"metadata": {"name": namespace}}, field_manager="bench")
 
@@ -91,7 +73,8 @@ async def timed_creates(kube: KubeClient, namespace: str, count: int) -> dict[st
     times: dict[str, list[float]] = {"operation": [], "applicationinstance": []}
     for i in range(count):
         start = time.perf_counter()
-        await kube.create(OPERATIONS, backup(namespace, f"op-{i}"), field_manager="bench")
+        op = operation(f"op-{i}", namespace, target="target", parameters={"ttl": "24h"})
+        await kube.create(OPERATIONS, op, field_manager="bench")
         times["operation"].append(time.perf_counter() - start)
         start = time.perf_counter()
         await kube.create(

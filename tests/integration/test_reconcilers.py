@@ -23,7 +23,7 @@ from vworkspace.engines.velero import BACKUPS, RESTORES
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, EVENTS, NAMESPACES, OPERATIONS, SECRETS
-from vworkspace.testing.objects import managed_instance
+from vworkspace.testing.objects import managed_instance, operation
 
 pytestmark = pytest.mark.integration
 SECRET = "approval-test-secret"
@@ -383,26 +383,6 @@ async def _absent(kube: KubeClient, resource: Any, key: ObjectKey) -> bool:
     return False
 
 
-def operation(
-    name: str, namespace: str, type_: str, engine: str, target: str, **parameters: Any
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "ops.vworkspace.io/v1alpha1",
-        "kind": "Operation",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "targetRef": {
-                "apiVersion": "apps.vworkspace.io/v1alpha1",
-                "kind": "ApplicationInstance",
-                "name": target,
-            },
-            "type": type_,
-            "engine": engine,
-            "parameters": parameters,
-        },
-    }
-
-
 async def op_phase(
     kube: KubeClient, namespace: str, name: str, phase: str
 ) -> dict[str, Any] | None:
@@ -419,12 +399,8 @@ async def test_a_backup_runs_succeeds_and_stays_succeeded(
         operation(
             "nightly",
             kube_namespace,
-            "Backup",
-            "velero",
-            "db",
-            storageLocation="s3",
-            retention="72h0m0s",
-            snapshotVolumes=True,
+            target="db",
+            parameters={"storageLocation": "s3", "retention": "72h0m0s", "snapshotVolumes": True},
         ),
         field_manager="test",
     )
@@ -491,7 +467,13 @@ async def test_restores_need_an_approval_and_report_velero_failures(
     await kube.create(APPLICATION_INSTANCES, managed("crm", kube_namespace), field_manager="test")
     await kube.create(
         OPERATIONS,
-        operation("unapproved", kube_namespace, "Restore", "velero", "crm", backupName="b1"),
+        operation(
+            "unapproved",
+            kube_namespace,
+            type_="Restore",
+            target="crm",
+            parameters={"backupName": "b1"},
+        ),
         field_manager="test",
     )
     blocked = await eventually(
@@ -518,12 +500,9 @@ async def test_restores_need_an_approval_and_report_velero_failures(
     restore = operation(
         "approved",
         kube_namespace,
-        "Restore",
-        "velero",
-        "crm",
-        backupName="b1",
-        restorePVs=True,
-        namespaceMapping={"a": "b"},
+        type_="Restore",
+        target="crm",
+        parameters={"backupName": "b1", "restorePVs": True, "namespaceMapping": {"a": "b"}},
     )
     restore["spec"]["approvals"] = {"claim": claim}
     await kube.create(OPERATIONS, restore, field_manager="test")
@@ -554,18 +533,22 @@ async def test_an_upgrade_completes_when_flux_is_ready_at_the_new_version_and_a_
         operation(
             "up-1",
             kube_namespace,
-            "Upgrade",
-            "helm",
-            "erp",
-            targetVersion="2.0.0",
-            valuesPatch={"replicaCount": 3},
+            type_="Upgrade",
+            target="erp",
+            parameters={"targetVersion": "2.0.0", "valuesPatch": {"replicaCount": 3}},
         ),
         field_manager="test",
     )
     await eventually(lambda: op_phase(kube, kube_namespace, "up-1", "Running"), what="up-1 Running")
     await kube.create(
         OPERATIONS,
-        operation("up-2", kube_namespace, "Upgrade", "helm", "erp", targetVersion="3.0.0"),
+        operation(
+            "up-2",
+            kube_namespace,
+            type_="Upgrade",
+            target="erp",
+            parameters={"targetVersion": "3.0.0"},
+        ),
         field_manager="test",
     )
     waiting = await eventually(
@@ -609,7 +592,7 @@ async def test_deleting_a_running_operation_deletes_its_velero_object(
     await kube.create(APPLICATION_INSTANCES, managed("wiki", kube_namespace), field_manager="test")
     await kube.create(
         OPERATIONS,
-        operation("doomed", kube_namespace, "Backup", "velero", "wiki"),
+        operation("doomed", kube_namespace, target="wiki"),
         field_manager="test",
     )
     await eventually(lambda: op_phase(kube, kube_namespace, "doomed", "Running"), what="Running")

@@ -17,6 +17,7 @@ from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.resources import APPLICATION_INSTANCES
 from vworkspace.mockcontrolplane import Fault, MockControlPlane
+from vworkspace.testing.objects import operation
 
 from .test_reconcilers import eventually, managed, set_hr_status
 
@@ -160,22 +161,7 @@ async def test_operation_transitions_reach_the_control_plane(
         APPLICATION_INSTANCES, managed("target", kube_namespace), field_manager="test"
     )
     await kube.create(
-        OPERATIONS,
-        {
-            "apiVersion": "ops.vworkspace.io/v1alpha1",
-            "kind": "Operation",
-            "metadata": {"name": "nightly", "namespace": kube_namespace},
-            "spec": {
-                "targetRef": {
-                    "apiVersion": "apps.vworkspace.io/v1alpha1",
-                    "kind": "ApplicationInstance",
-                    "name": "target",
-                },
-                "type": "Backup",
-                "engine": "velero",
-            },
-        },
-        field_manager="test",
+        OPERATIONS, operation("nightly", kube_namespace, target="target"), field_manager="test"
     )
 
     async def transitions() -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from vworkspace.kube.objects import update_status
 from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS
 from vworkspace.kube.tls import CertificateReloader
 from vworkspace.testing import ControlPlane
-from vworkspace.testing.objects import managed_instance
+from vworkspace.testing.objects import managed_instance, operation
 from vworkspace.webhooks.certs import Issued, new_ca, write_webhook_certs
 from vworkspace.webhooks.lookup import ClusterLookup
 from vworkspace.webhooks.server import WebhookMetrics, WebhookServer
@@ -93,26 +93,6 @@ def instance(namespace: str, name: str = "shop", **spec: Any) -> JsonObj:
     return body
 
 
-def operation(namespace: str, name: str, type_: str = "Backup", **spec: Any) -> JsonObj:
-    engine = {"Backup": "velero", "Restore": "velero", "Upgrade": "helm"}.get(type_, "job")
-    body: JsonObj = {
-        "apiVersion": "ops.vworkspace.io/v1alpha1",
-        "kind": "Operation",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "targetRef": {
-                "apiVersion": "apps.vworkspace.io/v1alpha1",
-                "kind": "ApplicationInstance",
-                "name": "shop",
-            },
-            "type": type_,
-            "engine": engine,
-        },
-    }
-    body["spec"].update(spec)
-    return body
-
-
 async def denied(kube: KubeClient, resource: Any, body: JsonObj) -> str:
     with pytest.raises(ApiError) as err:
         await kube.create(resource, body, field_manager=MANAGER)
@@ -152,23 +132,23 @@ async def test_operation_rules_through_the_api_server(
     webhook: LocalWebhook, kube: KubeClient, kube_namespace: str
 ) -> None:
     ns = kube_namespace
-    missing = await denied(kube, OPERATIONS, operation(ns, "too-early"))
+    missing = await denied(kube, OPERATIONS, operation("too-early", ns))
     assert missing.endswith(f"ApplicationInstance 'shop' not found in namespace '{ns}'")
     await kube.create(APPLICATION_INSTANCES, instance(ns), field_manager=MANAGER)
     await kube.create(APPLICATION_INSTANCES, instance(ns, "bare"), field_manager=MANAGER)
 
-    wrong_pair = operation(ns, "wrong-pair", engine="helm")
+    wrong_pair = operation("wrong-pair", ns, engine="helm")
     assert (await denied(kube, OPERATIONS, wrong_pair)).endswith(
         "no built-in template for type Backup with engine helm (Backup runs on engine velero)"
     )
-    bad_params = operation(ns, "bad-params", "Restore", parameters={"backupName": ""})
+    bad_params = operation("bad-params", ns, type_="Restore", parameters={"backupName": ""})
     assert "spec.parameters.backupName: '' should be non-empty" in await denied(
         kube, OPERATIONS, bad_params
     )
     forged = operation(
-        ns,
         "forged",
-        "Restore",
+        ns,
+        type_="Restore",
         parameters={"backupName": "b"},
         approvals={"claim": sign({"v": 1, "op": "forged", "exp": 2**40}, "wrong")},
     )
@@ -176,7 +156,7 @@ async def test_operation_rules_through_the_api_server(
 
     # An Upgrade in flight blocks a Restore on the same target (concurrency matrix §7.3).
     upgrade = await kube.create(
-        OPERATIONS, operation(ns, "upgrade-1", "Upgrade"), field_manager=MANAGER
+        OPERATIONS, operation("upgrade-1", ns, type_="Upgrade"), field_manager=MANAGER
     )
     await update_status(
         kube,
@@ -187,16 +167,16 @@ async def test_operation_rules_through_the_api_server(
         current=upgrade,
     )
     restore = operation(
-        ns,
         "restore-1",
-        "Restore",
+        ns,
+        type_="Restore",
         parameters={"backupName": "b"},
         approvals={"claim": sign({"v": 1, "op": "restore-1", "exp": 2**40}, SECRET)},
     )
     assert "Upgrade Operation 'upgrade-1' is in flight on ApplicationInstance 'shop'" in (
         await denied(kube, OPERATIONS, restore)
     )
-    await kube.create(OPERATIONS, operation(ns, "backup-1"), field_manager=MANAGER)
+    await kube.create(OPERATIONS, operation("backup-1", ns), field_manager=MANAGER)
 
     # UPDATE: identity is immutable; a metadata-only write passes.
     current = await kube.get(OPERATIONS, ObjectKey(ns, "backup-1"))
@@ -212,7 +192,7 @@ async def test_finalizer_removal_is_admitted_after_the_target_is_gone(
     # operator-runtime.md §15: Go's rule 6 made such an Operation undeletable.
     ns = kube_namespace
     await kube.create(APPLICATION_INSTANCES, instance(ns), field_manager=MANAGER)
-    op = operation(ns, "held")
+    op = operation("held", ns)
     op["metadata"]["finalizers"] = ["ops.vworkspace.io/finalizer"]
     await kube.create(OPERATIONS, op, field_manager=MANAGER)
     await kube.delete(APPLICATION_INSTANCES, ObjectKey(ns, "shop"))
@@ -298,14 +278,14 @@ async def test_acceptance_operator_process_rejects_a_type_the_namespace_does_not
             field_manager=MANAGER,
         )
         await kube.create(APPLICATION_INSTANCES, instance(ns), field_manager=MANAGER)
-        restore = operation(ns, "restore-1", "Restore", parameters={"backupName": "b"})
+        restore = operation("restore-1", ns, type_="Restore", parameters={"backupName": "b"})
         message = await denied(kube, OPERATIONS, restore)
         assert message == (
             'admission webhook "voperation.kb.io" denied the request: Operation type Restore '
             f"is not allowed in namespace '{ns}': its annotation "
             "ops.vworkspace.io/allowed-types allows only Backup, Upgrade"
         )
-        await kube.create(OPERATIONS, operation(ns, "backup-1"), field_manager=MANAGER)
+        await kube.create(OPERATIONS, operation("backup-1", ns), field_manager=MANAGER)
         assert "admission denied" in operator.output()
         # The webhook server stops with the rest of the operator on SIGTERM.
         operator.proc.terminate()

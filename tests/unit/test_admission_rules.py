@@ -14,6 +14,7 @@ from vworkspace.api.admission import (
     review_application_instance,
     review_operation,
 )
+from vworkspace.testing import objects
 from vworkspace.testing.objects import managed_instance
 
 JsonObj = dict[str, Any]
@@ -138,26 +139,9 @@ def test_metadata_only_updates_and_deletions_are_admitted_even_if_invalid() -> N
 
 
 def operation(name: str = "op-1", **spec: Any) -> JsonObj:
-    base: JsonObj = {
-        "apiVersion": "ops.vworkspace.io/v1alpha1",
-        "kind": "Operation",
-        "metadata": {
-            "name": name,
-            "namespace": "team-a",
-            "creationTimestamp": "2026-11-22T04:00:00Z",
-        },
-        "spec": {
-            "targetRef": {
-                "apiVersion": "apps.vworkspace.io/v1alpha1",
-                "kind": "ApplicationInstance",
-                "name": "shop",
-            },
-            "type": "Backup",
-            "engine": "velero",
-        },
-    }
-    base["spec"].update(spec)
-    return base
+    op = objects.operation(name, "team-a", **spec)
+    op["metadata"]["creationTimestamp"] = "2026-11-22T04:00:00Z"
+    return op
 
 
 def target(**annotations: str) -> JsonObj:

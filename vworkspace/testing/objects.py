@@ -1,9 +1,11 @@
 """Sample objects for tests, the e2e suite and benchmarks: one definition of "a valid managed
-ApplicationInstance" instead of a copy per test file."""
+ApplicationInstance" and of "an Operation on it" instead of a copy per test file."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from vworkspace.api.templates import TEMPLATES
 
 JsonObj = dict[str, Any]
 HELM_URL = "https://charts.example.com"
@@ -45,3 +47,35 @@ def managed_instance(
             "values": values or {"source": "inline", "inline": {"replicaCount": 1}},
         },
     }
+
+
+def operation(
+    name: str,
+    namespace: str,
+    *,
+    type_: str = "Backup",
+    engine: str | None = None,
+    target: str = "shop",
+    **spec: Any,
+) -> JsonObj:
+    """An Operation of ``type_`` on the ApplicationInstance ``target``. ``engine`` defaults to
+    the engine of the type's built-in template; ``spec`` entries (``parameters``,
+    ``approvals``, or any field a test wants wrong) are set as given, last."""
+    if engine is None:
+        engine = next((t.engine for t in TEMPLATES if t.type == type_), "job")
+    body: JsonObj = {
+        "apiVersion": "ops.vworkspace.io/v1alpha1",
+        "kind": "Operation",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "targetRef": {
+                "apiVersion": "apps.vworkspace.io/v1alpha1",
+                "kind": "ApplicationInstance",
+                "name": target,
+            },
+            "type": type_,
+            "engine": engine,
+        },
+    }
+    body["spec"].update(spec)
+    return body
