@@ -201,6 +201,21 @@ def test_flags_without_effect_are_reported() -> None:
     ]
 
 
+def test_agent_flags_without_the_agent_are_reported() -> None:
+    # A Go deployment passes these and expects its always-on agent to poll.
+    go_style = args_of("--agent-poll-interval", "10s", "--agent-credentials-secret", "creds")
+    assert ignored_flags(go_style) == [
+        "--agent-poll-interval, --agent-credentials-secret ignored: --agent-enabled is not set "
+        "(the agent is opt-in)"
+    ]
+    assert ignored_flags(args_of("--cluster-id", "c-1", "--agent-allow-kind", "/ConfigMap")) == [
+        "--cluster-id, --agent-allow-kind ignored: --agent-enabled is not set (the agent is opt-in)"
+    ]
+    assert ignored_flags(args_of("--agent-enabled", "--agent-poll-interval", "10s")) == []
+    defaults = args_of("--agent-credentials-secret", "vworkspace-agent-credentials")
+    assert ignored_flags(defaults) == []
+
+
 # -- logging ------------------------------------------------------------------------------
 
 

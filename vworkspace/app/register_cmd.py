@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.client import KubeClient, KubeConfigError
 from vworkspace.kube.errors import AlreadyExistsError, ApiError
 from vworkspace.kube.resources import CLUSTERS, NAMESPACES, SECRETS
 
@@ -99,7 +99,11 @@ async def _register(args: argparse.Namespace, namespace: str, kubeconfig: str | 
             file=sys.stderr,
         )
         return 1
-    client = await KubeClient.from_kubeconfig(kubeconfig)
+    try:
+        client = await KubeClient.from_kubeconfig(kubeconfig)
+    except KubeConfigError as err:
+        print(f"error: cannot connect to Kubernetes: {err}", file=sys.stderr)
+        return 1
     try:
         with contextlib.suppress(AlreadyExistsError):
             await client.create(
@@ -163,6 +167,13 @@ async def _register(args: argparse.Namespace, namespace: str, kubeconfig: str | 
         return 1
     except ApiError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (aiohttp.ClientError, OSError, TimeoutError) as err:
+        detail = str(err) or type(err).__name__
+        print(
+            f"error: cannot reach the Kubernetes API server at {client.server}: {detail}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         await client.close()

@@ -28,8 +28,8 @@ from typing import Any
 import prometheus_client
 import structlog
 
-from vworkspace.agent.applier import DEFAULT_ALLOWED, parse_allowed
-from vworkspace.agent.credentials import Overrides
+from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, parse_allowed
+from vworkspace.agent.credentials import DEFAULT_SECRET, Overrides
 from vworkspace.agent.poller import parse_interval
 from vworkspace.app import logging as app_logging
 from vworkspace.app.http import Address, ServingCert, listeners_conflict
@@ -271,7 +271,7 @@ def add_parser(commands: Any) -> None:
     )
     agent.add_argument(
         "--agent-credentials-secret",
-        default="vworkspace-agent-credentials",
+        default=DEFAULT_SECRET,
         metavar="NAME",
         help="credentials Secret in the operator namespace (default: %(default)s)",
     )
@@ -299,7 +299,7 @@ def add_parser(commands: Any) -> None:
     agent.add_argument(
         "--agent-max-payload-bytes",
         type=int,
-        default=1024 * 1024,
+        default=DEFAULT_MAX_PAYLOAD,
         metavar="N",
         help="larger job payloads fail without being applied (default: %(default)s)",
     )
@@ -462,7 +462,7 @@ def ignored_flags(args: argparse.Namespace) -> list[str]:
     """Flags given that have no effect in this combination (Go ignores them too); logged as
     warnings at start rather than refused, so a Go deployment's arguments keep working."""
 
-    def changed(*flags: tuple[str, str, str]) -> list[str]:
+    def changed(*flags: tuple[str, object, object]) -> list[str]:
         return [flag for flag, value, default in flags if value != default]
 
     notes = []
@@ -488,6 +488,23 @@ def ignored_flags(args: argparse.Namespace) -> list[str]:
     )
     if webhook_flags and not args.webhooks_enabled:
         notes.append(f"{', '.join(webhook_flags)} ignored: --webhooks-enabled is not set")
+    # The Go operator always runs its agent; here it is opt-in, so a Go deployment's agent
+    # flags would otherwise do nothing without a word.
+    agent_flags = changed(
+        ("--control-plane-base-url", args.control_plane_base_url, None),
+        ("--cluster-id", args.cluster_id, None),
+        ("--agent-token", args.agent_token, None),
+        ("--agent-poll-interval", args.agent_poll_interval, "30s"),
+        ("--agent-credentials-secret", args.agent_credentials_secret, DEFAULT_SECRET),
+        ("--agent-credentials-namespace", args.agent_credentials_namespace, None),
+        ("--agent-concurrency", args.agent_concurrency, 4),
+        ("--agent-allow-kind", args.agent_allow_kind, []),
+        ("--agent-max-payload-bytes", args.agent_max_payload_bytes, DEFAULT_MAX_PAYLOAD),
+    )
+    if agent_flags and not args.agent_enabled:
+        notes.append(
+            f"{', '.join(agent_flags)} ignored: --agent-enabled is not set (the agent is opt-in)"
+        )
     return notes
 
 

@@ -42,10 +42,11 @@ from vworkspace.engines.base import EngineRegistry
 from vworkspace.engines.flux import HELM_RELEASES, FluxEngine
 from vworkspace.engines.helm import HelmUpgradeEngine
 from vworkspace.engines.velero import VeleroEngine
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.client import KubeClient, KubeConfigError
 from vworkspace.kube.clock import Clock, RealClock
 from vworkspace.kube.controller import Controller, Reconciler
 from vworkspace.kube.discovery import Discovery, UnknownKindError
+from vworkspace.kube.errors import ApiError
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.informer import Informer
 from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig
@@ -383,10 +384,24 @@ def add_agent(
 async def run_operator(
     settings: OperatorSettings, stop: asyncio.Event, *, registry: CollectorRegistry
 ) -> int:
-    client = await connect(settings)
+    try:
+        client = await connect(settings)
+    except KubeConfigError as err:
+        hint = ""
+        if settings.kubeconfig is None and not settings.in_cluster:
+            hint = "not in a Pod and no --kubeconfig or $KUBECONFIG given; "
+        _log.error("cannot connect to Kubernetes", error=f"{hint}{err}")
+        return 1
     http = aiohttp.ClientSession() if settings.agent is not None else None
     try:
-        served = await served_kinds(client)
+        try:
+            # The first request: a wrong address, CA or token fails here, with one clear line
+            # rather than a traceback (the Pod restarts with backoff, as Go's manager does).
+            served = await served_kinds(client)
+        except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as err:
+            detail = str(err) or type(err).__name__
+            _log.error("cannot reach the Kubernetes API server", server=client.server, error=detail)
+            return 1
         try:
             manager = build_manager(settings, client, registry=registry, served=served, http=http)
         except CertificateError as err:

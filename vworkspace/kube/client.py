@@ -15,14 +15,19 @@ keeps three pitfalls out (shared/notes/python-operator-ecosystem.md §e):
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import yaml
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+from kubernetes_asyncio.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
 from vworkspace import __version__
 from vworkspace.api.meta import ObjectKey
@@ -36,6 +41,25 @@ DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"vworkspace-operator/{__version__}"
 
 JsonObj = dict[str, Any]
+# What kubernetes-asyncio raises for a kubeconfig that is missing, unreadable, not YAML, or YAML
+# of the wrong shape (a plain string makes it fail with TypeError deep in its loader).
+_CONFIG_ERRORS = (ConfigException, OSError, yaml.YAMLError, TypeError, AttributeError, KeyError)
+
+
+class KubeConfigError(Exception):
+    """The cluster connection cannot be configured: no usable kubeconfig, or not in a Pod."""
+
+
+def _existing_kubeconfig(paths: str) -> str:
+    """``paths`` (``os.pathsep``-separated, like $KUBECONFIG) with ``~`` expanded, if at least
+    one of them is a file; the library would only log a missing file and then fail with
+    "Expected key current-context". A blocking stat, once at start (the library then reads the
+    files synchronously anyway)."""
+    expanded = [os.path.expanduser(p) for p in paths.split(os.pathsep) if p]
+    where = os.pathsep.join(expanded)
+    if not any(Path(p).is_file() for p in expanded):
+        raise KubeConfigError(f"no kubeconfig at {where}")
+    return where
 
 
 class KubeApi(Protocol):
@@ -76,14 +100,23 @@ class KubeClient:
         pool_size: int = 32,
         request_timeout: float = DEFAULT_TIMEOUT,
     ) -> KubeClient:
+        """``path`` may list several files (``os.pathsep``), like $KUBECONFIG; None means the
+        library's default, ``~/.kube/config``. Raises :class:`KubeConfigError` naming the file."""
+        where = _existing_kubeconfig(path or KUBE_CONFIG_DEFAULT_LOCATION)
         configuration = k8s_client.Configuration()
-        # persist_config=False: never write refreshed credentials back into the user's file.
-        await k8s_config.load_kube_config(
-            config_file=path,
-            context=context,
-            client_configuration=configuration,
-            persist_config=False,
-        )
+        try:
+            # persist_config=False: never write refreshed credentials back into the user's file.
+            await k8s_config.load_kube_config(
+                config_file=where,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        except _CONFIG_ERRORS as err:
+            detail = str(err) or type(err).__name__
+            if isinstance(err, TypeError | AttributeError | KeyError):
+                detail = f"not a kubeconfig file ({detail})"
+            raise KubeConfigError(f"cannot use kubeconfig {where}: {detail}") from err
         return cls._build(configuration, pool_size, request_timeout)
 
     @classmethod
@@ -91,11 +124,14 @@ class KubeClient:
         cls, *, pool_size: int = 32, request_timeout: float = DEFAULT_TIMEOUT
     ) -> KubeClient:
         configuration = k8s_client.Configuration()
-        # The loader installs a hook that re-reads the projected token every minute, so rotated
-        # service-account tokens are picked up without a restart.
-        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration, try_refresh_token=True
-        )
+        try:
+            # The loader installs a hook that re-reads the projected token every minute, so
+            # rotated service-account tokens are picked up without a restart.
+            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration, try_refresh_token=True
+            )
+        except _CONFIG_ERRORS as err:
+            raise KubeConfigError(f"cannot use the in-cluster service account: {err}") from err
         return cls._build(configuration, pool_size, request_timeout)
 
     @classmethod
