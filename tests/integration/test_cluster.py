@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -173,6 +175,26 @@ async def test_registration_from_a_token_secret_end_to_end(
         lambda: asyncio.sleep(0, mock.job_result("after-reg")), timeout=20, what="job result"
     )
     assert mock.job_result("after-reg")["outcome"] == "succeeded"  # type: ignore[index]
+
+
+async def test_one_heartbeat_per_interval_not_one_more_per_status_write(
+    operator: Running, kube: KubeClient, mock: MockControlPlane, kube_namespace: str
+) -> None:
+    # Each heartbeat writes status.lastHeartbeat; without an update predicate that write came
+    # back as a watch event and sent a second heartbeat ~10 ms later (operator-runtime.md §15).
+    await register(kube, mock, kube_namespace, kube_namespace)
+    await asyncio.sleep(1.5)  # registration's own spec and finalizer writes settle
+    since = datetime.datetime.now(datetime.UTC)
+    await asyncio.sleep(4.5)  # heartbeat_interval is 1 s here
+    stamps = sorted(
+        datetime.datetime.fromisoformat(e["timestamp"])
+        for e in mock.events(f"cluster-{kube_namespace}", kind="Cluster")
+        if e["kind"] == "ClusterHeartbeat"
+    )
+    window = [t for t in stamps if t >= since]
+    gaps = [round((b - a).total_seconds(), 3) for a, b in itertools.pairwise(window)]
+    assert 3 <= len(window) <= 6, window
+    assert min(gaps) >= 0.5, gaps
 
 
 async def test_a_bad_registration_token_is_a_clear_condition(

@@ -11,11 +11,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.client import MERGE_PATCH, KubeClient
 from vworkspace.kube.informer import Informer
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.resources import CONFIG_MAPS, POD_TEMPLATES
+from vworkspace.kube.predicates import spec_or_metadata_changed
+from vworkspace.kube.resources import APPLICATION_INSTANCES, CONFIG_MAPS, POD_TEMPLATES
 from vworkspace.testing import ControlPlane
+from vworkspace.testing.objects import managed_instance
 from vworkspace.testing.proxy import Mode, TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -95,6 +97,64 @@ async def test_informer_sees_create_update_delete(client: KubeClient, kube_names
             ("watched", "2", False),
             ("watched", "2", False),
         ]
+    finally:
+        task.cancel()
+
+
+@pytest.mark.usefixtures("vworkspace_crds")
+async def test_an_update_predicate_skips_status_only_writes(
+    client: KubeClient, kube_namespace: str
+) -> None:
+    informer = Informer(client, APPLICATION_INSTANCES, namespace=kube_namespace)
+    notified: list[str] = []
+    informer.add_handler(
+        lambda o, initial: notified.append(o["metadata"]["resourceVersion"]),
+        on_update=spec_or_metadata_changed,
+    )
+    everything: list[str] = []
+    informer.add_handler(lambda o, initial: everything.append(o["metadata"]["resourceVersion"]))
+    task = asyncio.create_task(informer.run())
+    key = ObjectKey(kube_namespace, "shop")
+    try:
+        await asyncio.wait_for(informer.wait_synced(), 10)
+
+        async def change(write: Any) -> str:
+            rv = str((await write)["metadata"]["resourceVersion"])
+            await eventually(rv, lambda: rv in everything)
+            return rv
+
+        created = await change(
+            client.create(
+                APPLICATION_INSTANCES, managed_instance("shop", kube_namespace), field_manager="t"
+            )
+        )
+        status = await change(
+            client.request(
+                "PATCH",
+                APPLICATION_INSTANCES.path(key) + "/status",
+                body={"status": {"observedGeneration": 1}},
+                content_type=MERGE_PATCH,
+                query={"fieldManager": "t"},
+            )
+        )
+        labelled = await change(
+            client.merge_patch(
+                APPLICATION_INSTANCES, key, {"metadata": {"labels": {"a": "b"}}}, field_manager="t"
+            )
+        )
+        spec = await change(
+            client.merge_patch(
+                APPLICATION_INSTANCES,
+                key,
+                {"spec": {"chart": {"version": "2.0.0"}}},
+                field_manager="t",
+            )
+        )
+        assert everything == [created, status, labelled, spec]
+        assert notified == [created, labelled, spec]  # the status-only write was skipped
+        await client.delete(APPLICATION_INSTANCES, key)
+        await eventually("delete", lambda: informer.store.get(key) is None)
+        assert len(notified) == 4  # deletes always pass
     finally:
         task.cancel()
 

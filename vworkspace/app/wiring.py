@@ -51,6 +51,7 @@ from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.informer import Informer
 from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig
 from vworkspace.kube.metrics import Metrics
+from vworkspace.kube.predicates import spec_or_metadata_changed
 from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
 from vworkspace.kube.tls import CertificateError, CertificateReloader
 from vworkspace.kube.workqueue import WorkQueue
@@ -275,7 +276,8 @@ def build_manager(
             reconcile_timeout=settings.reconcile_timeout,
             metrics=metrics.controller(name),
         )
-        controller.watch(informers[name])
+        # Our own status writes are not a reason to reconcile again (kube/predicates.py).
+        controller.watch(informers[name], on_update=spec_or_metadata_changed)
         if name == "applicationinstance" and helm_releases is not None:
             controller.watch_owned(helm_releases, owner_kind="ApplicationInstance")
         manager.add_controller(controller)

@@ -27,7 +27,7 @@ import attrs
 import structlog
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.informer import Informer
+from vworkspace.kube.informer import Informer, UpdatePredicate
 from vworkspace.kube.metrics import ControllerMetrics
 from vworkspace.kube.resources import key_of
 from vworkspace.kube.workqueue import WorkQueue
@@ -83,9 +83,13 @@ class Controller:
 
     # -- wiring event sources --------------------------------------------------------------
 
-    def watch(self, informer: Informer) -> None:
-        """Reconcile the objects of ``informer`` themselves (the primary kind)."""
-        informer.add_handler(lambda obj, initial: self.queue.add(key_of(obj), low_priority=initial))
+    def watch(self, informer: Informer, *, on_update: UpdatePredicate | None = None) -> None:
+        """Reconcile the objects of ``informer`` themselves (the primary kind); updates only
+        when ``on_update(previous, current)`` holds (kube/predicates.py)."""
+        informer.add_handler(
+            lambda obj, initial: self.queue.add(key_of(obj), low_priority=initial),
+            on_update=on_update,
+        )
 
     def watch_owned(self, informer: Informer, *, owner_kind: str) -> None:
         """Reconcile the controlling owner (of ``owner_kind``) of each object of ``informer``,

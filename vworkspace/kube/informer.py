@@ -14,7 +14,10 @@ The loop (client-go's reflector, shared/notes/python-operator-ecosystem.md §2.1
    goes back to 1; any other error waits a jittered 0.8 s -> 30 s backoff first.
 
 Handlers receive the object (the last known state for a delete) and whether it came from the
-initial list; they must only enqueue keys (level-triggered: never act on the event type).
+initial list; they must only enqueue keys (level-triggered: never act on the event type). A
+handler may come with an *update predicate* (controller-runtime's predicates): for an object the
+cache already held, it is called with the previous and the new state and the handler only runs
+when it says so. Adds, deletes and objects new to the cache always reach the handler.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from vworkspace.kube.store import Indexer, Store
 
 JsonObj = dict[str, Any]
 EventHandler = Callable[[JsonObj, bool], None]
+UpdatePredicate = Callable[[JsonObj, JsonObj], bool]  # (previous, current) -> notify?
 
 _log = structlog.get_logger("vworkspace.informer")
 
@@ -77,7 +81,7 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.inactivity_timeout = inactivity_timeout
         self.connect_timeout = connect_timeout
-        self._handlers: list[EventHandler] = []
+        self._handlers: list[tuple[EventHandler, UpdatePredicate | None]] = []
         self._synced = asyncio.Event()
         self._last_heard = self._clock.monotonic()
         self._backoff = Backoff(clock=self._clock, rng=self._rng)
@@ -88,8 +92,12 @@ class Informer:
     def name(self) -> str:
         return str(self.resource) + (f"[{self.label_selector}]" if self.label_selector else "")
 
-    def add_handler(self, handler: EventHandler) -> None:
-        self._handlers.append(handler)
+    def add_handler(
+        self, handler: EventHandler, *, on_update: UpdatePredicate | None = None
+    ) -> None:
+        """Call ``handler`` for every change, or for updates only when ``on_update(previous,
+        current)`` is true."""
+        self._handlers.append((handler, on_update))
 
     @property
     def has_synced(self) -> bool:
@@ -172,7 +180,7 @@ class Informer:
                 "resourceVersion"
             ) != obj.get("metadata", {}).get("resourceVersion")
             if changed:
-                self._notify(obj, initial=initial)
+                self._notify(obj, initial=initial, previous=previous)
         vanished = [key for key in self.store.all_keys() if key not in seen]
         for key in vanished:
             gone = self.store.delete(key)
@@ -221,16 +229,18 @@ class Informer:
             )
         new_rv = str(obj.get("metadata", {}).get("resourceVersion") or resource_version)
         if kind in ("ADDED", "MODIFIED"):
-            self.store.upsert(obj)
-            self._notify(obj, initial=False)
+            previous = self.store.upsert(obj)
+            self._notify(obj, initial=False, previous=previous)
         elif kind == "DELETED":
             self.store.delete(key_of(obj))
             self._notify(obj, initial=False)
         return new_rv
 
-    def _notify(self, obj: JsonObj, *, initial: bool) -> None:
-        for handler in self._handlers:
+    def _notify(self, obj: JsonObj, *, initial: bool, previous: JsonObj | None = None) -> None:
+        """``previous``: the cached state this one replaces (None for adds and deletes)."""
+        for handler, on_update in self._handlers:
             try:
-                handler(obj, initial)
+                if previous is None or on_update is None or on_update(previous, obj):
+                    handler(obj, initial)
             except Exception:  # a faulty handler must not kill the watch
                 _log.exception("informer handler failed", informer=self.name)
