@@ -87,7 +87,7 @@ async def _reachable(url: str) -> str | None:
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(
-        (c for c in (obj.get("status") or {}).get("conditions", []) if c.get("type") == type_), {}
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {}
     )
 
 

@@ -34,7 +34,7 @@ _log = structlog.get_logger("vworkspace.controllers")
 def initial_status(obj: JsonObj, *, now: Any) -> JsonObj:
     """The object's status with ``Ready=Unknown`` set (kept if already Unknown)."""
     status = dict(obj.get("status") or {})
-    conditions = tuple(from_dict(Condition, c) for c in status.get("conditions", []))
+    conditions = tuple(from_dict(Condition, c) for c in status.get("conditions") or [])
     ready = next((c for c in conditions if c.type == READY), None)
     if ready is not None:
         return status  # a condition is already there; never overwrite real state

@@ -47,7 +47,8 @@ def load_crds(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 def _established(rest: RestClient, name: str) -> bool:
     crd = rest.get(f"{CRD_PATH}/{name}")
-    for cond in crd.get("status", {}).get("conditions", []):
+    # A CRD just created may have "status": {"conditions": null} for a moment.
+    for cond in (crd.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Established" and cond.get("status") == "True":
             return True
     return False
