@@ -23,7 +23,7 @@ from pathlib import Path
 
 from vworkspace.api import crdgen
 from vworkspace.testing import ControlPlane, find_assets
-from vworkspace.testing.crds import install_crds, load_crds, third_party_dir
+from vworkspace.testing.crds import ensure_third_party_crds, install_crds, load_crds
 
 NAMESPACE = "bench"
 PATH = f"/apis/apps.vworkspace.io/v1alpha1/namespaces/{NAMESPACE}/applicationinstances"
@@ -78,7 +78,7 @@ def main() -> int:
     with ControlPlane(assets=find_assets(dict(os.environ))) as plane:
         rest = plane.rest(timeout=60)
         install_crds(rest, [crdgen.crd(info) for info in crdgen.RESOURCES])
-        install_crds(rest, load_crds([third_party_dir(os.environ)]))
+        install_crds(rest, load_crds([ensure_third_party_crds(os.environ)]))
         rest.post(
             "/api/v1/namespaces",
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},

@@ -206,22 +206,33 @@ def install_flux_crds(kubectl: Callable[..., str]) -> list[str]:
     """The upstream Flux CRDs (the operator writes HelmReleases and chart sources; no Flux
     controller runs, so nothing installs charts). Server-side apply: they are too large for
     the last-applied annotation of a client-side apply."""
-    # Beside this checkout (not beside the installed package: tox installs it into its env).
-    folder = third_party_dir(
-        {THIRD_PARTY_ENV: str(ROOT.parent / "shared" / "crds" / "third-party"), **os.environ}
-    )
-    flux = sorted(p for p in folder.glob("*.fluxcd.io") if p.is_dir())
+    # The pinned cache filled by scripts/fetch-third-party-crds.sh (run here from this checkout:
+    # tox installs the package into its own env, so the package's view of "the checkout" is not
+    # this one), or $VWORKSPACE_THIRD_PARTY_CRDS.
+    env = dict(os.environ)
+    if not env.get(THIRD_PARTY_ENV):
+        fetched = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "fetch-third-party-crds.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if fetched.returncode != 0:
+            pytest.fail(f"fetching the Flux CRDs failed: {fetched.stderr.strip()}", pytrace=False)
+    folder = third_party_dir(env)
+    flux = sorted(p for p in folder.rglob("*.yaml") if ".fluxcd.io_" in p.name)
     if not flux:
         pytest.fail(f"no Flux CRDs under {folder}; set VWORKSPACE_THIRD_PARTY_CRDS", pytrace=False)
     names = []
-    for directory in flux:
+    for file in flux:
         out = kubectl(
             "apply",
             "--server-side",
             "--field-manager",
             "vworkspace-e2e",
             "-f",
-            str(directory),
+            str(file),
             "-o",
             "name",
         )

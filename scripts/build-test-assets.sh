@@ -2,6 +2,9 @@
 # Build kube-apiserver, kube-controller-manager, etcd and kubectl from the Go module proxy for the
 # integration tests (kubectl: kustomize rendering and server-side dry-run of manifests/), into the per-machine cache that vworkspace.testing looks in.
 #
+# It first fetches the pinned third-party CRDs (scripts/fetch-third-party-crds.sh), which the
+# same tests install.
+#
 #   scripts/build-test-assets.sh            build if the cache is empty or stale, else do nothing
 #   scripts/build-test-assets.sh --force    rebuild
 #   scripts/build-test-assets.sh --print-dir  print the directory the binaries go to
@@ -27,6 +30,8 @@ if [ "${1:-}" = "--print-dir" ]; then
   echo "$bin"
   exit 0
 fi
+
+bash "$here/fetch-third-party-crds.sh" ${1:+"$1"}
 
 minor=${version#1.}; minor=${minor%%.*}
 ldflags="-s -w"

@@ -160,7 +160,7 @@ def test_demo_fails_at_once_naming_where_it_looked_for_the_third_party_crds(
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert (
-        f"FAILED step 1/12 (find the Kubernetes binaries, the CRDs and the sample application): the Flux/Velero CRDs are not at {missing}"
+        f"FAILED step 1/12 (find the Kubernetes binaries, the CRDs and the sample application): the Flux/Velero/Argo CRDs are not at {missing} ($VWORKSPACE_THIRD_PARTY_CRDS names it"
         in out
     )
     assert "demo failed at step 1/12" in out

@@ -155,3 +155,16 @@ def test_webhook_certs_writes_a_pair_for_the_service(
     settings = settings_from(settings_args, {})  # type: ignore[arg-type]
     assert settings.webhooks is not None
     assert str(settings.webhooks.address) == "0.0.0.0:9443"
+
+
+def test_every_command_is_listed_and_only_the_chosen_one_is_built() -> None:
+    from vworkspace.app.cli import COMMANDS, build_parser, chosen_command
+
+    assert chosen_command(["run", "--workers", "3"]) == "run"
+    assert chosen_command(["--version"]) is None
+    assert chosen_command(["nonsense", "run"]) is None
+    parser = build_parser(["demo", "--exit"])
+    assert parser.parse_args(["demo", "--exit"]).exit is True
+    help_text = parser.format_help()
+    for command in COMMANDS:
+        assert command.name in help_text

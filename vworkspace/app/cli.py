@@ -1,26 +1,28 @@
 """`python -m vworkspace`: one entry point, one sub-command per program.
 
-Each sub-command lives in its own module and registers itself through ``add_parser``; this module
-only builds the top-level parser and dispatches. Exit codes: 0 success, 1 runtime failure,
-2 usage error (argparse's convention).
+Each sub-command lives in its own module and registers its options through
+``add_parser(commands, *, summary=...)``; this module only builds the top-level parser and
+dispatches. Exit codes: 0 success, 1 runtime failure, 2 usage error (argparse's convention).
+
+Sub-command modules are imported lazily, only the one being run: ``run`` must not load the
+development commands (``demo``, ``testenv``, ``mock-control-plane`` in
+:mod:`vworkspace.devtools`), which pull in the local test control plane and the mock control
+plane. That keeps the operator's memory and start-up small and its import graph honest (the
+import-linter contracts in ``pyproject.toml`` check the static side; a test checks what ``run``
+actually imports). The price is that the summaries of the commands live here, in
+:data:`COMMANDS`, rather than beside their options.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
+import attrs
+
 from vworkspace import __version__
-from vworkspace.app import (
-    demo_cmd,
-    manifests_cmd,
-    mock_cmd,
-    register_cmd,
-    run_cmd,
-    testenv_cmd,
-    webhook_certs_cmd,
-)
 
 DESCRIPTION = """\
 vworkspace runs vWorkspace applications on Kubernetes clusters that the control plane never
@@ -40,7 +42,64 @@ examples:
 Run 'python -m vworkspace COMMAND --help' for the options of a command."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+@attrs.frozen
+class Command:
+    name: str
+    module: str
+    summary: str
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "run",
+        "vworkspace.app.run_cmd",
+        "run the operator (controllers for ApplicationInstance, Operation, Cluster)",
+    ),
+    Command(
+        "testenv",
+        "vworkspace.devtools.testenv_cmd",
+        "a real local Kubernetes control plane (etcd, apiserver, controller-manager)",
+    ),
+    Command("manifests", "vworkspace.app.manifests_cmd", "generate manifests from the API models"),
+    Command(
+        "mock-control-plane",
+        "vworkspace.devtools.mock_cmd",
+        "run the mock vWorkspace control plane (agent + admin API) for development",
+    ),
+    Command(
+        "register",
+        "vworkspace.app.register_cmd",
+        "register this cluster with the control plane (one-time token)",
+    ),
+    Command(
+        "demo",
+        "vworkspace.devtools.demo_cmd",
+        "the whole Pull loop on this machine in one command (local Kubernetes, mock control "
+        "plane, operator, one job)",
+    ),
+    Command(
+        "webhook-certs",
+        "vworkspace.app.webhook_certs_cmd",
+        "generate a self-signed CA and webhook serving certificate (development)",
+    ),
+)
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is one), else None."""
+    names = {command.name for command in COMMANDS}
+    for word in argv:
+        if word in names:
+            return word
+        if not word.startswith("-"):
+            return None  # an unknown word: argparse will say so
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the sub-command it names gets its options (and its
+    module imported), the others are listed by name and summary. Without ``argv``, every
+    sub-command is complete (for tests and documentation)."""
     parser = argparse.ArgumentParser(
         prog="python -m vworkspace",
         description=DESCRIPTION,
@@ -49,19 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vworkspace {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    run_cmd.add_parser(commands)
-    testenv_cmd.add_parser(commands)
-    manifests_cmd.add_parser(commands)
-    mock_cmd.add_parser(commands)
-    register_cmd.add_parser(commands)
-    demo_cmd.add_parser(commands)
-    webhook_certs_cmd.add_parser(commands)
+    wanted = None if argv is None else chosen_command(argv)
+    for command in COMMANDS:
+        if argv is None or command.name == wanted:
+            module = importlib.import_module(command.module)
+            module.add_parser(commands, summary=command.summary)
+        else:
+            commands.add_parser(command.name, help=command.summary)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     result: int = args.handler(args)
     sys.stdout.flush()
     return result

@@ -13,10 +13,10 @@ DEFAULT_OUT = Path("manifests/crds")
 DEFAULT_REFERENCE = Path("docs/api-reference.md")
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any, *, summary: str) -> None:
     manifests = commands.add_parser(
         "manifests",
-        help="generate manifests from the API models",
+        help=summary,
         description="Generate manifests from the API models.",
     )
     sub = manifests.add_subparsers(dest="manifests_command", metavar="KIND", required=True)

@@ -25,10 +25,10 @@ from vworkspace.kube.resources import CLUSTERS, NAMESPACES, SECRETS
 TOKEN_SECRET = "vworkspace-registration-token"
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any, *, summary: str) -> None:
     reg = commands.add_parser(
         "register",
-        help="register this cluster with the control plane (one-time token)",
+        help=summary,
         description="Apply a Cluster and its registration-token Secret, and wait until the running "
         "operator has exchanged the token for agent credentials.",
     )

@@ -65,10 +65,10 @@ examples:
       --cluster-id cluster-dev-1 --agent-token bootstrap-cluster-dev-1"""
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any, *, summary: str) -> None:
     run = commands.add_parser(
         "run",
-        help="run the operator (controllers for ApplicationInstance, Operation, Cluster)",
+        help=summary,
         description="Run the operator against a cluster: in-cluster when started in a Pod, "
         "else from a kubeconfig.",
         epilog=EPILOG,

@@ -25,10 +25,10 @@ examples:
   python -m vworkspace run --webhooks-enabled --webhook-cert-path ./certs ..."""
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any, *, summary: str) -> None:
     parser = commands.add_parser(
         "webhook-certs",
-        help="generate a self-signed CA and webhook serving certificate (development)",
+        help=summary,
         description="Write ca.crt, tls.crt and tls.key for the admission webhook Service "
         "<service>.<namespace>.svc; print the caBundle.",
         epilog=EPILOG,

@@ -54,13 +54,19 @@ class Assets:
         return self.kube_controller_manager is not None
 
 
-def cache_dir(env: Mapping[str, str], version: str = KUBERNETES_VERSION) -> Path:
-    """The project's cache directory for one Kubernetes version (may not exist yet)."""
+def cache_root(env: Mapping[str, str]) -> Path:
+    """The root of the project's per-machine cache: ``$VWORKSPACE_TESTENV_CACHE``, else
+    ``${XDG_CACHE_HOME:-~/.cache}/vworkspace/testenv`` (may not exist yet)."""
     root = env.get(CACHE_ENV)
     if root:
-        return Path(root) / f"v{version}" / "bin"
+        return Path(root).expanduser()
     xdg = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".cache")
-    return Path(xdg) / "vworkspace" / "testenv" / f"v{version}" / "bin"
+    return Path(xdg) / "vworkspace" / "testenv"
+
+
+def cache_dir(env: Mapping[str, str], version: str = KUBERNETES_VERSION) -> Path:
+    """The project's cache directory for one Kubernetes version (may not exist yet)."""
+    return cache_root(env) / f"v{version}" / "bin"
 
 
 def _executable(directory: Path, name: str) -> Path | None:
@@ -118,10 +124,15 @@ def find_assets(env: Mapping[str, str]) -> Assets:
     )
 
 
+def checkout_script(name: str) -> Path | None:
+    """``scripts/<name>`` when running from a source checkout, else None."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / name
+    return script if script.is_file() else None
+
+
 def build_script() -> Path | None:
     """scripts/build-test-assets.sh when running from a source checkout, else None."""
-    script = Path(__file__).resolve().parents[2] / "scripts" / "build-test-assets.sh"
-    return script if script.is_file() else None
+    return checkout_script("build-test-assets.sh")
 
 
 def can_build(env: Mapping[str, str]) -> bool:

@@ -1,34 +1,76 @@
 """Install CustomResourceDefinitions from YAML files and wait until they are Established.
 
-Used by the fixtures for the upstream Flux and Velero CRDs (kept outside this repository, in
-``shared/crds/third-party``) and for the project's own CRDs. Installation is a server-side apply
-with field manager ``vworkspace-testenv``, so installing twice is harmless.
+Used by the fixtures and the demo for the upstream Flux, Velero and Argo Workflows CRDs and for
+the project's own CRDs. Installation is a server-side apply with field manager
+``vworkspace-testenv``, so installing twice is harmless.
+
+Where the upstream CRDs come from, first match wins:
+
+1. ``$VWORKSPACE_THIRD_PARTY_CRDS``: a folder you chose (searched recursively for ``*.yaml``);
+2. the per-machine cache, ``<testenv cache>/crds`` (:func:`~vworkspace.testing.assets.cache_root`),
+   filled by ``scripts/fetch-third-party-crds.sh`` from the Go module proxy, pinned by version and
+   sha256 in ``scripts/testenv/third-party-crds.txt``. From a checkout with Go on the PATH,
+   :func:`ensure_third_party_crds` runs that script first (a no-op when the cache is current), so
+   a fresh clone needs no manual step. Nothing outside the repository and the cache is read.
 """
 
 from __future__ import annotations
 
 import functools
+import shutil
+import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vworkspace.testing.assets import cache_root, checkout_script
 from vworkspace.testing.rest import RestClient
 
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 FIELD_MANAGER = "vworkspace-testenv"
 THIRD_PARTY_ENV = "VWORKSPACE_THIRD_PARTY_CRDS"
+FETCH_SCRIPT = "fetch-third-party-crds.sh"
 
 
-def default_third_party_dir() -> Path:
-    """``shared/crds/third-party`` beside the checkout (where CI and developers have it)."""
-    return Path(__file__).resolve().parents[3] / "shared" / "crds" / "third-party"
+class ThirdPartyCrdsError(LookupError):
+    """The upstream CRDs are not available; the message says where we looked and how to fix it."""
 
 
 def third_party_dir(env: Mapping[str, str]) -> Path:
+    """Where the upstream CRDs are looked for: ``$VWORKSPACE_THIRD_PARTY_CRDS``, else the cache."""
     value = env.get(THIRD_PARTY_ENV)
-    return Path(value) if value else default_third_party_dir()
+    return Path(value).expanduser() if value else cache_root(env) / "crds"
+
+
+def ensure_third_party_crds(env: Mapping[str, str]) -> Path:
+    """The folder holding the upstream CRDs, fetching them into the cache first when that can be
+    done here (a checkout with Go); raises :class:`ThirdPartyCrdsError` otherwise."""
+    folder = third_party_dir(env)
+    if env.get(THIRD_PARTY_ENV):
+        if not folder.is_dir():
+            raise ThirdPartyCrdsError(
+                f"the Flux/Velero/Argo CRDs are not at {folder} (${THIRD_PARTY_ENV} names it, "
+                "and it is not a directory)"
+            )
+        return folder
+    script = checkout_script(FETCH_SCRIPT)
+    if script is not None and shutil.which("go", path=env.get("PATH")) is not None:
+        done = subprocess.run(
+            ["bash", str(script)], env=dict(env), capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise ThirdPartyCrdsError(
+                f"scripts/{FETCH_SCRIPT} failed (exit {done.returncode}): "
+                + (done.stderr.strip() or done.stdout.strip())
+            )
+    if not folder.is_dir():
+        raise ThirdPartyCrdsError(
+            f"the Flux/Velero/Argo CRDs are not in {folder}: run scripts/{FETCH_SCRIPT} "
+            f"(needs Go) from a checkout, or set ${THIRD_PARTY_ENV} to a folder that holds them"
+        )
+    return folder
 
 
 def load_crds(paths: Iterable[Path]) -> list[dict[str, Any]]:

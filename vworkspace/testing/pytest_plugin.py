@@ -10,7 +10,7 @@ Fixtures:
   integration tests are skipped with the reason, unless ``VWORKSPACE_REQUIRE_TESTENV=1`` (set by
   CI), which turns that into an error: CI never silently skips the integration tier.
 * ``kube_namespace`` (function): a fresh namespace, deleted afterwards.
-* ``third_party_crds`` (session): the upstream Flux and Velero CRDs, Established.
+* ``third_party_crds`` (session): the upstream Flux, Velero and Argo Workflows CRDs, Established.
 * ``kube_api`` (function): an admin kubernetes-asyncio ``ApiClient``.
 * ``vworkspace_crds`` (session): the operator's own CRDs, generated from the models, Established.
 
@@ -27,14 +27,19 @@ import signal
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from vworkspace.testing import assets as assets_mod
 from vworkspace.testing.asyncclient import api_client
 from vworkspace.testing.controlplane import ControlPlane
-from vworkspace.testing.crds import install_crds, load_crds, third_party_dir
+from vworkspace.testing.crds import (
+    ThirdPartyCrdsError,
+    ensure_third_party_crds,
+    install_crds,
+    load_crds,
+)
 from vworkspace.testing.rest import ApiError
 
 KEEP_ENV = "VWORKSPACE_TEST_KEEP"
@@ -50,7 +55,7 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if _flag(REQUIRE_ENV):
         pytest.fail(
             f"{REQUIRE_ENV} is set and the test control plane is unavailable: {reason}",
@@ -170,11 +175,13 @@ def kube_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) 
 
 @pytest.fixture(scope="session")
 def third_party_crds(control_plane: ControlPlane) -> list[str]:
-    """Install the upstream Flux and Velero CRDs (VWORKSPACE_THIRD_PARTY_CRDS overrides the
-    folder) and return their names once all are Established."""
-    folder: Path = third_party_dir(os.environ)
-    if not folder.is_dir():
-        _unavailable(f"third-party CRDs not found at {folder}; set VWORKSPACE_THIRD_PARTY_CRDS")
+    """Install the upstream Flux, Velero and Argo Workflows CRDs (from the cache, fetched first
+    when needed; VWORKSPACE_THIRD_PARTY_CRDS overrides the folder) and return their names once
+    all are Established."""
+    try:
+        folder: Path = ensure_third_party_crds(os.environ)
+    except ThirdPartyCrdsError as err:
+        _unavailable(str(err))
     crds = load_crds([folder])
     if not crds:
         _unavailable(f"no CustomResourceDefinition in {folder}")

@@ -59,7 +59,7 @@ import yaml
 
 from vworkspace.api import crdgen
 from vworkspace.api.meta import ObjectKey
-from vworkspace.app import testenv_cmd
+from vworkspace.devtools import testenv_cmd
 from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import AlreadyExistsError, NotFoundError
@@ -68,7 +68,12 @@ from vworkspace.mockcontrolplane import AdminClient, MockControlPlane
 from vworkspace.mockcontrolplane.server import ADMIN_HEADER
 from vworkspace.testing.assets import Assets
 from vworkspace.testing.controlplane import ControlPlane
-from vworkspace.testing.crds import THIRD_PARTY_ENV, install_crds, load_crds, third_party_dir
+from vworkspace.testing.crds import (
+    THIRD_PARTY_ENV,
+    ensure_third_party_crds,
+    install_crds,
+    load_crds,
+)
 from vworkspace.testing.processes import ManagedProcess
 
 T = TypeVar("T")
@@ -110,9 +115,9 @@ keeps running until Ctrl-C."""
 EPILOG = """\
 needs:
   the Kubernetes binaries ($VWORKSPACE_TEST_ASSETS, $KUBEBUILDER_ASSETS or the cache filled by
-  scripts/build-test-assets.sh) and the Flux/Velero CRDs in ../shared/crds/third-party
-  ($VWORKSPACE_THIRD_PARTY_CRDS overrides). scripts/dev-pull-loop.sh prepares .venv and the
-  binaries, then runs this command.
+  scripts/build-test-assets.sh) and the Flux/Velero CRDs (the cache filled from the Go module
+  proxy by scripts/fetch-third-party-crds.sh; $VWORKSPACE_THIRD_PARTY_CRDS overrides).
+  scripts/dev-pull-loop.sh prepares .venv, the binaries and the CRDs, then runs this command.
 
 No Flux controller runs here, so the HelmRelease is created but never becomes Ready.
 Exit codes: 0 success (also after Ctrl-C), 1 a step failed, 130 interrupted during a step.
@@ -205,11 +210,10 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any, *, summary: str) -> None:
     demo = commands.add_parser(
         "demo",
-        help="the whole Pull loop on this machine in one command (local Kubernetes, mock "
-        "control plane, operator, one job)",
+        help=summary,
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -302,17 +306,7 @@ def _find_inputs(demo: Demo) -> None:
 
 
 def _third_party_crds() -> tuple[Path, list[JsonObj]]:
-    folder = third_party_dir(os.environ)
-    if not folder.is_dir():
-        why = (
-            f"${THIRD_PARTY_ENV}"
-            if os.environ.get(THIRD_PARTY_ENV)
-            else "the default, shared/crds/third-party beside the checkout"
-        )
-        raise RuntimeError(
-            f"the Flux/Velero CRDs are not at {folder} (looked there: {why}); "
-            f"set {THIRD_PARTY_ENV} to the folder that holds them"
-        )
+    folder = ensure_third_party_crds(os.environ)
     crds = load_crds([folder])
     if not crds:
         raise RuntimeError(f"no CustomResourceDefinition in {folder} (set {THIRD_PARTY_ENV})")

@@ -15,10 +15,10 @@ from vworkspace.app.http import Address
 from vworkspace.mockcontrolplane import MockState, create_app
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any, *, summary: str) -> None:
     mock = commands.add_parser(
         "mock-control-plane",
-        help="run the mock vWorkspace control plane (agent + admin API) for development",
+        help=summary,
         description="An in-memory mock of the control plane's agent and admin API.",
     )
     mock.add_argument(

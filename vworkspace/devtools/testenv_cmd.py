@@ -27,10 +27,10 @@ The binaries are looked up in $VWORKSPACE_TEST_ASSETS, then $KUBEBUILDER_ASSETS,
 Stop with Ctrl-C or SIGTERM; the data directory is removed unless --data-dir was given."""
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any, *, summary: str) -> None:
     testenv = commands.add_parser(
         "testenv",
-        help="a real local Kubernetes control plane (etcd, apiserver, controller-manager)",
+        help=summary,
         description="A real local Kubernetes control plane for development and tests.",
     )
     sub = testenv.add_subparsers(dest="testenv_command", metavar="ACTION", required=True)
