@@ -1,4 +1,4 @@
-"""The mock control plane speaks the protocol of shared/spec/pull-protocol.md §10."""
+"""The mock control plane speaks the protocol of docs/pull-mode.md, "Mock endpoints"."""
 
 from __future__ import annotations
 

@@ -181,7 +181,7 @@ async def test_one_heartbeat_per_interval_not_one_more_per_status_write(
     operator: Running, kube: KubeClient, mock: MockControlPlane, kube_namespace: str
 ) -> None:
     # Each heartbeat writes status.lastHeartbeat; without an update predicate that write came
-    # back as a watch event and sent a second heartbeat ~10 ms later (operator-runtime.md §15).
+    # back as a watch event and sent a second heartbeat ~10 ms later (docs/api.md, deviation 18).
     await register(kube, mock, kube_namespace, kube_namespace)
     await asyncio.sleep(1.5)  # registration's own spec and finalizer writes settle
     since = datetime.datetime.now(datetime.UTC)

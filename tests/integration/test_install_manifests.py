@@ -2,7 +2,7 @@
 they must, are accepted by a real API server, and their RBAC is enough to run the operator.
 
 * Render checks: the kinds of the full install, no wildcard RBAC, a hardened Deployment whose
-  flags the real CLI parser accepts, the webhook configuration of operator-runtime.md §6, the
+  flags the real CLI parser accepts, the webhook configuration of docs/webhooks.md, the
   mock overlay and the image override.
 * `kubectl apply --dry-run=server` of every rendering against the test control plane, and a
   server dry run of each Pod template under the namespace's `restricted` Pod Security level.
@@ -327,7 +327,7 @@ def test_the_webhook_overlay_adds_the_webhooks_of_the_spec(
         ),
     }
     assert {w["name"] for w in vwc["webhooks"]} == set(expected)
-    # The paths the operator's webhook server serves are the spec's.
+    # The paths the operator's webhook server serves are Go's (docs/webhooks.md).
     assert {INSTANCE_PATH, OPERATION_PATH} == {path for path, _, _ in expected.values()}
     for hook in vwc["webhooks"]:
         path, group, resource = expected[hook["name"]]

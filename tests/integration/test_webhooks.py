@@ -154,7 +154,7 @@ async def test_operation_rules_through_the_api_server(
     )
     assert "approval claim signature does not verify" in await denied(kube, OPERATIONS, forged)
 
-    # An Upgrade in flight blocks a Restore on the same target (concurrency matrix §7.3).
+    # An Upgrade in flight blocks a Restore on the same target (docs/api.md, "Concurrency matrix").
     upgrade = await kube.create(
         OPERATIONS, operation("upgrade-1", ns, type_="Upgrade"), field_manager=MANAGER
     )
@@ -189,7 +189,8 @@ async def test_operation_rules_through_the_api_server(
 async def test_finalizer_removal_is_admitted_after_the_target_is_gone(
     webhook: LocalWebhook, kube: KubeClient, kube_namespace: str
 ) -> None:
-    # operator-runtime.md §15: Go's rule 6 made such an Operation undeletable.
+    # docs/webhooks.md, "Differences from the Go webhooks": Go's rule 6 made such an Operation
+    # undeletable.
     ns = kube_namespace
     await kube.create(APPLICATION_INSTANCES, instance(ns), field_manager=MANAGER)
     op = operation("held", ns)

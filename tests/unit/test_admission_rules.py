@@ -1,4 +1,4 @@
-"""Admission rules (operator-runtime.md §6): each rule admits and rejects, with its message."""
+"""Admission rules (docs/webhooks.md): each rule admits and rejects, with its message."""
 
 from __future__ import annotations
 
@@ -356,7 +356,8 @@ def test_update_checks_the_schema_only_when_parameters_change() -> None:
 
 
 def test_finalizer_writes_pass_even_when_the_target_is_gone() -> None:
-    # operator-runtime.md §15: rule 6 must not make an Operation undeletable.
+    # docs/webhooks.md, "Differences from the Go webhooks": rule 6 must not make an Operation
+    # undeletable.
     old = operation()
     new = copy.deepcopy(old)
     new["metadata"]["finalizers"] = []

@@ -36,7 +36,8 @@ def test_every_staging_module_is_replaced_at_the_matching_version() -> None:
     go_mod = (REPO / "scripts" / "testenv" / "go.mod").read_text()
     staging = "v0." + assets.KUBERNETES_VERSION.split(".", 1)[1]
     replaces = re.findall(r"^replace (k8s\.io/\S+) => (k8s\.io/\S+) (\S+)", go_mod, re.MULTILINE)
-    assert len(replaces) == 33  # the 1.36 staging list (shared/notes/real-apiserver.md §1.3)
+    # The 1.36 staging list (docs/development.md, "Another Kubernetes version").
+    assert len(replaces) == 33
     for source, target, version in replaces:
         assert source == target
         assert version == staging, source

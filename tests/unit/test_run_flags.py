@@ -1,4 +1,4 @@
-"""`python -m vworkspace run` flags of operator-runtime.md §2 beyond the basics: Go's boolean
+"""`python -m vworkspace run` flags of the Go operator (README, "Configuration") beyond the basics: Go's boolean
 syntax, secure metrics, the flags we refuse rather than ignore, and the zap logging flags."""
 
 from __future__ import annotations

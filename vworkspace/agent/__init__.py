@@ -2,5 +2,5 @@
 
 The operator dials out: it long-polls the control plane for jobs, applies each to its own API
 server with server-side apply, and posts exactly one result per job. It never accepts an inbound
-connection. Wire contract: shared/spec/pull-protocol.md.
+connection. Wire contract: docs/pull-mode.md, "Wire format".
 """

@@ -1,4 +1,5 @@
-"""Turning one job into a change on the cluster, and its outcome (pull-protocol.md §3.3, §4).
+"""Turning one job into a change on the cluster, and its outcome (docs/pull-mode.md, "Job
+results and outcomes" and "Payload kinds").
 
 * ``apply``: the payload is a manifest; ``delete``: a reference; ``intent``: a structured record
   (``ensure-application-instance``, ``request-operation``, ``delete-application-instance``).

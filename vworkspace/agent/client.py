@@ -1,4 +1,5 @@
-"""The HTTP client of the Pull protocol (aiohttp), with the retry rules of pull-protocol.md §8.
+"""The HTTP client of the Pull protocol (aiohttp); retry rules: docs/pull-mode.md, "Retries and
+timeouts".
 
 * Every request carries ``Authorization: Bearer``, ``Accept`` with the agent media type, and
   ``Content-Type`` only with a body; every request has a timeout (5 min, above the long-poll wait).

@@ -1,6 +1,6 @@
 """Condition transitions to the control plane: the event batcher and the status reporter.
 
-**Batcher** (pull-protocol.md §6.3, with the refinements the spec leaves to a port):
+**Batcher** (docs/pull-mode.md, "Events"; what differs from Go is marked):
 
 * flush every second, or at once when 100 events are waiting; at most 100 per POST;
 * a bounded buffer (default 1000) that drops the *oldest* event when full and counts the drops;
@@ -12,7 +12,7 @@
   with the true final state (Go had no such re-sync).
 
 **Reporter**: one ``ConditionTransition`` event per condition that is new or changed status in a
-reconcile. The eventKey is the spec's
+reconcile. The eventKey is Go's
 ``condition/<apiVersion>/<kind>/<namespace|_>/<name>/<uid|_>/<type>/<status>@<generation>`` plus
 ``#<lastTransitionTime as Unix seconds>``: the control plane keeps the first event per key, so
 without the suffix a True -> False -> True flap at one generation would be deduplicated away.

@@ -1,4 +1,4 @@
-"""The agent's Prometheus metrics (names and semantics of operator-runtime.md §5)."""
+"""The agent's Prometheus metrics (Go's names and semantics; docs/pull-mode.md, "Metrics")."""
 
 from __future__ import annotations
 

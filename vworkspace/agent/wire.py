@@ -1,4 +1,5 @@
-"""The Pull protocol's JSON shapes (pull-protocol.md §3-§6), decoded strictly and encoded exactly.
+"""The Pull protocol's JSON shapes (docs/pull-mode.md, "Wire format"), decoded strictly and
+encoded exactly.
 
 Decoding is defensive: a job is decoded on its own, so one malformed job yields a ``failed``
 result for that job and never poisons the batch. Go senders emit the zero time

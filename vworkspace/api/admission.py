@@ -1,7 +1,7 @@
-"""Admission rules for ApplicationInstance and Operation (operator-runtime.md §6), pure functions.
+"""Admission rules for ApplicationInstance and Operation (docs/webhooks.md), pure functions.
 
 Each review returns None to admit, else one message a person can act on, naming the field at
-fault; rules run in the spec's order and the first failure wins. What a rule needs from the
+fault; rules run in Go's order and the first failure wins. What a rule needs from the
 cluster (the Namespace's annotations, the target, the other Operations) is passed in as a
 :class:`World` the webhook fetched, so every rule is testable without an API server.
 
@@ -9,7 +9,7 @@ Deliberate differences from the Go webhooks (docs/webhooks.md):
 
 * an UPDATE that leaves ``spec`` unchanged, or of an object being deleted, is admitted without
   running the rules: those are the finalizer and label writes of controllers, and rejecting them
-  (for example because the target was deleted, §15) would make the object undeletable;
+  (for example because the target was deleted) would make the object undeletable;
 * ``spec.values.inline`` findings name the dotted path and say to use ``secretRef``.
 """
 
@@ -91,7 +91,7 @@ def _placeholder_switch_problem(new: JsonObj, old: JsonObj) -> str | None:
 
 
 def inline_secret_problem(tree: Any, path: str = "spec.values.inline") -> str | None:
-    """The first secret-looking entry in inline values (§6.3), or None."""
+    """The first secret-looking entry in inline values (rule 2 of docs/webhooks.md), or None."""
     if isinstance(tree, list):
         for i, item in enumerate(tree):
             problem = inline_secret_problem(item, f"{path}[{i}]")
@@ -154,7 +154,7 @@ def review_operation(
     approval_secret: str,
     now: float,
 ) -> str | None:
-    """Rules U1-U2 (UPDATE) and 1-10 of §6.2, in order."""
+    """Rules U1-U2 (UPDATE) and 1-10 of docs/webhooks.md, "Operation rules", in order."""
     check_parameters = True
     if old is not None:
         if is_controller_write(new, old):

@@ -1,6 +1,7 @@
 """ApplicationInstance (``apps.vworkspace.io/v1alpha1``): one application deployed on this cluster.
 
-Wire-compatible with the Go operator (shared/spec/crds.md §1). In managed mode the operator turns
+Wire-compatible with the Go operator (docs/api.md, "ApplicationInstance"). In managed mode the
+operator turns
 it into a Flux HelmRelease plus a HelmRepository or OCIRepository; in placeholder mode it owns no
 release and exists so that cluster-level Operations have a target.
 """

@@ -1,4 +1,4 @@
-"""``vws1`` approval claims (operator-runtime.md §6.4): HMAC-SHA256 signed, base64url JSON body.
+"""``vws1`` approval claims (docs/api.md, "Approval claims"): HMAC-SHA256, base64url JSON body.
 
 ``vws1.<body>.<digest>``: body is base64url without padding of a JSON object with keys ``v``
 (1), ``rid``, ``op`` (the Operation name), ``by``, ``at``, ``exp`` (Unix seconds); digest is the

@@ -1,7 +1,7 @@
 """Cluster (``ops.vworkspace.io/v1alpha1``, cluster-scoped): this cluster's registration with the
 control plane, its credentials and connectivity.
 
-Expected to be a singleton, conventionally named after the cluster (shared/spec/crds.md §3).
+Expected to be a singleton, conventionally named after the cluster (docs/api.md, "Cluster").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Semantics follow upstream ``meta.SetStatusCondition``: ``lastTransitionTime`` moves only when
 ``status`` changes; reason, message and ``observedGeneration`` are updated in place. The Go
 operator bumps the time whenever status, reason *or* message change; that makes "how long has
-this been Ready" meaningless, so we deliberately differ (docs/api.md, "Deviations").
+this been Ready" meaningless, so we deliberately differ (docs/api.md, deviation 1).
 
 Reasons are checked against the CRD's pattern here, before a status write, because an invalid
 reason makes the API server reject the whole status update.

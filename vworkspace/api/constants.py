@@ -1,6 +1,7 @@
 """Every label, annotation, finalizer, group and well-known name the operator uses, in one place.
 
-Values are wire-exact (shared/spec/crds.md §0.3); changing one is a breaking change.
+Values are wire-exact (docs/api.md, "Labels, annotations, finalizers"); changing one is a
+breaking change.
 """
 
 from typing import Final

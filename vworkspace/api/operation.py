@@ -1,7 +1,7 @@
 """Operation (``ops.vworkspace.io/v1alpha1``): a day-2 action on an ApplicationInstance.
 
 Backups and restores (Velero), upgrades (Helm), migrations, commands and runbooks. Wire-compatible
-with the Go operator (shared/spec/crds.md §2). ``spec.parameters`` is free-form on the wire and
+with the Go operator (docs/api.md, "Operation"). ``spec.parameters`` is free-form on the wire and
 validated against the built-in template of the Operation's type.
 """
 

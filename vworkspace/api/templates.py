@@ -1,8 +1,9 @@
-"""Built-in Operation templates (operator-runtime.md §7.1/§7.2): which (type, engine) pairs exist,
-which capability annotation each needs on its target, and the JSON Schema of its parameters.
+"""Built-in Operation templates: which (type, engine) pairs exist, which capability annotation
+each needs on its target, and the JSON Schema of its parameters (docs/api.md, "Operation
+templates").
 
 The ids are shared with the control plane's catalog, so they are wire-exact. We use the wider of
-the two schema revisions the spec describes (it matches what the engines read). Schemas are
+the two schema revisions Go shipped (it matches what the engines read). Schemas are
 validated with ``jsonschema`` (Draft 2020-12); the first error, sorted by path, becomes one
 message naming the parameter at fault.
 """
@@ -18,7 +19,7 @@ from vworkspace.api.constants import capability_annotation
 
 JsonObj = dict[str, Any]
 RUNNER_SERVICE_ACCOUNT = "vworkspace-operation-runner"
-# Engines whose workloads run Pods in the target namespace (rule 2 of §6.2).
+# Engines whose workloads run Pods in the target namespace (Operation rule 2, docs/webhooks.md).
 POD_ENGINES = frozenset({"job", "workflow", "helmHookJob"})
 
 _STR: JsonObj = {"type": "string"}

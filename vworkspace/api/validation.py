@@ -1,8 +1,9 @@
 """Semantic validation shared by the reconcilers and (later) the admission webhooks.
 
 Each function returns None when the object is valid, else one message naming the field at fault
-(crds.md §1.2: evaluated in order, the first failure wins). They read plain wire dictionaries so
-both an informer's cached object and an AdmissionReview's object can be checked as they are.
+(docs/api.md, "Validation": evaluated in order, the first failure wins). They read plain wire
+dictionaries so both an informer's cached object and an AdmissionReview's object can be checked
+as they are.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def validate_operation(obj: JsonObj) -> str | None:
     return None
 
 
-# Concurrency matrix (operator-runtime.md §7.3): incoming type -> types that block it.
+# Concurrency matrix (docs/api.md, "Concurrency matrix"): incoming type -> types that block it.
 BLOCKED_BY = {
     "Upgrade": frozenset({"Upgrade"}),
     "Restore": frozenset({"Upgrade", "Backup"}),

@@ -3,7 +3,7 @@
 Flags win over environment variables, which win over defaults. Invalid values are refused at
 start with a message naming the flag (exit code 2).
 
-Drop-in compatibility with the Go operator's ``cmd/main.go`` (operator-runtime.md §2): every Go
+Drop-in compatibility with the Go operator's ``cmd/main.go`` (README, "Configuration"): every Go
 flag is accepted, and boolean flags take Go's syntax (``--flag``, ``--flag=true``,
 ``--flag=false``, also ``1``/``0``/``t``/``f``). A Go flag this implementation cannot honour
 (``--enable-http2``, ``--seaweed-watches-enabled``) is accepted only with its default value and

@@ -1,4 +1,4 @@
-"""ApplicationInstance reconciler (operator-runtime.md §10): Flux objects from the spec, status
+"""ApplicationInstance reconciler (docs/api.md, "Reconcile"): Flux objects from the spec, status
 rolled up from the HelmRelease.
 
 Reads the instance and its HelmRelease from informer caches (a label-selected HelmRelease

@@ -1,4 +1,7 @@
-"""Cluster reconciler (operator-runtime.md §12): registration, rotation, heartbeat, BufferOverflow.
+"""Cluster reconciler: registration, rotation, heartbeat, BufferOverflow.
+
+Step by step, with the reason each case writes: docs/pull-mode.md, "The Cluster reconcile, step
+by step".
 
 It talks to the control plane only through :class:`ControlPlaneGateway`, which the agent
 implements (controllers never import the agent). Order per reconcile: finalizer; registration

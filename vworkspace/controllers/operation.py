@@ -1,7 +1,7 @@
-"""Operation reconciler (operator-runtime.md §11): validate, wait for what blocks, run the engine.
+"""Operation reconciler (docs/api.md, "Operation"): validate, wait for what blocks, run the engine.
 
 Order of checks while the Operation has not started: spec shape, target exists, approval claim,
-concurrency matrix (§7.3), engine registered. Any of them failing is *Blocked*: phase Pending,
+concurrency matrix (docs/api.md), engine registered. Any one failing is *Blocked*: phase Pending,
 ``Blocked=True`` and ``Accepted=False`` with the reason, looked at again in 30 s. Then the engine
 materializes its workload (phase Running) and is polled every 5 s until it is done.
 

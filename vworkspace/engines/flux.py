@@ -1,18 +1,18 @@
 """The Flux engine: an ApplicationInstance becomes a HelmRelease plus its chart source.
 
 * ``helm`` charts: a ``HelmRepository`` ``<release>-source`` and a HelmRelease whose
-  ``spec.chart.spec.sourceRef`` points at it (operator-runtime.md §9).
+  ``spec.chart.spec.sourceRef`` points at it (docs/api.md, "What the operator makes of it").
 * ``oci`` charts: an ``OCIRepository`` ``<release>-source`` with ``url: <chart.url>/<chart.name>``
   and ``ref.tag: <version>``, referenced by ``HelmRelease.spec.chartRef``. The Go operator's OCI
-  objects are rejected by current Flux CRDs (spec §9 "Flux-compatibility warning"); this is the
-  spec's recommended fix.
+  objects are rejected by current Flux CRDs (docs/api.md, deviation 10); this fixes that.
 * Values: ``inline`` -> ``spec.values``; ``secretRef`` / ``configMapRef`` -> ``spec.valuesFrom``,
   so Secret material never lands in the HelmRelease (Go copied it into ``spec.values``).
 * Everything is written with server-side apply as ``vworkspace-operator`` (only the fields we
-  own), with the spec's labels; the HelmRelease has a controller owner reference to the instance
+  own), with Go's labels; the HelmRelease has a controller owner reference to the instance
   and the sources are deleted explicitly on cancel.
 
-Status is a roll-up of the HelmRelease (flux-velero.md §1.4), read from the informer cache.
+Status is a roll-up of the HelmRelease (docs/api.md, "HelmRelease status roll-up"), read from the
+informer cache.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def _conditions(obj: JsonObj) -> dict[str, JsonObj]:
 
 
 def rollup(hr: JsonObj | None) -> Rollup:
-    """flux-velero.md §1.4: only conditions of the current generation count."""
+    """docs/api.md, "HelmRelease status roll-up": only current-generation conditions count."""
     if hr is None:
         return Rollup(False, True, False, False, "Reconciling", "waiting for the HelmRelease")
     generation = (hr.get("metadata") or {}).get("generation")

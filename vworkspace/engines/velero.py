@@ -3,10 +3,10 @@
 Objects live in the Velero namespace (``--velero-namespace``, default ``velero``), are named like
 the Operation, carry ``app.vworkspace.io/managed-by=vworkspace-operator`` and
 ``ops.vworkspace.io/operation=<Operation UID>``, and get a (non-controller) owner reference only
-when they share the Operation's namespace. Fields per operator-runtime.md §8.2; written with
+when they share the Operation's namespace. Fields per docs/api.md (engine table); written with
 server-side apply (fields we do not set are left alone).
 
-Phase roll-up (flux-velero.md §3.5): Completed -> succeeded; Failed, FailedValidation and
+Phase roll-up (docs/api.md, deviation 22): Completed -> succeeded; Failed, FailedValidation and
 PartiallyFailed -> failed (PartiallyFailed counts as success only with
 ``parameters.allowPartialFailure: true``); a Backup being deleted, or an object that vanished
 after creation, -> failed; anything else, known or not -> running.

@@ -4,7 +4,8 @@ kubernetes-asyncio provides configuration loading (kubeconfig contexts, in-clust
 account with its token re-read every minute), TLS and the aiohttp connection pool; this module
 sends raw JSON through it and decodes answers into plain dicts, which the operator projects onto
 its own attrs models. That skips the generated models on hot paths (they cost CPU and memory) and
-keeps three pitfalls out (shared/notes/python-operator-ecosystem.md §e):
+keeps three pitfalls out (docs/development.md, "kubernetes-asyncio: what the client code works
+around"):
 
 * every request carries an explicit timeout (the library's default is none at all);
 * every write names its field manager (the default would be the library's User-Agent);

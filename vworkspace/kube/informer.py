@@ -1,6 +1,6 @@
 """List-then-watch of one resource into an indexed cache, robust against the ways watches fail.
 
-The loop (client-go's reflector, shared/notes/python-operator-ecosystem.md §2.1):
+The loop (client-go's reflector; docs/operations.md, "How the watches stay healthy"):
 
 1. **List**, paginated (``limit``/``continue``), as a consistent read; replace the cache; objects
    that vanished since the last list are removed *and reported*, so a delete that happened while

@@ -13,7 +13,8 @@
   out the lease duration.
 
 The kubernetes-asyncio leaderelection module is not used: it mixes naive local times with UTC,
-mis-parses whole-second timestamps and decides expiry from wall-clock time (notes §e.9).
+mis-parses whole-second timestamps and decides expiry from wall-clock time (docs/development.md,
+"kubernetes-asyncio: what the client code works around").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Update predicates: which updates of a watched object are worth a reconcile.
 
 Without one, every status write a reconciler makes comes back to it as a watch event and runs
-the reconcile a second time (operator-runtime.md §15: the Go operator has no event filters). For
+the reconcile a second time (docs/api.md, deviation 18: the Go operator has no event filters). For
 the Cluster that meant a second heartbeat to the control plane a few milliseconds after each
 one; for the others, a reconcile that finds nothing to do. What the operator's reconcilers read
 from their primary object is the spec and the metadata (labels, annotations such as

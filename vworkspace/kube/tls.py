@@ -1,9 +1,9 @@
 """Serving certificates that follow the files on disk, for the operator's HTTPS listeners.
 
-Used by the admission webhook server and the secure ``/metrics`` listener (operator-runtime.md
-§3). Both are the controller-runtime conventions: a directory with ``tls.crt`` and ``tls.key``,
-TLS 1.2+, ALPN ``http/1.1`` only (Go's ``--enable-http2=false`` default; aiohttp has no HTTP/2
-server anyway).
+Used by the admission webhook server and the secure ``/metrics`` listener (docs/webhooks.md,
+"Certificates"; docs/operations.md, "Metrics endpoint security"). Both are the controller-runtime
+conventions: a directory with ``tls.crt`` and ``tls.key``, TLS 1.2+, ALPN ``http/1.1`` only
+(Go's ``--enable-http2=false`` default; aiohttp has no HTTP/2 server anyway).
 
 cert-manager rotates a serving pair by rewriting the mounted Secret (an atomic symlink swap).
 :class:`CertificateReloader` polls the files' identity every few seconds and loads a changed pair

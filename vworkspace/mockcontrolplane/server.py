@@ -1,10 +1,11 @@
 """The mock's HTTP API (aiohttp): agent endpoints under /api/agent, admin under /api/admin.
 
 Status codes, error bodies (``{"error", "message"}``) and media-type checks follow the Go mock
-(pull-protocol.md §10): every agent request must accept ``application/vnd.vworkspace.agent.v1+json``
-(400 ``UnsupportedMediaType`` otherwise); a body must be JSON (400 ``InvalidJSON``); a missing or
-unknown bearer is 401 (403 on the jobs endpoint, which never answers 401); a cluster mismatch is
-403. Each request is logged in one line, never with its token.
+(docs/pull-mode.md, "Mock endpoints"): every agent request must accept
+``application/vnd.vworkspace.agent.v1+json`` (400 ``UnsupportedMediaType`` otherwise); a body must
+be JSON (400 ``InvalidJSON``); a missing or unknown bearer is 401 (403 on the jobs endpoint, which
+never answers 401); a cluster mismatch is 403. Each request is logged in one line, never with its
+token.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ class MockControlPlane:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # Test helpers (pull-protocol.md §10.2).
+    # Test helpers (docs/pull-mode.md, "The mock control plane").
     def add_registration_token(self, token: str, cluster_id: str) -> None:
         self.state.add_registration_token(token, cluster_id)
 

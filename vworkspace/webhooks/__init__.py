@@ -1,1 +1,1 @@
-"""Validating admission webhooks for ApplicationInstance and Operation (operator-runtime.md §6)."""
+"""Validating admission webhooks for ApplicationInstance and Operation (docs/webhooks.md)."""

@@ -1,6 +1,6 @@
 """The HTTPS server for the two validating webhooks, with serving-certificate hot reload.
 
-One aiohttp application, two paths (operator-runtime.md §3/§6). TLS 1.2+, ALPN ``http/1.1``
+One aiohttp application, two paths (docs/webhooks.md). TLS 1.2+, ALPN ``http/1.1``
 only (Go's ``--enable-http2=false`` default; aiohttp has no HTTP/2 server anyway).
 
 Certificates: :class:`~vworkspace.kube.tls.CertificateReloader` (shared with the secure metrics
