@@ -104,9 +104,11 @@ async def test_a_failing_reconcile_is_retried_with_growing_delays_and_shows_in_m
     stop.set()
     assert await run == 0
     gaps = [b - a for a, b in itertools.pairwise(calls)]
-    # 5 ms, 10 ms, ... doubling: each retry waits longer than the one before (allow scheduling noise).
-    assert all(later > earlier * 1.4 for earlier, later in itertools.pairwise(gaps)), gaps
-    assert gaps[-1] >= 0.32, gaps
+    # 5 ms, 10 ms, ... doubling. A loaded machine can only make a gap longer, never shorter, so
+    # each gap is checked against its floor (1 ms of timer slack) rather than against its
+    # neighbour: the last one alone proves the doubling went on (7 retries -> 320 ms).
+    floors = [0.005 * 2**i - 0.001 for i in range(len(gaps))]
+    assert all(gap >= floor for gap, floor in zip(gaps, floors, strict=True)), gaps
     assert (status, ready) == (200, "ok")
     assert status_m == 200
     assert 'controller_runtime_reconcile_errors_total{controller="failing"} 7.0' in text
