@@ -337,7 +337,7 @@ def add_agent(
     metrics = AgentMetrics(registry)
     metrics.watch_credential_age(registry, store.secret_created_at)
     control_plane = ControlPlaneClient(
-        http, credentials=store.current, reload=store.reload, clock=clock
+        http, credentials=store.current, reload=store.reload, clock=clock, metrics=metrics
     )
 
     def cluster_id() -> str:
