@@ -308,7 +308,9 @@ def add_webhooks(
         metrics=WebhookMetrics.create(manager.metrics.registry),
         reload_interval=webhooks.reload_interval,
     )
-    manager.add_runnable("webhook server", server.run, leader_only=False)
+    # Failing before it listens (the port is taken, the certificate is unreadable) is a
+    # start-up error; failing later is restarted like any task.
+    manager.add_runnable("webhook server", server.run, leader_only=False, started=server.started)
     return server
 
 
