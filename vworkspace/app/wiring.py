@@ -368,8 +368,11 @@ def add_agent(
     manager.add_runnable("agent poller", poller.run, leader_only=True)
 
     def snapshot() -> list[JsonObj]:
+        # Keyed as last reported, so a re-sent condition is deduplicated (agent/events.py).
         return snapshot_events(
-            [o for i in snapshot_sources for o in i.store.items()], now=clock.now()
+            [o for i in snapshot_sources for o in i.store.items()],
+            now=clock.now(),
+            keys=batcher.keys,
         )
 
     batcher = EventBatcher(
