@@ -243,6 +243,9 @@ class Poller:
         if job.expires_at is not None and job.expires_at <= now:
             return JobResult(outcome=Outcome.NOOP, timestamp=now, error="expired")
         key = job.idempotency_key
+        if key and (problem := self._idempotency.problem(key)):
+            # Refused before applying: recording it would fail after the apply.
+            return JobResult(outcome=Outcome.FAILED, timestamp=now, error=problem)
         if key:
             try:
                 if await self._idempotency.contains(key):
