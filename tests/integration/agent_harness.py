@@ -49,6 +49,7 @@ class Agent:
             reload=self.store.reload,
             clock=clock,
             backoff_initial=0.05,
+            metrics=self.metrics,
         )
         self.applier = Applier(
             kube,

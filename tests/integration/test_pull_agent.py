@@ -504,3 +504,40 @@ async def test_idempotency_keys_survive_restarts_and_are_bounded(
     final = IdempotencyStore(kube, namespace=kube_namespace, max_keys=3)
     assert await final.contains("from-first")
     assert await final.contains("from-second")
+
+
+async def test_long_idempotency_keys_keep_the_configmap_under_the_object_limit(
+    kube: KubeClient, kube_namespace: str
+) -> None:
+    """Issue 16: keys are free-form; 10,000 keys of 110 characters are over 1 MiB. Seed the
+    ConfigMap with a list just under the API server's limit (one write, as an older agent
+    bounded by count only would have left it), then record more long keys: a count bound
+    alone would push it over the limit and have every write refused; with the byte bound every
+    write is accepted, the oldest keys go, and the list stays within the bound."""
+    from vworkspace.agent.idempotency import DATA_KEY, IdempotencyStore
+
+    keys = [f"{index:06d}-" + "k" * 103 for index in range(10_000)]
+    seed = keys[:9_180]  # 9,180 x 114 bytes: just under 1 MiB
+    assert len(json.dumps(keys[:9_210]).encode()) > 1024 * 1024
+    store = IdempotencyStore(kube, namespace=kube_namespace)
+    await kube.create(
+        CONFIG_MAPS,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": store.key.name, "namespace": kube_namespace},
+            "data": {DATA_KEY: json.dumps(seed)},
+        },
+        field_manager="test",
+    )
+    for key in keys[9_180:9_210]:
+        await store.record(key)
+    stored = await kube.get(CONFIG_MAPS, store.key)
+    data = stored["data"][DATA_KEY]
+    assert len(data.encode()) <= store.max_bytes
+    kept = json.loads(data)
+    assert kept == keys[9_210 - len(kept) : 9_210]  # the newest, in order; the oldest evicted
+    assert len(kept) < 9_210
+    restarted = IdempotencyStore(kube, namespace=kube_namespace)
+    assert await restarted.contains(keys[9_209])
+    assert not await restarted.contains(keys[0])

@@ -3,11 +3,16 @@ timeouts".
 
 * Every request carries ``Authorization: Bearer``, ``Accept`` with the agent media type, and
   ``Content-Type`` only with a body; every request has a timeout (5 min, above the long-poll wait).
+  Redirects are not followed: a bearer token never goes where a proxy points it.
 * **401**: the credentials are reloaded (the Secret may hold a rotated token) and the request is
   retried once; a second 401 is raised as :class:`UnauthorizedError`.
-* **429 / 503**: wait ``Retry-After`` (seconds), then retry.
+* **429 / 503**: wait ``Retry-After`` (seconds, capped at 5 min), then retry.
 * **Transport errors and other 5xx**: exponential backoff with jitter, capped at 30 s, reset
   after a success.
+* **Answers the protocol does not allow** (an HTML login page with 200, a truncated or oversized
+  body, JSON of the wrong shape, a redirect): :class:`ProtocolError`, counted in
+  ``vworkspace_agent_protocol_errors_total{endpoint,reason}`` and retried like a 5xx
+  (:mod:`vworkspace.agent.answers` reads bodies capped at 4 MiB).
 * 409 on ack and result counts as success (the job was already closed).
 * Other 4xx are raised at once as typed errors; tokens are never logged or put in messages.
 """
@@ -17,66 +22,81 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
+import structlog
 
+from vworkspace.agent import answers
+from vworkspace.agent.errors import (
+    ControlPlaneError,
+    ForbiddenError,
+    NoCredentialsError,
+    ProtocolError,
+    RetryAfterError,
+    UnauthorizedError,
+    UnavailableError,
+)
+from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.wire import MEDIA_TYPE, Credentials, JobResult
 from vworkspace.kube.backoff import Backoff
 from vworkspace.kube.clock import Clock
 
+__all__ = [
+    "ControlPlaneClient",
+    "ControlPlaneError",
+    "ForbiddenError",
+    "NoCredentialsError",
+    "ProtocolError",
+    "RetryAfterError",
+    "UnauthorizedError",
+    "UnavailableError",
+    "register",
+]
+
 JsonObj = dict[str, Any]
+T = TypeVar("T")
 AGENT_TIMEOUT = 300.0
-
-
-class ControlPlaneError(Exception):
-    def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class NoCredentialsError(ControlPlaneError):
-    """No complete credentials yet (not registered)."""
-
-
-class UnauthorizedError(ControlPlaneError):
-    """401 even after reloading the credentials."""
-
-
-class ForbiddenError(ControlPlaneError):
-    """403: the token is not bound to this cluster."""
-
-
-class RetryAfterError(ControlPlaneError):
-    """429/503 with the server's requested delay."""
-
-    def __init__(self, message: str, *, status: int, retry_after: float) -> None:
-        super().__init__(message, status=status)
-        self.retry_after = retry_after
-
-
-class UnavailableError(ControlPlaneError):
-    """Transport error or 5xx: the control plane is unreachable or failing."""
+MAX_RETRY_AFTER = 300.0
+_log = structlog.get_logger("vworkspace.agent.client")
 
 
 def _retry_after(headers: Any, default: float) -> float:
     try:
-        return max(0.0, float(headers.get("Retry-After", default)))
+        value = float(headers.get("Retry-After", default))
     except (TypeError, ValueError):
+        return default  # e.g. the HTTP-date form
+    if value != value:  # NaN
         return default
+    return min(MAX_RETRY_AFTER, max(0.0, value))
 
 
-async def _error_from(resp: aiohttp.ClientResponse) -> ControlPlaneError:
-    text = await resp.text()
+async def _error_from(
+    resp: aiohttp.ClientResponse, *, endpoint: str, secrets: tuple[str, ...]
+) -> ControlPlaneError:
+    raw = await answers.read_prefix(resp)
+    content_type = resp.headers.get("Content-Type", "")
+    if resp.status < 400:
+        # 2xx/3xx the endpoint does not use (a redirect to a login page, a 200 instead of 204).
+        return ProtocolError(
+            f"{endpoint}: unexpected {resp.status} ({content_type or 'no content type'}, "
+            f"{answers.excerpt(raw, secrets=secrets)!r})",
+            endpoint=endpoint,
+            reason="status",
+            status=resp.status,
+        )
     try:
-        body = json.loads(text) if text else {}
-    except json.JSONDecodeError:
+        body = json.loads(raw) if raw and answers.is_json_type(content_type) else {}
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         body = {}
-    code = str(body.get("error", "")) if isinstance(body, dict) else ""
-    message = (
-        str(body.get("message", "")) if isinstance(body, dict) else ""
-    ) or f"{resp.status} {resp.reason}"
+    if not isinstance(body, dict):
+        body = {}
+    code = str(body.get("error", ""))[: answers.EXCERPT]
+    message = answers.excerpt(str(body.get("message", "")).encode(), secrets=secrets)
+    if not message:
+        detail = answers.excerpt(raw, secrets=secrets) if raw else ""
+        message = f"{resp.status} {resp.reason}" + (f": {detail!r}" if detail else "")
     if resp.status == 401:
         return UnauthorizedError(message, status=401, code=code)
     if resp.status == 403:
@@ -88,6 +108,14 @@ async def _error_from(resp: aiohttp.ClientResponse) -> ControlPlaneError:
     if resp.status >= 500:
         return UnavailableError(message, status=resp.status, code=code)
     return ControlPlaneError(message, status=resp.status, code=code)
+
+
+def _transport_error(endpoint: str, method: str, path: str, err: Exception) -> UnavailableError:
+    text = f"{method} {path}: {type(err).__name__}: {err}".rstrip(": ")[:400]
+    if isinstance(err, aiohttp.ClientPayloadError):
+        # The body was cut short (a middlebox, a reset mid-answer).
+        return ProtocolError(text, endpoint=endpoint, reason="truncated")
+    return UnavailableError(text)
 
 
 class ControlPlaneClient:
@@ -102,12 +130,16 @@ class ControlPlaneClient:
         timeout: float = AGENT_TIMEOUT,
         attempts: int = 5,
         backoff_initial: float = 0.5,
+        metrics: AgentMetrics | None = None,
+        max_body: int = answers.MAX_BODY,
     ) -> None:
         self._session = session
         self._credentials = credentials
         self._reload = reload
         self._clock = clock
         self._timeout = timeout
+        self.metrics = metrics
+        self.max_body = max_body
         self.attempts = attempts
         self.backoff = Backoff(
             clock=clock,
@@ -117,16 +149,25 @@ class ControlPlaneClient:
             reset_after=60.0,
         )
 
+    def count(self, err: ControlPlaneError) -> None:
+        if isinstance(err, ProtocolError) and self.metrics is not None:
+            self.metrics.protocol_errors.labels(err.endpoint, err.reason).inc()
+
     async def _call(
         self,
         method: str,
         path: str,
         *,
+        endpoint: str,
+        decode: Callable[[Any], T] | None = None,
         body: Any = None,
         ok: tuple[int, ...] = (200, 204),
         attempts: int | None = None,
         query: dict[str, str] | None = None,
-    ) -> Any:
+        secret_answer: bool = False,
+    ) -> T | None:
+        """One request with the retry rules; ``decode`` validates a 200 answer's JSON (and is
+        required for answers with a body); bodiless answers return None."""
         reloaded = False
         tries = attempts or self.attempts
         last: ControlPlaneError | None = None
@@ -135,12 +176,12 @@ class ControlPlaneClient:
             credentials = self._credentials()
             if credentials is None or not credentials.complete:
                 raise NoCredentialsError("no agent credentials yet")
+            secrets = (credentials.token,)
             headers = {"Authorization": f"Bearer {credentials.token}", "Accept": MEDIA_TYPE}
             data = None
             if body is not None:
                 headers["Content-Type"] = MEDIA_TYPE
                 data = json.dumps(body).encode()
-            delay: float
             try:
                 async with self._session.request(
                     method,
@@ -150,17 +191,33 @@ class ControlPlaneClient:
                     headers=headers,
                     # aiohttp would otherwise send application/octet-stream on a bodiless POST.
                     skip_auto_headers=() if data is not None else ("Content-Type",),
+                    allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=self._timeout, sock_connect=10),
                 ) as resp:
                     if resp.status in ok:
+                        if decode is None or resp.status != 200:
+                            self.backoff.reset()
+                            return None
+                        raw = await answers.read_capped(
+                            resp, endpoint=endpoint, limit=self.max_body
+                        )
+                        decoded = decode(
+                            answers.decode_json(
+                                resp,
+                                raw,
+                                endpoint=endpoint,
+                                secrets=secrets,
+                                show_body=not secret_answer,
+                            )
+                        )
                         self.backoff.reset()
-                        text = await resp.text()
-                        return json.loads(text) if text else None
-                    error = await _error_from(resp)
+                        return decoded
+                    error = await _error_from(resp, endpoint=endpoint, secrets=secrets)
+            except ProtocolError as err:
+                error = err
             except (aiohttp.ClientError, TimeoutError) as err:
-                error = UnavailableError(
-                    f"{method} {path}: {type(err).__name__}: {err}".rstrip(": ")
-                )
+                error = _transport_error(endpoint, method, path, err)
+            self.count(error)
             if isinstance(error, UnauthorizedError) and not reloaded:
                 reloaded = True
                 await self._reload()  # maybe a rotated token; one retry, not counted
@@ -177,50 +234,73 @@ class ControlPlaneClient:
                     if isinstance(error, RetryAfterError)
                     else self.backoff.next_delay()
                 )
+                _log.warning(
+                    "control plane request failed; retrying",
+                    endpoint=endpoint,
+                    error=str(error),
+                    retry_in=round(delay, 2),
+                )
                 await self._clock.sleep(delay)
         assert last is not None
         raise last
 
     async def fetch_jobs(self, *, cluster_id: str, wait: int) -> list[Any]:
-        body = await self._call(
+        jobs = await self._call(
             "GET",
             "/api/agent/jobs",
+            endpoint="jobs",
+            decode=answers.jobs_of,
             query={"cluster": cluster_id, "wait": str(wait)},
             ok=(200,),
             attempts=1,
         )
-        jobs = body.get("jobs") if isinstance(body, dict) else None
-        return list(jobs or [])
+        return jobs or []
 
     async def ack(self, job_id: str) -> None:
-        await self._call("POST", f"/api/agent/jobs/{_escape(job_id)}/ack", ok=(204, 409))
+        await self._call(
+            "POST", f"/api/agent/jobs/{_escape(job_id)}/ack", endpoint="ack", ok=(204, 409)
+        )
 
     async def post_result(self, job_id: str, result: JobResult) -> None:
         await self._call(
             "POST",
             f"/api/agent/jobs/{_escape(job_id)}/result",
+            endpoint="result",
             body=result.to_wire(),
             ok=(204, 409),
         )
 
-    async def post_events(self, events: list[JsonObj]) -> None:
+    async def post_events(self, events: list[JsonObj], *, endpoint: str = "events") -> None:
+        """``endpoint`` labels the metrics: the heartbeat uses the events endpoint too."""
         await self._call(
-            "POST", "/api/agent/events", body={"events": events}, ok=(204,), attempts=1
+            "POST",
+            "/api/agent/events",
+            endpoint=endpoint,
+            body={"events": events},
+            ok=(204,),
+            attempts=1,
         )
 
     async def rotate(self) -> str:
-        body = await self._call(
-            "POST", "/api/agent/credentials/rotate", body={}, ok=(200,), attempts=1
+        def decode(body: Any) -> str:
+            return answers.token_of(body, endpoint="rotate")
+
+        token = await self._call(
+            "POST",
+            "/api/agent/credentials/rotate",
+            endpoint="rotate",
+            decode=decode,
+            body={},
+            ok=(200,),
+            attempts=1,
+            secret_answer=True,
         )
-        token = str((body or {}).get("token", "")).strip()
-        if not token:
-            raise ControlPlaneError("rotate answered without a token")
+        if token is None:  # a 200 is the only success and always decodes
+            raise ProtocolError("rotate: no answer body", endpoint="rotate", reason="shape")
         return token
 
 
 def _escape(job_id: str) -> str:
-    from urllib.parse import quote
-
     return quote(job_id, safe="")
 
 
@@ -231,6 +311,7 @@ async def register(
     registration_token: str,
     cluster_id: str = "",
     timeout_s: float = 120.0,
+    metrics: AgentMetrics | None = None,
 ) -> tuple[str, str]:
     """Exchange a one-time registration token; return (cluster id, bearer token)."""
     body: JsonObj = {"registrationToken": registration_token}
@@ -241,19 +322,30 @@ async def register(
         "Accept": MEDIA_TYPE,
         "Content-Type": MEDIA_TYPE,
     }
+    secrets = (registration_token,)
     try:
-        async with session.post(
-            base_url.rstrip("/") + "/api/agent/register",
-            data=json.dumps(body).encode(),
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-        ) as resp:
-            if resp.status != 200:
-                raise await _error_from(resp)
-            answer = json.loads(await resp.text())
-    except (aiohttp.ClientError, TimeoutError) as err:
-        raise UnavailableError(f"cannot reach {base_url}: {type(err).__name__}: {err}") from None
-    issued, token = str(answer.get("clusterId", "")).strip(), str(answer.get("token", "")).strip()
-    if not issued or not token:
-        raise ControlPlaneError("registration answer lacks clusterId or token")
-    return issued, token
+        try:
+            async with session.post(
+                base_url.rstrip("/") + "/api/agent/register",
+                data=json.dumps(body).encode(),
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                if resp.status != 200:
+                    raise await _error_from(resp, endpoint="register", secrets=secrets)
+                raw = await answers.read_capped(resp, endpoint="register")
+                answer = answers.decode_json(
+                    resp, raw, endpoint="register", secrets=secrets, show_body=False
+                )
+        except (aiohttp.ClientError, TimeoutError) as err:
+            if isinstance(err, aiohttp.ClientPayloadError):
+                raise _transport_error("register", "POST", "/api/agent/register", err) from None
+            raise UnavailableError(
+                f"cannot reach {base_url}: {type(err).__name__}: {err}"
+            ) from None
+        return answers.cluster_id_of(answer), answers.token_of(answer, endpoint="register")
+    except ProtocolError as err:
+        if metrics is not None:
+            metrics.protocol_errors.labels(err.endpoint, err.reason).inc()
+        raise

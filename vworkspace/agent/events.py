@@ -16,17 +16,24 @@ reconcile. The eventKey is Go's
 ``condition/<apiVersion>/<kind>/<namespace|_>/<name>/<uid|_>/<type>/<status>@<generation>`` plus
 ``#<lastTransitionTime as Unix seconds>``: the control plane keeps the first event per key, so
 without the suffix a True -> False -> True flap at one generation would be deduplicated away.
-Re-sending an unchanged condition (the snapshot) yields the same key and is deduplicated.
+``lastTransitionTime`` has whole seconds only, so a flap *within one second* would still repeat
+the first key: :class:`TransitionKeys` counts transitions to the same status in the same second
+and appends ``.<n>`` from the second one on (``...#1767225600.1``). Re-sending an unchanged
+condition (a repeated report, the snapshot) yields the key it was last sent with and is
+deduplicated. The count lives in memory: after a restart the snapshot of a condition last keyed
+``.<n>`` goes out under the plain key, which the control plane already holds from the first
+transition (docs/pull-mode.md, "eventKey").
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import attrs
 import structlog
 
 from vworkspace.agent.metrics import CONNECTED, RECONNECTING, AgentMetrics
@@ -50,7 +57,58 @@ def event_key(obj: JsonObj, cond: Condition) -> str:
     return f"condition/{ref}/{cond.type}/{cond.status.value}@{generation}#{stamp}"
 
 
-def condition_event(obj: JsonObj, cond: Condition, *, now: datetime.datetime) -> JsonObj:
+class TransitionKeys:
+    """Event keys unique per transition, equal for repeats of the same transition.
+
+    Remembers, per object condition (bounded, least recently used evicted), the last key sent
+    and how often each (status, generation) was entered in the current second."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, _KeyEntry] = OrderedDict()
+
+    def key(self, obj: JsonObj, cond: Condition, *, transition: bool) -> str:
+        """``transition``: a new transition (reporter); False for a re-send (snapshot)."""
+        base = event_key(obj, cond)
+        meta = obj.get("metadata") or {}
+        # The object and condition type: the key up to "/<status>@".
+        slot = base.split("@", 1)[0].rsplit("/", 1)[0]
+        stamp = int(cond.last_transition_time.timestamp())
+        signature = (cond.status.value, int(meta.get("generation") or 0), stamp)
+        entry = self._entries.get(slot)
+        if entry is not None and entry.last == signature:
+            self._entries.move_to_end(slot)
+            return entry.last_key  # the same transition again: the same key
+        if not transition:
+            return base
+        if entry is None or entry.stamp != stamp:
+            entry = _KeyEntry(stamp=stamp)
+        seen = entry.seen.get(signature, 0)
+        entry.seen[signature] = seen + 1
+        entry.last, entry.last_key = signature, base if seen == 0 else f"{base}.{seen}"
+        self._entries[slot] = entry
+        self._entries.move_to_end(slot)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+        return entry.last_key
+
+
+@attrs.define
+class _KeyEntry:
+    stamp: int
+    seen: dict[tuple[str, int, int], int] = attrs.field(factory=dict)
+    last: tuple[str, int, int] | None = None
+    last_key: str = ""
+
+
+def condition_event(
+    obj: JsonObj,
+    cond: Condition,
+    *,
+    now: datetime.datetime,
+    keys: TransitionKeys | None = None,
+    transition: bool = True,
+) -> JsonObj:
     wire: JsonObj = {
         "type": cond.type,
         "status": cond.status.value,
@@ -61,7 +119,7 @@ def condition_event(obj: JsonObj, cond: Condition, *, now: datetime.datetime) ->
     if cond.observed_generation:
         wire["observedGeneration"] = cond.observed_generation
     return {
-        "eventKey": event_key(obj, cond),
+        "eventKey": keys.key(obj, cond, transition=transition) if keys else event_key(obj, cond),
         "kind": "ConditionTransition",
         "resourceRef": AppliedRef.of(obj).to_wire(),
         "conditions": [wire],
@@ -69,12 +127,15 @@ def condition_event(obj: JsonObj, cond: Condition, *, now: datetime.datetime) ->
     }
 
 
-def snapshot_events(objects: Iterable[JsonObj], *, now: datetime.datetime) -> list[JsonObj]:
-    """The current conditions of ``objects``, as events."""
+def snapshot_events(
+    objects: Iterable[JsonObj], *, now: datetime.datetime, keys: TransitionKeys | None = None
+) -> list[JsonObj]:
+    """The current conditions of ``objects``, as events (keyed as they were last sent)."""
     events = []
     for obj in objects:
         for raw in (obj.get("status") or {}).get("conditions") or []:
-            events.append(condition_event(obj, from_dict(Condition, raw), now=now))
+            cond = from_dict(Condition, raw)
+            events.append(condition_event(obj, cond, now=now, keys=keys, transition=False))
     return events
 
 
@@ -102,6 +163,7 @@ class EventBatcher:
         self._buffer: deque[JsonObj] = deque()
         self.dropped = 0
         self._wake = asyncio.Event()
+        self.keys = TransitionKeys()
         # A new leader does not know what its predecessor delivered (a SIGKILLed Pod loses its
         # buffer): start with the snapshot too. Unchanged conditions deduplicate by key.
         self._needs_resync = snapshot is not None
@@ -111,7 +173,7 @@ class EventBatcher:
     def report(self, obj: JsonObj, transitions: list[Condition]) -> None:
         now = self._clock.now()
         for cond in transitions:
-            self.enqueue(condition_event(obj, cond, now=now))
+            self.enqueue(condition_event(obj, cond, now=now, keys=self.keys))
 
     def enqueue(self, event: JsonObj) -> None:
         if len(self._buffer) >= self.capacity:

@@ -46,7 +46,11 @@ class AgentGateway:
 
     async def register(self, *, endpoint: str, token: str, cluster_id: str, owner: JsonObj) -> str:
         issued, bearer = await register(
-            self._http, base_url=endpoint, registration_token=token, cluster_id=cluster_id
+            self._http,
+            base_url=endpoint,
+            registration_token=token,
+            cluster_id=cluster_id,
+            metrics=self._client.metrics,
         )
         await self._store.persist(Credentials(endpoint.rstrip("/"), issued, bearer), owner=owner)
         return issued
@@ -94,7 +98,8 @@ class AgentGateway:
                     "resourceRef": ref.to_wire(),
                     "timestamp": format_time(self._clock.now()),
                 }
-            ]
+            ],
+            endpoint="heartbeat",
         )
 
     def dropped_events(self) -> int:

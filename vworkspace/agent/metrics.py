@@ -40,6 +40,13 @@ class AgentMetrics:
             "Events dropped because the buffer was full (oldest first)",
             registry=registry,
         )
+        self.protocol_errors = Counter(
+            "vworkspace_agent_protocol_errors",
+            "Control-plane answers the protocol does not allow, by endpoint and reason "
+            "(status, content_type, invalid_json, shape, too_large, truncated)",
+            ["endpoint", "reason"],
+            registry=registry,
+        )
         self.jobs = Counter(
             "vworkspace_agent_jobs",
             "Jobs processed by outcome",

@@ -11,7 +11,9 @@
   the client's retries is logged; the control plane redelivers it and the idempotency key makes
   the second pass a ``noop``: no job lost, none applied twice.
 * Fetch errors back off (Retry-After when the server gives one, else 0.5 s -> 30 s with
-  jitter), and the connectivity gauge says so.
+  jitter), and the connectivity gauge says so. That includes answers the protocol does not
+  allow (an HTML login page from a proxy, a truncated body): the client turns them into a
+  counted :class:`~vworkspace.agent.errors.ProtocolError`, logged here in one line.
 * **Graceful stop**: stop fetching, finish the jobs in hand (bounded), then return.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import structlog
 
 from vworkspace.agent.applier import Applier, JobError
@@ -107,7 +110,8 @@ class Poller:
         # fresh cluster that namespace may not exist yet.
         try:
             await self._applier.ensure_namespace(self._idempotency.key.namespace or "default")
-        except JobError as err:
+        except (JobError, ApiError, aiohttp.ClientError, TimeoutError) as err:
+            # Not fatal: recording keys fails (and says so) until the namespace exists.
             log.warning("cannot ensure the operator namespace", error=str(err))
         stopping = asyncio.ensure_future(stop.wait())
         try:
@@ -239,6 +243,9 @@ class Poller:
         if job.expires_at is not None and job.expires_at <= now:
             return JobResult(outcome=Outcome.NOOP, timestamp=now, error="expired")
         key = job.idempotency_key
+        if key and (problem := self._idempotency.problem(key)):
+            # Refused before applying: recording it would fail after the apply.
+            return JobResult(outcome=Outcome.FAILED, timestamp=now, error=problem)
         if key:
             try:
                 if await self._idempotency.contains(key):

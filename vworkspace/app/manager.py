@@ -8,8 +8,13 @@ Stop order on SIGTERM (within ``shutdown_timeout``, 25 s by default, below the 3
 period): ``/readyz`` turns 503, queues stop handing out keys, reconciles in flight finish (or are
 cancelled at the deadline), informers stop, the Lease is released, the client is closed.
 
-Exit codes: 0 after a requested stop; 1 when leadership is lost or an informer keeps crashing
-(the Deployment restarts the pod).
+Every informer, controller and runnable runs under a
+:class:`~vworkspace.kube.supervisor.Supervisor`: a task that fails is restarted with backoff,
+``/readyz`` names it while it is down, and no single task takes the process down
+(docs/operations.md, "Failure and restart").
+
+Exit codes: 0 after a requested stop; 1 when leadership is lost or a task fails to start (the
+Deployment restarts the pod).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from vworkspace.kube.controller import Controller
 from vworkspace.kube.informer import Informer
 from vworkspace.kube.leaderelection import LeaderElector
 from vworkspace.kube.metrics import InformerAgeCollector, Metrics
+from vworkspace.kube.supervisor import Supervisor
 
 _log = structlog.get_logger("vworkspace.manager")
 
@@ -39,8 +45,11 @@ class ManagerSettings:
     # Set: /metrics over HTTPS with this serving pair, behind the Manager's metrics_authorizer.
     metrics_tls: ServingCert | None = None
     shutdown_timeout: float = 25.0
-    max_restarts: int = 5
-    restart_window: float = 300.0
+    # Restart backoff of supervised tasks: initial delay, cap, and how long a task must run
+    # without failing for the backoff to start over.
+    restart_initial: float = 1.0
+    restart_cap: float = 60.0
+    restart_stable_after: float = 60.0
 
 
 class Manager:
@@ -62,7 +71,8 @@ class Manager:
         self.elector = elector
         self.informers: list[Informer] = []
         self.controllers: list[Controller] = []
-        self._runnables: list[tuple[str, Callable[[asyncio.Event], Awaitable[None]], bool]] = []
+        self._runnables: list[_Runnable] = []
+        self.supervisors: list[Supervisor] = []
         self._runnables_stop = asyncio.Event()
         self._stopping = False
         self._fatal: asyncio.Event = asyncio.Event()
@@ -93,19 +103,39 @@ class Manager:
         run: Callable[[asyncio.Event], Awaitable[None]],
         *,
         leader_only: bool = True,
+        started: asyncio.Event | None = None,
     ) -> None:
         """A long-running task (e.g. the agent's poller) that gets a stop event at shutdown and
-        is given the same budget as reconciles in flight to finish."""
-        self._runnables.append((name, run, leader_only))
+        is given the same budget as reconciles in flight to finish. It is restarted when it
+        fails, except before ``started`` is set (a start-up error, which ends the process)."""
+        self._runnables.append(_Runnable(name, run, leader_only, started))
 
-    async def _start_runnable(
-        self,
-        name: str,
-        run: Callable[[asyncio.Event], Awaitable[None]],
-        gate: asyncio.Event,
-        leader_only: bool,
-    ) -> None:
-        if leader_only:
+    def _supervisor(
+        self, name: str, run: Callable[[], Awaitable[None]], started: asyncio.Event | None = None
+    ) -> Supervisor:
+        supervisor = Supervisor(
+            name,
+            run,
+            clock=self._clock,
+            rng=self._rng,
+            on_fatal=self._fail,
+            metrics=self.metrics,
+            started=started,
+            stopping=lambda: self._stopping,
+            initial=self.settings.restart_initial,
+            cap=self.settings.restart_cap,
+            stable_after=self.settings.restart_stable_after,
+        )
+        self.supervisors.append(supervisor)
+        return supervisor
+
+    def _fail(self, reason: str) -> None:
+        if not self.exit_reason:
+            self.exit_reason = reason
+        self._fatal.set()
+
+    async def _start_runnable(self, runnable: _Runnable, gate: asyncio.Event) -> None:
+        if runnable.leader_only:
             waiter = asyncio.ensure_future(gate.wait())
             stopper = asyncio.ensure_future(self._runnables_stop.wait())
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -113,21 +143,19 @@ class Manager:
             stopper.cancel()
             if self._runnables_stop.is_set():
                 return
-        try:
-            await run(self._runnables_stop)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
-            # Runnables own their retries; one that gives up (e.g. the webhook server cannot
-            # bind its port) ends the process rather than leaving it half-working.
-            _log.exception("runnable failed", task=name)
-            self.exit_reason = f"{name} failed: {err}"
-            self._fatal.set()
+
+        async def run() -> None:
+            await runnable.run(self._runnables_stop)
+
+        await self._supervisor(runnable.name, run, runnable.started).run()
 
     def _not_ready(self) -> list[str]:
         if self._stopping:
             return ["shutting down"]
-        return [f"informer {i.name}" for i in self.informers if not i.has_synced]
+        waiting = [f"informer {i.name}" for i in self.informers if not i.has_synced]
+        return waiting + [
+            f"{s.name} down after a failure ({s.last_error})" for s in self.supervisors if s.down
+        ]
 
     @property
     def leader_gate(self) -> asyncio.Event:
@@ -143,7 +171,9 @@ class Manager:
         _log.info("endpoints listening", **{k: str(v) for k, v in self.endpoints.bound.items()})
         gate = self.leader_gate
         background = [
-            asyncio.create_task(self._supervise(i.name, i.run), name=f"informer {i.name}")
+            asyncio.create_task(
+                self._supervisor(f"informer {i.name}", i.run).run(), name=f"informer {i.name}"
+            )
             for i in self.informers
         ]
         if self.elector is not None:
@@ -151,11 +181,11 @@ class Manager:
         else:
             self.metrics.leader.labels("none").set(1)
         workers = [
-            asyncio.create_task(c.run(gate), name=f"controller {c.name}") for c in self.controllers
+            asyncio.create_task(self._run_controller(c, gate), name=f"controller {c.name}")
+            for c in self.controllers
         ]
         workers += [
-            asyncio.create_task(self._start_runnable(name, run, gate, leader_only), name=name)
-            for name, run, leader_only in self._runnables
+            asyncio.create_task(self._start_runnable(r, gate), name=r.name) for r in self._runnables
         ]
         stop_wait = asyncio.create_task(stop.wait())
         fatal_wait = asyncio.create_task(self._fatal.wait())
@@ -199,30 +229,29 @@ class Manager:
         _log.info("shutdown complete", seconds=round(self._clock.monotonic() - started, 2))
 
     async def _lead(self, elector: LeaderElector) -> None:
-        await elector.run()  # returns only when leadership is lost
+        try:
+            await elector.run()  # returns only when leadership is lost
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            # Not restarted: after an unknown failure this replica cannot know whether it still
+            # holds the lease, and acting as leader without it is worse than exiting.
+            _log.exception("leader election failed")
+            self._fail(f"leader election failed: {type(err).__name__}: {err}")
+            return
         if not self._stopping:
-            self.exit_reason = "leader election lost"
-            self._fatal.set()
+            self._fail("leader election lost")
 
-    async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Restart ``run`` with backoff when it crashes; give up (exit 1) when it keeps crashing."""
-        crashes: list[float] = []
-        delay = 1.0
-        while True:
-            try:
-                await run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                now = self._clock.monotonic()
-                crashes = [t for t in crashes if now - t < self.settings.restart_window] + [now]
-                if len(crashes) > self.settings.max_restarts:
-                    window = self.settings.restart_window
-                    self.exit_reason = f"{name} crashed {len(crashes)} times in {window:.0f}s"
-                    _log.error("giving up on task", task=name, error=str(err))
-                    self._fatal.set()
-                    return
-                _log.exception("task crashed; restarting", task=name, retry_in=delay)
-                await self._clock.sleep(delay * (1 + self._rng.random()))
-                delay = min(delay * 2, 30.0)
+    async def _run_controller(self, controller: Controller, gate: asyncio.Event) -> None:
+        async def run() -> None:
+            await controller.run(gate)
+
+        await self._supervisor(f"controller {controller.name}", run).run()
+
+
+@attrs.frozen
+class _Runnable:
+    name: str
+    run: Callable[[asyncio.Event], Awaitable[None]]
+    leader_only: bool
+    started: asyncio.Event | None

@@ -308,7 +308,9 @@ def add_webhooks(
         metrics=WebhookMetrics.create(manager.metrics.registry),
         reload_interval=webhooks.reload_interval,
     )
-    manager.add_runnable("webhook server", server.run, leader_only=False)
+    # Failing before it listens (the port is taken, the certificate is unreadable) is a
+    # start-up error; failing later is restarted like any task.
+    manager.add_runnable("webhook server", server.run, leader_only=False, started=server.started)
     return server
 
 
@@ -337,7 +339,7 @@ def add_agent(
     metrics = AgentMetrics(registry)
     metrics.watch_credential_age(registry, store.secret_created_at)
     control_plane = ControlPlaneClient(
-        http, credentials=store.current, reload=store.reload, clock=clock
+        http, credentials=store.current, reload=store.reload, clock=clock, metrics=metrics
     )
 
     def cluster_id() -> str:
@@ -366,8 +368,11 @@ def add_agent(
     manager.add_runnable("agent poller", poller.run, leader_only=True)
 
     def snapshot() -> list[JsonObj]:
+        # Keyed as last reported, so a re-sent condition is deduplicated (agent/events.py).
         return snapshot_events(
-            [o for i in snapshot_sources for o in i.store.items()], now=clock.now()
+            [o for i in snapshot_sources for o in i.store.items()],
+            now=clock.now(),
+            keys=batcher.keys,
         )
 
     batcher = EventBatcher(

@@ -32,7 +32,7 @@ from kubernetes_asyncio.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
 from vworkspace import __version__
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.errors import ApiError, error_for
+from vworkspace.kube.errors import ApiError, InvalidResponseError, error_for, parse_retry_after
 from vworkspace.kube.resources import ResourceType, key_of
 
 JSON = "application/json"
@@ -177,9 +177,13 @@ class KubeClient:
         # With _preload_content=False the library does not raise for every non-2xx answer.
         if response.status >= 300:
             raise error_for(
-                status=response.status, body=_json_or_message(raw), method=method, path=path
+                status=response.status,
+                body=_json_or_message(raw),
+                method=method,
+                path=path,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
-        return json.loads(raw) if raw else {}
+        return _decode_success(raw, status=response.status, method=method, path=path)
 
     @asynccontextmanager
     async def stream_lines(
@@ -205,7 +209,11 @@ class KubeClient:
             if response.status >= 300:
                 body = await response.read()
                 raise error_for(
-                    status=response.status, body=_json_or_message(body), method="GET", path=path
+                    status=response.status,
+                    body=_json_or_message(body),
+                    method="GET",
+                    path=path,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
             yield _lines(response)
         finally:
@@ -318,6 +326,29 @@ async def _lines(response: Any) -> AsyncIterator[bytes]:
             return
         if line.strip():
             yield line
+
+
+def _decode_success(raw: bytes, *, status: int, method: str, path: str) -> JsonObj:
+    """A 2xx body as a JSON object; anything else (an HTML page from a proxy in the path, a
+    body cut short) is an :class:`InvalidResponseError`, retried like a 5xx."""
+    if not raw:
+        return {}
+    try:
+        decoded = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        decoded = None
+    if isinstance(decoded, dict):
+        return decoded
+    text = raw[:200].decode(errors="replace")
+    excerpt = "".join(c if c.isprintable() else " " for c in text)
+    raise InvalidResponseError(
+        status=status,
+        reason="InvalidResponse",
+        message=f"{status} answer is not a JSON object ({len(raw)} bytes): {excerpt!r}",
+        body={},
+        method=method,
+        path=path,
+    )
 
 
 def _json_or_message(raw: bytes | str | None) -> JsonObj:

@@ -70,10 +70,42 @@ class ConflictError(ApiError):
 
 
 class RetryableError(ApiError):
-    """429 / 5xx: the server is busy or failing; retry with backoff."""
+    """429 / 5xx: the server is busy or failing; retry with backoff (at least ``retry_after``
+    seconds when the server said so)."""
+
+    retry_after: float | None = None
 
 
-def error_for(*, status: int, body: dict[str, Any], method: str, path: str) -> ApiError:
+class InvalidResponseError(RetryableError):
+    """A success status whose body is not a JSON object (an HTML page from a proxy, a body cut
+    short): transient, like a 5xx."""
+
+
+MAX_RETRY_AFTER = 60.0
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds, capped at :data:`MAX_RETRY_AFTER`; None if absent or not a
+    number (the HTTP-date form: the caller's own backoff applies)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def error_for(
+    *,
+    status: int,
+    body: dict[str, Any],
+    method: str,
+    path: str,
+    retry_after: float | None = None,
+) -> ApiError:
     reason = str(body.get("reason", ""))
     message = str(body.get("message", "")) or f"HTTP {status}"
     kwargs: dict[str, Any] = dict(
@@ -90,5 +122,7 @@ def error_for(*, status: int, body: dict[str, Any], method: str, path: str) -> A
     if status == 422:
         return InvalidError(**kwargs)
     if status == 429 or status >= 500:
-        return RetryableError(**kwargs)
+        error = RetryableError(**kwargs)
+        error.retry_after = retry_after
+        return error
     return ApiError(**kwargs)

@@ -11,7 +11,10 @@ The loop (client-go's reflector; docs/operations.md, "How the watches stay healt
    ``inactivity_timeout`` seconds is presumed dead (a half-open TCP path, a stuck proxy) and
    reopened from the last resourceVersion.
 3. A watch that ends normally is reopened from the last resourceVersion; **410 Gone** (compacted)
-   goes back to 1; any other error waits a jittered 0.8 s -> 30 s backoff first.
+   goes back to 1; any other error waits a jittered 0.8 s -> 30 s backoff first (at least the
+   server's ``Retry-After``). Bytes are untrusted: a watch line that is not a JSON event of the
+   documented shape, or a list page that is not a list, is a :class:`WatchDecodeError`, counted
+   and retried like any error; the informer never ends because of what the server sent.
 
 Handlers receive the object (the last known state for a delete) and whether it came from the
 initial list; they must only enqueue keys (level-triggered: never act on the event type). A
@@ -34,7 +37,7 @@ import structlog
 from vworkspace.kube.backoff import Backoff
 from vworkspace.kube.client import KubeApi
 from vworkspace.kube.clock import Clock, RealClock
-from vworkspace.kube.errors import ApiError, GoneError, error_for
+from vworkspace.kube.errors import ApiError, GoneError, RetryableError, error_for
 from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.resources import ResourceType, key_of
 from vworkspace.kube.store import Indexer, Store
@@ -48,6 +51,42 @@ _log = structlog.get_logger("vworkspace.informer")
 
 class WatchInactiveError(Exception):
     """The watch delivered nothing, not even a bookmark, for too long."""
+
+
+class WatchDecodeError(ValueError):
+    """A watch event or list page that is not of the API's shape (garbage from a proxy)."""
+
+
+_EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
+
+
+def _decode_event(line: bytes) -> JsonObj:
+    try:
+        event = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise WatchDecodeError(f"watch line is not JSON: {line[:120]!r}") from None
+    if not isinstance(event, dict) or event.get("type") not in _EVENT_TYPES:
+        raise WatchDecodeError(f"not a watch event: {line[:120]!r}")
+    obj = event.get("object")
+    if not isinstance(obj, dict):
+        raise WatchDecodeError(f"watch event without an object: {line[:120]!r}")
+    meta = obj.get("metadata")
+    if event["type"] in ("ADDED", "MODIFIED", "DELETED") and (
+        not isinstance(meta, dict) or not isinstance(meta.get("name"), str)
+    ):
+        raise WatchDecodeError(f"watch event object without metadata.name: {line[:120]!r}")
+    return event
+
+
+def _page_items(page: JsonObj) -> list[JsonObj]:
+    items = page.get("items")
+    if items is None:
+        return []
+    if not isinstance(items, list) or not all(
+        isinstance(i, dict) and isinstance(i.get("metadata"), dict) for i in items
+    ):
+        raise WatchDecodeError("list answer whose items are not objects with metadata")
+    return items
 
 
 class Informer:
@@ -129,8 +168,16 @@ class Informer:
                 self._count_error("inactive")
             except (ApiError, aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
                 delay = self._backoff.next_delay()
+                if isinstance(err, RetryableError) and err.retry_after:
+                    delay = max(delay, err.retry_after)
                 self._count_error(type(err).__name__)
                 log.warning("list/watch failed; retrying", error=str(err), retry_in=round(delay, 2))
+                await self._clock.sleep(delay)
+            except Exception as err:
+                # Whatever else the server's bytes provoke: the cache stays, the loop goes on.
+                delay = self._backoff.next_delay()
+                self._count_error(type(err).__name__)
+                log.exception("list/watch failed unexpectedly; retrying", retry_in=round(delay, 2))
                 await self._clock.sleep(delay)
 
     def _count_error(self, kind: str) -> None:
@@ -154,12 +201,14 @@ class Informer:
                 "GET", self.resource.collection_path(self.namespace), query=query
             )
             kind = self.resource.kind
-            for item in page.get("items", []):
+            for item in _page_items(page):
                 # List items carry no apiVersion/kind; add them so handlers see whole objects.
                 items.append({"apiVersion": self.resource.api_version, "kind": kind, **item})
-            token = page.get("metadata", {}).get("continue")
+            meta = page.get("metadata")
+            meta = meta if isinstance(meta, dict) else {}
+            token = meta.get("continue")
             if not token:
-                resource_version = str(page.get("metadata", {}).get("resourceVersion", ""))
+                resource_version = str(meta.get("resourceVersion", ""))
                 break
             query = {**self._base_query(), "limit": str(self.page_size), "continue": token}
         self._replace(items, initial=initial)
@@ -210,7 +259,7 @@ class Informer:
                 ) as lines:
                     async for line in lines:
                         deadline.reschedule(loop.time() + self.inactivity_timeout)
-                        resource_version = self._apply_event(json.loads(line), resource_version)
+                        resource_version = self._apply_event(_decode_event(line), resource_version)
         except TimeoutError:
             raise WatchInactiveError from None
         self._backoff.reset()
@@ -221,8 +270,9 @@ class Informer:
         obj = event.get("object") or {}
         self._last_heard = self._clock.monotonic()
         if kind == "ERROR":
+            code = obj.get("code")
             raise error_for(
-                status=int(obj.get("code", 0)),
+                status=code if isinstance(code, int) else 0,
                 body=obj,
                 method="WATCH",
                 path=self.resource.collection_path(self.namespace),

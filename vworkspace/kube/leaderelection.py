@@ -23,6 +23,7 @@ import asyncio
 import datetime
 from typing import Any
 
+import aiohttp
 import attrs
 import structlog
 
@@ -89,7 +90,7 @@ class LeaderElector:
             lease=f"{self.config.namespace}/{self.config.name}", identity=self.config.identity
         )
         log.info("waiting for leadership")
-        while not await self._try_acquire_or_renew():
+        while not await self._attempt():
             await self._clock.sleep(self.config.retry_period)
         self._last_renew = self._clock.monotonic()
         self.is_leader.set()
@@ -97,7 +98,7 @@ class LeaderElector:
         log.info("became leader")
         while True:
             await self._clock.sleep(self.config.retry_period)
-            if await self._try_acquire_or_renew():
+            if await self._attempt():
                 self._last_renew = self._clock.monotonic()
             elif self._clock.monotonic() - self._last_renew > self.config.renew_deadline:
                 self.is_leader.clear()
@@ -126,6 +127,16 @@ class LeaderElector:
             _log.info("released leadership", identity=self.config.identity)
         except ApiError as err:
             _log.warning("releasing the lease failed", error=str(err))
+
+    async def _attempt(self) -> bool:
+        """One acquire-or-renew; an unreachable or garbled API server counts as a failed renew
+        (the renew deadline decides), never as an exception that would leave ``is_leader`` set
+        with nobody renewing."""
+        try:
+            return await self._try_acquire_or_renew()
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
+            _log.warning("lease request failed", error=f"{type(err).__name__}: {err}"[:300])
+            return False
 
     async def _try_acquire_or_renew(self) -> bool:
         now = self._clock.now()

@@ -162,6 +162,19 @@ class Metrics:
             ["resource", "kind"],
             registry=registry,
         )
+        self.task_restarts = Counter(
+            "vworkspace_operator_task_restarts",
+            "Restarts of a supervised long-running task (informer, controller, runnable) "
+            "after it failed",
+            ["task"],
+            registry=registry,
+        )
+        self.task_up = Gauge(
+            "vworkspace_operator_task_up",
+            "1 while a supervised task runs, 0 while it waits to be restarted after a failure",
+            ["task"],
+            registry=registry,
+        )
         self.informer_relists = Counter(
             "vworkspace_informer_relists",
             "Full relists per informer (initial, 410 Gone)",

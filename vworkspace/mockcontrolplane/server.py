@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from vworkspace.mockcontrolplane.state import MockState, wire_job
+from vworkspace.mockcontrolplane.state import Fault, MockState, wire_job
 
 MEDIA_TYPE = "application/vnd.vworkspace.agent.v1+json"
 ADMIN_HEADER = "X-Mock-Control-Plane-Admin-Token"
@@ -41,6 +41,12 @@ def _json(status: int, body: Any) -> web.Response:
 
 def error(status: int, code: str, message: str) -> web.Response:
     return _json(status, {"error": code, "message": message})
+
+
+def _raw(fault: Fault) -> web.Response:
+    """A scripted hostile answer: the fault's bytes under its status and content type."""
+    headers = {**fault.headers, "Content-Type": fault.content_type}
+    return web.Response(status=fault.status or 200, body=fault.body, headers=headers)
 
 
 def ok_json(body: Any) -> web.Response:
@@ -96,10 +102,14 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     started = time.perf_counter()
     state = _state(request)
     state.requests += 1
-    fault = state.take_fault(request.path) if request.path.startswith("/api/agent/") else None
+    agent = request.path.startswith("/api/agent/")
+    fault = state.take_fault(request.path, request.method) if agent else None
     if fault is not None and fault.delay:
         await asyncio.sleep(fault.delay)
     try:
+        if fault is not None and fault.body is not None:
+            await request.read()  # drain what the agent sent; the answer ignores it
+            raise _RejectError(_raw(fault))
         if fault is not None and fault.status:
             raise _RejectError(
                 error(fault.status, "InjectedFault", f"scripted fault {fault.status}")

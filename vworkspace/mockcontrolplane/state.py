@@ -28,12 +28,21 @@ class Delivery:
 @attrs.define
 class Fault:
     """A scripted failure for tests: the next ``count`` agent requests whose path contains
-    ``path`` get HTTP ``status`` (0: no error) after ``delay`` seconds."""
+    ``path`` (and whose method is ``method``, when given) get HTTP ``status`` (0: no error)
+    after ``delay`` seconds.
+
+    ``body`` set: the answer is ``status`` (200 allowed) with exactly these bytes, this
+    ``content_type`` and these extra ``headers``, the way a proxy's login page, a truncated
+    answer or a control plane with a bug would look (hostile-input tests)."""
 
     path: str
     status: int = 500
     delay: float = 0.0
     count: int = 1
+    method: str = ""
+    body: bytes | None = None
+    content_type: str = "text/html"
+    headers: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.define
@@ -88,8 +97,10 @@ class MockState:
     def inject(self, fault: Fault) -> None:
         self.faults.append(fault)
 
-    def take_fault(self, path: str) -> Fault | None:
+    def take_fault(self, path: str, method: str = "") -> Fault | None:
         for fault in self.faults:
+            if fault.method and method and fault.method.upper() != method.upper():
+                continue
             if fault.path in path and fault.count > 0:
                 fault.count -= 1
                 if fault.count == 0:
