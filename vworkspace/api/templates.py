@@ -41,6 +41,16 @@ def _object(properties: JsonObj, *, required: tuple[str, ...] = ()) -> JsonObj:
     return schema
 
 
+def _either_template(schema: JsonObj) -> JsonObj:
+    """``template`` is required unless Go's ``workflowTemplate`` is given (the error names
+    ``template``, the schema's spelling)."""
+    return {
+        **schema,
+        "if": {"not": {"required": ["workflowTemplate"]}},
+        "then": {"required": ["template"]},
+    }
+
+
 @attrs.frozen
 class Template:
     ref: str
@@ -112,6 +122,11 @@ TEMPLATES: tuple[Template, ...] = (
                 "hookName": _NONEMPTY,
                 "activeDeadlineSeconds": _POSITIVE,
                 "backoffLimit": _NON_NEGATIVE,
+                # Wider than §7.2 (docs/api.md): the Go engine needs an image the schema forbade.
+                "image": _NONEMPTY,
+                "command": _STRS,
+                "args": _STRS,
+                "ttlSecondsAfterFinished": _NON_NEGATIVE,
             },
             required=("hookName",),
         ),
@@ -127,16 +142,20 @@ TEMPLATES: tuple[Template, ...] = (
                 "image": _NONEMPTY,
                 "command": _STRS,
                 "args": _STRS,
+                # The schema's list of {name, value, valueFrom}, or Go's {name: value} map
+                # (``items`` constrains only a list, ``additionalProperties`` only a map).
                 "env": {
-                    "type": "array",
+                    "type": ["array", "object"],
                     "items": _object(
                         {"name": _NONEMPTY, "value": _STR, "valueFrom": {"type": "object"}},
                         required=("name",),
                     ),
+                    "additionalProperties": _STR,
                 },
                 "activeDeadlineSeconds": _POSITIVE,
                 "timeoutSeconds": _POSITIVE,
                 "backoffLimit": _NON_NEGATIVE,
+                "ttlSecondsAfterFinished": _NON_NEGATIVE,
                 "serviceAccountName": _NONEMPTY,
             },
             required=("image",),
@@ -148,15 +167,20 @@ TEMPLATES: tuple[Template, ...] = (
         "workflow",
         "runbook",
         False,
-        _object(
-            {
-                "template": _NONEMPTY,
-                "targetChartVersion": _STR,
-                "snapshotClassName": _STR,
-                "timeoutSeconds": _POSITIVE,
-                "failureAction": _STR,
-            },
-            required=("template",),
+        _either_template(
+            _object(
+                {
+                    "template": _NONEMPTY,
+                    "targetChartVersion": _STR,
+                    "snapshotClassName": _STR,
+                    "timeoutSeconds": _POSITIVE,
+                    "failureAction": _STR,
+                    # Go's spellings (docs/api.md): the engine read these, the schema forbade them.
+                    "workflowTemplate": _NONEMPTY,
+                    "workflowTemplateParameters": {"type": "object", "additionalProperties": _STR},
+                    "serviceAccountName": _NONEMPTY,
+                }
+            )
         ),
     ),
 )

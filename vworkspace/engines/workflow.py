@@ -47,6 +47,11 @@ def arguments(params: JsonObj) -> list[JsonObj]:
 def desired(op: JsonObj, target: JsonObj) -> JsonObj:
     params = workload.params(op)
     template = params.get("template") or params.get("workflowTemplate")
+    if params.get("workflowTemplate") and template != params["workflowTemplate"]:
+        raise EngineError(
+            "spec.parameters.template and spec.parameters.workflowTemplate name different "
+            "WorkflowTemplates; give one"
+        )
     if not template:
         raise EngineError("spec.parameters.template (or workflowTemplate) is required")
     namespace = workload.target_namespace(target)
