@@ -32,9 +32,12 @@ from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import RealClock
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS, ResourceType
+from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.crds import install_crds, load_crds, third_party_dir
 from vworkspace.testing.objects import managed_instance, operation
+
+from .agent_harness import CLUSTER, TOKEN, Agent, wait_result
 
 pytestmark = pytest.mark.integration
 SECRET = "approval-test-secret"
@@ -605,6 +608,52 @@ async def test_every_template_reaches_running_with_its_workload(
     job = await kube.get(JOBS, ObjectKey(kube_namespace, f"{kube_namespace}--migration-op"))
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == CAPABILITIES["ops.vworkspace.io/migration-image"]
+
+
+async def test_every_template_runs_from_a_request_operation_intent(
+    operator: Operator, kube: KubeClient, kube_namespace: str, velero_ns: str
+) -> None:
+    """What the control plane does: a ``request-operation`` intent job through the agent."""
+    async with MockControlPlane(visibility_timeout=1.0) as mock:
+        mock.set_bootstrap_token(CLUSTER, TOKEN)
+        agent = await Agent(kube, mock, kube_namespace).start()
+        try:
+            for template in TEMPLATES:
+                await target(kube, kube_namespace, name=template.type.lower())
+            for template in TEMPLATES:
+                name = f"{template.type.lower()}-intent"
+                params = dict(minimal_parameters(name)[template.type])
+                claim = params.pop("_claim", None)
+                body = operation(
+                    name,
+                    kube_namespace,
+                    type_=template.type,
+                    target=template.type.lower(),
+                    parameters=params,
+                )
+                del body["apiVersion"], body["kind"]  # as intents embed them
+                if claim:
+                    body["spec"]["approvals"] = {"claim": claim}
+                job_id = f"op-{template.type.lower()}"
+                await mock.enqueue(
+                    CLUSTER,
+                    {
+                        "id": job_id,
+                        "kind": "intent",
+                        "payload": {"intent": "request-operation", "operation": body},
+                    },
+                )
+                assert (await wait_result(mock, job_id))["outcome"] == "succeeded"
+                running = await eventually(
+                    lambda n=name: op_phase(kube, kube_namespace, n, "Running"),
+                    what=f"{name} Running",
+                )
+                resource = WORKLOADS.get(template.type)
+                if resource is not None:
+                    ns = velero_ns if resource in (BACKUPS, RESTORES) else kube_namespace
+                    await kube.get(resource, ObjectKey(ns, workload_name(running)))
+        finally:
+            await agent.stop()
 
 
 # -- Velero naming ------------------------------------------------------------------------------
