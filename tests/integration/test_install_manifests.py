@@ -37,6 +37,7 @@ import yaml
 from vworkspace.app import run_cmd
 from vworkspace.app.cli import build_parser
 from vworkspace.app.http import Address
+from vworkspace.engines.workload import workload_name
 from vworkspace.mockcontrolplane import AdminClient
 from vworkspace.testing import ApiError, ControlPlane
 from vworkspace.testing import assets as assets_mod
@@ -227,6 +228,9 @@ def test_rbac_has_no_wildcards_and_binds_only_the_operator(
         ("ops.vworkspace.io", "clusters"),
         ("helm.toolkit.fluxcd.io", "helmreleases"),
         ("velero.io", "backups"),
+        ("batch", "jobs"),
+        ("argoproj.io", "workflows"),
+        ("", "serviceaccounts"),
         ("authentication.k8s.io", "tokenreviews"),  # secure metrics
         ("authorization.k8s.io", "subjectaccessreviews"),
     ]:
@@ -775,7 +779,12 @@ async def test_the_operator_runs_with_nothing_but_the_manifests_rbac(
             show=lambda: (get(rest, instance) or {}).get("status"),
         )
         # Objects written directly (the samples): Flux and Velero objects from the reconcilers.
-        for sample in ("applicationinstance-helm.yaml", "operation-backup.yaml"):
+        samples = (
+            "applicationinstance-helm.yaml",
+            "operation-backup.yaml",
+            "operation-runcommand.yaml",
+        )
+        for sample in samples:
             doc = yaml.safe_load(
                 (MANIFESTS / "samples" / sample)
                 .read_text()
@@ -796,11 +805,25 @@ async def test_the_operator_runs_with_nothing_but_the_manifests_rbac(
             operator,
             timeout=60,
         )
+        ops = f"/apis/ops.vworkspace.io/v1alpha1/namespaces/{kube_namespace}/operations"
+        backup = workload_name(rest.get(f"{ops}/odoo-backup-1"))
         waiting(
             "the sample's Velero Backup",
-            lambda: get(rest, f"/apis/velero.io/v1/namespaces/{velero}/backups/odoo-backup-1"),
+            lambda: get(rest, f"/apis/velero.io/v1/namespaces/{velero}/backups/{backup}"),
             operator,
             timeout=60,
+        )
+        # The RunCommand sample: a Job (batch RBAC) run as the runner ServiceAccount, which the
+        # operator creates (serviceaccounts RBAC).
+        job = workload_name(rest.get(f"{ops}/odoo-shell-1"))
+        waiting(
+            "the sample's RunCommand Job",
+            lambda: get(rest, f"/apis/batch/v1/namespaces/{kube_namespace}/jobs/{job}"),
+            operator,
+            timeout=60,
+        )
+        assert rest.exists(
+            f"/api/v1/namespaces/{kube_namespace}/serviceaccounts/vworkspace-operation-runner"
         )
         # Status went back to the control plane.
         events: list[Doc] = []

@@ -20,6 +20,7 @@ from vworkspace.app.manager import Manager
 from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES, OCI_REPOSITORIES
 from vworkspace.engines.velero import BACKUPS, RESTORES
+from vworkspace.engines.workload import workload_name
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, EVENTS, NAMESPACES, OPERATIONS, SECRETS
@@ -61,7 +62,7 @@ async def operator(
         namespace=kube_namespace, velero_namespace=velero_ns, approval_secret=SECRET, workers=2
     )
     served = await served_kinds(kube)
-    assert len(served) == 2, served
+    assert len(served) == 3, served
     manager = build_manager(settings, kube, registry=registry, served=served)
     stop = asyncio.Event()
     task = asyncio.create_task(manager.run(stop))
@@ -407,13 +408,15 @@ async def test_a_backup_runs_succeeds_and_stays_succeeded(
     running = await eventually(
         lambda: op_phase(kube, kube_namespace, "nightly", "Running"), what="Running"
     )
+    name = workload_name(op)  # <namespace>--nightly: unique in the shared Velero namespace
+    assert name == f"{kube_namespace}--nightly"
     assert running["status"]["engineRef"] == {
         "kind": "velero",
-        "name": "nightly",
+        "name": name,
         "namespace": velero_ns,
     }
     assert condition(running, "Accepted")["reason"] == "AdmissionPassed"
-    backup = await kube.get(BACKUPS, ObjectKey(velero_ns, "nightly"))
+    backup = await kube.get(BACKUPS, ObjectKey(velero_ns, name))
     assert backup["spec"] == {
         "includedNamespaces": [kube_namespace],
         "storageLocation": "s3",
@@ -426,7 +429,7 @@ async def test_a_backup_runs_succeeds_and_stays_succeeded(
     }
     await kube.merge_patch(
         BACKUPS,
-        ObjectKey(velero_ns, "nightly"),
+        ObjectKey(velero_ns, name),
         {"status": {"phase": "InProgress"}},
         field_manager="velero",
     )
@@ -434,14 +437,14 @@ async def test_a_backup_runs_succeeds_and_stays_succeeded(
     assert await op_phase(kube, kube_namespace, "nightly", "Running")
     await kube.merge_patch(
         BACKUPS,
-        ObjectKey(velero_ns, "nightly"),
+        ObjectKey(velero_ns, name),
         {"status": {"phase": "Completed"}},
         field_manager="velero",
     )
     done = await eventually(
         lambda: op_phase(kube, kube_namespace, "nightly", "Succeeded"), what="Succeeded"
     )
-    assert done["status"]["outputs"] == {"backupName": "nightly"}
+    assert done["status"]["outputs"] == {"backupName": name}
     assert condition(done, "Succeeded")["reason"] == "EngineCompleted"
     assert done["status"]["finishedAt"]
 
@@ -505,13 +508,14 @@ async def test_restores_need_an_approval_and_report_velero_failures(
         parameters={"backupName": "b1", "restorePVs": True, "namespaceMapping": {"a": "b"}},
     )
     restore["spec"]["approvals"] = {"claim": claim}
-    await kube.create(OPERATIONS, restore, field_manager="test")
+    created = await kube.create(OPERATIONS, restore, field_manager="test")
     await eventually(lambda: op_phase(kube, kube_namespace, "approved", "Running"), what="Running")
-    obj = await kube.get(RESTORES, ObjectKey(velero_ns, "approved"))
+    name = workload_name(created)
+    obj = await kube.get(RESTORES, ObjectKey(velero_ns, name))
     assert obj["spec"] == {"backupName": "b1", "restorePVs": True, "namespaceMapping": {"a": "b"}}
     await kube.merge_patch(
         RESTORES,
-        ObjectKey(velero_ns, "approved"),
+        ObjectKey(velero_ns, name),
         {"status": {"phase": "PartiallyFailed", "failureReason": "2 items failed"}},
         field_manager="velero",
     )
@@ -590,16 +594,16 @@ async def test_deleting_a_running_operation_deletes_its_velero_object(
     operator: Operator, kube: KubeClient, kube_namespace: str, velero_ns: str
 ) -> None:
     await kube.create(APPLICATION_INSTANCES, managed("wiki", kube_namespace), field_manager="test")
-    await kube.create(
+    op = await kube.create(
         OPERATIONS,
         operation("doomed", kube_namespace, target="wiki"),
         field_manager="test",
     )
     await eventually(lambda: op_phase(kube, kube_namespace, "doomed", "Running"), what="Running")
-    await kube.get(BACKUPS, ObjectKey(velero_ns, "doomed"))
+    await kube.get(BACKUPS, ObjectKey(velero_ns, workload_name(op)))
     await kube.delete(OPERATIONS, ObjectKey(kube_namespace, "doomed"))
     await eventually(
         lambda: _absent(kube, OPERATIONS, ObjectKey(kube_namespace, "doomed")),
         what="Operation gone",
     )
-    assert await _absent(kube, BACKUPS, ObjectKey(velero_ns, "doomed"))
+    assert await _absent(kube, BACKUPS, ObjectKey(velero_ns, workload_name(op)))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from vworkspace.engines.workload import workload_name
 from vworkspace.testing import ApiError, ControlPlane
 
 from .operator_process import OperatorProcess, wait_until
@@ -85,7 +86,10 @@ def test_the_samples_become_flux_and_velero_objects(
             {"kind": "Secret", "name": "nextcloud-values", "valuesKey": "values.yaml"}
         ]
         assert "example-not-a-real-password" not in json.dumps(nextcloud)
-        backup_path = f"/apis/velero.io/v1/namespaces/{velero}/backups/odoo-backup-1"
+        ops = f"/apis/ops.vworkspace.io/v1alpha1/namespaces/{kube_namespace}/operations"
+        # Velero objects are named <namespace>--<name> (the Operation UID when that is too long).
+        backup_name = workload_name(rest.get(f"{ops}/odoo-backup-1"))
+        backup_path = f"/apis/velero.io/v1/namespaces/{velero}/backups/{backup_name}"
         wait_until("Backup", lambda: get(rest, backup_path), timeout=60)
         backup = rest.get(backup_path)
         assert backup["spec"]["includedNamespaces"] == [kube_namespace]
@@ -94,7 +98,15 @@ def test_the_samples_become_flux_and_velero_objects(
             backup["spec"]["ttl"],
             backup["spec"]["snapshotVolumes"],
         ) == ("default", "720h0m0s", True)
-        ops = f"/apis/ops.vworkspace.io/v1alpha1/namespaces/{kube_namespace}/operations"
+        shell = rest.get(f"{ops}/odoo-shell-1")
+        jobs = f"/apis/batch/v1/namespaces/{kube_namespace}/jobs"
+        wait_until(
+            "RunCommand Job", lambda: get(rest, f"{jobs}/{workload_name(shell)}"), timeout=60
+        )
+        job = rest.get(f"{jobs}/{workload_name(shell)}")
+        assert job["spec"]["template"]["spec"]["containers"][0]["args"] == [
+            "echo hello from $TARGET"
+        ]
         restore = rest.get(f"{ops}/odoo-restore-1")
         wait_until(
             "restore blocked",

@@ -49,6 +49,7 @@ def test_there_is_a_sample_of_every_kind_and_mode() -> None:
         "Backup",
         "Restore",
         "Upgrade",
+        "RunCommand",
     }
 
 

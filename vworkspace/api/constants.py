@@ -36,6 +36,8 @@ NAMESPACE_MANAGED_BY_VALUE: Final = "vworkspace"
 ANNOTATION_ALLOWED_TYPES: Final = "ops.vworkspace.io/allowed-types"
 ANNOTATION_ROTATE_CREDENTIALS: Final = "ops.vworkspace.io/rotate-credentials"
 ANNOTATION_HELM_HOOK: Final = "helm.sh/hook"
+# The image a Migration (helmHookJob) runs when its parameters name none (docs/api.md).
+ANNOTATION_MIGRATION_IMAGE: Final = "ops.vworkspace.io/migration-image"
 ANNOTATION_REPORTED_MANAGED_STORAGE_KEY: Final = "vworkspace.io/reported-managed-storage-key"
 # Capability annotations on an ApplicationInstance: ops.vworkspace.io/<verb> = <engine>.
 CAPABILITY_ANNOTATION_PREFIX: Final = "ops.vworkspace.io/"

@@ -42,6 +42,16 @@ def _object(properties: JsonObj, *, required: tuple[str, ...] = ()) -> JsonObj:
     return schema
 
 
+def _either_template(schema: JsonObj) -> JsonObj:
+    """``template`` is required unless Go's ``workflowTemplate`` is given (the error names
+    ``template``, the schema's spelling)."""
+    return {
+        **schema,
+        "if": {"not": {"required": ["workflowTemplate"]}},
+        "then": {"required": ["template"]},
+    }
+
+
 @attrs.frozen
 class Template:
     ref: str
@@ -113,6 +123,11 @@ TEMPLATES: tuple[Template, ...] = (
                 "hookName": _NONEMPTY,
                 "activeDeadlineSeconds": _POSITIVE,
                 "backoffLimit": _NON_NEGATIVE,
+                # Wider than the Go schema (docs/api.md, deviation 23): the Go engine needs an image the schema forbade.
+                "image": _NONEMPTY,
+                "command": _STRS,
+                "args": _STRS,
+                "ttlSecondsAfterFinished": _NON_NEGATIVE,
             },
             required=("hookName",),
         ),
@@ -128,16 +143,20 @@ TEMPLATES: tuple[Template, ...] = (
                 "image": _NONEMPTY,
                 "command": _STRS,
                 "args": _STRS,
+                # The schema's list of {name, value, valueFrom}, or Go's {name: value} map
+                # (``items`` constrains only a list, ``additionalProperties`` only a map).
                 "env": {
-                    "type": "array",
+                    "type": ["array", "object"],
                     "items": _object(
                         {"name": _NONEMPTY, "value": _STR, "valueFrom": {"type": "object"}},
                         required=("name",),
                     ),
+                    "additionalProperties": _STR,
                 },
                 "activeDeadlineSeconds": _POSITIVE,
                 "timeoutSeconds": _POSITIVE,
                 "backoffLimit": _NON_NEGATIVE,
+                "ttlSecondsAfterFinished": _NON_NEGATIVE,
                 "serviceAccountName": _NONEMPTY,
             },
             required=("image",),
@@ -149,15 +168,20 @@ TEMPLATES: tuple[Template, ...] = (
         "workflow",
         "runbook",
         False,
-        _object(
-            {
-                "template": _NONEMPTY,
-                "targetChartVersion": _STR,
-                "snapshotClassName": _STR,
-                "timeoutSeconds": _POSITIVE,
-                "failureAction": _STR,
-            },
-            required=("template",),
+        _either_template(
+            _object(
+                {
+                    "template": _NONEMPTY,
+                    "targetChartVersion": _STR,
+                    "snapshotClassName": _STR,
+                    "timeoutSeconds": _POSITIVE,
+                    "failureAction": _STR,
+                    # Go's spellings (docs/api.md): the engine read these, the schema forbade them.
+                    "workflowTemplate": _NONEMPTY,
+                    "workflowTemplateParameters": {"type": "object", "additionalProperties": _STR},
+                    "serviceAccountName": _NONEMPTY,
+                }
+            )
         ),
     ),
 )

@@ -26,10 +26,10 @@ from vworkspace.agent.poller import Poller
 from vworkspace.api.constants import (
     APPLICATION_INSTANCE_FINALIZER,
     CLUSTER_FINALIZER,
-    LABEL_APPLICATION_INSTANCE,
     OPERATION_FINALIZER,
 )
 from vworkspace.api.meta import ObjectKey
+from vworkspace.app.engines import OPTIONAL_KINDS, EngineFinder, served
 from vworkspace.app.http import Address, ServingCert
 from vworkspace.app.manager import Manager, ManagerSettings
 from vworkspace.app.metricsauth import MetricsAuthorizer
@@ -39,13 +39,9 @@ from vworkspace.controllers.initial import InitialReconciler
 from vworkspace.controllers.operation import OperationReconciler
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.engines.base import EngineRegistry
-from vworkspace.engines.flux import HELM_RELEASES, FluxEngine
-from vworkspace.engines.helm import HelmUpgradeEngine
-from vworkspace.engines.velero import VeleroEngine
 from vworkspace.kube.client import KubeClient, KubeConfigError
 from vworkspace.kube.clock import Clock, RealClock
 from vworkspace.kube.controller import Controller, Reconciler
-from vworkspace.kube.discovery import Discovery, UnknownKindError
 from vworkspace.kube.errors import ApiError
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.informer import Informer
@@ -114,28 +110,25 @@ class OperatorSettings:
     metrics_cert: ServingCert = attrs.field(factory=ServingCert)  # directory None: self-signed
     shutdown_timeout: float = 25.0
     velero_namespace: str = "velero"
+    # How often a missing optional CRD (Flux, Velero, Argo) is looked for: first interval,
+    # doubling up to the max (app/engines.py).
+    engine_discovery_interval: float = 5.0
+    engine_discovery_max_interval: float = 60.0
     approval_secret: str = attrs.field(default="", repr=False)
     agent: AgentSettings | None = None
     webhooks: WebhookSettings | None = None
 
 
-HELM_RELEASE_KIND = "helm.toolkit.fluxcd.io/v2/HelmRelease"
-VELERO_KIND = "velero.io/v1/Backup"
-
-
 async def served_kinds(client: KubeClient) -> frozenset[str]:
-    """Which optional foreign kinds (Flux HelmRelease, Velero Backup) the cluster serves."""
-    discovery = Discovery(client)
-    served = set()
-    for entry in (HELM_RELEASE_KIND, VELERO_KIND):
-        api_version, _, kind = entry.rpartition("/")
-        try:
-            await discovery.resolve(api_version, kind)
-        except UnknownKindError:
-            _log.warning("optional CRD not installed; its engine is disabled", kind=entry)
-            continue
-        served.add(entry)
-    return frozenset(served)
+    """Which optional foreign kinds (Flux HelmRelease, Velero Backup, Argo Workflow) the cluster
+    serves at start; the others are looked for again at run time (app/engines.py)."""
+    found = set()
+    for kind in OPTIONAL_KINDS:
+        if await served(client, kind):
+            found.add(kind)
+        else:
+            _log.warning("optional CRD not installed; its engine waits for it", kind=kind)
+    return frozenset(found)
 
 
 async def connect(settings: OperatorSettings) -> KubeClient:
@@ -157,9 +150,10 @@ def build_manager(
     clock: Clock | None = None,
     http: aiohttp.ClientSession | None = None,
 ) -> Manager:
-    """Wire the operator. ``served``: which optional foreign kinds the cluster serves
-    (:func:`served_kinds`); engines whose CRDs are missing are not registered, and objects that
-    need them are Blocked with ``MissingDependencies`` / ``DependencyMissing``."""
+    """Wire the operator. ``served``: which optional foreign kinds the cluster serves at start
+    (:func:`served_kinds`); engines whose CRDs are missing are registered when the CRDs appear
+    (app/engines.py), and until then objects that need them are Blocked with
+    ``MissingDependencies`` / ``DependencyMissing``."""
     clock = clock or RealClock()
     metrics = Metrics(registry)
     elector = None
@@ -188,24 +182,21 @@ def build_manager(
         for name, resource, _ in KINDS
     }
     engines = EngineRegistry()
+    finder = EngineFinder(
+        client=client,
+        registry=engines,
+        clock=clock,
+        metrics=metrics,
+        velero_namespace=settings.velero_namespace,
+        interval=settings.engine_discovery_interval,
+        max_interval=settings.engine_discovery_max_interval,
+    )
     helm_releases: Informer | None = None
-    if HELM_RELEASE_KIND in served:
-        # Only HelmReleases we made (they carry the instance label) are cached.
-        helm_releases = manager.add_informer(
-            Informer(
-                client,
-                HELM_RELEASES,
-                label_selector=LABEL_APPLICATION_INSTANCE,
-                clock=clock,
-                metrics=metrics,
-            )
-        )
-        engines.register(FluxEngine(client, helm_releases=helm_releases.store.get))
-        engines.register(
-            HelmUpgradeEngine(client, helm_releases=helm_releases.store.get, clock=clock)
-        )
-    if VELERO_KIND in served:
-        engines.register(VeleroEngine(client, namespace=settings.velero_namespace))
+    for kind in OPTIONAL_KINDS:
+        if kind not in served:
+            finder.pending.append(kind)
+        elif (informer := finder.register(kind)) is not None:
+            helm_releases = manager.add_informer(informer)
     reporter: StatusReporter = NullReporter()
     gateway: AgentGateway | None = None
     if settings.agent is not None:
@@ -281,6 +272,22 @@ def build_manager(
         if name == "applicationinstance" and helm_releases is not None:
             controller.watch_owned(helm_releases, owner_kind="ApplicationInstance")
         manager.add_controller(controller)
+    controllers = {c.name: c for c in manager.controllers}
+
+    def late_informer(informer: Informer) -> None:
+        manager.add_informer(informer)  # for readiness and the informer metrics
+        controllers["applicationinstance"].watch_owned(informer, owner_kind="ApplicationInstance")
+
+    def requeue_all() -> None:
+        # What waited for the engine (Blocked, retried every 30-60 s) starts now.
+        for name in ("applicationinstance", "operation"):
+            for key in informers[name].store.all_keys():
+                controllers[name].queue.add(key)
+
+    finder.on_informer = late_informer
+    finder.on_registered = requeue_all
+    if finder.pending:
+        manager.add_runnable("engine finder", finder.run, leader_only=False)
     return manager
 
 

@@ -1,9 +1,10 @@
-"""ApplicationInstance reconciler (docs/api.md, "Reconcile"): Flux objects from the spec, status
-rolled up from the HelmRelease.
+"""ApplicationInstance reconciler (docs/api.md, "Reconcile"): the release from the spec, status
+from the engine's observation.
 
-Reads the instance and its HelmRelease from informer caches (a label-selected HelmRelease
-informer enqueues the owner on every Flux status change, so there is no 30 s polling), writes
-Flux objects through the ``flux`` engine, and writes status exactly once per reconcile.
+Reads the instance from the informer cache, has the ``flux`` engine write and observe the
+release (its HelmRelease informer enqueues the owner on every Flux status change, so there is no
+30 s polling), maps the engine-neutral observation to conditions and writes status exactly once
+per reconcile (controllers/status.py). No Flux kind is known here.
 
 Differences from the Go reconciler (docs/api.md): an invalid spec is Blocked with the field
 named and not retried until the spec changes; a failed release is ``Ready=False`` (Go:
@@ -19,25 +20,59 @@ import structlog
 
 from vworkspace.api.applicationinstance import ConditionType as Cond
 from vworkspace.api.applicationinstance import Reason as Why
+from vworkspace.api.conditions import Condition
 from vworkspace.api.constants import APPLICATION_INSTANCE_FINALIZER, FIELD_MANAGER_OPERATOR
 from vworkspace.api.converter import format_time
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.validation import validate_application_instance
 from vworkspace.controllers.conditions import FALSE, TRUE, UNKNOWN, Conditions
-from vworkspace.controllers.reporting import NullReporter, StatusReporter
-from vworkspace.engines.base import EngineRegistry, EngineRequest
-from vworkspace.engines.flux import FluxEngine, rollup
+from vworkspace.controllers.reporting import StatusReporter
+from vworkspace.controllers.status import StatusWriter
+from vworkspace.engines.base import EngineRegistry, EngineRequest, Observation, State
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.controller import Result
 from vworkspace.kube.errors import ApiError, NotFoundError
 from vworkspace.kube.events import NORMAL, WARNING, EventRecorder
 from vworkspace.kube.informer import Informer
-from vworkspace.kube.objects import ensure_finalizer, update_status
+from vworkspace.kube.objects import ensure_finalizer
 from vworkspace.kube.resources import APPLICATION_INSTANCES
 
 JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.controllers.applicationinstance")
+ENGINE = "flux"  # the engine that renders a managed instance
+
+
+def apply_observation(conds: Conditions, seen: Observation) -> None:
+    """The engine's view of the release as the instance's Ready, Reconciling and Degraded."""
+    conds.set(Cond.BLOCKED, FALSE, Why.UNBLOCKED)
+    detail = f"{seen.reason}: {seen.message}"
+    if seen.state == State.SUCCEEDED:
+        conds.set(Cond.READY, TRUE, Why.HELM_RELEASE_READY, seen.message)
+    elif seen.failed:
+        conds.set(Cond.READY, FALSE, Why.HELM_RELEASE_FAILED, detail)
+    else:
+        conds.set(Cond.READY, UNKNOWN, seen.reason or Why.RECONCILING, seen.message)
+    if seen.progressing:
+        conds.set(Cond.RECONCILING, TRUE, seen.reason or Why.HELM_RELEASE_INSTALLING, seen.message)
+    else:
+        conds.set(Cond.RECONCILING, FALSE, Why.STABLE)
+    if seen.failed:
+        conds.set(
+            Cond.DEGRADED, TRUE, "Stalled" if seen.stalled else Why.HELM_RELEASE_DEGRADED, detail
+        )
+    else:
+        conds.set(Cond.DEGRADED, FALSE, Why.RECOVERED)
+
+
+def _event_for(cond: Condition) -> tuple[str, str, str] | None:
+    if cond.type == Cond.READY and cond.status == TRUE:
+        return NORMAL, cond.reason, cond.message or "Ready"
+    if (cond.type == Cond.READY and cond.status == FALSE) or (
+        cond.type == Cond.BLOCKED and cond.status == TRUE
+    ):
+        return WARNING, cond.reason, cond.message
+    return None
 
 
 class ApplicationInstanceReconciler:
@@ -55,9 +90,17 @@ class ApplicationInstanceReconciler:
         self._informer = informer
         self._engines = engines
         self._clock = clock
-        self._recorder = recorder
-        # Condition transitions for the control plane (the agent's batcher; none without agent).
-        self._reporter = reporter if reporter is not None else NullReporter()
+        # Condition transitions go to the control plane (the agent's batcher; none without agent).
+        self._status = StatusWriter(
+            client=client,
+            resource=APPLICATION_INSTANCES,
+            field_manager=FIELD_MANAGER_OPERATOR,
+            events=_event_for,
+            recorder=recorder,
+            reporter=reporter,
+            # lastReconcileTime alone changing is no reason to write (it would wake every watcher).
+            volatile=("lastReconcileTime",),
+        )
 
     async def reconcile(self, key: ObjectKey) -> Result:
         ai = self._informer.store.get(key)
@@ -99,14 +142,15 @@ class ApplicationInstanceReconciler:
         conds.set(Cond.BLOCKED, FALSE, Why.UNBLOCKED)
 
     async def _managed(self, ai: JsonObj, status: JsonObj, conds: Conditions) -> Result:
-        engine = self._engines.get("flux")
-        if not isinstance(engine, FluxEngine):
+        engine = self._engines.get(ENGINE)
+        if engine is None:
             message = "the Flux CRDs (helm.toolkit.fluxcd.io/v2 HelmRelease) are not installed"
             conds.set(Cond.BLOCKED, TRUE, Why.MISSING_DEPENDENCIES, message)
             conds.set(Cond.READY, FALSE, Why.MISSING_DEPENDENCIES, message)
             return Result.after(60)
+        request = EngineRequest(target=ai)
         try:
-            await engine.materialize(EngineRequest(target=ai))
+            ref = await engine.materialize(request)
         except ApiError as err:
             conds.set(
                 Cond.READY,
@@ -117,77 +161,14 @@ class ApplicationInstanceReconciler:
             conds.set(Cond.RECONCILING, FALSE, Why.STABLE)
             conds.set(Cond.BLOCKED, FALSE, Why.UNBLOCKED)
             return Result.after(30)
-        release = ai["spec"]["release"]
-        status["helmReleaseRef"] = {
-            "name": release["name"],
-            "namespace": ai["metadata"]["namespace"],
-        }
+        status["helmReleaseRef"] = {"name": ref.name, "namespace": ref.namespace}
         status["lastAppliedChart"] = dict(ai["spec"]["chart"])
         status.pop("endpoints", None)
-        state = rollup(engine.helm_release(ai))
-        detail = f"{state.reason}: {state.message}"
-        conds.set(Cond.BLOCKED, FALSE, Why.UNBLOCKED)
-        if state.ready:
-            conds.set(Cond.READY, TRUE, Why.HELM_RELEASE_READY, state.message)
-        elif state.failed or state.degraded:
-            conds.set(
-                Cond.READY, FALSE, Why.HELM_RELEASE_FAILED, f"{state.reason}: {state.message}"
-            )
-        else:
-            conds.set(
-                Cond.READY,
-                UNKNOWN,
-                state.reason if state.reason != "HelmReleaseReady" else Why.RECONCILING,
-                state.message,
-            )
-        if state.reconciling:
-            conds.set(
-                Cond.RECONCILING, TRUE, state.reason or Why.HELM_RELEASE_INSTALLING, state.message
-            )
-        else:
-            conds.set(Cond.RECONCILING, FALSE, Why.STABLE)
-        if state.degraded:
-            reason = "Stalled" if state.failed else Why.HELM_RELEASE_DEGRADED
-            conds.set(Cond.DEGRADED, TRUE, reason, detail)
-        else:
-            conds.set(Cond.DEGRADED, FALSE, Why.RECOVERED)
-        return Result.done()  # the HelmRelease informer brings us back when Flux moves
+        apply_observation(conds, await engine.observe(request))
+        return Result.done()  # the engine's informer brings us back when the release moves
 
     async def _write(self, ai: JsonObj, status: JsonObj, conds: Conditions) -> None:
-        status["conditions"] = conds.wire()
-        previous = ai.get("status") or {}
-        # lastReconcileTime alone changing is no reason to write (it would wake every watcher).
-        if {**previous, "lastReconcileTime": None} == {**status, "lastReconcileTime": None}:
-            return
-        await self._store_status(ai, status)
-        self._reporter.report(ai, conds.transitions())
-        await self._events(ai, conds)
-
-    async def _store_status(self, ai: JsonObj, status: JsonObj) -> None:
-        key = ObjectKey(ai["metadata"]["namespace"], ai["metadata"]["name"])
-        await update_status(
-            self._client,
-            APPLICATION_INSTANCES,
-            key,
-            lambda _: status,
-            field_manager=FIELD_MANAGER_OPERATOR,
-            current=ai,
-        )
-
-    async def _events(self, ai: JsonObj, conds: Conditions) -> None:
-        if self._recorder is None:
-            return
-        for cond in conds.transitions():
-            if cond.type == Cond.READY and cond.status == TRUE:
-                await self._recorder.record(
-                    ai, type_=NORMAL, reason=cond.reason, note=cond.message or "Ready"
-                )
-            elif (cond.type == Cond.READY and cond.status == FALSE) or (
-                cond.type == Cond.BLOCKED and cond.status == TRUE
-            ):
-                await self._recorder.record(
-                    ai, type_=WARNING, reason=cond.reason, note=cond.message
-                )
+        await self._status.write(ai, status, conds)
 
     async def _delete(self, ai: JsonObj) -> Result:
         try:
@@ -201,10 +182,8 @@ class ApplicationInstanceReconciler:
         placeholder = ai["spec"].get("mode") == "placeholder"
         conds = Conditions(ai, now=self._clock.now())
         conds.set(Cond.DELETING, TRUE, Why.DELETING if placeholder else Why.UNINSTALLING, "")
-        status = {**(ai.get("status") or {}), "conditions": conds.wire()}
-        if status != ai.get("status"):
-            await self._store_status(ai, status)
-        engine = self._engines.get("flux")
+        await self._status.write(ai, dict(ai.get("status") or {}), conds, report=False)
+        engine = self._engines.get(ENGINE)
         if not placeholder and engine is not None and (ai["spec"].get("release") or {}).get("name"):
             await engine.cancel(EngineRequest(target=ai))
         fresh = await self._client.get(

@@ -1,22 +1,33 @@
-"""Operation reconciler (docs/api.md, "Operation"): validate, wait for what blocks, run the engine.
+"""Operation reconciler (docs/api.md, "Operation"): admit, start the engine, follow it to the end.
 
-Order of checks while the Operation has not started: spec shape, target exists, approval claim,
-concurrency matrix (docs/api.md), engine registered. Any one failing is *Blocked*: phase Pending,
-``Blocked=True`` and ``Accepted=False`` with the reason, looked at again in 30 s. Then the engine
-materializes its workload (phase Running) and is polled every 5 s until it is done.
+Admission gates the *start* only. While the Operation has not started: spec shape, target exists,
+approval claim, concurrency matrix (docs/api.md, "Concurrency matrix"), engine registered. Any of them failing is *Blocked*:
+phase Pending, ``Blocked=True`` and ``Accepted=False`` with the reason, looked at again in 30 s.
+Then the engine materializes its workload (phase Running). A Running Operation follows its
+workload, polled every 5 s, whatever happens to its target, approvals or other Operations: the
+engine locates the workload by ``status.engineRef`` (back-filled when missing), the target or
+the UID label; a workload that cannot be found is tolerated for ``missing_grace`` (60 s) after
+``startedAt``, then the Operation fails.
 
-Differences from the Go reconciler (docs/api.md): **terminal phases never regress** (Go dropped a
-Succeeded Operation back to Pending when its target disappeared); the concurrency matrix only
-blocks Operations that have not started yet (a running Upgrade is never blocked by a newer one);
-deleting an Operation cancels its engine objects.
+The terminal verdict (phase, reason, outputs) is written *before* the failed workload is
+cancelled, and a terminal phase is never looked at again, so a retried reconcile can never
+re-derive a different verdict from a workload that the cancel removed.
+
+Differences from the Go reconciler (docs/api.md): terminal phases never regress (Go dropped a
+Succeeded Operation back to Pending when its target disappeared); a Running Operation is never
+sent back to Pending (Go re-ran the target and conflict checks on every reconcile); deleting an
+Operation cancels its engine objects.
 """
 
 from __future__ import annotations
 
-import contextlib
+import datetime
 from typing import Any
 
+import structlog
+
 from vworkspace.api.approvals import ClaimError, verify
+from vworkspace.api.conditions import Condition
 from vworkspace.api.constants import FIELD_MANAGER_OPERATOR, OPERATION_FINALIZER
 from vworkspace.api.converter import format_time
 from vworkspace.api.meta import ObjectKey
@@ -24,15 +35,24 @@ from vworkspace.api.operation import ConditionType as Cond
 from vworkspace.api.operation import Reason as Why
 from vworkspace.api.validation import conflicting_operation, validate_operation
 from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
-from vworkspace.controllers.reporting import NullReporter, StatusReporter
-from vworkspace.engines.base import EngineError, EngineRegistry, EngineRequest, EngineStatus, State
+from vworkspace.controllers.reporting import StatusReporter
+from vworkspace.controllers.status import StatusWriter
+from vworkspace.engines.base import (
+    Engine,
+    EngineError,
+    EngineRegistry,
+    EngineRequest,
+    Observation,
+    State,
+    WorkloadMissingError,
+)
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.controller import Result
 from vworkspace.kube.errors import ApiError, NotFoundError
 from vworkspace.kube.events import NORMAL, WARNING, EventRecorder
 from vworkspace.kube.informer import Informer
-from vworkspace.kube.objects import ensure_finalizer, update_status
+from vworkspace.kube.objects import ensure_finalizer
 from vworkspace.kube.resources import OPERATIONS
 from vworkspace.kube.store import INDEX_NAMESPACE
 
@@ -40,6 +60,22 @@ JsonObj = dict[str, Any]
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
 BLOCKED_RETRY = 30.0
 POLL = 5.0
+MISSING_GRACE = 60.0
+_log = structlog.get_logger("vworkspace.controllers.operation")
+
+
+def _event_for(cond: Condition) -> tuple[str, str, str] | None:
+    if cond.status != TRUE:
+        return None
+    if cond.type in (Cond.RUNNING, Cond.SUCCEEDED):
+        return NORMAL, cond.reason, cond.message or cond.type
+    if cond.type in (Cond.FAILED, Cond.BLOCKED):
+        return WARNING, cond.reason, cond.message
+    return None
+
+
+def _transient(err: ApiError) -> bool:
+    return err.status >= 500 or err.status in (409, 429)
 
 
 class _BlockedError(Exception):
@@ -61,6 +97,7 @@ class OperationReconciler:
         approval_secret: str = "",
         recorder: EventRecorder | None = None,
         reporter: StatusReporter | None = None,
+        missing_grace: float = MISSING_GRACE,
     ) -> None:
         self._client = client
         self._operations = operations
@@ -68,9 +105,16 @@ class OperationReconciler:
         self._engines = engines
         self._clock = clock
         self._approval_secret = approval_secret
-        self._recorder = recorder
-        # Condition transitions for the control plane (the agent's batcher; none without agent).
-        self._reporter = reporter if reporter is not None else NullReporter()
+        self._missing_grace = missing_grace
+        # Condition transitions go to the control plane (the agent's batcher; none without agent).
+        self._status = StatusWriter(
+            client=client,
+            resource=OPERATIONS,
+            field_manager=FIELD_MANAGER_OPERATOR,
+            events=_event_for,
+            recorder=recorder,
+            reporter=reporter,
+        )
 
     async def reconcile(self, key: ObjectKey) -> Result:
         op = self._operations.store.get(key)
@@ -89,20 +133,19 @@ class OperationReconciler:
         status = dict(op.get("status") or {})
         phase = status.get("phase") or ""
         if phase in TERMINAL:
-            return Result.done()  # never regress, never re-run
+            return Result.done()  # never regress, never re-run, never re-derive the verdict
         conds = Conditions(op, now=self._clock.now())
-        target = self._target(op)
+        if phase == "Running":
+            return await self._follow(op, status, conds)
         try:
-            engine, request = self._admit(op, target, started=phase == "Running")
+            engine, request = self._admit(op)
         except _BlockedError as blocked:
             status["phase"] = "Pending"
             conds.set(Cond.BLOCKED, TRUE, blocked.reason, str(blocked))
             conds.set(Cond.ACCEPTED, FALSE, blocked.reason, str(blocked))
-            await self._write(op, status, conds)
+            await self._status.write(op, status, conds)
             return Result.after(blocked.retry) if blocked.retry else Result.done()
-        if phase != "Running":
-            return await self._start(op, engine, request, status, conds)
-        return await self._progress(op, engine, request, status, conds)
+        return await self._start(op, engine, request, status, conds)
 
     def _target(self, op: JsonObj) -> JsonObj | None:
         name = ((op.get("spec") or {}).get("targetRef") or {}).get("name") or ""
@@ -112,33 +155,30 @@ class OperationReconciler:
             else None
         )
 
-    def _admit(
-        self, op: JsonObj, target: JsonObj | None, *, started: bool
-    ) -> tuple[Any, EngineRequest]:
+    def _admit(self, op: JsonObj) -> tuple[Engine, EngineRequest]:
         problem = validate_operation(op)
         if problem:
             raise _BlockedError(Why.VALIDATION_FAILED, problem, retry=None)
         spec = op["spec"]
+        target = self._target(op)
         if target is None:
             raise _BlockedError(
                 Why.TARGET_NOT_READY, f"ApplicationInstance {spec['targetRef']['name']} not found"
             )
-        if not started:
-            self._check_approval(op)
-            others = self._operations.store.by_index(INDEX_NAMESPACE, op["metadata"]["namespace"])
-            other = conflicting_operation(op, others)
-            if other is not None:
-                raise _BlockedError(
-                    Why.CONFLICTING_OPERATION,
-                    f"{other['spec']['type']} Operation {other['metadata']['name']} "
-                    "is in flight on the same target",
-                )
+        self._check_approval(op)
+        others = self._operations.store.by_index(INDEX_NAMESPACE, op["metadata"]["namespace"])
+        other = conflicting_operation(op, others)
+        if other is not None:
+            raise _BlockedError(
+                Why.CONFLICTING_OPERATION,
+                f"{other['spec']['type']} Operation {other['metadata']['name']} "
+                "is in flight on the same target",
+            )
         engine = self._engines.get(spec["engine"])
         if engine is None:
             raise _BlockedError(
                 Why.DEPENDENCY_MISSING,
                 f"engine {spec['engine']} is not available on this cluster",
-                retry=60.0,
             )
         return engine, EngineRequest(target=target, operation=op)
 
@@ -164,55 +204,77 @@ class OperationReconciler:
             raise _BlockedError(Why.AWAITING_APPROVAL, str(err)) from None
 
     async def _start(
-        self, op: JsonObj, engine: Any, request: EngineRequest, status: JsonObj, conds: Conditions
+        self,
+        op: JsonObj,
+        engine: Engine,
+        request: EngineRequest,
+        status: JsonObj,
+        conds: Conditions,
     ) -> Result:
         try:
             ref = await engine.materialize(request)
         except (EngineError, ApiError) as err:
-            if isinstance(err, ApiError) and (err.status >= 500 or err.status in (409, 429)):
-                raise  # transient: retry with backoff
-            return await self._finish(
-                op,
-                EngineStatus(State.FAILED, Why.ENGINE_FAILED, str(err)),
-                status,
-                conds,
-                engine,
-                request,
-            )
+            if isinstance(err, ApiError) and _transient(err):
+                raise  # retry with backoff
+            failed = Observation(State.FAILED, Why.ENGINE_FAILED, str(err))
+            return await self._finish(op, failed, status, conds, engine, request)
         status.update(
             {
                 "phase": "Running",
                 "startedAt": format_time(self._clock.now()),
-                "engineRef": {"kind": ref.kind, "name": ref.name, "namespace": ref.namespace},
+                "engineRef": ref.wire(),
             }
         )
         conds.set(Cond.ACCEPTED, TRUE, Why.ADMISSION_PASSED)
         conds.set(Cond.RUNNING, TRUE, Why.ENGINE_STARTED)
         conds.set(Cond.BLOCKED, FALSE, Why.UNBLOCKED)
-        await self._write(op, status, conds)
+        await self._status.write(op, status, conds)
         return Result.after(POLL)
 
-    async def _progress(
-        self, op: JsonObj, engine: Any, request: EngineRequest, status: JsonObj, conds: Conditions
-    ) -> Result:
-        result: EngineStatus = await engine.status(request)
-        if result.done:
-            return await self._finish(op, result, status, conds, engine, request)
+    async def _follow(self, op: JsonObj, status: JsonObj, conds: Conditions) -> Result:
+        """A Running Operation: ask the engine, whatever became of the target."""
+        engine = self._engines.get(op["spec"]["engine"])
+        if engine is None:
+            # Started by an earlier process whose cluster served the engine's CRDs: wait for
+            # them (the engine watcher registers it) instead of failing a running workload.
+            return Result.after(BLOCKED_RETRY)
+        request = EngineRequest(target=self._target(op), operation=op)
+        if not status.get("startedAt"):
+            status["startedAt"] = format_time(self._clock.now())
+        try:
+            seen = await engine.observe(request)
+        except WorkloadMissingError as err:
+            if self._within_grace(status):
+                await self._status.write(op, status, conds)
+                return Result.after(POLL)
+            missing = Observation(State.FAILED, Why.ENGINE_FAILED, f"workload missing: {err}")
+            return await self._finish(op, missing, status, conds, engine, request)
+        except EngineError as err:
+            failed = Observation(State.FAILED, Why.ENGINE_FAILED, str(err))
+            return await self._finish(op, failed, status, conds, engine, request)
+        if seen.ref is not None and not status.get("engineRef"):
+            status["engineRef"] = seen.ref.wire()
+        if seen.done:
+            return await self._finish(op, seen, status, conds, engine, request)
+        await self._status.write(op, status, conds)
         return Result.after(POLL)
+
+    def _within_grace(self, status: JsonObj) -> bool:
+        started = datetime.datetime.fromisoformat(status["startedAt"])
+        return (self._clock.now() - started).total_seconds() < self._missing_grace
 
     async def _finish(
         self,
         op: JsonObj,
-        result: EngineStatus,
+        result: Observation,
         status: JsonObj,
         conds: Conditions,
-        engine: Any,
+        engine: Engine,
         request: EngineRequest,
     ) -> Result:
+        """Record the verdict, then (for a failure) cancel the workload, best effort."""
         succeeded = result.state == State.SUCCEEDED
-        if not succeeded and status.get("phase") == "Running":
-            with contextlib.suppress(ApiError):  # best effort: the Operation has failed either way
-                await engine.cancel(request)
+        started = status.get("phase") == "Running"
         status["phase"] = "Succeeded" if succeeded else "Failed"
         status["finishedAt"] = format_time(self._clock.now())
         if result.outputs:
@@ -223,36 +285,15 @@ class OperationReconciler:
             conds.set(Cond.FAILED, TRUE, Why.ENGINE_FAILED, result.message)
         if conds.get(Cond.RUNNING) is not None:
             conds.set(Cond.RUNNING, FALSE, Why.ENGINE_NOT_STARTED, "")
-        await self._write(op, status, conds)
+        await self._status.write(op, status, conds)
+        if not succeeded and started:
+            try:
+                await engine.cancel(request)
+            except (ApiError, EngineError) as err:
+                # The verdict is stored; a leftover workload is cleaned up when the Operation is
+                # deleted (or by the Job's TTL), so this is worth a log line, not a retry.
+                _log.warning("cancelling a failed operation's workload failed", error=str(err))
         return Result.done()
-
-    async def _write(self, op: JsonObj, status: JsonObj, conds: Conditions) -> None:
-        status["conditions"] = conds.wire()
-        if status == (op.get("status") or {}):
-            return
-        key = ObjectKey(op["metadata"]["namespace"], op["metadata"]["name"])
-        await update_status(
-            self._client,
-            OPERATIONS,
-            key,
-            lambda _: status,
-            field_manager=FIELD_MANAGER_OPERATOR,
-            current=op,
-        )
-        self._reporter.report(op, conds.transitions())
-        if self._recorder is None:
-            return
-        for cond in conds.transitions():
-            if cond.status != TRUE:
-                continue
-            if cond.type in (Cond.RUNNING, Cond.SUCCEEDED):
-                await self._recorder.record(
-                    op, type_=NORMAL, reason=cond.reason, note=cond.message or cond.type
-                )
-            elif cond.type in (Cond.FAILED, Cond.BLOCKED):
-                await self._recorder.record(
-                    op, type_=WARNING, reason=cond.reason, note=cond.message
-                )
 
     async def _delete(self, op: JsonObj) -> Result:
         try:
@@ -264,17 +305,12 @@ class OperationReconciler:
         if OPERATION_FINALIZER not in (op["metadata"].get("finalizers") or []):
             return Result.done()
         engine = self._engines.get((op.get("spec") or {}).get("engine", ""))
-        target = self._target(op)
         if engine is not None and (op.get("status") or {}).get("phase") not in (
             None,
             "",
             "Pending",
         ):
-            await engine.cancel(
-                EngineRequest(
-                    target=target or {"metadata": op["metadata"], "spec": {}}, operation=op
-                )
-            )
+            await engine.cancel(EngineRequest(target=self._target(op), operation=op))
         fresh = await self._client.get(
             OPERATIONS, ObjectKey(op["metadata"]["namespace"], op["metadata"]["name"])
         )

@@ -1,4 +1,16 @@
-"""The engine interface (materialize, status, cancel) and the registry keyed by engine name."""
+"""The engine interface (materialize, observe, cancel) and the registry keyed by engine name.
+
+An engine turns its request into foreign objects and reads their progress back as an
+:class:`Observation`, which is engine-neutral: the ApplicationInstance and Operation reconcilers
+map it to their own conditions and never look at the foreign kinds (docs/api.md). Errors are
+typed so reconcilers know what to do without knowing the engine:
+
+* :class:`EngineError`: retrying will not help (bad parameters, a workload that belongs to another
+  Operation, several candidate workloads); the Operation fails with the message.
+* :class:`WorkloadMissingError`: the workload is not there (yet, or any more); the Operation
+  reconciler tolerates that for a grace period after the start, then fails.
+* :class:`~vworkspace.kube.errors.ApiError`: transient API trouble, retried with backoff.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +31,10 @@ class State(enum.StrEnum):
 
 @attrs.frozen
 class EngineRequest:
-    """What an engine acts for: the target ApplicationInstance, and the Operation if any."""
+    """What an engine acts for: the target ApplicationInstance (None when it has been deleted
+    while an Operation runs), and the Operation if any."""
 
-    target: JsonObj
+    target: JsonObj | None
     operation: JsonObj | None = None
 
 
@@ -31,31 +44,62 @@ class EngineRef:
     name: str
     namespace: str
 
+    def wire(self) -> JsonObj:
+        return {"kind": self.kind, "name": self.name, "namespace": self.namespace}
+
 
 @attrs.frozen
-class EngineStatus:
+class Observation:
+    """Where an engine's workload stands, in terms every reconciler understands.
+
+    ``state``: succeeded and failed are terminal for an Operation; for a long-lived workload (an
+    instance's release) failed means "not working now". ``stalled``: failed in a way that will
+    not recover without a change (e.g. Flux gave up retrying). ``progressing``: the engine is
+    still working on the latest change (a release being installed); a failed state may still be
+    progressing for long-lived workloads. ``ref``: the workload found, when the engine located
+    one (used to back-fill ``status.engineRef``).
+    """
+
     state: State
     reason: str = ""
     message: str = ""
     outputs: dict[str, str] = attrs.field(factory=dict)
+    stalled: bool = False
+    progressing: bool = False
+    ref: EngineRef | None = None
 
     @property
     def done(self) -> bool:
         return self.state in (State.SUCCEEDED, State.FAILED)
+
+    @property
+    def failed(self) -> bool:
+        return self.state == State.FAILED
 
 
 class EngineError(Exception):
     """Materializing or reading the engine's objects failed in a way retrying will not fix."""
 
 
+class WorkloadMissingError(EngineError):
+    """The workload cannot be found; the Operation reconciler applies the grace period."""
+
+
 class Engine(Protocol):
     name: str
 
-    async def materialize(self, request: EngineRequest) -> EngineRef: ...
+    async def materialize(self, request: EngineRequest) -> EngineRef:
+        """Create (or bring up to date) the workload; idempotent."""
+        ...
 
-    async def status(self, request: EngineRequest) -> EngineStatus: ...
+    async def observe(self, request: EngineRequest) -> Observation:
+        """Read the workload's progress. Raises :class:`EngineError` (fail),
+        :class:`WorkloadMissingError` (grace) or ``ApiError`` (retry)."""
+        ...
 
-    async def cancel(self, request: EngineRequest) -> None: ...
+    async def cancel(self, request: EngineRequest) -> None:
+        """Delete what :meth:`materialize` made; absent objects are not an error."""
+        ...
 
 
 class EngineRegistry:

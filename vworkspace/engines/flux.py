@@ -25,7 +25,7 @@ import attrs
 
 from vworkspace.api import constants
 from vworkspace.api.meta import ObjectKey
-from vworkspace.engines.base import EngineRef, EngineRequest, EngineStatus, State
+from vworkspace.engines.base import EngineRef, EngineRequest, Observation, State
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import ResourceType
@@ -134,18 +134,6 @@ def desired_objects(
     return source, (HELM_RELEASES, helm_release)
 
 
-@attrs.frozen
-class Rollup:
-    """A HelmRelease's state in the instance's terms."""
-
-    ready: bool
-    reconciling: bool
-    degraded: bool
-    failed: bool
-    reason: str
-    message: str
-
-
 def _conditions(obj: JsonObj) -> dict[str, JsonObj]:
     result: dict[str, JsonObj] = {}
     for cond in (obj.get("status") or {}).get("conditions") or []:
@@ -153,10 +141,15 @@ def _conditions(obj: JsonObj) -> dict[str, JsonObj]:
     return result
 
 
-def rollup(hr: JsonObj | None) -> Rollup:
-    """docs/api.md, "HelmRelease status roll-up": only current-generation conditions count."""
+def rollup(hr: JsonObj | None) -> Observation:
+    """A HelmRelease's state as an engine-neutral observation (docs/api.md, "HelmRelease status roll-up"): only
+    conditions of the current generation count. Succeeded = Ready at the current generation;
+    failed + stalled = Flux gave up (Stalled); failed = Ready False for a reason other than
+    waiting on a dependency; otherwise running (progressing)."""
     if hr is None:
-        return Rollup(False, True, False, False, "Reconciling", "waiting for the HelmRelease")
+        return Observation(
+            State.RUNNING, "Reconciling", "waiting for the HelmRelease", progressing=True
+        )
     generation = (hr.get("metadata") or {}).get("generation")
     observed = (hr.get("status") or {}).get("observedGeneration")
     conds = _conditions(hr)
@@ -169,29 +162,31 @@ def rollup(hr: JsonObj | None) -> Rollup:
         return cond if og is None or og == generation else None
 
     stalled, ready, reconciling = current("Stalled"), current("Ready"), conds.get("Reconciling")
+    busy = reconciling is not None and reconciling.get("status") == "True"
     if stalled is not None and stalled.get("status") == "True":
-        return Rollup(
-            False, False, True, True, stalled.get("reason") or "Stalled", stalled.get("message", "")
+        return Observation(
+            State.FAILED,
+            stalled.get("reason") or "Stalled",
+            stalled.get("message", ""),
+            stalled=True,
         )
-    if (
-        ready is not None
-        and ready.get("status") == "True"
-        and observed == generation
-        and not (reconciling and reconciling.get("status") == "True")
-    ):
-        return Rollup(True, False, False, False, "HelmReleaseReady", ready.get("message", ""))
-    if reconciling is not None and reconciling.get("status") == "True":
+    if ready is not None and ready.get("status") == "True" and observed == generation and not busy:
+        return Observation(State.SUCCEEDED, "HelmReleaseReady", ready.get("message", ""))
+    if busy:
+        assert reconciling is not None
         message = (ready or {}).get("message") or reconciling.get("message", "")
-        return Rollup(
-            False, True, False, False, reconciling.get("reason") or "HelmReleaseInstalling", message
-        )
+        reason = reconciling.get("reason") or "HelmReleaseInstalling"
+        return Observation(State.RUNNING, reason, message, progressing=True)
     if ready is not None and ready.get("status") == "False":
         reason = ready.get("reason") or "HelmReleaseFailed"
         if reason in WAITING_REASONS:
-            return Rollup(False, True, False, False, reason, ready.get("message", ""))
-        return Rollup(False, False, True, False, reason, ready.get("message", ""))
-    return Rollup(
-        False, True, False, False, "Reconciling", (ready or {}).get("message", "waiting for Flux")
+            return Observation(State.RUNNING, reason, ready.get("message", ""), progressing=True)
+        return Observation(State.FAILED, reason, ready.get("message", ""))
+    return Observation(
+        State.RUNNING,
+        "Reconciling",
+        (ready or {}).get("message", "waiting for Flux"),
+        progressing=True,
     )
 
 
@@ -205,6 +200,7 @@ class FluxEngine:
         self._helm_releases = helm_releases
 
     async def materialize(self, request: EngineRequest) -> EngineRef:
+        assert request.target is not None  # an instance's own engine always has its instance
         (source_type, source), (hr_type, helm_release) = desired_objects(request.target)
         await self._client.apply(
             source_type, source, field_manager=constants.FIELD_MANAGER_OPERATOR
@@ -219,16 +215,17 @@ class FluxEngine:
         release = (ai.get("spec") or {}).get("release") or {}
         return self._helm_releases(ObjectKey(ai["metadata"]["namespace"], release.get("name", "")))
 
-    async def status(self, request: EngineRequest) -> EngineStatus:
-        state = rollup(self.helm_release(request.target))
-        if state.ready:
-            return EngineStatus(State.SUCCEEDED, state.reason, state.message)
-        if state.failed:
-            return EngineStatus(State.FAILED, state.reason, state.message)
-        return EngineStatus(State.RUNNING, state.reason, state.message)
+    async def observe(self, request: EngineRequest) -> Observation:
+        assert request.target is not None
+        meta = request.target["metadata"]
+        name = ((request.target.get("spec") or {}).get("release") or {}).get("name", "")
+        found = rollup(self.helm_release(request.target))
+        return attrs.evolve(found, ref=EngineRef("HelmRelease", name, meta["namespace"]))
 
     async def cancel(self, request: EngineRequest) -> None:
         ai = request.target
+        if ai is None:
+            return
         release = ai["spec"].get("release") or {}
         namespace = ai["metadata"]["namespace"]
         name = release.get("name")

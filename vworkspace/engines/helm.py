@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, EngineStatus, State
+from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
 from vworkspace.engines.flux import rollup
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
@@ -55,6 +55,8 @@ class HelmUpgradeEngine:
     async def materialize(self, request: EngineRequest) -> EngineRef:
         op, target = request.operation, request.target
         assert op is not None
+        if target is None:
+            raise EngineError("the target ApplicationInstance does not exist")
         spec = target.get("spec") or {}
         release = spec.get("release")
         if not release or spec.get("mode") == "placeholder":
@@ -81,32 +83,45 @@ class HelmUpgradeEngine:
         )
         return EngineRef("helm", release["name"], key.namespace or "")
 
-    async def status(self, request: EngineRequest) -> EngineStatus:
+    async def observe(self, request: EngineRequest) -> Observation:
         op, target = request.operation, request.target
         assert op is not None
+        if target is None:
+            # The upgrade lives in the instance: without it there is nothing to wait for.
+            raise EngineError("the target ApplicationInstance was deleted during the Upgrade")
         expected = self._expected_version(op, target)
         applied = ((target.get("status") or {}).get("lastAppliedChart") or {}).get("version")
         release = ((target.get("spec") or {}).get("release") or {}).get("name", "")
+        ref = EngineRef("helm", release, target["metadata"]["namespace"])
         state = rollup(self._helm_releases(ObjectKey(target["metadata"]["namespace"], release)))
-        if applied == expected and state.ready:
-            return EngineStatus(
-                State.SUCCEEDED, "EngineCompleted", f"HelmRelease {release} is Ready at {expected}"
+        if applied == expected and state.state == State.SUCCEEDED:
+            return Observation(
+                State.SUCCEEDED,
+                "EngineCompleted",
+                f"HelmRelease {release} is Ready at {expected}",
+                ref=ref,
             )
-        if applied == expected and (state.failed or state.degraded):
-            return EngineStatus(State.FAILED, "EngineFailed", f"{state.reason}: {state.message}")
+        if applied == expected and state.failed:
+            return Observation(
+                State.FAILED, "EngineFailed", f"{state.reason}: {state.message}", ref=ref
+            )
         started = (op.get("status") or {}).get("startedAt")
         deadline = float(_params(op).get("timeoutSeconds") or DEFAULT_DEADLINE)
         if started:
             began = datetime.datetime.fromisoformat(started)
             if (self._clock.now() - began).total_seconds() > deadline:
-                return EngineStatus(
+                return Observation(
                     State.FAILED,
                     "EngineFailed",
                     f"not Ready at {expected} within {deadline:.0f}s "
                     f"(last: {state.reason}: {state.message})",
+                    ref=ref,
                 )
-        return EngineStatus(
-            State.RUNNING, "EngineStarted", f"waiting for {release} at {expected}: {state.reason}"
+        return Observation(
+            State.RUNNING,
+            "EngineStarted",
+            f"waiting for {release} at {expected}: {state.reason}",
+            ref=ref,
         )
 
     async def cancel(self, request: EngineRequest) -> None:

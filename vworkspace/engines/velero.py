@@ -1,25 +1,29 @@
 """The Velero engine: Backup and Restore Operations become ``velero.io/v1`` objects.
 
-Objects live in the Velero namespace (``--velero-namespace``, default ``velero``), are named like
-the Operation, carry ``app.vworkspace.io/managed-by=vworkspace-operator`` and
+Objects live in the Velero namespace (``--velero-namespace``, default ``velero``), are named
+``<operation namespace>--<operation name>`` (the UID when longer than 63 characters; Go named
+them like the Operation alone, so same-named Operations of two namespaces shared one Backup),
+carry ``app.vworkspace.io/managed-by=vworkspace-operator`` and
 ``ops.vworkspace.io/operation=<Operation UID>``, and get a (non-controller) owner reference only
 when they share the Operation's namespace. Fields per docs/api.md (engine table); written with
 server-side apply (fields we do not set are left alone).
 
 Phase roll-up (docs/api.md, deviation 22): Completed -> succeeded; Failed, FailedValidation and
 PartiallyFailed -> failed (PartiallyFailed counts as success only with
-``parameters.allowPartialFailure: true``); a Backup being deleted, or an object that vanished
-after creation, -> failed; anything else, known or not -> running.
+``parameters.allowPartialFailure: true``); a Backup being deleted -> failed; anything else,
+known or not -> running. An object that cannot be found is "workload missing" (the Operation
+reconciler's grace period, then failed); it is located by ``status.engineRef``, else by name,
+and found by the UID label only through the shared lookup (vworkspace/engines/workload.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from vworkspace.api import constants
 from vworkspace.api.meta import ObjectKey
-from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, EngineStatus, State
+from vworkspace.engines import workload
+from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import ResourceType
@@ -27,11 +31,6 @@ from vworkspace.kube.resources import ResourceType
 JsonObj = dict[str, Any]
 BACKUPS = ResourceType("velero.io", "v1", "backups", "Backup")
 RESTORES = ResourceType("velero.io", "v1", "restores", "Restore")
-
-
-def target_namespace(target: JsonObj) -> str:
-    release_ns = ((target.get("spec") or {}).get("release") or {}).get("namespace")
-    return str(release_ns or target["metadata"]["namespace"])
 
 
 def _params(op: JsonObj) -> JsonObj:
@@ -46,7 +45,7 @@ def _nonempty_list(value: Any) -> list[str] | None:
 def backup_spec(op: JsonObj, target: JsonObj) -> JsonObj:
     params = _params(op)
     spec: JsonObj = {
-        "includedNamespaces": [target_namespace(target)],
+        "includedNamespaces": [workload.target_namespace(target)],
         "storageLocation": params.get("storageLocation") or "default",
     }
     if isinstance(params.get("snapshotVolumes"), bool):
@@ -95,55 +94,46 @@ class VeleroEngine:
             return RESTORES, "restoreName"
         raise EngineError(f"the velero engine runs Backup and Restore Operations, not {kind}")
 
+    def _key(self, op: JsonObj) -> ObjectKey:
+        return ObjectKey(self.namespace, workload.workload_name(op))
+
     async def materialize(self, request: EngineRequest) -> EngineRef:
-        op = request.operation
+        op, target = request.operation, request.target
         assert op is not None
+        if target is None:
+            raise EngineError("the target ApplicationInstance does not exist")
         resource, _ = self._kind(op)
-        spec = backup_spec(op, request.target) if resource is BACKUPS else restore_spec(op)
-        meta = op["metadata"]
+        spec = backup_spec(op, target) if resource is BACKUPS else restore_spec(op)
+        key = self._key(op)
         obj: JsonObj = {
             "apiVersion": "velero.io/v1",
             "kind": resource.kind,
-            "metadata": {
-                "name": meta["name"],
-                "namespace": self.namespace,
-                "labels": {
-                    constants.LABEL_MANAGED_BY: constants.MANAGED_BY_OPERATOR,
-                    constants.LABEL_OPERATION: meta["uid"],
-                },
-            },
+            "metadata": workload.metadata(op, name=key.name, namespace=self.namespace),
             "spec": spec,
         }
-        if meta.get("namespace") == self.namespace:
-            obj["metadata"]["ownerReferences"] = [
-                {
-                    "apiVersion": op["apiVersion"],
-                    "kind": op["kind"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                }
-            ]
+        try:
+            existing = await self._client.get(resource, key)
+        except NotFoundError:
+            existing = None
+        if existing is not None and not workload.owned_by(existing, op):
+            raise workload.foreign(resource, key)
         await self._client.apply(resource, obj, field_manager=constants.FIELD_MANAGER_OPERATOR)
-        return EngineRef("velero", meta["name"], self.namespace)
+        return EngineRef("velero", key.name, self.namespace)
 
-    async def status(self, request: EngineRequest) -> EngineStatus:
+    async def observe(self, request: EngineRequest) -> Observation:
         op = request.operation
         assert op is not None
         resource, output_key = self._kind(op)
-        name = op["metadata"]["name"]
-        try:
-            obj = await self._client.get(resource, ObjectKey(self.namespace, name))
-        except NotFoundError:
-            return EngineStatus(
-                State.FAILED, "EngineFailed", f"{resource.kind} {self.namespace}/{name} disappeared"
-            )
+        obj = await workload.locate(self._client, resource, op, computed=self._key(op))
+        name = obj["metadata"]["name"]
+        ref = EngineRef("velero", name, obj["metadata"]["namespace"])
         status = obj.get("status") or {}
         phase = status.get("phase") or ""
         allow_partial = _params(op).get("allowPartialFailure") is True
         outputs = {output_key: name}
         if phase == "Completed" or (phase == "PartiallyFailed" and allow_partial):
-            return EngineStatus(
-                State.SUCCEEDED, "EngineCompleted", f"{resource.kind} {phase}", outputs
+            return Observation(
+                State.SUCCEEDED, "EngineCompleted", f"{resource.kind} {phase}", outputs, ref=ref
             )
         if phase in ("Failed", "PartiallyFailed", "FailedValidation", "Deleting"):
             detail = (
@@ -151,28 +141,21 @@ class VeleroEngine:
                 or "; ".join(status.get("validationErrors") or [])
                 or phase
             )
-            return EngineStatus(
-                State.FAILED, "EngineFailed", f"{resource.kind} {phase}: {detail}", outputs
+            return Observation(
+                State.FAILED, "EngineFailed", f"{resource.kind} {phase}: {detail}", outputs, ref=ref
             )
-        if phase in ("", "New", "Queued", "ReadyToStart"):
-            return EngineStatus(State.PENDING, "EngineStarted", f"{resource.kind} {phase or 'New'}")
-        return EngineStatus(State.RUNNING, "EngineStarted", f"{resource.kind} {phase}")
+        state = State.PENDING if phase in ("", "New", "Queued", "ReadyToStart") else State.RUNNING
+        return Observation(
+            state, "EngineStarted", f"{resource.kind} {phase or 'New'}", outputs, ref=ref
+        )
 
     async def cancel(self, request: EngineRequest) -> None:
+        """Delete every object of the kind carrying the Operation's UID label, in any namespace;
+        never an object by name alone (another Operation's Backup could have that name)."""
         op = request.operation
         assert op is not None
         try:
             resource, _ = self._kind(op)
         except EngineError:
             return
-        meta = op["metadata"]
-        with contextlib.suppress(NotFoundError):
-            await self._client.delete(resource, ObjectKey(self.namespace, meta["name"]))
-        listed = await self._client.list(
-            resource, None, labelSelector=f"{constants.LABEL_OPERATION}={meta['uid']}"
-        )
-        for item in listed.get("items", []):
-            with contextlib.suppress(NotFoundError):
-                await self._client.delete(
-                    resource, ObjectKey(item["metadata"]["namespace"], item["metadata"]["name"])
-                )
+        await workload.delete_labelled(self._client, resource, op, namespace=None)

@@ -1,0 +1,762 @@
+"""Operations on every engine against the real API server: job (RunCommand), helmHookJob
+(Migration), workflow (Runbook), and the Velero naming fix. Nothing runs Pods here: the tests
+write the Job / Workflow / Backup status the way the Job controller, Argo and Velero would.
+
+The operator runs with a clock whose wall time a test can move forward (``ShiftedClock``), so
+the 60 s "workload missing" grace is tested without waiting a minute."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from vworkspace.api.approvals import sign
+from vworkspace.api.meta import ObjectKey
+from vworkspace.api.templates import TEMPLATES, parameter_problem
+from vworkspace.app.engines import WORKFLOW_KIND, served
+from vworkspace.app.manager import Manager
+from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
+from vworkspace.engines.job import JOBS
+from vworkspace.engines.velero import BACKUPS, RESTORES
+from vworkspace.engines.workflow import WORKFLOWS
+from vworkspace.engines.workload import SERVICE_ACCOUNTS, workload_name
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.clock import RealClock
+from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS, ResourceType
+from vworkspace.mockcontrolplane import MockControlPlane
+from vworkspace.testing import ControlPlane
+from vworkspace.testing.crds import install_crds, load_crds, third_party_dir
+from vworkspace.testing.objects import managed_instance, operation
+
+from .agent_harness import CLUSTER, TOKEN, Agent, wait_result
+
+pytestmark = pytest.mark.integration
+SECRET = "approval-test-secret"
+CRDS = ResourceType(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CRD", namespaced=False
+)
+CAPABILITIES = {
+    "ops.vworkspace.io/backup": "velero",
+    "ops.vworkspace.io/restore": "velero",
+    "ops.vworkspace.io/upgrade": "helm",
+    "ops.vworkspace.io/migration": "helmHookJob",
+    "ops.vworkspace.io/runcommand": "job",
+    "ops.vworkspace.io/runbook": "workflow",
+    "ops.vworkspace.io/migration-image": "registry.example.com/shop-migrate:1",
+}
+
+
+class ShiftedClock(RealClock):
+    """Real time, except that ``now()`` can be moved forward (monotonic time and sleeps are
+    untouched, so queues and informers behave normally)."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def now(self) -> datetime.datetime:
+        return super().now() + datetime.timedelta(seconds=self.shift)
+
+
+class Operator:
+    def __init__(self, manager: Manager, clock: ShiftedClock) -> None:
+        self.manager = manager
+        self.clock = clock
+
+
+async def _namespace(kube: KubeClient, name: str) -> None:
+    await kube.create(
+        NAMESPACES,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        field_manager="test",
+    )
+
+
+@pytest.fixture
+async def velero_ns(kube: KubeClient, kube_namespace: str) -> AsyncIterator[str]:
+    name = f"{kube_namespace}-velero"
+    await _namespace(kube, name)
+    yield name
+    with contextlib.suppress(NotFoundError):
+        await kube.delete(NAMESPACES, ObjectKey(None, name))
+
+
+@contextlib.asynccontextmanager
+async def running_operator(kube: KubeClient, settings: OperatorSettings) -> AsyncIterator[Operator]:
+    clock = ShiftedClock()
+    served_now = await served_kinds(kube)
+    manager = build_manager(
+        settings, kube, registry=CollectorRegistry(), served=served_now, clock=clock
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
+    for informer in manager.informers:
+        await asyncio.wait_for(informer.wait_synced(), 20)
+    try:
+        yield Operator(manager, clock)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+@pytest.fixture
+async def operator(
+    kube: KubeClient,
+    third_party_crds: list[str],
+    vworkspace_crds: list[str],
+    velero_ns: str,
+    kube_namespace: str,
+) -> AsyncIterator[Operator]:
+    settings = OperatorSettings(
+        namespace=kube_namespace, velero_namespace=velero_ns, approval_secret=SECRET
+    )
+    async with running_operator(kube, settings) as op:
+        yield op
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+        except NotFoundError:
+            last = None
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    conds = ((obj or {}).get("status") or {}).get("conditions", [])
+    return next((c for c in conds if c["type"] == type_), {})
+
+
+async def op_phase(kube: KubeClient, namespace: str, name: str, phase: str) -> Any:
+    op = await kube.get(OPERATIONS, ObjectKey(namespace, name))
+    return op if (op.get("status") or {}).get("phase") == phase else None
+
+
+async def target(kube: KubeClient, namespace: str, name: str = "shop") -> dict[str, Any]:
+    return await kube.create(
+        APPLICATION_INSTANCES,
+        managed_instance(name, namespace, annotations=CAPABILITIES),
+        field_manager="test",
+    )
+
+
+async def start(
+    kube: KubeClient, namespace: str, name: str, type_: str, parameters: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Create an Operation (schema-valid parameters) and wait until it is Running."""
+    template = next(t for t in TEMPLATES if t.type == type_)
+    assert parameter_problem(template, parameters) is None  # what admission would accept
+    created = await kube.create(
+        OPERATIONS,
+        operation(name, namespace, type_=type_, parameters=parameters),
+        field_manager="test",
+    )
+    running = await eventually(
+        lambda: op_phase(kube, namespace, name, "Running"), what=f"{name} Running"
+    )
+    return created, running
+
+
+async def set_job_condition(
+    kube: KubeClient, key: ObjectKey, type_: str, message: str = ""
+) -> None:
+    """Write the terminal conditions the Job controller would (with the *Target / SuccessCriteria
+    condition the API server requires before Complete / Failed)."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    first = "SuccessCriteriaMet" if type_ == "Complete" else "FailureTarget"
+    conditions = [
+        {
+            "type": t,
+            "status": "True",
+            "reason": "Test",
+            "message": message,
+            "lastTransitionTime": now,
+        }
+        for t in (first, type_)
+    ]
+    status: dict[str, Any] = {"conditions": conditions, "startTime": now}
+    if type_ == "Complete":
+        status.update({"completionTime": now, "succeeded": 1})
+    else:
+        status["failed"] = 1
+    await kube.merge_patch(
+        JOBS, key, {"status": status}, field_manager="job-controller", subresource="status"
+    )
+
+
+async def set_workflow_phase(kube: KubeClient, key: ObjectKey, phase: str, message: str) -> None:
+    # The minimal Argo CRDs have no status subresource: Argo writes status with the object.
+    await kube.merge_patch(
+        WORKFLOWS, key, {"status": {"phase": phase, "message": message}}, field_manager="argo"
+    )
+
+
+def job_key(created: dict[str, Any], namespace: str) -> ObjectKey:
+    return ObjectKey(namespace, workload_name(created))
+
+
+# -- job (RunCommand) ---------------------------------------------------------------------------
+
+
+async def test_a_run_command_becomes_a_job_and_succeeds_with_its_name(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    ai = await target(kube, kube_namespace)
+    params = {
+        "image": "busybox:1.36",
+        "command": ["sh", "-c"],
+        "args": ["echo $GREETING"],
+        "env": [{"name": "GREETING", "value": "hi"}, {"name": "A", "value": "1"}],
+        "backoffLimit": 2,
+        "activeDeadlineSeconds": 300,
+    }
+    created, running = await start(kube, kube_namespace, "cmd", "RunCommand", params)
+    key = job_key(created, kube_namespace)
+    assert key.name == f"{kube_namespace}--cmd"
+    assert running["status"]["engineRef"] == {
+        "kind": "Job",
+        "name": key.name,
+        "namespace": kube_namespace,
+    }
+    assert running["status"]["startedAt"]
+    job = await kube.get(JOBS, key)
+    uid = created["metadata"]["uid"]
+    labels = {
+        "app.vworkspace.io/managed-by": "vworkspace-operator",
+        "ops.vworkspace.io/operation": uid,
+    }
+    assert labels.items() <= job["metadata"]["labels"].items()
+    assert labels.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    assert job["metadata"]["ownerReferences"] == [
+        {"apiVersion": "ops.vworkspace.io/v1alpha1", "kind": "Operation", "name": "cmd", "uid": uid}
+    ]
+    assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (2, 300)
+    assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+    pod = job["spec"]["template"]["spec"]
+    assert (pod["restartPolicy"], pod["serviceAccountName"]) == (
+        "Never",
+        "vworkspace-operation-runner",
+    )
+    (container,) = pod["containers"]
+    assert {k: container[k] for k in ("name", "image", "command", "args", "env")} == {
+        "name": "runner",
+        "image": "busybox:1.36",
+        "command": ["sh", "-c"],
+        "args": ["echo $GREETING"],
+        "env": [{"name": "GREETING", "value": "hi"}, {"name": "A", "value": "1"}],
+    }
+    # The runner ServiceAccount exists (created without any role binding) so the Pod can start.
+    account = await kube.get(
+        SERVICE_ACCOUNTS, ObjectKey(ai["metadata"]["namespace"], pod["serviceAccountName"])
+    )
+    assert account["metadata"]["labels"]["app.vworkspace.io/managed-by"] == "vworkspace-operator"
+
+    await asyncio.sleep(1)
+    assert await op_phase(kube, kube_namespace, "cmd", "Running")
+    await set_job_condition(kube, key, "Complete")
+    done = await eventually(lambda: op_phase(kube, kube_namespace, "cmd", "Succeeded"))
+    assert done["status"]["outputs"] == {"jobName": key.name}
+    assert condition(done, "Succeeded")["reason"] == "EngineCompleted"
+    assert condition(done, "Running")["status"] == "False"
+    await kube.get(JOBS, key)  # a succeeded Job is left to its TTL
+
+
+async def test_a_failed_job_fails_the_operation_with_its_message_then_is_deleted(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await target(kube, kube_namespace)
+    params = {"image": "busybox", "env": {"B": "2", "A": "1"}}  # Go's map spelling
+    created, _ = await start(kube, kube_namespace, "bad", "RunCommand", params)
+    key = job_key(created, kube_namespace)
+    job = await kube.get(JOBS, key)
+    assert job["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "A", "value": "1"},
+        {"name": "B", "value": "2"},
+    ]
+    await set_job_condition(kube, key, "Failed", "Job has reached the specified backoff limit")
+    failed = await eventually(lambda: op_phase(kube, kube_namespace, "bad", "Failed"))
+    assert condition(failed, "Failed")["message"] == "Job has reached the specified backoff limit"
+    assert failed["status"]["outputs"] == {"jobName": key.name}
+
+    async def gone() -> bool:
+        try:
+            got = await kube.get(JOBS, key)
+        except NotFoundError:
+            return True
+        return bool(got["metadata"].get("deletionTimestamp"))
+
+    await eventually(gone, what="failed Job deleted after the verdict")
+    await asyncio.sleep(1)
+    again = await kube.get(OPERATIONS, ObjectKey(kube_namespace, "bad"))
+    assert condition(again, "Failed")["message"] == "Job has reached the specified backoff limit"
+
+
+async def test_deleting_a_running_operation_deletes_its_job(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await target(kube, kube_namespace)
+    created, _ = await start(kube, kube_namespace, "doomed", "RunCommand", {"image": "busybox"})
+    key = job_key(created, kube_namespace)
+    await kube.get(JOBS, key)
+    await kube.delete(OPERATIONS, ObjectKey(kube_namespace, "doomed"))
+
+    async def job_gone() -> bool:
+        listed = await kube.list(
+            JOBS,
+            kube_namespace,
+            labelSelector=f"ops.vworkspace.io/operation={created['metadata']['uid']}",
+        )
+        return all(j["metadata"].get("deletionTimestamp") for j in listed["items"])
+
+    await eventually(job_gone, what="Job deleted")
+
+
+async def test_a_job_of_another_operation_at_the_name_fails_the_operation(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await target(kube, kube_namespace)
+    name = f"{kube_namespace}--taken"
+    foreign_job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": kube_namespace,
+            "labels": {"ops.vworkspace.io/operation": "someone-else"},
+        },
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "x", "image": "busybox"}],
+                }
+            }
+        },
+    }
+    await kube.create(JOBS, foreign_job, field_manager="test")
+    await kube.create(
+        OPERATIONS,
+        operation("taken", kube_namespace, type_="RunCommand", parameters={"image": "busybox"}),
+        field_manager="test",
+    )
+    failed = await eventually(lambda: op_phase(kube, kube_namespace, "taken", "Failed"))
+    assert condition(failed, "Failed")["message"] == (
+        f"Job {kube_namespace}/{name} belongs to a different operation"
+    )
+    await asyncio.sleep(0.5)
+    job = await kube.get(JOBS, ObjectKey(kube_namespace, name))  # not ours: left alone
+    assert not job["metadata"].get("deletionTimestamp")
+
+
+async def test_a_running_operation_whose_target_is_deleted_follows_its_job_by_label(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await target(kube, kube_namespace)
+    created, _ = await start(kube, kube_namespace, "orphan", "RunCommand", {"image": "busybox"})
+    uid = created["metadata"]["uid"]
+    key = job_key(created, kube_namespace)
+    await kube.delete(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "shop"))
+
+    async def target_gone() -> bool:
+        try:
+            await kube.get(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "shop"))
+        except NotFoundError:
+            return True
+        return False
+
+    await eventually(target_gone, what="target deleted")
+    # Forget where the Job is: the engine must find it by the UID label alone.
+    op = await kube.get(OPERATIONS, ObjectKey(kube_namespace, "orphan"))
+    await kube.merge_patch(
+        OPERATIONS,
+        ObjectKey(kube_namespace, "orphan"),
+        {"status": {"engineRef": None}},
+        field_manager="test",
+        subresource="status",
+    )
+    await asyncio.sleep(6)  # more than one 5 s poll
+    still = await op_phase(kube, kube_namespace, "orphan", "Running")
+    assert still, "a Running Operation must not fall back to Pending when its target goes"
+    assert condition(still, "Blocked").get("status") != "True"
+    assert still["status"]["engineRef"] == op["status"]["engineRef"]  # back-filled
+    jobs = await kube.list(JOBS, None, labelSelector=f"ops.vworkspace.io/operation={uid}")
+    assert [j["metadata"]["name"] for j in jobs["items"]] == [key.name]  # no second workload
+    await set_job_condition(kube, key, "Complete")
+    done = await eventually(lambda: op_phase(kube, kube_namespace, "orphan", "Succeeded"))
+    assert done["status"]["outputs"] == {"jobName": key.name}
+
+
+async def test_two_jobs_with_the_operation_label_and_no_target_fail_it_as_ambiguous(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await target(kube, kube_namespace)
+    created, _ = await start(kube, kube_namespace, "twins", "RunCommand", {"image": "busybox"})
+    job = await kube.get(JOBS, job_key(created, kube_namespace))
+    copy = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "twin",
+            "namespace": kube_namespace,
+            "labels": {"ops.vworkspace.io/operation": created["metadata"]["uid"]},
+        },
+        "spec": {"template": {"spec": job["spec"]["template"]["spec"]}},
+    }
+    await kube.create(JOBS, copy, field_manager="test")
+    await kube.delete(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "shop"))
+    await kube.merge_patch(
+        OPERATIONS,
+        ObjectKey(kube_namespace, "twins"),
+        {"status": {"engineRef": None}},
+        field_manager="test",
+        subresource="status",
+    )
+    failed = await eventually(
+        lambda: op_phase(kube, kube_namespace, "twins", "Failed"), what="Failed as ambiguous"
+    )
+    assert condition(failed, "Failed")["message"].startswith("ambiguous: several Jobs")
+
+
+async def test_a_missing_job_is_tolerated_for_the_grace_period_then_fails(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await target(kube, kube_namespace)
+    created, _ = await start(kube, kube_namespace, "lost", "RunCommand", {"image": "busybox"})
+    key = job_key(created, kube_namespace)
+    await kube.delete(JOBS, key)
+    await eventually(lambda: _absent(kube, JOBS, key), what="Job gone")
+    await asyncio.sleep(6)  # a poll saw it missing, within the grace
+    assert await op_phase(kube, kube_namespace, "lost", "Running")
+    operator.clock.shift = 61.0  # past the 60 s grace after startedAt
+    failed = await eventually(lambda: op_phase(kube, kube_namespace, "lost", "Failed"))
+    assert condition(failed, "Failed")["message"] == (
+        f"workload missing: Job {key.namespace}/{key.name} not found"
+    )
+
+
+async def _absent(kube: KubeClient, resource: ResourceType, key: ObjectKey) -> bool:
+    try:
+        await kube.get(resource, key)
+    except NotFoundError:
+        return True
+    return False
+
+
+# -- helmHookJob (Migration) --------------------------------------------------------------------
+
+
+async def test_a_migration_becomes_a_hook_job(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await target(kube, kube_namespace)
+    params = {"hookName": "pre-upgrade", "image": "migrate:2", "backoffLimit": 0}
+    created, running = await start(kube, kube_namespace, "mig", "Migration", params)
+    key = job_key(created, kube_namespace)
+    assert running["status"]["engineRef"]["kind"] == "Job"
+    job = await kube.get(JOBS, key)
+    assert job["metadata"]["labels"]["ops.vworkspace.io/hook-name"] == "pre-upgrade"
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade"
+    template = job["spec"]["template"]
+    assert template["metadata"]["labels"]["ops.vworkspace.io/hook-name"] == "pre-upgrade"
+    (container,) = template["spec"]["containers"]
+    assert (container["name"], container["image"], "env" in container) == (
+        "hook",
+        "migrate:2",
+        False,
+    )
+    assert job["spec"]["backoffLimit"] == 0
+    await set_job_condition(kube, key, "Complete")
+    done = await eventually(lambda: op_phase(kube, kube_namespace, "mig", "Succeeded"))
+    assert done["status"]["outputs"] == {"jobName": key.name}
+
+
+# -- workflow (Runbook) -------------------------------------------------------------------------
+
+
+async def test_a_runbook_becomes_a_workflow_of_its_template(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await target(kube, kube_namespace)
+    params = {
+        "template": "restart-app",
+        "targetChartVersion": "2.0.0",
+        "failureAction": "rollback",
+        "timeoutSeconds": 600,
+    }
+    created, running = await start(kube, kube_namespace, "rb", "Runbook", params)
+    key = ObjectKey(kube_namespace, workload_name(created))
+    assert running["status"]["engineRef"] == {
+        "kind": "Workflow",
+        "name": key.name,
+        "namespace": kube_namespace,
+    }
+    wf = await kube.get(WORKFLOWS, key)
+    assert wf["metadata"]["labels"]["ops.vworkspace.io/operation"] == created["metadata"]["uid"]
+    assert wf["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    assert wf["spec"] == {
+        "workflowTemplateRef": {"name": "restart-app"},
+        "serviceAccountName": "vworkspace-operation-runner",
+        "arguments": {
+            "parameters": [
+                {"name": "failureAction", "value": "rollback"},
+                {"name": "targetChartVersion", "value": "2.0.0"},
+            ]
+        },
+        "activeDeadlineSeconds": 600,
+    }
+    await set_workflow_phase(kube, key, "Running", "")
+    await asyncio.sleep(1)
+    assert await op_phase(kube, kube_namespace, "rb", "Running")
+    await set_workflow_phase(kube, key, "Error", "step restart: exit code 2")
+    failed = await eventually(lambda: op_phase(kube, kube_namespace, "rb", "Failed"))
+    assert condition(failed, "Failed")["message"] == "step restart: exit code 2"
+    assert failed["status"]["outputs"] == {"workflowName": key.name}
+
+
+async def test_a_runbook_in_go_spelling_succeeds(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    await target(kube, kube_namespace)
+    params = {"workflowTemplate": "check", "workflowTemplateParameters": {"b": "2", "a": "1"}}
+    created, _ = await start(kube, kube_namespace, "rb-go", "Runbook", params)
+    key = ObjectKey(kube_namespace, workload_name(created))
+    wf = await kube.get(WORKFLOWS, key)
+    assert wf["spec"]["arguments"]["parameters"] == [
+        {"name": "a", "value": "1"},
+        {"name": "b", "value": "2"},
+    ]
+    await set_workflow_phase(kube, key, "Succeeded", "")
+    done = await eventually(lambda: op_phase(kube, kube_namespace, "rb-go", "Succeeded"))
+    assert done["status"]["outputs"] == {"workflowName": key.name}
+
+
+# -- every template -----------------------------------------------------------------------------
+
+
+def minimal_parameters(name: str) -> dict[str, Any]:
+    """The smallest schema-valid parameters of each template, as a control plane sends them."""
+    claim = sign(
+        {"v": 1, "rid": 1, "op": name, "by": "t", "at": "now", "exp": int(time.time()) + 600},
+        SECRET,
+    )
+    return {
+        "Backup": {},
+        "Restore": {"backupName": "b1", "_claim": claim},
+        "Upgrade": {"targetVersion": "2.0.0"},
+        "Migration": {"hookName": "pre-upgrade"},  # image from the target's annotation
+        "RunCommand": {"image": "busybox"},
+        "Runbook": {"template": "restart-app"},
+    }
+
+
+WORKLOADS = {
+    "Backup": BACKUPS,
+    "Restore": RESTORES,
+    "Migration": JOBS,
+    "RunCommand": JOBS,
+    "Runbook": WORKFLOWS,
+}
+
+
+async def test_every_template_reaches_running_with_its_workload(
+    operator: Operator, kube: KubeClient, kube_namespace: str, velero_ns: str
+) -> None:
+    for template in TEMPLATES:
+        await target(kube, kube_namespace, name=template.type.lower())
+    for template in TEMPLATES:
+        name = f"{template.type.lower()}-op"
+        params = dict(minimal_parameters(name)[template.type])
+        claim = params.pop("_claim", None)
+        assert parameter_problem(template, params) is None
+        body = operation(
+            name,
+            kube_namespace,
+            type_=template.type,
+            target=template.type.lower(),
+            parameters=params,
+        )
+        if claim:
+            body["spec"]["approvals"] = {"claim": claim}
+        created = await kube.create(OPERATIONS, body, field_manager="test")
+        running = await eventually(
+            lambda n=name: op_phase(kube, kube_namespace, n, "Running"), what=f"{name} Running"
+        )
+        resource = WORKLOADS.get(template.type)
+        if resource is None:  # Upgrade: the workload is the instance's new version
+            ai = await kube.get(
+                APPLICATION_INSTANCES, ObjectKey(kube_namespace, template.type.lower())
+            )
+            assert ai["spec"]["chart"]["version"] == "2.0.0"
+            continue
+        namespace = velero_ns if resource in (BACKUPS, RESTORES) else kube_namespace
+        assert running["status"]["engineRef"]["name"] == workload_name(created)
+        await kube.get(resource, ObjectKey(namespace, workload_name(created)))
+    job = await kube.get(JOBS, ObjectKey(kube_namespace, f"{kube_namespace}--migration-op"))
+    image = job["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == CAPABILITIES["ops.vworkspace.io/migration-image"]
+
+
+async def test_every_template_runs_from_a_request_operation_intent(
+    operator: Operator, kube: KubeClient, kube_namespace: str, velero_ns: str
+) -> None:
+    """What the control plane does: a ``request-operation`` intent job through the agent."""
+    async with MockControlPlane(visibility_timeout=1.0) as mock:
+        mock.set_bootstrap_token(CLUSTER, TOKEN)
+        agent = await Agent(kube, mock, kube_namespace).start()
+        try:
+            for template in TEMPLATES:
+                await target(kube, kube_namespace, name=template.type.lower())
+            for template in TEMPLATES:
+                name = f"{template.type.lower()}-intent"
+                params = dict(minimal_parameters(name)[template.type])
+                claim = params.pop("_claim", None)
+                body = operation(
+                    name,
+                    kube_namespace,
+                    type_=template.type,
+                    target=template.type.lower(),
+                    parameters=params,
+                )
+                del body["apiVersion"], body["kind"]  # as intents embed them
+                if claim:
+                    body["spec"]["approvals"] = {"claim": claim}
+                job_id = f"op-{template.type.lower()}"
+                await mock.enqueue(
+                    CLUSTER,
+                    {
+                        "id": job_id,
+                        "kind": "intent",
+                        "payload": {"intent": "request-operation", "operation": body},
+                    },
+                )
+                assert (await wait_result(mock, job_id))["outcome"] == "succeeded"
+                running = await eventually(
+                    lambda n=name: op_phase(kube, kube_namespace, n, "Running"),
+                    what=f"{name} Running",
+                )
+                resource = WORKLOADS.get(template.type)
+                if resource is not None:
+                    ns = velero_ns if resource in (BACKUPS, RESTORES) else kube_namespace
+                    await kube.get(resource, ObjectKey(ns, workload_name(running)))
+        finally:
+            await agent.stop()
+
+
+# -- Velero naming ------------------------------------------------------------------------------
+
+
+async def test_same_named_backups_in_two_namespaces_get_two_velero_backups(
+    operator: Operator, kube: KubeClient, kube_namespace: str, velero_ns: str
+) -> None:
+    other = f"{kube_namespace}-b"
+    await _namespace(kube, other)
+    try:
+        ops = []
+        for namespace in (kube_namespace, other):
+            await target(kube, namespace)
+            created, _ = await start(kube, namespace, "nightly", "Backup", {})
+            ops.append(created)
+        names = [workload_name(o) for o in ops]
+        assert len(set(names)) == 2
+        backups = [await kube.get(BACKUPS, ObjectKey(velero_ns, n)) for n in names]
+        for backup, op in zip(backups, ops, strict=True):
+            assert (
+                backup["metadata"]["labels"]["ops.vworkspace.io/operation"] == op["metadata"]["uid"]
+            )
+        await kube.delete(OPERATIONS, ObjectKey(kube_namespace, "nightly"))
+        await eventually(
+            lambda: _absent(kube, OPERATIONS, ObjectKey(kube_namespace, "nightly")),
+            what="first Operation gone",
+        )
+        assert await _absent(kube, BACKUPS, ObjectKey(velero_ns, names[0]))
+        survivor = await kube.get(BACKUPS, ObjectKey(velero_ns, names[1]))
+        assert survivor["metadata"]["uid"] == backups[1]["metadata"]["uid"]
+        await asyncio.sleep(1)
+        assert await op_phase(kube, other, "nightly", "Running")
+        await kube.merge_patch(
+            BACKUPS,
+            ObjectKey(velero_ns, names[1]),
+            {"status": {"phase": "PartiallyFailed", "failureReason": "disk full"}},
+            field_manager="velero",
+        )
+        failed = await eventually(lambda: op_phase(kube, other, "nightly", "Failed"))
+        # The verdict is Velero's, recorded before the Backup is cancelled, and it stays.
+        assert condition(failed, "Failed")["message"] == "Backup PartiallyFailed: disk full"
+        assert failed["status"]["outputs"] == {"backupName": names[1]}
+        await eventually(
+            lambda: _absent(kube, BACKUPS, ObjectKey(velero_ns, names[1])), what="cancelled"
+        )
+        await asyncio.sleep(6)
+        again = await kube.get(OPERATIONS, ObjectKey(other, "nightly"))
+        assert condition(again, "Failed")["message"] == "Backup PartiallyFailed: disk full"
+    finally:
+        with contextlib.suppress(NotFoundError):
+            await kube.delete(NAMESPACES, ObjectKey(None, other))
+
+
+# -- engines found at run time ------------------------------------------------------------------
+
+
+def _workflow_crds() -> list[dict[str, Any]]:
+    return [
+        crd
+        for crd in load_crds([third_party_dir(os.environ)])
+        if crd["metadata"]["name"] == "workflows.argoproj.io"
+    ]
+
+
+async def test_a_runbook_unblocks_when_the_argo_crds_are_installed_later(
+    kube: KubeClient,
+    control_plane: ControlPlane,
+    third_party_crds: list[str],
+    vworkspace_crds: list[str],
+    velero_ns: str,
+    kube_namespace: str,
+) -> None:
+    crds = _workflow_crds()
+    assert crds, "the Argo Workflow CRD is among the third-party CRDs"
+    await kube.delete(CRDS, ObjectKey(None, "workflows.argoproj.io"))
+    try:
+        await eventually(
+            lambda: _not(served(kube, WORKFLOW_KIND)), timeout=60, what="Workflow not served"
+        )
+        settings = OperatorSettings(
+            namespace=kube_namespace,
+            velero_namespace=velero_ns,
+            engine_discovery_interval=0.5,
+            engine_discovery_max_interval=1.0,
+        )
+        async with running_operator(kube, settings) as running:
+            assert running.manager.informers  # started without the Workflow kind
+            await target(kube, kube_namespace)
+            await kube.create(
+                OPERATIONS,
+                operation("late", kube_namespace, type_="Runbook", parameters={"template": "t"}),
+                field_manager="test",
+            )
+            blocked = await eventually(lambda: op_phase(kube, kube_namespace, "late", "Pending"))
+            assert condition(blocked, "Blocked")["reason"] == "DependencyMissing"
+            await asyncio.to_thread(install_crds, control_plane.rest(), crds)
+            # Well before the 30 s Blocked retry: the finder requeues it when the kind appears.
+            await eventually(lambda: op_phase(kube, kube_namespace, "late", "Running"), timeout=15)
+            await kube.get(WORKFLOWS, ObjectKey(kube_namespace, f"{kube_namespace}--late"))
+    finally:
+        await asyncio.to_thread(install_crds, control_plane.rest(), crds)
+
+
+async def _not(check: Any) -> bool:
+    return not await check

@@ -1,0 +1,147 @@
+"""Which engines run, and finding the optional ones at run time.
+
+``job`` and ``helmHookJob`` need only ``batch/v1``, which every cluster serves: they are always
+registered. ``flux`` and ``helm`` need the Flux HelmRelease CRD, ``velero`` the Velero Backup
+CRD, ``workflow`` the Argo Workflow CRD. An engine whose CRD is served at start is registered at
+once; for the others :class:`EngineFinder` asks API discovery again with backoff
+(``interval`` doubling up to ``max_interval``) and registers the engine as soon as its kind is
+served, then requeues every ApplicationInstance and Operation so that what was Blocked on
+``MissingDependencies`` / ``DependencyMissing`` starts without a restart (docs/operations.md).
+
+Trade-off: polling discovery (one GET of a group version per missing group per interval) rather
+than watching CustomResourceDefinitions, which would need cluster-wide read access to CRDs for a
+question that changes about once in a cluster's life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from vworkspace.api.constants import LABEL_APPLICATION_INSTANCE
+from vworkspace.engines.base import EngineRegistry
+from vworkspace.engines.flux import HELM_RELEASES, FluxEngine
+from vworkspace.engines.helm import HelmUpgradeEngine
+from vworkspace.engines.job import HelmHookJobEngine, JobEngine
+from vworkspace.engines.velero import VeleroEngine
+from vworkspace.engines.workflow import WorkflowEngine
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.clock import Clock
+from vworkspace.kube.discovery import Discovery, UnknownKindError
+from vworkspace.kube.informer import Informer
+from vworkspace.kube.metrics import Metrics
+
+_log = structlog.get_logger("vworkspace.engines")
+
+HELM_RELEASE_KIND = "helm.toolkit.fluxcd.io/v2/HelmRelease"
+VELERO_KIND = "velero.io/v1/Backup"
+WORKFLOW_KIND = "argoproj.io/v1alpha1/Workflow"
+OPTIONAL_KINDS = (HELM_RELEASE_KIND, VELERO_KIND, WORKFLOW_KIND)
+
+
+async def served(client: KubeClient, kind: str) -> bool:
+    """Does the cluster serve ``<apiVersion>/<kind>`` now? (A fresh discovery each time: the
+    answer is expected to change.)"""
+    api_version, _, name = kind.rpartition("/")
+    try:
+        await Discovery(client).resolve(api_version, name)
+    except UnknownKindError:
+        return False
+    return True
+
+
+class EngineFinder:
+    """Registers engines, now for kinds served at start and later for the rest."""
+
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        registry: EngineRegistry,
+        clock: Clock,
+        metrics: Metrics,
+        velero_namespace: str,
+        interval: float = 5.0,
+        max_interval: float = 60.0,
+    ) -> None:
+        self._client = client
+        self._registry = registry
+        self._clock = clock
+        self._metrics = metrics
+        self._velero_namespace = velero_namespace
+        self._interval = interval
+        self._max_interval = max_interval
+        self.helm_releases: Informer | None = None
+        self.pending: list[str] = []
+        # Called with each informer created at run time (the Flux HelmRelease informer), before
+        # it runs, so the wiring can hook controllers to it; and after each late registration.
+        self.on_informer: Callable[[Informer], None] = lambda informer: None
+        self.on_registered: Callable[[], None] = lambda: None
+        registry.register(JobEngine(client))
+        registry.register(HelmHookJobEngine(client))
+
+    def register(self, kind: str) -> Informer | None:
+        """Register the engines of ``kind``; returns an informer the caller must run, if any."""
+        if kind == HELM_RELEASE_KIND:
+            # Only HelmReleases we made (they carry the instance label) are cached.
+            self.helm_releases = Informer(
+                self._client,
+                HELM_RELEASES,
+                label_selector=LABEL_APPLICATION_INSTANCE,
+                clock=self._clock,
+                metrics=self._metrics,
+            )
+            lookup = self.helm_releases.store.get
+            self._registry.register(FluxEngine(self._client, helm_releases=lookup))
+            self._registry.register(
+                HelmUpgradeEngine(self._client, helm_releases=lookup, clock=self._clock)
+            )
+            return self.helm_releases
+        if kind == VELERO_KIND:
+            self._registry.register(VeleroEngine(self._client, namespace=self._velero_namespace))
+        elif kind == WORKFLOW_KIND:
+            self._registry.register(WorkflowEngine(self._client))
+        return None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Ask discovery about the missing kinds until all are served or ``stop`` is set."""
+        late: list[asyncio.Task[None]] = []
+        delay = self._interval
+        try:
+            while self.pending and not stop.is_set():
+                if await self._sleep(delay, stop):
+                    break
+                for kind in list(self.pending):
+                    if not await self._check(kind):
+                        continue
+                    self.pending.remove(kind)
+                    informer = self.register(kind)
+                    if informer is not None:
+                        self.on_informer(informer)
+                        late.append(asyncio.create_task(informer.run(), name=informer.name))
+                    _log.info("optional CRD now served; engine enabled", kind=kind)
+                    self.on_registered()
+                delay = min(delay * 2, self._max_interval)
+            await stop.wait()
+        finally:
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def _check(self, kind: str) -> bool:
+        try:
+            return await served(self._client, kind)
+        except Exception as err:  # an API hiccup: ask again at the next interval
+            _log.warning("engine discovery failed; retrying", kind=kind, error=str(err))
+            return False
+
+    async def _sleep(self, seconds: float, stop: asyncio.Event) -> bool:
+        """Sleep ``seconds`` or until ``stop``; True when stopping."""
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        sleeper.cancel()
+        stopper.cancel()
+        return stop.is_set()

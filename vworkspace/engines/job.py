@@ -1,0 +1,209 @@
+"""The ``job`` (RunCommand) and ``helmHookJob`` (Migration) engines: one ``batch/v1`` Job per
+Operation in the target's release namespace (docs/api.md, "Operation templates").
+
+Naming, labels, ownership and locating are shared with the other workload engines
+(:mod:`vworkspace.engines.workload`). The Job runs one container (``runner``, or ``hook`` for a
+Migration) with ``restartPolicy: Never`` as ServiceAccount ``vworkspace-operation-runner``,
+which the engine creates (without role bindings) when the namespace lacks it.
+
+Parameters: ``image``, ``command``, ``args``, ``env`` (a list of ``{name, value, valueFrom}`` as
+the template schema has it, or Go's ``{name: value}`` map, sorted by name), ``backoffLimit``,
+``activeDeadlineSeconds`` (else ``timeoutSeconds``, which Go accepted and ignored),
+``ttlSecondsAfterFinished`` (default 86400). A Migration takes ``hookName`` (label
+``ops.vworkspace.io/hook-name`` and annotation ``helm.sh/hook``) and its image from
+``parameters.image`` or the target's ``ops.vworkspace.io/migration-image`` annotation.
+
+Status from the Job's conditions: ``Complete=True`` -> succeeded, ``Failed=True`` -> failed with
+the condition's message, else running; outputs ``{"jobName": <name>}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vworkspace.api import constants
+from vworkspace.api.meta import ObjectKey
+from vworkspace.api.templates import RUNNER_SERVICE_ACCOUNT
+from vworkspace.engines import workload
+from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.resources import ResourceType
+
+JsonObj = dict[str, Any]
+JOBS = ResourceType("batch", "v1", "jobs", "Job")
+DEFAULT_TTL = 86400
+
+
+def env_list(value: Any) -> list[JsonObj]:
+    """The container ``env``: the schema's list as given (order matters for ``$(VAR)``
+    references), or Go's map sorted by name."""
+    if isinstance(value, dict):
+        return [{"name": str(k), "value": str(v)} for k, v in sorted(value.items())]
+    if isinstance(value, list):
+        return [
+            {k: item[k] for k in ("name", "value", "valueFrom") if k in item}
+            for item in value
+            if isinstance(item, dict)
+        ]
+    if value is None:
+        return []
+    raise EngineError("spec.parameters.env must be a list of {name, value} or a map")
+
+
+def _strings(params: JsonObj, key: str) -> list[str] | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise EngineError(f"spec.parameters.{key} must be a list of strings")
+    return [str(v) for v in value]
+
+
+def job_spec(params: JsonObj, *, pod_labels: dict[str, str], container: JsonObj) -> JsonObj:
+    spec: JsonObj = {
+        "ttlSecondsAfterFinished": int(params.get("ttlSecondsAfterFinished", DEFAULT_TTL)),
+        "template": {
+            "metadata": {"labels": pod_labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "serviceAccountName": params.get("serviceAccountName") or RUNNER_SERVICE_ACCOUNT,
+                "containers": [container],
+            },
+        },
+    }
+    if params.get("backoffLimit") is not None:
+        spec["backoffLimit"] = int(params["backoffLimit"])
+    deadline = params.get("activeDeadlineSeconds") or params.get("timeoutSeconds")
+    if deadline:
+        spec["activeDeadlineSeconds"] = int(deadline)
+    return spec
+
+
+def job_observation(job: JsonObj) -> Observation:
+    name = job["metadata"]["name"]
+    outputs = {"jobName": name}
+    ref = EngineRef("Job", name, job["metadata"]["namespace"])
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            message = cond.get("message") or f"Job {name} complete"
+            return Observation(State.SUCCEEDED, "EngineCompleted", message, outputs, ref=ref)
+        if cond.get("type") == "Failed":
+            message = cond.get("message") or cond.get("reason") or f"Job {name} failed"
+            return Observation(State.FAILED, "EngineFailed", message, outputs, ref=ref)
+    return Observation(State.RUNNING, "EngineStarted", f"Job {name} running", outputs, ref=ref)
+
+
+class JobEngine:
+    """RunCommand: the command of the parameters in container ``runner``."""
+
+    name = "job"
+    container_name = "runner"
+
+    def __init__(self, client: KubeClient) -> None:
+        self._client = client
+
+    def container(self, op: JsonObj, target: JsonObj) -> JsonObj:
+        params = workload.params(op)
+        if not params.get("image"):
+            raise EngineError("spec.parameters.image is required")
+        container: JsonObj = {"name": self.container_name, "image": str(params["image"])}
+        for key in ("command", "args"):
+            values = _strings(params, key)
+            if values:
+                container[key] = values
+        env = env_list(params.get("env"))
+        if env:
+            container["env"] = env
+        return container
+
+    def extra_labels(self, op: JsonObj) -> dict[str, str]:
+        return {}
+
+    def annotations(self, op: JsonObj) -> dict[str, str]:
+        return {}
+
+    def desired(self, op: JsonObj, target: JsonObj) -> JsonObj:
+        namespace = workload.target_namespace(target)
+        meta = workload.metadata(op, name=workload.workload_name(op), namespace=namespace)
+        meta["labels"].update(self.extra_labels(op))
+        if self.annotations(op):
+            meta["annotations"] = self.annotations(op)
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": meta,
+            "spec": job_spec(
+                workload.params(op),
+                pod_labels=dict(meta["labels"]),
+                container=self.container(op, target),
+            ),
+        }
+
+    def _computed(self, request: EngineRequest) -> ObjectKey | None:
+        op = request.operation
+        assert op is not None
+        if request.target is None:
+            return None
+        return ObjectKey(workload.target_namespace(request.target), workload.workload_name(op))
+
+    async def materialize(self, request: EngineRequest) -> EngineRef:
+        op, target = request.operation, request.target
+        assert op is not None
+        if target is None:
+            raise EngineError("the target ApplicationInstance does not exist")
+        job = self.desired(op, target)
+        await workload.ensure_runner_account(self._client, job["metadata"]["namespace"])
+        created = await workload.create_if_absent(self._client, JOBS, job)
+        return workload.ref_of(JOBS, created)
+
+    async def observe(self, request: EngineRequest) -> Observation:
+        assert request.operation is not None
+        job = await workload.locate(
+            self._client, JOBS, request.operation, computed=self._computed(request)
+        )
+        return job_observation(job)
+
+    async def cancel(self, request: EngineRequest) -> None:
+        op = request.operation
+        assert op is not None
+        known = workload.recorded_ref(op) or self._computed(request)
+        await workload.delete_labelled(
+            self._client, JOBS, op, namespace=known.namespace if known else None
+        )
+
+
+class HelmHookJobEngine(JobEngine):
+    """Migration: a hook-labelled Job in container ``hook``, without env."""
+
+    name = "helmHookJob"
+    container_name = "hook"
+
+    def _hook(self, op: JsonObj) -> str:
+        hook = workload.params(op).get("hookName")
+        if not hook:
+            raise EngineError("spec.parameters.hookName is required")
+        return str(hook)
+
+    def container(self, op: JsonObj, target: JsonObj) -> JsonObj:
+        params = workload.params(op)
+        annotations = (target.get("metadata") or {}).get("annotations") or {}
+        image = params.get("image") or annotations.get(constants.ANNOTATION_MIGRATION_IMAGE)
+        if not image:
+            raise EngineError(
+                "spec.parameters.image is required for a Migration unless the target has the "
+                f"annotation {constants.ANNOTATION_MIGRATION_IMAGE}"
+            )
+        container: JsonObj = {"name": self.container_name, "image": str(image)}
+        for key in ("command", "args"):
+            values = _strings(params, key)
+            if values:
+                container[key] = values
+        return container
+
+    def extra_labels(self, op: JsonObj) -> dict[str, str]:
+        return {constants.LABEL_HOOK_NAME: self._hook(op)}
+
+    def annotations(self, op: JsonObj) -> dict[str, str]:
+        return {constants.ANNOTATION_HELM_HOOK: self._hook(op)}

@@ -1,0 +1,136 @@
+"""The ``workflow`` engine (Runbook): one ``argoproj.io/v1alpha1`` Workflow per Operation that
+runs a WorkflowTemplate, in the target's release namespace (docs/api.md,
+"Operation templates").
+
+Naming, labels, ownership and locating are shared with the other workload engines
+(:mod:`vworkspace.engines.workload`). Parameters: the template name from ``template`` (the
+template schema's spelling) or ``workflowTemplate`` (Go's); arguments from Go's
+``workflowTemplateParameters`` map plus the schema's ``targetChartVersion``,
+``snapshotClassName`` and ``failureAction`` when given, sorted by name; ``timeoutSeconds`` ->
+``spec.activeDeadlineSeconds``. The Workflow runs as ``vworkspace-operation-runner``.
+
+Status from ``status.phase``: Succeeded -> succeeded; Failed, Error, Terminated, Skipped ->
+failed with ``status.message``; anything else -> running. Outputs ``{"workflowName": <name>}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vworkspace.api.meta import ObjectKey
+from vworkspace.api.templates import RUNNER_SERVICE_ACCOUNT
+from vworkspace.engines import workload
+from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.resources import ResourceType
+
+JsonObj = dict[str, Any]
+WORKFLOWS = ResourceType("argoproj.io", "v1alpha1", "workflows", "Workflow")
+FAILED_PHASES = frozenset({"Failed", "Error", "Terminated", "Skipped"})
+# Schema parameters that are handed to the template as arguments of the same name.
+ARGUMENT_PARAMETERS = ("targetChartVersion", "snapshotClassName", "failureAction")
+
+
+def arguments(params: JsonObj) -> list[JsonObj]:
+    values: dict[str, str] = {}
+    extra = params.get("workflowTemplateParameters")
+    if extra is not None and not isinstance(extra, dict):
+        raise EngineError("spec.parameters.workflowTemplateParameters must be a map")
+    for key, value in (extra or {}).items():
+        values[str(key)] = str(value)
+    for key in ARGUMENT_PARAMETERS:
+        if params.get(key) not in (None, ""):
+            values[key] = str(params[key])
+    return [{"name": k, "value": v} for k, v in sorted(values.items())]
+
+
+def desired(op: JsonObj, target: JsonObj) -> JsonObj:
+    params = workload.params(op)
+    template = params.get("template") or params.get("workflowTemplate")
+    if params.get("workflowTemplate") and template != params["workflowTemplate"]:
+        raise EngineError(
+            "spec.parameters.template and spec.parameters.workflowTemplate name different "
+            "WorkflowTemplates; give one"
+        )
+    if not template:
+        raise EngineError("spec.parameters.template (or workflowTemplate) is required")
+    namespace = workload.target_namespace(target)
+    spec: JsonObj = {
+        "workflowTemplateRef": {"name": str(template)},
+        "serviceAccountName": params.get("serviceAccountName") or RUNNER_SERVICE_ACCOUNT,
+    }
+    args = arguments(params)
+    if args:
+        spec["arguments"] = {"parameters": args}
+    if params.get("timeoutSeconds"):
+        spec["activeDeadlineSeconds"] = int(params["timeoutSeconds"])
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": workload.metadata(op, name=workload.workload_name(op), namespace=namespace),
+        "spec": spec,
+    }
+
+
+def workflow_observation(wf: JsonObj) -> Observation:
+    name = wf["metadata"]["name"]
+    outputs = {"workflowName": name}
+    ref = EngineRef("Workflow", name, wf["metadata"]["namespace"])
+    status = wf.get("status") or {}
+    phase = status.get("phase") or ""
+    message = status.get("message") or ""
+    if phase == "Succeeded":
+        return Observation(
+            State.SUCCEEDED,
+            "EngineCompleted",
+            message or f"Workflow {name} Succeeded",
+            outputs,
+            ref=ref,
+        )
+    if phase in FAILED_PHASES:
+        return Observation(
+            State.FAILED, "EngineFailed", message or f"Workflow {name} {phase}", outputs, ref=ref
+        )
+    return Observation(
+        State.RUNNING, "EngineStarted", f"Workflow {name} {phase or 'Pending'}", outputs, ref=ref
+    )
+
+
+class WorkflowEngine:
+    name = "workflow"
+
+    def __init__(self, client: KubeClient) -> None:
+        self._client = client
+
+    def _computed(self, request: EngineRequest) -> ObjectKey | None:
+        assert request.operation is not None
+        if request.target is None:
+            return None
+        return ObjectKey(
+            workload.target_namespace(request.target), workload.workload_name(request.operation)
+        )
+
+    async def materialize(self, request: EngineRequest) -> EngineRef:
+        op, target = request.operation, request.target
+        assert op is not None
+        if target is None:
+            raise EngineError("the target ApplicationInstance does not exist")
+        wf = desired(op, target)
+        await workload.ensure_runner_account(self._client, wf["metadata"]["namespace"])
+        created = await workload.create_if_absent(self._client, WORKFLOWS, wf)
+        return workload.ref_of(WORKFLOWS, created)
+
+    async def observe(self, request: EngineRequest) -> Observation:
+        assert request.operation is not None
+        wf = await workload.locate(
+            self._client, WORKFLOWS, request.operation, computed=self._computed(request)
+        )
+        return workflow_observation(wf)
+
+    async def cancel(self, request: EngineRequest) -> None:
+        op = request.operation
+        assert op is not None
+        known = workload.recorded_ref(op) or self._computed(request)
+        await workload.delete_labelled(
+            self._client, WORKFLOWS, op, namespace=known.namespace if known else None
+        )

@@ -1,0 +1,187 @@
+"""What the workload engines (job, helmHookJob, workflow, velero) share: naming, labels, owner
+references, create-if-absent with the ownership check, locating and cancelling by the Operation
+UID label (docs/api.md, "What the operator makes of it").
+
+* Name: ``<operation namespace>--<operation name>``, or the Operation UID when that is longer
+  than 63 characters, so two Operations of the same name in two namespaces never share a
+  workload (a Velero namespace is shared by all of them).
+* Labels ``app.vworkspace.io/managed-by=vworkspace-operator`` and
+  ``ops.vworkspace.io/operation=<UID>``; a non-controller owner reference to the Operation only
+  when the workload lives in the Operation's namespace (owner references cannot cross
+  namespaces).
+* Locating for status: ``status.engineRef`` (name and namespace), else the name computed from the
+  target; when neither gives an object (the target is gone, or the object is not there), a list
+  by the UID label (in that namespace when known, else in all): one object -> it, several ->
+  ambiguous (the Operation fails), none -> :class:`WorkloadMissingError` (the reconciler's grace
+  period). An object at the expected name with another Operation's label fails the Operation.
+* Cancel deletes every object carrying the UID label (in the workload's namespace when known,
+  else in all namespaces), and nothing else: an object with our name but another Operation's
+  label is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from vworkspace.api import constants
+from vworkspace.api.meta import ObjectKey
+from vworkspace.api.templates import RUNNER_SERVICE_ACCOUNT
+from vworkspace.engines.base import EngineError, EngineRef, WorkloadMissingError
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.errors import AlreadyExistsError, NotFoundError
+from vworkspace.kube.resources import ResourceType
+
+JsonObj = dict[str, Any]
+MAX_NAME = 63
+
+
+def workload_name(op: JsonObj) -> str:
+    meta = op["metadata"]
+    name = f"{meta['namespace']}--{meta['name']}"
+    return name if len(name) <= MAX_NAME else str(meta["uid"])
+
+
+def target_namespace(target: JsonObj) -> str:
+    """``spec.release.namespace`` when set, else the instance's own namespace."""
+    release_ns = ((target.get("spec") or {}).get("release") or {}).get("namespace")
+    return str(release_ns or target["metadata"]["namespace"])
+
+
+def params(op: JsonObj) -> JsonObj:
+    value = (op.get("spec") or {}).get("parameters")
+    return value if isinstance(value, dict) else {}
+
+
+def labels(op: JsonObj) -> dict[str, str]:
+    return {
+        constants.LABEL_MANAGED_BY: constants.MANAGED_BY_OPERATOR,
+        constants.LABEL_OPERATION: str(op["metadata"]["uid"]),
+    }
+
+
+def metadata(op: JsonObj, *, name: str, namespace: str) -> JsonObj:
+    meta: JsonObj = {"name": name, "namespace": namespace, "labels": labels(op)}
+    if op["metadata"].get("namespace") == namespace:
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": op["apiVersion"],
+                "kind": op["kind"],
+                "name": op["metadata"]["name"],
+                "uid": op["metadata"]["uid"],
+            }
+        ]
+    return meta
+
+
+def uid_selector(op: JsonObj) -> str:
+    return f"{constants.LABEL_OPERATION}={op['metadata']['uid']}"
+
+
+def owned_by(obj: JsonObj, op: JsonObj) -> bool:
+    found = ((obj.get("metadata") or {}).get("labels") or {}).get(constants.LABEL_OPERATION)
+    return bool(found == op["metadata"]["uid"])
+
+
+def foreign(resource: ResourceType, key: ObjectKey) -> EngineError:
+    return EngineError(
+        f"{resource.kind} {key.namespace}/{key.name} belongs to a different operation"
+    )
+
+
+async def create_if_absent(client: KubeClient, resource: ResourceType, obj: JsonObj) -> JsonObj:
+    """Create ``obj``; if it exists already it must carry the same Operation label."""
+    key = ObjectKey(obj["metadata"]["namespace"], obj["metadata"]["name"])
+    uid = obj["metadata"]["labels"][constants.LABEL_OPERATION]
+    try:
+        return await client.create(resource, obj, field_manager=constants.FIELD_MANAGER_OPERATOR)
+    except AlreadyExistsError:
+        existing = await client.get(resource, key)
+    if ((existing["metadata"].get("labels") or {}).get(constants.LABEL_OPERATION)) != uid:
+        raise foreign(resource, key)
+    return existing
+
+
+def recorded_ref(op: JsonObj) -> ObjectKey | None:
+    ref = (op.get("status") or {}).get("engineRef") or {}
+    if ref.get("name") and ref.get("namespace"):
+        return ObjectKey(ref["namespace"], ref["name"])
+    return None
+
+
+async def locate(
+    client: KubeClient,
+    resource: ResourceType,
+    op: JsonObj,
+    *,
+    computed: ObjectKey | None,
+) -> JsonObj:
+    """The Operation's workload: by ``status.engineRef``, else by ``computed`` (the name derived
+    from the target), else by the UID label."""
+    key = recorded_ref(op) or computed
+    if key is not None:
+        try:
+            obj = await client.get(resource, key)
+        except NotFoundError:
+            obj = None  # renamed or never created under this name: the label still finds it
+        if obj is not None:
+            if not owned_by(obj, op):
+                raise foreign(resource, key)
+            return obj
+    namespace = key.namespace if key is not None else None
+    listed = await client.list(resource, namespace, labelSelector=uid_selector(op))
+    items = listed.get("items", [])
+    if len(items) > 1:
+        names = ", ".join(
+            sorted(f"{i['metadata']['namespace']}/{i['metadata']['name']}" for i in items)
+        )
+        raise EngineError(
+            f"ambiguous: several {resource.kind}s carry this operation's label: {names}"
+        )
+    if not items:
+        where = f"{key.namespace}/{key.name}" if key is not None else "with this operation's label"
+        raise WorkloadMissingError(f"{resource.kind} {where} not found")
+    return dict(items[0])
+
+
+def ref_of(resource: ResourceType, obj: JsonObj) -> EngineRef:
+    meta = obj["metadata"]
+    return EngineRef(resource.kind, meta["name"], meta["namespace"])
+
+
+SERVICE_ACCOUNTS = ResourceType("", "v1", "serviceaccounts", "ServiceAccount")
+
+
+async def ensure_runner_account(client: KubeClient, namespace: str) -> None:
+    """Create the runner ServiceAccount (no role bindings: it grants nothing) in ``namespace``
+    if it is missing, so the workload's Pods can start (docs/operations.md)."""
+    key = ObjectKey(namespace, RUNNER_SERVICE_ACCOUNT)
+    try:
+        await client.get(SERVICE_ACCOUNTS, key)
+        return
+    except NotFoundError:
+        pass
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": RUNNER_SERVICE_ACCOUNT,
+            "namespace": namespace,
+            "labels": {constants.LABEL_MANAGED_BY: constants.MANAGED_BY_OPERATOR},
+        },
+    }
+    with contextlib.suppress(AlreadyExistsError):
+        await client.create(
+            SERVICE_ACCOUNTS, account, field_manager=constants.FIELD_MANAGER_OPERATOR
+        )
+
+
+async def delete_labelled(
+    client: KubeClient, resource: ResourceType, op: JsonObj, *, namespace: str | None
+) -> None:
+    """Delete every ``resource`` with the Operation's UID label (in ``namespace``, or in all)."""
+    listed = await client.list(resource, namespace, labelSelector=uid_selector(op))
+    for item in listed.get("items", []):
+        meta = item["metadata"]
+        with contextlib.suppress(NotFoundError):
+            await client.delete(resource, ObjectKey(meta["namespace"], meta["name"]))
