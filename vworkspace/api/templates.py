@@ -123,7 +123,8 @@ TEMPLATES: tuple[Template, ...] = (
                 "hookName": _NONEMPTY,
                 "activeDeadlineSeconds": _POSITIVE,
                 "backoffLimit": _NON_NEGATIVE,
-                # Wider than the Go schema (docs/api.md, deviation 23): the Go engine needs an image the schema forbade.
+                # Wider than the Go schema (docs/api.md, deviation 23): the Go engine needs an
+                # image the schema forbade.
                 "image": _NONEMPTY,
                 "command": _STRS,
                 "args": _STRS,

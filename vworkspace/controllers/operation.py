@@ -1,8 +1,9 @@
 """Operation reconciler (docs/api.md, "Operation"): admit, start the engine, follow it to the end.
 
 Admission gates the *start* only. While the Operation has not started: spec shape, target exists,
-approval claim, concurrency matrix (docs/api.md, "Concurrency matrix"), engine registered. Any of them failing is *Blocked*:
-phase Pending, ``Blocked=True`` and ``Accepted=False`` with the reason, looked at again in 30 s.
+approval claim, concurrency matrix (docs/api.md, "Concurrency matrix"), engine registered. Any of
+them failing is *Blocked*: phase Pending, ``Blocked=True`` and ``Accepted=False`` with the
+reason, looked at again in 30 s.
 Then the engine materializes its workload (phase Running). A Running Operation follows its
 workload, polled every 5 s, whatever happens to its target, approvals or other Operations: the
 engine locates the workload by ``status.engineRef`` (back-filled when missing), the target or

@@ -142,10 +142,10 @@ def _conditions(obj: JsonObj) -> dict[str, JsonObj]:
 
 
 def rollup(hr: JsonObj | None) -> Observation:
-    """A HelmRelease's state as an engine-neutral observation (docs/api.md, "HelmRelease status roll-up"): only
-    conditions of the current generation count. Succeeded = Ready at the current generation;
-    failed + stalled = Flux gave up (Stalled); failed = Ready False for a reason other than
-    waiting on a dependency; otherwise running (progressing)."""
+    """A HelmRelease's state as an engine-neutral observation (docs/api.md, "HelmRelease status
+    roll-up"): only conditions of the current generation count. Succeeded = Ready at the current
+    generation; failed + stalled = Flux gave up (Stalled); failed = Ready False for a reason other
+    than waiting on a dependency; otherwise running (progressing)."""
     if hr is None:
         return Observation(
             State.RUNNING, "Reconciling", "waiting for the HelmRelease", progressing=True
