@@ -83,6 +83,8 @@ TEMPLATES: tuple[Template, ...] = (
                 "storageLocation": _STR,
                 "includedResources": _STRS,
                 "excludedResources": _STRS,
+                # Read by the velero engine (docs/api.md, deviation 29); Go's schema lacked it.
+                "allowPartialFailure": _BOOL,
             }
         ),
     ),
@@ -100,6 +102,7 @@ TEMPLATES: tuple[Template, ...] = (
                 "existingResourcePolicy": _STR,
                 "includedResources": _STRS,
                 "excludedResources": _STRS,
+                "allowPartialFailure": _BOOL,
             },
             required=("backupName",),
         ),
@@ -110,7 +113,14 @@ TEMPLATES: tuple[Template, ...] = (
         "helm",
         "upgrade",
         False,
-        _object({"targetVersion": _NONEMPTY, "valuesPatch": {"type": "object"}}),
+        _object(
+            {
+                "targetVersion": _NONEMPTY,
+                "valuesPatch": {"type": "object"},
+                # Read by the helm engine (docs/api.md, deviation 29); Go's schema lacked it.
+                "timeoutSeconds": _POSITIVE,
+            }
+        ),
     ),
     Template(
         "migration.helmHookJob",
