@@ -363,3 +363,45 @@ def test_finalizer_writes_pass_even_when_the_target_is_gone() -> None:
     new["metadata"]["finalizers"] = []
     new["metadata"]["deletionTimestamp"] = "2026-11-22T05:00:00Z"
     assert review(new, old, world=World(target=None)) is None
+
+
+def queued(name: str, type_: str, created: str, phase: str | None = None) -> JsonObj:
+    op = operation(name, type=type_, engine="helm" if type_ == "Upgrade" else "velero")
+    op["metadata"]["creationTimestamp"] = created
+    if phase:
+        op["status"] = {"phase": phase}
+    return op
+
+
+def test_operations_created_together_start_in_creation_order() -> None:
+    from vworkspace.api.validation import conflicting_operation
+
+    backup = queued("backup-1", "Backup", "2026-11-22T03:00:00Z")
+    restore = queued("restore-1", "Restore", "2026-11-22T03:00:00Z")  # same second: name decides
+    both = [backup, restore]
+    # Neither has a status yet (two workers, neither sees the other's write): one starts.
+    assert conflicting_operation(backup, both) is None
+    assert conflicting_operation(restore, both) is backup
+    # Both Blocked (Pending) for another reason: still exactly one waits for the other.
+    backup["status"] = restore["status"] = {"phase": "Pending"}
+    assert conflicting_operation(backup, both) is None
+    assert conflicting_operation(restore, both) is backup
+
+
+def test_a_started_operation_blocks_whatever_its_age() -> None:
+    from vworkspace.api.validation import conflicting_operation
+
+    older_backup = queued("backup-1", "Backup", "2026-11-22T03:00:00Z")
+    running_restore = queued("restore-1", "Restore", "2026-11-22T03:00:05Z", phase="Running")
+    assert conflicting_operation(older_backup, [older_backup, running_restore]) is running_restore
+    done = queued("restore-1", "Restore", "2026-11-22T03:00:05Z", phase="Succeeded")
+    assert conflicting_operation(older_backup, [older_backup, done]) is None
+
+
+def test_admission_of_a_new_operation_waits_for_one_not_yet_started() -> None:
+    waiting = [queued("backup-nightly", "Backup", "2026-11-22T03:00:00Z")]
+    restore = operation(type="Restore", parameters={"backupName": "b"})
+    assert review(restore, world=world(operations=waiting)) == (
+        "Backup Operation 'backup-nightly' is in flight on ApplicationInstance 'shop'; "
+        "a Restore cannot start until it finishes"
+    )

@@ -102,35 +102,52 @@ BLOCKED_BY = {
 }
 
 
-def in_flight(op: JsonObj) -> bool:
-    status = op.get("status") or {}
-    phase = status.get("phase") or ""
-    if phase in ("Running", "Pending"):
+def started(op: JsonObj) -> bool:
+    """The Operation's workload was materialised (phase Running)."""
+    return (op.get("status") or {}).get("phase") == "Running"
+
+
+def waiting(op: JsonObj) -> bool:
+    """Not started and not finished: no phase yet (the reconciler has not admitted it) or
+    Pending (Blocked for some reason)."""
+    return (op.get("status") or {}).get("phase") in (None, "", "Pending")
+
+
+def _queue_position(op: JsonObj) -> tuple[str, str]:
+    meta = op["metadata"]
+    return (meta.get("creationTimestamp") or "", meta["name"])
+
+
+def ahead_of(other: JsonObj, op: JsonObj) -> bool:
+    """``other`` was created before ``op`` (names break ties within the same second). An
+    Operation not created yet (admission of a CREATE) comes after every existing one."""
+    if not op["metadata"].get("creationTimestamp"):
         return True
-    if phase:
-        return False
-    return any(
-        c.get("type") == "Accepted" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
+    return _queue_position(other) < _queue_position(op)
 
 
 def conflicting_operation(op: JsonObj, others: list[JsonObj]) -> JsonObj | None:
-    """The first in-flight Operation on the same target that blocks ``op``, oldest first."""
+    """The first Operation on the same target that blocks ``op``, oldest first.
+
+    A started (Running) Operation of a blocking type always blocks. One that has not started
+    (no phase, or Pending) blocks only the Operations created after it: creation order is a
+    total order that every reconcile worker sees the same way, so two Operations created
+    together can neither both start (one worker cannot see the other's status yet) nor wait for
+    each other forever (a Backup and a Restore both Pending, each blocking the other).
+    """
     spec = op.get("spec") or {}
     blockers = BLOCKED_BY.get(str(spec.get("type")), frozenset())
     if not blockers:
         return None
     name = op["metadata"]["name"]
     target = (spec.get("targetRef") or {}).get("name")
-    candidates = sorted(
-        (o for o in others if o["metadata"]["name"] != name),
-        key=lambda o: (o["metadata"].get("creationTimestamp") or "", o["metadata"]["name"]),
-    )
+    candidates = sorted((o for o in others if o["metadata"]["name"] != name), key=_queue_position)
     for other in candidates:
         other_spec = other.get("spec") or {}
         if (other_spec.get("targetRef") or {}).get("name") != target:
             continue
-        if other_spec.get("type") in blockers and in_flight(other):
+        if other_spec.get("type") not in blockers:
+            continue
+        if started(other) or (waiting(other) and ahead_of(other, op)):
             return other
     return None
