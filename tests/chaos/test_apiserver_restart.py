@@ -80,7 +80,9 @@ def test_apiserver_restart_and_compaction_leave_nothing_unreconciled(
     compacted.append(control_plane.compact_etcd())
     bump("v3")
     try:
-        converged = wait_for("every observedGeneration == generation", lambda: not unreconciled(), 90)
+        converged = wait_for(
+            "every observedGeneration == generation", lambda: not unreconciled(), 90
+        )
     except AssertionError:
         converged = -1.0
     left = unreconciled()

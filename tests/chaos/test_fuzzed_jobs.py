@@ -24,7 +24,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from tests.chaos import report
-from tests.chaos.harness import ChaosControlPlane, Operators, check_secrets, seeded, wait_for
+from tests.chaos.harness import ChaosControlPlane, Operators, check_secrets, seeded
 from vworkspace.api.constants import LABEL_MANAGED_BY, MANAGED_BY_CONTROL_PLANE
 from vworkspace.testing import ControlPlane
 
@@ -41,7 +41,11 @@ OUTSIDE = [
 ]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False))
-wrong_types = st.one_of(scalars, st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+wrong_types = st.one_of(
+    scalars,
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
 not_dns = st.one_of(
     st.text(min_size=1, max_size=80).filter(lambda s: DNS_LABEL.fullmatch(s) is None),
     st.text(alphabet="abc", min_size=254, max_size=300),
@@ -63,33 +67,52 @@ def base(name: str, namespace: str) -> dict[str, Any]:
 @st.composite
 def broken_job(draw: st.DrawFn, namespace: str) -> tuple[str, dict[str, Any]]:
     """(what is broken, the job without its id)."""
-    payload = base("fuzz-" + draw(st.text(alphabet="abcdefghij", min_size=6, max_size=6)), namespace)
+    payload = base(
+        "fuzz-" + draw(st.text(alphabet="abcdefghij", min_size=6, max_size=6)), namespace
+    )
     job: dict[str, Any] = {"kind": "apply", "payload": payload}
     how = draw(
         st.sampled_from(
             [
-                "job kind unknown", "job kind wrong type", "payload wrong type",
-                "apiVersion wrong type", "kind wrong type", "resource kind unknown",
-                "kind outside allow-list", "name not a DNS label", "name wrong type",
-                "namespace not a DNS label", "spec wrong type", "field wrong type",
-                "huge string", "deep nesting", "intent unknown", "intent wrong shape",
+                "job kind unknown",
+                "job kind wrong type",
+                "payload wrong type",
+                "apiVersion wrong type",
+                "kind wrong type",
+                "resource kind unknown",
+                "kind outside allow-list",
+                "name not a DNS label",
+                "name wrong type",
+                "namespace not a DNS label",
+                "spec wrong type",
+                "field wrong type",
+                "huge string",
+                "deep nesting",
+                "intent unknown",
+                "intent wrong shape",
                 "delete incomplete",
             ]
         )
     )
     meta, spec = payload["metadata"], payload["spec"]
     if how == "job kind unknown":
-        job["kind"] = draw(st.text(max_size=20).filter(lambda s: s not in ("apply", "delete", "intent")))
+        job["kind"] = draw(
+            st.text(max_size=20).filter(lambda s: s not in ("apply", "delete", "intent"))
+        )
     elif how == "job kind wrong type":
         job["kind"] = draw(wrong_types)
     elif how == "payload wrong type":
-        job["payload"] = draw(st.one_of(scalars, st.lists(st.integers(), max_size=3), st.text(max_size=30)))
+        job["payload"] = draw(
+            st.one_of(scalars, st.lists(st.integers(), max_size=3), st.text(max_size=30))
+        )
     elif how == "apiVersion wrong type":
         payload["apiVersion"] = draw(st.one_of(wrong_types, st.just("")))
     elif how == "kind wrong type":
         payload["kind"] = draw(st.one_of(wrong_types, st.just("")))
     elif how == "resource kind unknown":
-        payload["kind"] = "Zz" + draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=12))
+        payload["kind"] = "Zz" + draw(
+            st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=12)
+        )
     elif how == "kind outside allow-list":
         api_version, kind, _ = draw(st.sampled_from(OUTSIDE))
         payload.update(apiVersion=api_version, kind=kind)
@@ -98,14 +121,29 @@ def broken_job(draw: st.DrawFn, namespace: str) -> tuple[str, dict[str, Any]]:
     elif how == "name not a DNS label":
         meta["name"] = draw(not_dns)
     elif how == "name wrong type":
-        meta["name"] = draw(st.one_of(st.integers(min_value=1), st.lists(st.integers(), min_size=1, max_size=3), st.just(True)))
+        meta["name"] = draw(
+            st.one_of(
+                st.integers(min_value=1),
+                st.lists(st.integers(), min_size=1, max_size=3),
+                st.just(True),
+            )
+        )
     elif how == "namespace not a DNS label":
         meta["namespace"] = draw(not_dns)
     elif how == "spec wrong type":
-        payload["spec"] = draw(st.one_of(st.integers(), st.text(max_size=10), st.lists(st.integers(), min_size=1, max_size=3), st.booleans()))
+        payload["spec"] = draw(
+            st.one_of(
+                st.integers(),
+                st.text(max_size=10),
+                st.lists(st.integers(), min_size=1, max_size=3),
+                st.booleans(),
+            )
+        )
     elif how == "field wrong type":
         field = draw(st.sampled_from(["mode", "appRef"]))
-        spec[field] = draw(st.one_of(st.integers(), st.booleans(), st.lists(st.integers(), min_size=1, max_size=3)))
+        spec[field] = draw(
+            st.one_of(st.integers(), st.booleans(), st.lists(st.integers(), min_size=1, max_size=3))
+        )
     elif how == "huge string":
         where = draw(st.sampled_from(["catalogId", "name", "label"]))
         text = draw(huge)
@@ -119,15 +157,45 @@ def broken_job(draw: st.DrawFn, namespace: str) -> tuple[str, dict[str, Any]]:
         spec["mode"] = draw(deep)
     elif how == "intent unknown":
         job["kind"] = "intent"
-        job["payload"] = {"intent": draw(st.text(max_size=20).filter(lambda s: s not in ("ensure-application-instance", "request-operation", "delete-application-instance"))), "applicationInstance": payload}
+        job["payload"] = {
+            "intent": draw(
+                st.text(max_size=20).filter(
+                    lambda s: (
+                        s
+                        not in (
+                            "ensure-application-instance",
+                            "request-operation",
+                            "delete-application-instance",
+                        )
+                    )
+                )
+            ),
+            "applicationInstance": payload,
+        }
     elif how == "intent wrong shape":
-        intent = draw(st.sampled_from(["ensure-application-instance", "request-operation", "delete-application-instance"]))
+        intent = draw(
+            st.sampled_from(
+                ["ensure-application-instance", "request-operation", "delete-application-instance"]
+            )
+        )
         job["kind"] = "intent"
-        job["payload"] = {"intent": intent, "applicationInstance": draw(wrong_types), "operation": draw(wrong_types), "name": draw(st.one_of(st.just(""), st.integers()))}
+        job["payload"] = {
+            "intent": intent,
+            "applicationInstance": draw(wrong_types),
+            "operation": draw(wrong_types),
+            "name": draw(st.one_of(st.just(""), st.integers())),
+        }
     else:  # delete incomplete
         job["kind"] = "delete"
-        ref = {"apiVersion": "apps.vworkspace.io/v1alpha1", "kind": "ApplicationInstance", "name": "x", "namespace": namespace}
-        ref[draw(st.sampled_from(["apiVersion", "kind", "name"]))] = draw(st.one_of(st.just(""), st.integers(), st.none()))
+        ref = {
+            "apiVersion": "apps.vworkspace.io/v1alpha1",
+            "kind": "ApplicationInstance",
+            "name": "x",
+            "namespace": namespace,
+        }
+        ref[draw(st.sampled_from(["apiVersion", "kind", "name"]))] = draw(
+            st.one_of(st.just(""), st.integers(), st.none())
+        )
         job["payload"] = ref
     return how, job
 
@@ -197,7 +265,9 @@ def test_fuzzed_jobs_each_end_failed_and_nothing_outside_the_allow_list(
     for api_version, kind, plural in OUTSIDE:
         prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         items = rest.get(f"{prefix}/{plural}?{selector}")["items"]
-        outside += [f"{kind} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}" for o in items]
+        outside += [
+            f"{kind} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}" for o in items
+        ]
     if operator.proc.poll() is not None:
         exits += 1
     leaks = check_secrets(

@@ -95,7 +95,9 @@ def test_control_plane_down_while_conditions_change(
                             {
                                 "type": "Ready",
                                 "status": status,
-                                "reason": "InstallSucceeded" if status == "True" else "UpgradeFailed",
+                                "reason": "InstallSucceeded"
+                                if status == "True"
+                                else "UpgradeFailed",
                                 "message": f"round {round_no}",
                                 "lastTransitionTime": f"2026-11-22T10:{round_no // 60:02d}:{round_no % 60:02d}Z",
                                 "observedGeneration": gen,
@@ -133,7 +135,6 @@ def test_control_plane_down_while_conditions_change(
     wait_for("the transitions' events queued", lambda: operator.metric(OCCUPANCY) == BOUND, 10)
     outage = time.monotonic() - down_at
     chaos.set_mode(Mode.FORWARD)  # back
-    back_at = time.monotonic()
     received_before = chaos.loop.call(lambda: chaos.state.events_received)
 
     def final_state_known() -> bool:

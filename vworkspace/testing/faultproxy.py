@@ -190,7 +190,8 @@ class HttpFaultProxy:
             return web.Response(status=200, body=good[: len(good) // 2], headers=_json_headers())
         if fault is Fault.WRONG_SHAPE:
             shape: Any = {"jobs": {"0": job}} if is_fetch else [{"jobs": [job]}]
-            return web.Response(status=200, body=json.dumps(shape).encode(), headers=_json_headers())
+            body = json.dumps(shape).encode()
+            return web.Response(status=200, body=body, headers=_json_headers())
         if fault is Fault.OVERSIZED:
             pad = "x" * (8 * 1024 * 1024)
             big = {"jobs": [job], "padding": pad} if is_fetch else {"token": marker, "padding": pad}
