@@ -93,6 +93,10 @@ class MockState:
         self.faults: list[Fault] = []
         self.enqueued_at: dict[str, float] = {}
         self.result_at: dict[str, float] = {}
+        # Every result POST per job, the duplicates (answered 409) included: the chaos tier
+        # (tests/chaos) shows how often an agent re-sent a result.
+        self.result_posts: dict[str, int] = {}
+        self.events_received = 0  # events POSTed, before de-duplication by key
 
     def inject(self, fault: Fault) -> None:
         self.faults.append(fault)
@@ -209,6 +213,7 @@ class MockState:
 
     def record_result(self, job_id: str, result: JsonObj) -> bool:
         """Store the first result of a job; False for a duplicate."""
+        self.result_posts[job_id] = self.result_posts.get(job_id, 0) + 1
         if job_id in self.results:
             return False
         self.results[job_id] = result
@@ -220,6 +225,7 @@ class MockState:
 
     def add_events(self, cluster_id: str, events: list[JsonObj]) -> None:
         state = self.cluster(cluster_id)
+        self.events_received += len(events)
         for event in events:
             key = event.get("eventKey") or ""
             if key:

@@ -97,6 +97,7 @@ class ControlPlane:
         self.apiserver_port = 0
         self.etcd_port = 0
         self.startup_seconds: float | None = None
+        self.apiserver_restarts = 0
         self._processes: list[ManagedProcess] = []
         self._pki: ControlPlanePki | None = None
         self._lock = threading.Lock()
@@ -346,6 +347,32 @@ class ControlPlane:
             "current-context": KUBECONFIG_NAME,
         }
         return yaml.safe_dump(config, sort_keys=False)
+
+    def restart_apiserver(self, *, down_for: float = 0.0) -> float:
+        """Stop kube-apiserver and start a new one on the same port over the same etcd.
+
+        Clients keep their address and token; every watch breaks and the new apiserver's watch
+        cache starts empty, as after a control-plane upgrade. ``down_for`` keeps it down that
+        long (a test's outage). Returns the seconds until it was ready again.
+        """
+        with self._lock:
+            old = next((p for p in self._processes if p.name == "kube-apiserver"), None)
+            if old is None:
+                raise ControlPlaneError("kube-apiserver is not running")
+            started = time.monotonic()
+            old.stop()
+            if down_for > 0:
+                time.sleep(down_for)
+            self.apiserver_restarts += 1
+            new = ManagedProcess(
+                name="kube-apiserver",
+                argv=old.argv,
+                log_path=old.log_path.with_suffix(f".restart{self.apiserver_restarts}.log"),
+            )
+            self._processes[self._processes.index(old)] = new
+            new.start()
+            self._wait_http(new, f"{self.server}/readyz", expect=b"ok", timeout=self.start_timeout)
+            return time.monotonic() - started
 
     # -- etcd ------------------------------------------------------------------------------
 
