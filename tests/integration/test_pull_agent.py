@@ -276,6 +276,34 @@ BAD_JOBS: list[tuple[str, dict[str, Any], str]] = [
         },
         "spec.appRef.catalogId",
     ),
+    (
+        # Found by the chaos tier's fuzzer: a spec that is not an object used to raise inside
+        # the applier, so the job never got a result and was redelivered forever.
+        "spec-not-an-object",
+        {
+            "kind": "apply",
+            "payload": {
+                "apiVersion": "apps.vworkspace.io/v1alpha1",
+                "kind": "ApplicationInstance",
+                "metadata": {"name": "bad-spec", "namespace": "NS"},
+                "spec": 7,
+            },
+        },
+        "spec must be an object, got int",
+    ),
+    (
+        "namespace-not-a-string",
+        {
+            "kind": "apply",
+            "payload": {
+                "apiVersion": "apps.vworkspace.io/v1alpha1",
+                "kind": "ApplicationInstance",
+                "metadata": {"name": "bad-ns", "namespace": ["NS"]},
+                "spec": {},
+            },
+        },
+        "metadata.namespace must be a non-empty string, got list",
+    ),
 ]
 
 

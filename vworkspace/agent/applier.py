@@ -107,6 +107,12 @@ class Applier:
             return self._result(outcome, error=message)
         except ApiError as err:
             return self._result(Outcome.FAILED, error=f"{err.status} {err.reason}: {err.message}")
+        except Exception as err:  # the last guard: a job of a shape nobody foresaw still ends
+            # with a result (else it would be redelivered forever) and never stops the agent.
+            _log.exception("job failed unexpectedly", job_id=job.id, kind=job.kind)
+            return self._result(
+                Outcome.FAILED, error=f"cannot process the job: {type(err).__name__}: {err}"[:500]
+            )
         return self._result(Outcome.SUCCEEDED, ref=ref)
 
     # -- kinds -------------------------------------------------------------------------------
@@ -114,8 +120,14 @@ class Applier:
     async def _apply(self, obj: JsonObj) -> AppliedRef:
         resource = await self._allowed_resource(obj.get("apiVersion"), obj.get("kind"))
         meta = obj.setdefault("metadata", {})
-        if not isinstance(meta, dict) or not meta.get("name"):
-            raise JobError("decode apply payload: metadata.name is required")
+        if not isinstance(meta, dict):
+            raise JobError("decode apply payload: metadata must be an object")
+        _require_string(meta, "name", "metadata.name", required=True)
+        _require_string(meta, "namespace", "metadata.namespace", required=False)
+        if "spec" in obj and not isinstance(obj["spec"], dict | None):
+            raise JobError(
+                f"decode apply payload: spec must be an object, got {type(obj['spec']).__name__}"
+            )
         labels = meta.get("labels")
         meta["labels"] = {
             **(labels if isinstance(labels, dict) else {}),
@@ -133,9 +145,10 @@ class Applier:
                     f"decode apply payload: metadata.namespace is required for {resource.kind}"
                 )
             await self.ensure_namespace(meta["namespace"])
+            release = (obj.get("spec") or {}).get("release")
             release_ns = (
-                ((obj.get("spec") or {}).get("release") or {}).get("namespace")
-                if resource.kind == "ApplicationInstance"
+                release.get("namespace")
+                if resource.kind == "ApplicationInstance" and isinstance(release, dict)
                 else None
             )
             if isinstance(release_ns, str) and release_ns and release_ns != meta["namespace"]:
@@ -284,6 +297,15 @@ class Applier:
                     f'namespace "{name}" does not exist and cannot be created (check RBAC)'
                 ) from None
             raise JobError(f'namespace "{name}": {err.message}') from None
+
+
+def _require_string(obj: JsonObj, key: str, path: str, *, required: bool) -> None:
+    value = obj.get(key)
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not value:
+        got = "missing" if value is None else f"{type(value).__name__} {json.dumps(value)[:40]}"
+        raise JobError(f"decode apply payload: {path} must be a non-empty string, got {got}")
 
 
 def _object(payload: Any, prefix: str) -> JsonObj:
