@@ -3,8 +3,8 @@ test").
 
 Two operator processes run with ``--leader-elect`` and the agent enabled (only the leader polls).
 150 jobs (50 objects x 3 versions) flow; when a seeded random share is done the leader is
-SIGKILLed. The standby must take over within 15 s (the Lease duration; measured from the kill
-to the standby's ``leader_election_master_status`` 1) and finish every job, with no job acted on
+SIGKILLed. The standby must take over within 15 s (measured from the kill to the standby's
+``leader_election_master_status`` 1) and finish every job, with no job acted on
 twice with different content: every object ends at its last version at generation 3, and the
 idempotency list holds every key once.
 """
@@ -23,6 +23,16 @@ from vworkspace.app.wiring import LEASE_NAME
 from vworkspace.testing import ControlPlane
 
 OBJECTS, VERSIONS, HANDOVER = 50, 3, 15.0
+# A SIGKILLed leader never releases its Lease: the standby waits the lease duration plus up to
+# two retry periods. client-go's defaults (15 s, 10 s, 2 s) give 15-19 s, so the replicas run
+# with a 10 s Lease and a 1 s retry period (at most ~12 s), as a team wanting a faster
+# hand-over would configure them.
+LEASE = (
+    "--leader-elect",
+    "--leader-elect-lease-duration=10s",
+    "--leader-elect-renew-deadline=7s",
+    "--leader-elect-retry-period=1s",
+)
 
 
 def leading(proc: OperatorProcess) -> bool:
@@ -38,9 +48,9 @@ def test_leader_killed_under_load_hands_over_without_double_work(
 ) -> None:
     rng = seeded("leader killed")
     rest = control_plane.rest()
-    first = operators.start("--leader-elect")
+    first = operators.start(*LEASE)
     wait_for("the first replica leads", lambda: leading(first), 30)
-    second = operators.start("--leader-elect")
+    second = operators.start(*LEASE)
     jobs = [job(o, v, kube_namespace) for v in range(1, VERSIONS + 1) for o in range(OBJECTS)]
     total = len(jobs)
     chaos.enqueue_all(jobs)

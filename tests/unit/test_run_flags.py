@@ -387,3 +387,28 @@ def test_help_groups_and_documents_the_new_flags(capsys: pytest.CaptureFixture[s
         "(default: true; =false: plain HTTP, no authentication)",
     ):
         assert text in out, text
+
+
+# -- leader election timing ------------------------------------------------------------------
+
+
+def test_lease_timing_defaults_to_client_go_and_takes_durations() -> None:
+    default = settings().lease_timing
+    assert (default.lease_duration, default.renew_deadline, default.retry_period) == (15, 10, 2)
+    fast = settings(
+        "--leader-elect-lease-duration=10s",
+        "--leader-elect-renew-deadline",
+        "7",
+        "--leader-elect-retry-period=1s",
+    ).lease_timing
+    assert (fast.lease_duration, fast.renew_deadline, fast.retry_period) == (10, 7, 1)
+
+
+def test_inconsistent_lease_timing_is_refused_naming_the_flags(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = refused(["--leader-elect-lease-duration=5s"], capsys)
+    assert "--leader-elect-lease-duration" in err
+    assert "need lease duration > renew deadline > 1.2 x retry period, got 5s, 10s, 2s" in err
+    err = refused(["--leader-elect-retry-period=soon"], capsys)
+    assert "--leader-elect-retry-period: 'soon' is not a duration" in err

@@ -41,6 +41,7 @@ from vworkspace.app.wiring import (
     WebhookSettings,
     run_operator,
 )
+from vworkspace.kube.leaderelection import LeaseTiming
 
 # controller-runtime's default, which the Go chart and kustomize overlay mount the Secret into.
 DEFAULT_WEBHOOK_CERT_DIR = str(Path(tempfile.gettempdir()) / "k8s-webhook-server" / "serving-certs")
@@ -160,6 +161,25 @@ def add_parser(commands: Any, *, summary: str) -> None:
         default=LEASE_NAME,
         metavar="NAME",
         help="Lease name (default: %(default)s)",
+    )
+    ha.add_argument(
+        "--leader-elect-lease-duration",
+        default="15s",
+        metavar="DURATION",
+        help="how long a Lease that is not renewed blocks the other replicas: a killed leader is "
+        "replaced after about this plus one retry period (default: %(default)s)",
+    )
+    ha.add_argument(
+        "--leader-elect-renew-deadline",
+        default="10s",
+        metavar="DURATION",
+        help="a leader that cannot renew for this long stops (default: %(default)s)",
+    )
+    ha.add_argument(
+        "--leader-elect-retry-period",
+        default="2s",
+        metavar="DURATION",
+        help="how often candidates and the leader look at the Lease (default: %(default)s)",
     )
     engines = run.add_argument_group("engines")
     engines.add_argument(
@@ -421,6 +441,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
         leader_elect=args.leader_elect,
         lease_name=args.leader_election_id,
+        lease_timing=lease_timing_from(args),
         workers=args.workers,
         reconcile_timeout=args.reconcile_timeout,
         probes=probes,
@@ -554,6 +575,27 @@ def webhook_settings_from(args: argparse.Namespace) -> WebhookSettings:
         cert_name=args.webhook_cert_name,
         key_name=args.webhook_cert_key,
     )
+
+
+def lease_timing_from(args: argparse.Namespace) -> LeaseTiming:
+    """The three leader-election durations, whole seconds (the Lease records whole seconds)."""
+    values = []
+    for flag, text in (
+        ("--leader-elect-lease-duration", args.leader_elect_lease_duration),
+        ("--leader-elect-renew-deadline", args.leader_elect_renew_deadline),
+        ("--leader-elect-retry-period", args.leader_elect_retry_period),
+    ):
+        try:
+            values.append(float(parse_interval(text)))
+        except ValueError as err:
+            raise ValueError(f"{flag}: {err}") from None
+    try:
+        return LeaseTiming(*values)
+    except ValueError as err:
+        raise ValueError(
+            f"--leader-elect-lease-duration, --leader-elect-renew-deadline, "
+            f"--leader-elect-retry-period: {err}"
+        ) from None
 
 
 def agent_settings_from(args: argparse.Namespace, env: dict[str, str]) -> AgentSettings:

@@ -45,7 +45,7 @@ from vworkspace.kube.controller import Controller, Reconciler
 from vworkspace.kube.errors import ApiError
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.informer import Informer
-from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig
+from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
 from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.predicates import spec_or_metadata_changed
 from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
@@ -99,6 +99,7 @@ class OperatorSettings:
     identity: str = "vworkspace-operator"
     leader_elect: bool = False
     lease_name: str = LEASE_NAME
+    lease_timing: LeaseTiming = attrs.field(factory=LeaseTiming)
     workers: int = 2
     reconcile_timeout: float = 30.0
     probes: Address | None = None
@@ -159,7 +160,10 @@ def build_manager(
     elector = None
     if settings.leader_elect:
         lease = LeaseConfig(
-            name=settings.lease_name, namespace=settings.namespace, identity=settings.identity
+            name=settings.lease_name,
+            namespace=settings.namespace,
+            identity=settings.identity,
+            timing=settings.lease_timing,
         )
         elector = LeaderElector(client, lease, clock=clock, metrics=metrics)
     manager = Manager(

@@ -39,17 +39,40 @@ _log = structlog.get_logger("vworkspace.leaderelection")
 
 
 @attrs.frozen
-class LeaseConfig:
-    name: str
-    namespace: str
-    identity: str
+class LeaseTiming:
+    """client-go's three durations (its defaults). A killed leader is replaced after about
+    ``lease_duration`` plus up to two ``retry_period`` s."""
+
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
 
     def __attrs_post_init__(self) -> None:
         if not self.lease_duration > self.renew_deadline > 1.2 * self.retry_period:
-            raise ValueError("need lease_duration > renew_deadline > 1.2 * retry_period")
+            raise ValueError(
+                "need lease duration > renew deadline > 1.2 x retry period, got "
+                f"{self.lease_duration:g}s, {self.renew_deadline:g}s, {self.retry_period:g}s"
+            )
+
+
+@attrs.frozen
+class LeaseConfig:
+    name: str
+    namespace: str
+    identity: str
+    timing: LeaseTiming = attrs.field(factory=LeaseTiming)
+
+    @property
+    def lease_duration(self) -> float:
+        return self.timing.lease_duration
+
+    @property
+    def renew_deadline(self) -> float:
+        return self.timing.renew_deadline
+
+    @property
+    def retry_period(self) -> float:
+        return self.timing.retry_period
 
 
 def _micro_time(when: datetime.datetime) -> str:
