@@ -708,6 +708,42 @@ async def test_same_named_backups_in_two_namespaces_get_two_velero_backups(
             await kube.delete(NAMESPACES, ObjectKey(None, other))
 
 
+async def test_a_backup_and_a_restore_created_together_run_one_after_the_other(
+    operator: Operator, kube: KubeClient, kube_namespace: str, velero_ns: str
+) -> None:
+    # Seen by hand before the fix: two workers admitted both at once (neither saw the other's
+    # status yet), so a Restore ran while the Backup it waits for was running.
+    await target(kube, kube_namespace)
+    restore_params = dict(minimal_parameters("b-restore")["Restore"])
+    claim = restore_params.pop("_claim")
+    backup = operation("a-backup", kube_namespace, type_="Backup", parameters={})
+    restore = operation(
+        "b-restore",
+        kube_namespace,
+        type_="Restore",
+        parameters=restore_params,
+        approvals={"claim": claim},
+    )
+    created_backup, _ = await asyncio.gather(
+        kube.create(OPERATIONS, backup, field_manager="test"),
+        kube.create(OPERATIONS, restore, field_manager="test"),
+    )
+    await eventually(lambda: op_phase(kube, kube_namespace, "a-backup", "Running"))
+    held = await eventually(lambda: op_phase(kube, kube_namespace, "b-restore", "Pending"))
+    assert condition(held, "Blocked")["reason"] == "ConflictingOperation"
+    assert await _absent(kube, RESTORES, ObjectKey(velero_ns, f"{kube_namespace}--b-restore"))
+    await kube.merge_patch(
+        BACKUPS,
+        ObjectKey(velero_ns, workload_name(created_backup)),
+        {"status": {"phase": "Completed"}},
+        field_manager="velero",
+    )
+    await eventually(lambda: op_phase(kube, kube_namespace, "a-backup", "Succeeded"))
+    # Started by the Backup's finish, well before the 30 s re-check of a Blocked Operation.
+    await eventually(lambda: op_phase(kube, kube_namespace, "b-restore", "Running"), timeout=15)
+    await kube.get(RESTORES, ObjectKey(velero_ns, f"{kube_namespace}--b-restore"))
+
+
 # -- engines found at run time ------------------------------------------------------------------
 
 

@@ -86,7 +86,10 @@ async def test_events_wait_for_credentials_instead_of_being_lost() -> None:
     assert poster.batches == [["early"]]
 
 
-async def test_after_a_reconnect_the_snapshot_goes_first() -> None:
+async def test_after_a_reconnect_the_snapshot_goes_last() -> None:
+    # The control plane takes the latest arrival as the truth: buffered (older) transitions
+    # first, then the current state. (Snapshot first let an older buffered event have the last
+    # word, seen in the chaos tier's outage scenario.)
     poster = Poster()
     batcher = make(poster, snapshot=lambda: [ev("snap-1"), ev("snap-2")])
     batcher.enqueue(ev("a"))
@@ -95,7 +98,7 @@ async def test_after_a_reconnect_the_snapshot_goes_first() -> None:
     poster.fail = False
     batcher.enqueue(ev("b"))
     assert await batcher.flush()
-    assert poster.batches == [["snap-1", "snap-2"], ["a", "b"]]
+    assert poster.batches == [["a", "b"], ["snap-1", "snap-2"]]
     batcher.enqueue(ev("c"))
     assert await batcher.flush()
     assert poster.batches[-1] == ["c"]  # no snapshot without a new outage
@@ -200,7 +203,7 @@ async def test_a_drop_alone_also_schedules_the_snapshot() -> None:
     for i in range(3):
         batcher.enqueue(ev(f"e{i}"))
     assert await batcher.flush()
-    assert poster.batches == [["snap"], ["e1", "e2"]]
+    assert poster.batches == [["e1", "e2"], ["snap"]]  # the current state has the last word
 
 
 async def test_a_new_batcher_starts_with_the_snapshot_once() -> None:
@@ -211,4 +214,4 @@ async def test_a_new_batcher_starts_with_the_snapshot_once() -> None:
     assert await batcher.flush()
     batcher.enqueue(ev("b"))
     assert await batcher.flush()
-    assert poster.batches == [["snap"], ["a"], ["b"]]
+    assert poster.batches == [["a"], ["snap"], ["b"]]

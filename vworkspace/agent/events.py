@@ -7,9 +7,9 @@
 * a failed POST puts its batch back at the front (dropping the oldest past the bound) and marks
   the connection as reconnecting; nothing is lost while credentials do not exist yet (Go
   discarded those events at flush);
-* after a reconnect or a drop, **first** the current condition snapshot of every owned resource
-  is sent, then the buffer: an outage that overflowed the buffer still leaves the control plane
-  with the true final state (Go had no such re-sync).
+* after a reconnect or a drop, the buffer is sent and **then** the current condition snapshot
+  of every owned resource: an outage that overflowed the buffer still leaves the control plane
+  with the true final state as its last word (Go had no such re-sync).
 
 **Reporter**: one ``ConditionTransition`` event per condition that is new or changed status in a
 reconcile. The eventKey is Go's
@@ -220,9 +220,22 @@ class EventBatcher:
         await self.flush()  # one last flush on shutdown
 
     async def flush(self) -> bool:
-        """Send what is waiting (snapshot first after a reconnect). False when a POST failed."""
+        """Send what is waiting, then, after a reconnect or a drop, the snapshot. False when a
+        POST failed.
+
+        The snapshot goes *last*: the control plane takes the latest arrival as the truth, and
+        the buffer still holds older transitions. Sent first, the snapshot's current condition
+        would be followed by those older events, and its key, equal to the final transition's
+        key still in the buffer, would make the control plane drop that final event as a
+        duplicate: its last word would be the stale one before it."""
         if not self._ready():
             return True  # keep everything until credentials exist
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+            if not await self._send(batch):
+                self._requeue(batch)
+                return False
+        self._occupancy()
         if self._needs_resync and self._snapshot is not None:
             snapshot = self._snapshot()
             for start in range(0, len(snapshot), self.batch_size):
@@ -230,12 +243,6 @@ class EventBatcher:
                     return False
             self._needs_resync = False
             _log.info("re-sent the condition snapshot after reconnecting", events=len(snapshot))
-        while self._buffer:
-            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
-            if not await self._send(batch):
-                self._requeue(batch)
-                return False
-        self._occupancy()
         self.dropped_reset_if_drained()
         return True
 

@@ -36,7 +36,7 @@ from vworkspace.app.metricsauth import MetricsAuthorizer
 from vworkspace.controllers.applicationinstance import ApplicationInstanceReconciler
 from vworkspace.controllers.cluster import ClusterReconciler
 from vworkspace.controllers.initial import InitialReconciler
-from vworkspace.controllers.operation import OperationReconciler
+from vworkspace.controllers.operation import OperationReconciler, waiting_on_same_target
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.engines.base import EngineRegistry
 from vworkspace.kube.client import KubeClient, KubeConfigError
@@ -275,6 +275,8 @@ def build_manager(
         controller.watch(informers[name], on_update=spec_or_metadata_changed)
         if name == "applicationinstance" and helm_releases is not None:
             controller.watch_owned(helm_releases, owner_kind="ApplicationInstance")
+        if name == "operation":
+            controller.watch_mapped(informers[name], waiting_on_same_target(informers[name]))
         manager.add_controller(controller)
     controllers = {c.name: c for c in manager.controllers}
 

@@ -23,6 +23,7 @@ Operation cancels its engine objects.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -34,7 +35,7 @@ from vworkspace.api.converter import format_time
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.operation import ConditionType as Cond
 from vworkspace.api.operation import Reason as Why
-from vworkspace.api.validation import conflicting_operation, validate_operation
+from vworkspace.api.validation import conflicting_operation, validate_operation, waiting
 from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
 from vworkspace.controllers.reporting import StatusReporter
 from vworkspace.controllers.status import StatusWriter
@@ -324,3 +325,23 @@ class OperationReconciler:
             field_manager=FIELD_MANAGER_OPERATOR,
         )
         return Result.done()
+
+
+def waiting_on_same_target(operations: Informer) -> Callable[[JsonObj], list[ObjectKey]]:
+    """For ``Controller.watch_mapped``: when an Operation has finished, the Operations on the
+    same target that have not started, so one held back by it (``ConflictingOperation``) starts
+    now rather than at its next 30 s look."""
+
+    def mapper(op: JsonObj) -> list[ObjectKey]:
+        if (op.get("status") or {}).get("phase") not in TERMINAL:
+            return []
+        namespace = op["metadata"].get("namespace")
+        target = ((op.get("spec") or {}).get("targetRef") or {}).get("name")
+        return [
+            ObjectKey(namespace, other["metadata"]["name"])
+            for other in operations.store.by_index(INDEX_NAMESPACE, namespace)
+            if waiting(other)
+            and ((other.get("spec") or {}).get("targetRef") or {}).get("name") == target
+        ]
+
+    return mapper
