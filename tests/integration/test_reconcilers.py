@@ -577,17 +577,20 @@ async def test_an_upgrade_completes_when_flux_is_ready_at_the_new_version_and_a_
         "erp",
         [{"type": "Ready", "status": "True", "reason": "UpgradeSucceeded"}],
     )
-    await eventually(
+    done = await eventually(
         lambda: op_phase(kube, kube_namespace, "up-1", "Succeeded"),
         timeout=20,
         what="up-1 Succeeded",
     )
-    ai = await kube.get(APPLICATION_INSTANCES, key)
-    assert ai["spec"]["chart"]["version"] == "2.0.0"  # the instance keeps the upgrade
-    # The first Upgrade is done: the second one starts now.
+    assert "Ready at 2.0.0" in condition(done, "Succeeded")["message"]
+    # The first Upgrade is done: the second one starts at once (the finish requeues it), and
+    # takes the instance from the version the first one left, never back to 1.0.0.
     await eventually(
-        lambda: op_phase(kube, kube_namespace, "up-2", "Running"), timeout=40, what="up-2 Running"
+        lambda: op_phase(kube, kube_namespace, "up-2", "Running"), timeout=10, what="up-2 Running"
     )
+    ai = await kube.get(APPLICATION_INSTANCES, key)
+    assert ai["spec"]["chart"]["version"] == "3.0.0"
+    assert (await kube.get(HELM_RELEASES, key))["spec"]["values"] == {"replicaCount": 3}
 
 
 async def test_deleting_a_running_operation_deletes_its_velero_object(
