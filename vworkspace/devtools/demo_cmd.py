@@ -91,7 +91,7 @@ AGENT_ENV_OVERRIDES = ("CONTROL_PLANE_BASE_URL", "VWORKSPACE_CLUSTER_ID", "VWORK
 STEPS = {
     "inputs": "find the Kubernetes binaries, the CRDs and the sample application",
     "kubernetes": "start the local Kubernetes control plane",
-    "crds": "install the CRDs (vworkspace, Flux, Velero)",
+    "crds": "install the CRDs (vworkspace, Flux, Velero, Argo Workflows)",
     "mock": "start the mock vWorkspace control plane",
     "operator": "start the operator with the Pull agent",
     "register": "register the cluster with the control plane",
@@ -115,7 +115,7 @@ keeps running until Ctrl-C."""
 EPILOG = """\
 needs:
   the Kubernetes binaries ($VWORKSPACE_TEST_ASSETS, $KUBEBUILDER_ASSETS or the cache filled by
-  scripts/build-test-assets.sh) and the Flux/Velero CRDs (the cache filled from the Go module
+  scripts/build-test-assets.sh) and the Flux/Velero/Argo CRDs (the cache filled from the Go module
   proxy by scripts/fetch-third-party-crds.sh; $VWORKSPACE_THIRD_PARTY_CRDS overrides).
   scripts/dev-pull-loop.sh prepares .venv, the binaries and the CRDs, then runs this command.
 
@@ -301,7 +301,8 @@ def _find_inputs(demo: Demo) -> None:
         demo.third_party, demo.third_party_crds = _third_party_crds()
         demo.sample = _load_sample(SAMPLE)
         demo.out.detail(f"Kubernetes binaries: {demo.assets.directory} ({demo.assets.source})")
-        demo.out.detail(f"Flux/Velero CRDs: {len(demo.third_party_crds)} in {demo.third_party}")
+        crds = demo.third_party_crds
+        demo.out.detail(f"Flux/Velero/Argo CRDs: {len(crds)} in {demo.third_party}")
         demo.out.detail(f"sample: {SAMPLE}")
 
 
@@ -348,7 +349,7 @@ def _install_crds(demo: Demo) -> None:
         )
         third = install_crds(rest, demo.third_party_crds, timeout=demo.timeout)
         demo.out.detail(f"{len(own)} vworkspace CRDs Established: {', '.join(own)}")
-        demo.out.detail(f"{len(third)} Flux/Velero CRDs Established: {', '.join(third)}")
+        demo.out.detail(f"{len(third)} Flux/Velero/Argo CRDs Established: {', '.join(third)}")
 
 
 def _stop_kubernetes(demo: Demo) -> None:
