@@ -12,12 +12,13 @@ import contextlib
 import datetime
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.integration.waits import condition, eventually, op_phase
 from vworkspace.api.approvals import sign
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.templates import TEMPLATES, parameter_problem
@@ -120,30 +121,6 @@ async def operator(
     )
     async with running_operator(kube, settings) as op:
         yield op
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-        except NotFoundError:
-            last = None
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    conds = ((obj or {}).get("status") or {}).get("conditions", [])
-    return next((c for c in conds if c["type"] == type_), {})
-
-
-async def op_phase(kube: KubeClient, namespace: str, name: str, phase: str) -> Any:
-    op = await kube.get(OPERATIONS, ObjectKey(namespace, name))
-    return op if (op.get("status") or {}).get("phase") == phase else None
 
 
 async def target(kube: KubeClient, namespace: str, name: str = "shop") -> dict[str, Any]:
