@@ -31,6 +31,7 @@ from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.engines.s3credentials import short_hash
 from vworkspace.engines.seaweed import S3_CREDENTIALS, SEAWEEDS, SERVICES
 from vworkspace.kube.client import KubeClient
+from vworkspace.kube.controller import Reconciler, Result
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, EVENTS, SECRETS
 from vworkspace.mockcontrolplane import MockControlPlane
@@ -68,6 +69,7 @@ class Operator:
         self.kube, self.mock, self.namespace = kube, mock, namespace
         self._run: tuple[asyncio.Event, asyncio.Task[int], aiohttp.ClientSession] | None = None
         self.manager: Manager | None = None
+        self.reconciled: list[ObjectKey] = []
 
     async def start(self) -> None:
         agent = AgentSettings(overrides=Overrides(self.mock.url, CLUSTER, TOKEN), poll_interval=1)
@@ -85,6 +87,9 @@ class Operator:
             served=await served_kinds(self.kube),
             http=http,
         )
+        self.reconciled = []  # instance keys reconciled by this run
+        controller = next(c for c in self.manager.controllers if c.name == "applicationinstance")
+        controller.reconciler = _Recording(controller.reconciler, self.reconciled)
         stop = asyncio.Event()
         task = asyncio.create_task(self.manager.run(stop))
         self._run = (stop, task, http)
@@ -98,6 +103,16 @@ class Operator:
         assert await asyncio.wait_for(task, 30) == 0
         await http.close()
         self._run = None
+
+
+class _Recording:
+    def __init__(self, inner: Reconciler, seen: list[ObjectKey]) -> None:
+        self._inner, self._seen = inner, seen
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        result = await self._inner.reconcile(key)
+        self._seen.append(key)
+        return result
 
 
 @pytest.fixture
@@ -353,6 +368,9 @@ async def test_an_apply_job_yields_seaweed_storage_reported_once_across_restarts
     await operator.stop()
     forget_keys(mock)
     await operator.start()
+    # Let the new operator reconcile the instance first: a repost would be buffered now,
+    # ahead of the rotated report below.
+    await wait_for(lambda: ObjectKey(ns, name) in operator.reconciled, "reconcile after restart")
     # Rotate the keys: a new report (and nothing else) follows.
     await put_credentials(kube, ns, "creds", name, phase="Ready", secret="rotated-secret")
     await kube.merge_patch(
