@@ -39,7 +39,7 @@ from vworkspace.testing import ControlPlane
 from vworkspace.testing.crds import CRD_PATH, install_crds, load_crds
 
 from .agent_harness import wait_result
-from .test_reconcilers import eventually
+from .waits import eventually
 
 pytestmark = pytest.mark.integration
 CLUSTER = "cluster-seaweed"
