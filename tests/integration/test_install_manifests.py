@@ -215,9 +215,11 @@ def test_rbac_has_no_wildcards_and_binds_only_the_operator(
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
-    # Secrets, ConfigMaps and Leases only in the operator's namespace (namespaced Roles).
-    for resource in ("secrets", "configmaps"):
-        assert ("", resource) not in cluster_resources
+    # Secrets and ConfigMaps: written only in the operator's namespace (namespaced Roles);
+    # cluster-wide only `get` by name (native SeaweedFS values and S3 credentials).
+    for rule in roles[("ClusterRole", "vworkspace-operator")]["rules"]:
+        if {"secrets", "configmaps"} & set(rule["resources"]):
+            assert rule["verbs"] == ["get"], rule
     assert ("coordination.k8s.io", "leases") not in cluster_resources
     for needed in [
         ("events.k8s.io", "events"),
@@ -231,6 +233,9 @@ def test_rbac_has_no_wildcards_and_binds_only_the_operator(
         ("batch", "jobs"),
         ("argoproj.io", "workflows"),
         ("", "serviceaccounts"),
+        ("seaweed.seaweedfs.com", "seaweeds"),
+        ("seaweed.seaweedfs.com", "s3credentials"),
+        ("", "services"),
         ("authentication.k8s.io", "tokenreviews"),  # secure metrics
         ("authorization.k8s.io", "subjectaccessreviews"),
     ]:
@@ -658,8 +663,9 @@ async def test_the_operator_runs_with_nothing_but_the_manifests_rbac(
     assert done.returncode == 0, done.stderr
     # Least privilege, as the API server's authorizer sees it.
     assert allowed(rest, "create", "secrets", NAMESPACE)
-    assert not allowed(rest, "get", "secrets", kube_namespace)
+    assert allowed(rest, "get", "secrets", kube_namespace)  # by name: SeaweedFS credentials
     assert not allowed(rest, "list", "secrets")
+    assert not allowed(rest, "update", "secrets", kube_namespace)
     assert not allowed(rest, "delete", "namespaces")
     assert not allowed(rest, "create", "clusterroles", group="rbac.authorization.k8s.io")
     assert not allowed(rest, "create", "pods", kube_namespace)

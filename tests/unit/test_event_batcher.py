@@ -215,3 +215,19 @@ async def test_a_new_batcher_starts_with_the_snapshot_once() -> None:
     batcher.enqueue(ev("b"))
     assert await batcher.flush()
     assert poster.batches == [["a"], ["snap"], ["b"]]
+
+
+async def test_supplemental_events_call_back_after_delivery_and_are_forgotten_if_dropped() -> None:
+    batcher = make(Poster(), capacity=2)
+    delivered: list[str] = []
+    batcher.deliver(ev("storage/1"), lambda: delivered.append("1"))
+    assert batcher.pending("storage/1")
+    assert await batcher.flush()
+    assert delivered == ["1"]
+    assert not batcher.pending("storage/1")
+    batcher.deliver(ev("storage/2"), lambda: delivered.append("2"))
+    batcher.enqueue(ev("a"))
+    batcher.enqueue(ev("b"))  # the buffer holds 2: storage/2 is dropped
+    assert not batcher.pending("storage/2")  # so its owner hands it over again
+    assert await batcher.flush()
+    assert delivered == ["1"]

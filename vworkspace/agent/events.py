@@ -164,6 +164,8 @@ class EventBatcher:
         self.dropped = 0
         self._wake = asyncio.Event()
         self.keys = TransitionKeys()
+        # Supplemental events still waiting (buffered or being posted) -> their callback.
+        self._callbacks: dict[str, Callable[[], None]] = {}
         # A new leader does not know what its predecessor delivered (a SIGKILLed Pod loses its
         # buffer): start with the snapshot too. Unchanged conditions deduplicate by key.
         self._needs_resync = snapshot is not None
@@ -175,9 +177,21 @@ class EventBatcher:
         for cond in transitions:
             self.enqueue(condition_event(obj, cond, now=now, keys=self.keys))
 
+    def deliver(self, event: JsonObj, on_delivered: Callable[[], None]) -> None:
+        """Send a supplemental event; ``on_delivered`` runs once the control plane accepted
+        it. A dropped event is forgotten (no longer :meth:`pending`), so its owner re-sends."""
+        self.enqueue(event)
+        self._callbacks[event["eventKey"]] = on_delivered
+
+    def pending(self, event_key: str) -> bool:
+        return event_key in self._callbacks
+
+    def _forget(self, event: JsonObj) -> None:
+        self._callbacks.pop(event.get("eventKey") or "", None)
+
     def enqueue(self, event: JsonObj) -> None:
         if len(self._buffer) >= self.capacity:
-            self._buffer.popleft()
+            self._forget(self._buffer.popleft())
             self._count_drop()
         self._buffer.append(event)
         self._occupancy()
@@ -262,13 +276,17 @@ class EventBatcher:
             return False
         if self._metrics:
             self._metrics.connectivity.set(CONNECTED)
+        for event in batch:
+            callback = self._callbacks.pop(event.get("eventKey") or "", None)
+            if callback is not None:
+                callback()
         return True
 
     def _requeue(self, batch: list[JsonObj]) -> None:
         self._buffer.extendleft(reversed(batch))
         overflow = len(self._buffer) - self.capacity
         for _ in range(max(0, overflow)):
-            self._buffer.popleft()
+            self._forget(self._buffer.popleft())
         if overflow > 0:
             self._count_drop(overflow)
         self._occupancy()

@@ -39,6 +39,9 @@ ANNOTATION_HELM_HOOK: Final = "helm.sh/hook"
 # The image a Migration (helmHookJob) runs when its parameters name none (docs/api.md).
 ANNOTATION_MIGRATION_IMAGE: Final = "ops.vworkspace.io/migration-image"
 ANNOTATION_REPORTED_MANAGED_STORAGE_KEY: Final = "vworkspace.io/reported-managed-storage-key"
+ANNOTATION_REPORTED_MANAGED_STORAGE_FAILED: Final = "vworkspace.io/reported-managed-storage-failed"
+ANNOTATION_REPORTED_SEAWEED_ENDPOINTS: Final = "vworkspace.io/reported-seaweed-endpoints"
+SEAWEED_CATALOG_ID: Final = "seaweedfs"  # appRef.catalogId of native SeaweedFS instances
 # Capability annotations on an ApplicationInstance: ops.vworkspace.io/<verb> = <engine>.
 CAPABILITY_ANNOTATION_PREFIX: Final = "ops.vworkspace.io/"
 CAPABILITY_VERBS: Final = ("backup", "restore", "upgrade", "migration", "runcommand", "runbook")

@@ -35,6 +35,11 @@ def validate_application_instance(obj: JsonObj) -> str | None:
         if release_ns and release_ns != namespace:
             return _namespace_mismatch(namespace, release_ns)
         return None
+    if (spec.get("appRef") or {}).get("catalogId") == constants.SEAWEED_CATALOG_ID:
+        # Native SeaweedFS (docs/api.md, "Native SeaweedFS"): no chart, the rest as managed.
+        if spec.get("chart") is not None:
+            return "spec.chart must not be set for native SeaweedFS workloads"
+        return _validate_release_and_values(spec, namespace)
     return _validate_managed(spec, namespace)
 
 
@@ -51,6 +56,10 @@ def _validate_managed(spec: JsonObj, namespace: str) -> str | None:
     for field in ("url", "name", "version"):
         if _blank(chart.get(field)):
             return f"spec.chart.{field} must not be blank"
+    return _validate_release_and_values(spec, namespace)
+
+
+def _validate_release_and_values(spec: JsonObj, namespace: str) -> str | None:
     release = spec.get("release")
     if not isinstance(release, dict):
         return "spec.release is required in managed mode"

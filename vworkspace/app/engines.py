@@ -2,11 +2,14 @@
 
 ``job`` and ``helmHookJob`` need only ``batch/v1``, which every cluster serves: they are always
 registered. ``flux`` and ``helm`` need the Flux HelmRelease CRD, ``velero`` the Velero Backup
-CRD, ``workflow`` the Argo Workflow CRD. An engine whose CRD is served at start is registered at
-once; for the others :class:`EngineFinder` asks API discovery again with backoff
-(``interval`` doubling up to ``max_interval``) and registers the engine as soon as its kind is
-served, then requeues every ApplicationInstance and Operation so that what was Blocked on
-``MissingDependencies`` / ``DependencyMissing`` starts without a restart (docs/operations.md).
+CRD, ``workflow`` the Argo Workflow CRD, ``seaweed`` both SeaweedFS CRDs (Seaweed and
+S3Credentials; its informers are the Seaweed and S3Credentials watches of docs/api.md, "Native
+SeaweedFS", so they start when the CRDs appear, also after the operator started). An engine
+whose CRD is served at start is registered at once; for the others :class:`EngineFinder` asks
+API discovery again with backoff (``interval`` doubling up to ``max_interval``) and registers
+the engine as soon as its kind is served, then requeues every ApplicationInstance and Operation
+so that what was Blocked on ``MissingDependencies`` / ``DependencyMissing`` starts without a
+restart (docs/operations.md).
 
 Trade-off: polling discovery (one GET of a group version per missing group per interval) rather
 than watching CustomResourceDefinitions, which would need cluster-wide read access to CRDs for a
@@ -25,6 +28,7 @@ from vworkspace.engines.base import EngineRegistry
 from vworkspace.engines.flux import HELM_RELEASES, FluxEngine
 from vworkspace.engines.helm import HelmUpgradeEngine
 from vworkspace.engines.job import HelmHookJobEngine, JobEngine
+from vworkspace.engines.seaweed import S3_CREDENTIALS, SEAWEEDS, SeaweedEngine
 from vworkspace.engines.velero import VeleroEngine
 from vworkspace.engines.workflow import WorkflowEngine
 from vworkspace.kube.client import KubeClient
@@ -32,23 +36,29 @@ from vworkspace.kube.clock import Clock
 from vworkspace.kube.discovery import Discovery, UnknownKindError
 from vworkspace.kube.informer import Informer
 from vworkspace.kube.metrics import Metrics
+from vworkspace.kube.store import INDEX_NAMESPACE
 
 _log = structlog.get_logger("vworkspace.engines")
 
 HELM_RELEASE_KIND = "helm.toolkit.fluxcd.io/v2/HelmRelease"
 VELERO_KIND = "velero.io/v1/Backup"
 WORKFLOW_KIND = "argoproj.io/v1alpha1/Workflow"
-OPTIONAL_KINDS = (HELM_RELEASE_KIND, VELERO_KIND, WORKFLOW_KIND)
+SEAWEED_KIND = "seaweed.seaweedfs.com/v1/Seaweed"
+S3_CREDENTIALS_KIND = "seaweed.seaweedfs.com/v1/S3Credentials"
+OPTIONAL_KINDS = (HELM_RELEASE_KIND, VELERO_KIND, WORKFLOW_KIND, SEAWEED_KIND)
+# An engine whose objects need several kinds: all must be served.
+REQUIRES = {SEAWEED_KIND: (SEAWEED_KIND, S3_CREDENTIALS_KIND)}
 
 
 async def served(client: KubeClient, kind: str) -> bool:
-    """Does the cluster serve ``<apiVersion>/<kind>`` now? (A fresh discovery each time: the
-    answer is expected to change.)"""
-    api_version, _, name = kind.rpartition("/")
-    try:
-        await Discovery(client).resolve(api_version, name)
-    except UnknownKindError:
-        return False
+    """Does the cluster serve ``<apiVersion>/<kind>`` (and what it :data:`REQUIRES`) now? (A
+    fresh discovery each time: the answer is expected to change.)"""
+    for needed in REQUIRES.get(kind, (kind,)):
+        api_version, _, name = needed.rpartition("/")
+        try:
+            await Discovery(client).resolve(api_version, name)
+        except UnknownKindError:
+            return False
     return True
 
 
@@ -82,8 +92,10 @@ class EngineFinder:
         registry.register(JobEngine(client))
         registry.register(HelmHookJobEngine(client))
 
-    def register(self, kind: str) -> Informer | None:
-        """Register the engines of ``kind``; returns an informer the caller must run, if any."""
+    def register(self, kind: str) -> list[Informer]:
+        """Register the engines of ``kind``; returns the informers the caller must run."""
+        if kind == SEAWEED_KIND:
+            return self._register_seaweed()
         if kind == HELM_RELEASE_KIND:
             # Only HelmReleases we made (they carry the instance label) are cached.
             self.helm_releases = Informer(
@@ -98,12 +110,34 @@ class EngineFinder:
             self._registry.register(
                 HelmUpgradeEngine(self._client, helm_releases=lookup, clock=self._clock)
             )
-            return self.helm_releases
+            return [self.helm_releases]
         if kind == VELERO_KIND:
             self._registry.register(VeleroEngine(self._client, namespace=self._velero_namespace))
         elif kind == WORKFLOW_KIND:
             self._registry.register(WorkflowEngine(self._client))
-        return None
+        return []
+
+    def _register_seaweed(self) -> list[Informer]:
+        # Our Seaweed CRs (labelled) and every S3Credentials (made by others, unlabelled).
+        seaweeds = Informer(
+            self._client,
+            SEAWEEDS,
+            label_selector=LABEL_APPLICATION_INSTANCE,
+            clock=self._clock,
+            metrics=self._metrics,
+        )
+        credentials = Informer(
+            self._client, S3_CREDENTIALS, clock=self._clock, metrics=self._metrics
+        )
+        self._registry.register(
+            SeaweedEngine(
+                self._client,
+                seaweeds=seaweeds.store.get,
+                credentials=lambda ns: credentials.store.by_index(INDEX_NAMESPACE, ns),
+                clock=self._clock,
+            )
+        )
+        return [seaweeds, credentials]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Ask discovery about the missing kinds until all are served or ``stop`` is set."""
@@ -117,8 +151,7 @@ class EngineFinder:
                     if not await self._check(kind):
                         continue
                     self.pending.remove(kind)
-                    informer = self.register(kind)
-                    if informer is not None:
+                    for informer in self.register(kind):
                         self.on_informer(informer)
                         late.append(asyncio.create_task(informer.run(), name=informer.name))
                     _log.info("optional CRD now served; engine enabled", kind=kind)

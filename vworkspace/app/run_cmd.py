@@ -6,10 +6,12 @@ start with a message naming the flag (exit code 2).
 Drop-in compatibility with the Go operator's ``cmd/main.go`` (README, "Configuration"): every Go
 flag is accepted, and boolean flags take Go's syntax (``--flag``, ``--flag=true``,
 ``--flag=false``, also ``1``/``0``/``t``/``f``). A Go flag this implementation cannot honour
-(``--enable-http2``, ``--seaweed-watches-enabled``) is accepted only with its default value and
-refused otherwise, so no flag silently does nothing. Flags that only matter together with another
-one (``--metrics-cert-path`` without secure metrics) are accepted and logged as ignored, as Go
-ignores them, so a Go deployment's arguments keep working.
+(``--enable-http2``) is accepted only with its default value and refused otherwise, so no flag
+silently does nothing. ``--seaweed-watches-enabled`` is accepted either way and, as in Go, only
+chooses a log line: the SeaweedFS watches start whenever both SeaweedFS CRDs are served, also
+when they are installed after the start (app/engines.py). Flags that only matter together with
+another one (``--metrics-cert-path`` without secure metrics) are accepted and logged as ignored,
+as Go ignores them, so a Go deployment's arguments keep working.
 """
 
 from __future__ import annotations
@@ -200,7 +202,8 @@ def add_parser(commands: Any, *, summary: str) -> None:
         const=True,
         default=False,
         metavar="BOOL",
-        help="only false is accepted: SeaweedFS support is not implemented (default: false)",
+        help="accepted for Go compatibility: the SeaweedFS watches start whenever the Seaweed "
+        "and S3Credentials CRDs are served, whatever this says (default: false)",
     )
     hooks = run.add_argument_group(
         "admission webhooks",
@@ -395,11 +398,6 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
             "--enable-http2: HTTP/2 is not supported by this implementation; the metrics and "
             "webhook servers speak HTTP/1.1 only (aiohttp has no HTTP/2 server). "
             "Drop the flag or pass --enable-http2=false"
-        )
-    if args.seaweed_watches_enabled:
-        raise ValueError(
-            "--seaweed-watches-enabled: SeaweedFS support is not implemented by this operator "
-            "(beyond core). Drop the flag or pass --seaweed-watches-enabled=false"
         )
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
@@ -648,7 +646,17 @@ def run_main(args: argparse.Namespace) -> int:
     )
     for note in ignored_flags(args):
         structlog.get_logger("vworkspace").warning(note)
+    log_seaweed_flag(args)
     return asyncio.run(_serve(settings))
+
+
+def log_seaweed_flag(args: argparse.Namespace) -> None:
+    """Go's log line for ``--seaweed-watches-enabled``; the watches themselves follow the CRDs."""
+    if args.seaweed_watches_enabled:
+        structlog.get_logger("vworkspace").info(
+            "SeaweedFS watches requested; they start when the Seaweed and S3Credentials CRDs "
+            "are served"
+        )
 
 
 async def _serve(settings: OperatorSettings) -> int:

@@ -33,12 +33,14 @@ from vworkspace.app.engines import OPTIONAL_KINDS, EngineFinder, served
 from vworkspace.app.http import Address, ServingCert
 from vworkspace.app.manager import Manager, ManagerSettings
 from vworkspace.app.metricsauth import MetricsAuthorizer
+from vworkspace.app.seaweedwatch import credentials_mapper
 from vworkspace.controllers.applicationinstance import ApplicationInstanceReconciler
 from vworkspace.controllers.cluster import ClusterReconciler
 from vworkspace.controllers.initial import InitialReconciler
 from vworkspace.controllers.operation import OperationReconciler, waiting_on_same_target
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.engines.base import EngineRegistry
+from vworkspace.engines.seaweed import S3_CREDENTIALS
 from vworkspace.kube.client import KubeClient, KubeConfigError
 from vworkspace.kube.clock import Clock, RealClock
 from vworkspace.kube.controller import Controller, Reconciler
@@ -195,12 +197,12 @@ def build_manager(
         interval=settings.engine_discovery_interval,
         max_interval=settings.engine_discovery_max_interval,
     )
-    helm_releases: Informer | None = None
+    foreign: list[Informer] = []  # the engines' informers (HelmRelease, Seaweed, S3Credentials)
     for kind in OPTIONAL_KINDS:
         if kind not in served:
             finder.pending.append(kind)
-        elif (informer := finder.register(kind)) is not None:
-            helm_releases = manager.add_informer(informer)
+        else:
+            foreign.extend(manager.add_informer(i) for i in finder.register(kind))
     reporter: StatusReporter = NullReporter()
     gateway: AgentGateway | None = None
     if settings.agent is not None:
@@ -273,16 +275,24 @@ def build_manager(
         )
         # Our own status writes are not a reason to reconcile again (kube/predicates.py).
         controller.watch(informers[name], on_update=spec_or_metadata_changed)
-        if name == "applicationinstance" and helm_releases is not None:
-            controller.watch_owned(helm_releases, owner_kind="ApplicationInstance")
+        if name == "applicationinstance":
+            for informer in foreign:
+                watch_foreign(controller, informer, informers[name])
         if name == "operation":
             controller.watch_mapped(informers[name], waiting_on_same_target(informers[name]))
         manager.add_controller(controller)
     controllers = {c.name: c for c in manager.controllers}
 
+    ai_reconciler = reconcilers["applicationinstance"]
+    assert isinstance(ai_reconciler, ApplicationInstanceReconciler)
+    # A delivered supplemental event brings its instance back to record the delivery.
+    ai_reconciler.supplements.wake = controllers["applicationinstance"].queue.add
+
     def late_informer(informer: Informer) -> None:
         manager.add_informer(informer)  # for readiness and the informer metrics
-        controllers["applicationinstance"].watch_owned(informer, owner_kind="ApplicationInstance")
+        watch_foreign(
+            controllers["applicationinstance"], informer, informers["applicationinstance"]
+        )
 
     def requeue_all() -> None:
         # What waited for the engine (Blocked, retried every 30-60 s) starts now.
@@ -295,6 +305,15 @@ def build_manager(
     if finder.pending:
         manager.add_runnable("engine finder", finder.run, leader_only=False)
     return manager
+
+
+def watch_foreign(controller: Controller, informer: Informer, instances: Informer) -> None:
+    """Engine objects enqueue their instance: owned ones (HelmRelease, Seaweed) their owner,
+    S3Credentials the seaweedfs instances of their release (app/seaweedwatch.py)."""
+    if informer.resource == S3_CREDENTIALS:
+        controller.watch_mapped(informer, credentials_mapper(instances))
+    else:
+        controller.watch_owned(informer, owner_kind="ApplicationInstance")
 
 
 def add_webhooks(

@@ -1,10 +1,12 @@
 """ApplicationInstance reconciler (docs/api.md, "Reconcile"): the release from the spec, status
 from the engine's observation.
 
-Reads the instance from the informer cache, has the ``flux`` engine write and observe the
-release (its HelmRelease informer enqueues the owner on every Flux status change, so there is no
-30 s polling), maps the engine-neutral observation to conditions and writes status exactly once
-per reconcile (controllers/status.py). No Flux kind is known here.
+Reads the instance from the informer cache, picks its engine (engines/instances.py: ``flux`` for
+Helm charts, ``seaweed`` for native SeaweedFS), has it write and observe the workload (the
+engine's informer enqueues the owner on every status change), takes the conditions and status
+fields the engine derives from its observation, writes status exactly once per reconcile
+(controllers/status.py) and then settles the engine's supplemental events
+(controllers/supplements.py). No foreign kind is known here.
 
 Differences from the Go reconciler (docs/api.md): an invalid spec is Blocked with the field
 named and not retried until the spec changes; a failed release is ``Ready=False`` (Go:
@@ -14,21 +16,31 @@ the finalizer is added.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from vworkspace.api.applicationinstance import ConditionType as Cond
 from vworkspace.api.applicationinstance import Reason as Why
-from vworkspace.api.conditions import Condition
+from vworkspace.api.conditions import Condition, ConditionStatus
 from vworkspace.api.constants import APPLICATION_INSTANCE_FINALIZER, FIELD_MANAGER_OPERATOR
 from vworkspace.api.converter import format_time
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.validation import validate_application_instance
-from vworkspace.controllers.conditions import FALSE, TRUE, UNKNOWN, Conditions
-from vworkspace.controllers.reporting import StatusReporter
+from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
+from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.controllers.status import StatusWriter
-from vworkspace.engines.base import EngineRegistry, EngineRequest, Observation, State
+from vworkspace.controllers.supplements import Supplements
+from vworkspace.engines.base import (
+    EngineBlockedError,
+    EngineError,
+    EngineRegistry,
+    EngineRequest,
+    InstanceEngine,
+    InstanceStatus,
+    StillPresentError,
+)
+from vworkspace.engines.instances import MISSING, engine_for
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.controller import Result
@@ -40,29 +52,17 @@ from vworkspace.kube.resources import APPLICATION_INSTANCES
 
 JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.controllers.applicationinstance")
-ENGINE = "flux"  # the engine that renders a managed instance
 
 
-def apply_observation(conds: Conditions, seen: Observation) -> None:
-    """The engine's view of the release as the instance's Ready, Reconciling and Degraded."""
-    conds.set(Cond.BLOCKED, FALSE, Why.UNBLOCKED)
-    detail = f"{seen.reason}: {seen.message}"
-    if seen.state == State.SUCCEEDED:
-        conds.set(Cond.READY, TRUE, Why.HELM_RELEASE_READY, seen.message)
-    elif seen.failed:
-        conds.set(Cond.READY, FALSE, Why.HELM_RELEASE_FAILED, detail)
-    else:
-        conds.set(Cond.READY, UNKNOWN, seen.reason or Why.RECONCILING, seen.message)
-    if seen.progressing:
-        conds.set(Cond.RECONCILING, TRUE, seen.reason or Why.HELM_RELEASE_INSTALLING, seen.message)
-    else:
-        conds.set(Cond.RECONCILING, FALSE, Why.STABLE)
-    if seen.failed:
-        conds.set(
-            Cond.DEGRADED, TRUE, "Stalled" if seen.stalled else Why.HELM_RELEASE_DEGRADED, detail
-        )
-    else:
-        conds.set(Cond.DEGRADED, FALSE, Why.RECOVERED)
+def apply_view(conds: Conditions, status: JsonObj, view: InstanceStatus) -> None:
+    """The engine's view of the instance: its conditions and status fields (None removes)."""
+    for cond in view.conditions:
+        conds.set(cond.type, ConditionStatus(cond.status), cond.reason, cond.message)
+    for field, value in view.fields.items():
+        if value is None:
+            status.pop(field, None)
+        else:
+            status[field] = value
 
 
 def _event_for(cond: Condition) -> tuple[str, str, str] | None:
@@ -101,6 +101,12 @@ class ApplicationInstanceReconciler:
             # lastReconcileTime alone changing is no reason to write (it would wake every watcher).
             volatile=("lastReconcileTime",),
         )
+        self.supplements = Supplements(
+            client=client,
+            resource=APPLICATION_INSTANCES,
+            reporter=reporter if reporter is not None else NullReporter(),
+            field_manager=FIELD_MANAGER_OPERATOR,
+        )
 
     async def reconcile(self, key: ObjectKey) -> Result:
         ai = self._informer.store.get(key)
@@ -122,6 +128,7 @@ class ApplicationInstanceReconciler:
         status["lastReconcileTime"] = format_time(self._clock.now())
         problem = validate_application_instance(ai)
         result = Result.done()
+        view: InstanceStatus | None = None
         if problem:
             conds.set(Cond.BLOCKED, TRUE, Why.VALIDATION_FAILED, problem)
             conds.set(Cond.READY, FALSE, Why.VALIDATION_FAILED, problem)
@@ -129,8 +136,10 @@ class ApplicationInstanceReconciler:
         elif ai["spec"].get("mode") == "placeholder":
             self._placeholder(status, conds)
         else:
-            result = await self._managed(ai, status, conds)
+            result, view = await self._managed(ai, status, conds)
         await self._write(ai, status, conds)
+        if view is not None and view.supplements:
+            await self.supplements.settle(ai, view.supplements)
         return result
 
     def _placeholder(self, status: JsonObj, conds: Conditions) -> None:
@@ -141,31 +150,31 @@ class ApplicationInstanceReconciler:
         conds.set(Cond.READY, TRUE, Why.PLACEHOLDER, "placeholder instance: no Helm release")
         conds.set(Cond.BLOCKED, FALSE, Why.UNBLOCKED)
 
-    async def _managed(self, ai: JsonObj, status: JsonObj, conds: Conditions) -> Result:
-        engine = self._engines.get(ENGINE)
+    async def _managed(
+        self, ai: JsonObj, status: JsonObj, conds: Conditions
+    ) -> tuple[Result, InstanceStatus | None]:
+        name = engine_for(ai)
+        engine = self._engines.get(name)
         if engine is None:
-            message = "the Flux CRDs (helm.toolkit.fluxcd.io/v2 HelmRelease) are not installed"
-            conds.set(Cond.BLOCKED, TRUE, Why.MISSING_DEPENDENCIES, message)
-            conds.set(Cond.READY, FALSE, Why.MISSING_DEPENDENCIES, message)
-            return Result.after(60)
+            conds.set(Cond.BLOCKED, TRUE, Why.MISSING_DEPENDENCIES, MISSING[name])
+            conds.set(Cond.READY, FALSE, Why.MISSING_DEPENDENCIES, MISSING[name])
+            return Result.after(60), None
+        engine = cast(InstanceEngine, engine)  # the engines engine_for names implement it
         request = EngineRequest(target=ai)
         try:
-            ref = await engine.materialize(request)
-        except ApiError as err:
-            conds.set(
-                Cond.READY,
-                FALSE,
-                Why.HELM_RELEASE_FAILED,
-                f"writing the Flux objects failed: {err.message}",
-            )
-            conds.set(Cond.RECONCILING, FALSE, Why.STABLE)
-            conds.set(Cond.BLOCKED, FALSE, Why.UNBLOCKED)
-            return Result.after(30)
-        status["helmReleaseRef"] = {"name": ref.name, "namespace": ref.namespace}
-        status["lastAppliedChart"] = dict(ai["spec"]["chart"])
-        status.pop("endpoints", None)
-        apply_observation(conds, await engine.observe(request))
-        return Result.done()  # the engine's informer brings us back when the release moves
+            await engine.materialize(request)
+        except EngineBlockedError as err:
+            conds.set(Cond.BLOCKED, TRUE, err.reason, err.message)
+            conds.set(Cond.READY, FALSE, err.reason, err.message)
+            return Result.after(30), None  # and the engine's watch, whichever comes first
+        except (EngineError, ApiError) as err:
+            message = err.message if isinstance(err, ApiError) else str(err)
+            view = engine.instance_failure(ai, message)
+            apply_view(conds, status, view)
+            return _after(view), None
+        view = await engine.instance_status(ai, await engine.observe(request))
+        apply_view(conds, status, view)
+        return _after(view), view
 
     async def _write(self, ai: JsonObj, status: JsonObj, conds: Conditions) -> None:
         await self._status.write(ai, status, conds)
@@ -183,9 +192,16 @@ class ApplicationInstanceReconciler:
         conds = Conditions(ai, now=self._clock.now())
         conds.set(Cond.DELETING, TRUE, Why.DELETING if placeholder else Why.UNINSTALLING, "")
         await self._status.write(ai, dict(ai.get("status") or {}), conds, report=False)
-        engine = self._engines.get(ENGINE)
+        # No engine: its kinds are not served, so none of its objects can exist (and what it
+        # made is owned by the instance, for the garbage collector): never wait forever.
+        engine = self._engines.get(engine_for(ai))
         if not placeholder and engine is not None and (ai["spec"].get("release") or {}).get("name"):
-            await engine.cancel(EngineRequest(target=ai))
+            try:
+                await engine.cancel(EngineRequest(target=ai))
+            except StillPresentError as err:
+                _log.info("waiting for the workload to go", reason=str(err))
+                return Result.after(15)
+        self.supplements.forget(ObjectKey(ai["metadata"]["namespace"], ai["metadata"]["name"]))
         fresh = await self._client.get(
             APPLICATION_INSTANCES, ObjectKey(ai["metadata"]["namespace"], ai["metadata"]["name"])
         )
@@ -197,5 +213,9 @@ class ApplicationInstanceReconciler:
             present=False,
             field_manager=FIELD_MANAGER_OPERATOR,
         )
-        _log.info("flux objects removed; finalizer released")
+        _log.info("workload removed; finalizer released")
         return Result.done()
+
+
+def _after(view: InstanceStatus) -> Result:
+    return Result.done() if view.requeue_after is None else Result.after(view.requeue_after)

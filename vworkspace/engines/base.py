@@ -10,6 +10,15 @@ typed so reconcilers know what to do without knowing the engine:
 * :class:`WorkloadMissingError`: the workload is not there (yet, or any more); the Operation
   reconciler tolerates that for a grace period after the start, then fails.
 * :class:`~vworkspace.kube.errors.ApiError`: transient API trouble, retried with backoff.
+* :class:`EngineBlockedError`: something outside the engine must change first (e.g. a legacy
+  HelmRelease still owns the release); the instance is Blocked with the error's reason.
+* :class:`StillPresentError`: from ``cancel``: deletion was asked for but the objects are still
+  there (finalizers of a foreign operator); ask again later.
+
+Engines that render an ApplicationInstance (``flux``, ``seaweed``) also implement
+:class:`InstanceEngine`: they turn their :class:`Observation` into the instance's conditions and
+status fields, and may ask for *supplements*: extra events delivered to the control plane once,
+recorded in an annotation after delivery (docs/pull-mode.md, "Supplemental events").
 """
 
 from __future__ import annotations
@@ -99,6 +108,64 @@ class Engine(Protocol):
 
     async def cancel(self, request: EngineRequest) -> None:
         """Delete what :meth:`materialize` made; absent objects are not an error."""
+        ...
+
+
+class EngineBlockedError(EngineError):
+    """The workload cannot be written until something outside the engine changes."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class StillPresentError(EngineError):
+    """``cancel`` asked for deletion, but the engine's objects are still there."""
+
+
+@attrs.frozen
+class ConditionView:
+    type: str
+    status: str  # "True" / "False" / "Unknown"
+    reason: str
+    message: str = ""
+
+
+@attrs.frozen
+class Supplement:
+    """One extra event for the control plane, delivered once per ``value``.
+
+    ``annotation`` on the instance records the ``value`` delivered last; it is written only
+    after the control plane accepted the event. ``event`` is None for "nothing to report now;
+    remove the annotation" (a failure report is re-armed when the failure ends). The event may
+    carry secret material: it is never logged (``repr=False``)."""
+
+    annotation: str
+    value: str
+    event: JsonObj | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class InstanceStatus:
+    """An instance's status as its engine sees it: conditions, status fields (None removes the
+    field), supplements and when to look again (seconds, None: wait for a watch event)."""
+
+    conditions: tuple[ConditionView, ...]
+    fields: dict[str, Any] = attrs.field(factory=dict)
+    supplements: tuple[Supplement, ...] = ()
+    requeue_after: float | None = None
+
+
+class InstanceEngine(Engine, Protocol):
+    """An engine that renders ApplicationInstances."""
+
+    async def instance_status(self, ai: JsonObj, seen: Observation) -> InstanceStatus:
+        """The instance's conditions and status fields for ``seen``."""
+        ...
+
+    def instance_failure(self, ai: JsonObj, message: str) -> InstanceStatus:
+        """The status when :meth:`materialize` failed with ``message`` (retried later)."""
         ...
 
 

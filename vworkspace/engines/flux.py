@@ -24,8 +24,17 @@ from typing import Any
 import attrs
 
 from vworkspace.api import constants
+from vworkspace.api.applicationinstance import ConditionType as Cond
+from vworkspace.api.applicationinstance import Reason as Why
 from vworkspace.api.meta import ObjectKey
-from vworkspace.engines.base import EngineRef, EngineRequest, Observation, State
+from vworkspace.engines.base import (
+    ConditionView,
+    EngineRef,
+    EngineRequest,
+    InstanceStatus,
+    Observation,
+    State,
+)
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import ResourceType
@@ -190,6 +199,31 @@ def rollup(hr: JsonObj | None) -> Observation:
     )
 
 
+def instance_conditions(seen: Observation) -> tuple[ConditionView, ...]:
+    """The release's observation as the instance's Blocked, Ready, Reconciling and Degraded."""
+    detail = f"{seen.reason}: {seen.message}"
+    conds = [ConditionView(Cond.BLOCKED, "False", Why.UNBLOCKED)]
+    if seen.state == State.SUCCEEDED:
+        conds.append(ConditionView(Cond.READY, "True", Why.HELM_RELEASE_READY, seen.message))
+    elif seen.failed:
+        conds.append(ConditionView(Cond.READY, "False", Why.HELM_RELEASE_FAILED, detail))
+    else:
+        conds.append(
+            ConditionView(Cond.READY, "Unknown", seen.reason or Why.RECONCILING, seen.message)
+        )
+    if seen.progressing:
+        reason = seen.reason or Why.HELM_RELEASE_INSTALLING
+        conds.append(ConditionView(Cond.RECONCILING, "True", reason, seen.message))
+    else:
+        conds.append(ConditionView(Cond.RECONCILING, "False", Why.STABLE))
+    if seen.failed:
+        reason = "Stalled" if seen.stalled else Why.HELM_RELEASE_DEGRADED
+        conds.append(ConditionView(Cond.DEGRADED, "True", reason, detail))
+    else:
+        conds.append(ConditionView(Cond.DEGRADED, "False", Why.RECOVERED))
+    return tuple(conds)
+
+
 class FluxEngine:
     name = "flux"
 
@@ -221,6 +255,31 @@ class FluxEngine:
         name = ((request.target.get("spec") or {}).get("release") or {}).get("name", "")
         found = rollup(self.helm_release(request.target))
         return attrs.evolve(found, ref=EngineRef("HelmRelease", name, meta["namespace"]))
+
+    async def instance_status(self, ai: JsonObj, seen: Observation) -> InstanceStatus:
+        ref = seen.ref
+        fields: JsonObj = {
+            "helmReleaseRef": {"name": ref.name, "namespace": ref.namespace} if ref else None,
+            "lastAppliedChart": dict(ai["spec"]["chart"]),
+            "endpoints": None,
+        }
+        # The HelmRelease informer brings the instance back when the release moves.
+        return InstanceStatus(conditions=instance_conditions(seen), fields=fields)
+
+    def instance_failure(self, ai: JsonObj, message: str) -> InstanceStatus:
+        return InstanceStatus(
+            conditions=(
+                ConditionView(
+                    Cond.READY,
+                    "False",
+                    Why.HELM_RELEASE_FAILED,
+                    f"writing the Flux objects failed: {message}",
+                ),
+                ConditionView(Cond.RECONCILING, "False", Why.STABLE),
+                ConditionView(Cond.BLOCKED, "False", Why.UNBLOCKED),
+            ),
+            requeue_after=30,
+        )
 
     async def cancel(self, request: EngineRequest) -> None:
         ai = request.target
