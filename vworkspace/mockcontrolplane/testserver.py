@@ -72,8 +72,8 @@ class MockControlPlane:
     def set_bootstrap_token(self, cluster_id: str, token: str) -> None:
         self.state.set_bootstrap_token(cluster_id, token)
 
-    async def enqueue(self, cluster_id: str, job: JsonObj) -> None:
-        await self.state.enqueue(cluster_id, job)
+    async def enqueue(self, cluster_id: str, job: JsonObj, *, signing: str = "sign") -> None:
+        await self.state.enqueue(cluster_id, job, signing=signing)
 
     def was_acked(self, job_id: str) -> bool:
         return job_id in self.state.acked
@@ -111,10 +111,12 @@ class AdminClient:
             text = await resp.text()
             return resp.status, (await resp.json(content_type=None)) if text else None
 
-    async def enqueue(self, cluster_id: str, job: JsonObj) -> None:
-        status, body = await self._call(
-            "POST", "/api/admin/enqueue", {"clusterId": cluster_id, "job": job}
-        )
+    async def enqueue(self, cluster_id: str, job: JsonObj, *, signing: str = "") -> None:
+        """``signing``: a mode of mockcontrolplane/signer.py (default: sign if it has a key)."""
+        request: JsonObj = {"clusterId": cluster_id, "job": job}
+        if signing:
+            request["signing"] = signing
+        status, body = await self._call("POST", "/api/admin/enqueue", request)
         if status != 204:
             raise RuntimeError(f"enqueue failed: {status} {body}")
 
