@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from vworkspace.mockcontrolplane.server import ADMIN_HEADER, MEDIA_TYPE, create_app
+from vworkspace.mockcontrolplane.signer import Signer
 from vworkspace.mockcontrolplane.state import MockState
 
 JsonObj = dict[str, Any]
@@ -25,10 +26,13 @@ class MockControlPlane:
         host: str = "127.0.0.1",
         port: int = 0,
         state: MockState | None = None,
+        signer: Signer | None = None,
     ) -> None:
         # Pass the state of a stopped mock to restart it with everything it knew.
         self.state = state or MockState(
-            visibility_timeout=visibility_timeout, strict_registration=strict_registration
+            visibility_timeout=visibility_timeout,
+            strict_registration=strict_registration,
+            signer=signer,
         )
         self.admin_token = admin_token
         self._host = host
