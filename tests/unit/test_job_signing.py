@@ -227,7 +227,7 @@ def test_each_change_is_named() -> None:
 
 def test_unknown_key_id_is_named_in_the_error() -> None:
     raw = {**example_job(), "signature": EXAMPLE_SIGNATURE.replace("example-1", "k2")}
-    with pytest.raises(SignatureError, match='^signature: unknown key id "k2"$'):
+    with pytest.raises(SignatureError, match=r'^signature: unknown key id "k2"$'):
         verifier().check(Job.from_wire(raw), cluster_id=EXAMPLE_CLUSTER)
 
 
@@ -293,7 +293,8 @@ def test_trusted_keys_from_a_configmap_and_a_secret_skip_bad_entries() -> None:
     assert any("'k3'" in p and "not a PEM public key" in p for p in problems)
     secret = {"data": {"k1": base64.b64encode(EXAMPLE_PUBLIC_PEM.encode()).decode()}}
     keys, problems = parse_keys(secret, secret=True)
-    assert keys == {"k1": example_key().public_key()} and not problems
+    assert keys == {"k1": example_key().public_key()}
+    assert not problems
 
 
 def test_key_source_flag_syntax() -> None:
