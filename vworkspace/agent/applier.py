@@ -7,6 +7,9 @@ results and outcomes" and "Payload kinds").
   ApplicationInstance, Operation and Cluster, and Namespaces; extendable by flag). Anything else
   is ``failed`` with an error naming the kind, so a compromised or buggy control plane cannot
   write RBAC, Pods or Secrets through the agent.
+* **Local policy** (agent/policy.py), in addition to the allow-list: namespaces, catalog ids,
+  chart sources, operation types and engines the cluster accepts; a violation is ``failed``
+  naming the rule, checked before any namespace is created.
 * Labels ``app.vworkspace.io/managed-by=control-plane`` and ``app.vworkspace.io/cluster-id`` are
   forced; a missing target namespace is created (labelled ``managed-by=vworkspace``).
 * **Server-side apply** as ``vworkspace-agent``. For the operator's own kinds with ``force``: the
@@ -26,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from vworkspace.agent.policy import Policy, PolicyError
 from vworkspace.agent.wire import AppliedRef, Job, JobResult, Outcome
 from vworkspace.api import constants
 from vworkspace.api.meta import ObjectKey
@@ -73,8 +77,13 @@ class Applier:
         clock: Clock,
         allowed: frozenset[tuple[str, str]] | set[tuple[str, str]] = DEFAULT_ALLOWED,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        policy: Policy | None = None,
+        on_rejected: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._client = client
+        self.policy = policy or Policy()
+        # Counts policy rejections (reason ``policy_<rule>``) in the agent metrics.
+        self._on_rejected = on_rejected
         self._cluster_id = cluster_id
         self._clock = clock
         self.allowed = frozenset(allowed)
@@ -101,6 +110,9 @@ class Applier:
                 ref = await self._intent(job.payload)
             else:
                 raise JobError(f'unsupported job kind "{job.kind}"')
+        except PolicyError as err:
+            self._on_rejected(f"policy_{err.rule}")
+            return self._result(Outcome.FAILED, error=str(err))
         except JobError as err:
             message = str(err)
             outcome = Outcome.CONFLICT if "conflict" in message else Outcome.FAILED
@@ -139,6 +151,8 @@ class Applier:
         for field in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"):
             meta.pop(field, None)
         obj.pop("status", None)
+        # The local policy, before anything (a namespace included) is created.
+        self.policy.check_object(resource.group, resource.kind, obj)
         if resource.namespaced:
             if not meta.get("namespace"):
                 raise JobError(
@@ -188,6 +202,8 @@ class Applier:
             raise JobError("delete payload requires apiVersion, kind, and name")
         namespace = ref.get("namespace") or ""
         resource = await self._allowed_resource(api_version, kind)
+        is_namespace = (resource.group, resource.kind) == ("", "Namespace")
+        self.policy.check_namespace(name if is_namespace else namespace)
         key = ObjectKey(namespace if resource.namespaced else None, name)
         try:
             await self._client.delete(resource, key)
@@ -223,6 +239,7 @@ class Applier:
 
     async def _delete_instance(self, name: str, namespace: str) -> AppliedRef:
         resource = await self._allowed_resource(constants.APPS_API_VERSION, "ApplicationInstance")
+        self.policy.check_namespace(namespace)
         key = ObjectKey(namespace or None, name)
         try:
             current = await self._client.get(resource, key)

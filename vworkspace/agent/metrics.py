@@ -47,6 +47,13 @@ class AgentMetrics:
             ["endpoint", "reason"],
             registry=registry,
         )
+        self.rejections = Counter(
+            "vworkspace_agent_job_rejections",
+            "Jobs refused before anything was applied, by reason: unsigned, malformed, "
+            "unknown_key, bad_signature, no_expiry, expiry_too_far, policy_<rule>",
+            ["reason"],
+            registry=registry,
+        )
         self.jobs = Counter(
             "vworkspace_agent_jobs",
             "Jobs processed by outcome",

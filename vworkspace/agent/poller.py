@@ -4,6 +4,8 @@
 * **Concurrency**: up to ``concurrency`` jobs at once across objects, but jobs that target the
   same object run strictly in the order they arrived (a per-object chain), so "create then patch"
   never becomes "patch then create".
+* **Signatures first** (agent/verifier.py): before the expiry check, the idempotency lookup and
+  the apply; a rejected job is ``failed`` naming the cause and its key is not recorded.
 * **Expired** jobs get ``noop`` / ``expired`` without touching the cluster; an **idempotency key**
   already recorded gives ``noop``; keys are recorded right after a successful apply, before the
   result is posted, so a crash in between yields ``noop`` when the job is delivered again.
@@ -35,6 +37,8 @@ from vworkspace.agent.client import (
 from vworkspace.agent.credentials import CredentialStore
 from vworkspace.agent.idempotency import IdempotencyStore
 from vworkspace.agent.metrics import CONNECTED, DISCONNECTED, RECONNECTING, AgentMetrics
+from vworkspace.agent.signing import SignatureError
+from vworkspace.agent.verifier import JobVerifier
 from vworkspace.agent.wire import Job, JobDecodeError, JobResult, Outcome
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.errors import ApiError
@@ -91,6 +95,7 @@ class Poller:
         poll_interval: int = 30,
         concurrency: int = 4,
         drain_timeout: float = 20.0,
+        verifier: JobVerifier | None = None,
     ) -> None:
         self._client = client
         self._credentials = credentials
@@ -103,6 +108,7 @@ class Poller:
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.drain_timeout = drain_timeout
+        self._verifier = verifier
 
     async def run(self, stop: asyncio.Event) -> None:
         log = _log.bind()
@@ -240,6 +246,13 @@ class Poller:
 
     async def _outcome(self, job: Job) -> JobResult:
         now = self._clock.now()
+        if self._verifier is not None:
+            credentials = self._credentials.current()
+            try:
+                self._verifier.check(job, cluster_id=credentials.cluster_id if credentials else "")
+            except SignatureError as err:
+                self._metrics.rejections.labels(err.reason).inc()
+                return JobResult(outcome=Outcome.FAILED, timestamp=now, error=str(err))
         if job.expires_at is not None and job.expires_at <= now:
             return JobResult(outcome=Outcome.NOOP, timestamp=now, error="expired")
         key = job.idempotency_key

@@ -56,6 +56,13 @@ class Job:
     idempotency_key: str = ""
     created_at: datetime.datetime | None = None
     expires_at: datetime.datetime | None = None
+    # The job object exactly as received: a signature covers the wire values (agent/signing.py),
+    # not their decoded form.
+    wire: JsonObj = attrs.field(factory=dict, eq=False, repr=False)
+
+    @property
+    def signed(self) -> bool:
+        return self.wire.get("signature") not in (None, "")
 
     @classmethod
     def from_wire(cls, data: Any) -> Job:
@@ -77,6 +84,7 @@ class Job:
             idempotency_key=str(key).strip(),
             created_at=parse_time(data.get("createdAt")),
             expires_at=parse_time(data.get("expiresAt")),
+            wire=data,
         )
 
 

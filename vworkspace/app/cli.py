@@ -78,6 +78,11 @@ COMMANDS: tuple[Command, ...] = (
         "plane, operator, one job)",
     ),
     Command(
+        "keys",
+        "vworkspace.app.keys_cmd",
+        "generate an Ed25519 key pair for signing Pull jobs (prints the key id)",
+    ),
+    Command(
         "webhook-certs",
         "vworkspace.app.webhook_certs_cmd",
         "generate a self-signed CA and webhook serving certificate (development)",

@@ -75,8 +75,10 @@ class EngineFinder:
         velero_namespace: str,
         interval: float = 5.0,
         max_interval: float = 60.0,
+        flux_service_account: str = "",
     ) -> None:
         self._client = client
+        self._flux_service_account = flux_service_account
         self._registry = registry
         self._clock = clock
         self._metrics = metrics
@@ -106,7 +108,13 @@ class EngineFinder:
                 metrics=self._metrics,
             )
             lookup = self.helm_releases.store.get
-            self._registry.register(FluxEngine(self._client, helm_releases=lookup))
+            self._registry.register(
+                FluxEngine(
+                    self._client,
+                    helm_releases=lookup,
+                    service_account=self._flux_service_account,
+                )
+            )
             self._registry.register(
                 HelmUpgradeEngine(self._client, helm_releases=lookup, clock=self._clock)
             )

@@ -27,12 +27,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import attrs
 import prometheus_client
 import structlog
 
 from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, parse_allowed
 from vworkspace.agent.credentials import DEFAULT_SECRET, Overrides
 from vworkspace.agent.poller import parse_interval
+from vworkspace.app import hardening_flags
 from vworkspace.app import logging as app_logging
 from vworkspace.app.http import Address, ServingCert, listeners_conflict
 from vworkspace.app.wiring import (
@@ -326,6 +328,7 @@ def add_parser(commands: Any, *, summary: str) -> None:
         metavar="N",
         help="larger job payloads fail without being applied (default: %(default)s)",
     )
+    hardening_flags.add_flags(run, boolean=go_bool)
     logs = run.add_argument_group(
         "logging",
         "JSON lines at info by default (the Go operator defaults to zap development mode: "
@@ -426,7 +429,10 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
             name_flag="--metrics-cert-name",
             key_flag="--metrics-cert-key",
         )
+    hardening = hardening_flags.hardening_from(args)
     agent = agent_settings_from(args, env) if args.agent_enabled else None
+    if agent is not None:
+        agent = attrs.evolve(agent, hardening=hardening)
     webhooks = webhook_settings_from(args) if args.webhooks_enabled else None
     kubeconfig = args.kubeconfig or env.get("KUBECONFIG") or None
     in_cluster = kubeconfig is None and bool(env.get("KUBERNETES_SERVICE_HOST"))
@@ -454,6 +460,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         approval_secret=(
             args.approval_claim_secret or env.get("VWORKSPACE_APPROVAL_CLAIM_SECRET", "")
         ).strip(),
+        flux_service_account=hardening.flux_service_account,
     )
 
 
@@ -524,6 +531,7 @@ def ignored_flags(args: argparse.Namespace) -> list[str]:
         notes.append(
             f"{', '.join(agent_flags)} ignored: --agent-enabled is not set (the agent is opt-in)"
         )
+    notes.extend(hardening_flags.ignored(args))
     return notes
 
 

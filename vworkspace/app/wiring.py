@@ -23,6 +23,8 @@ from vworkspace.agent.gateway import AgentGateway
 from vworkspace.agent.idempotency import IdempotencyStore
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.poller import Poller
+from vworkspace.agent.trustedkeys import TrustedKeys
+from vworkspace.agent.verifier import JobVerifier
 from vworkspace.api.constants import (
     APPLICATION_INSTANCE_FINALIZER,
     CLUSTER_FINALIZER,
@@ -30,6 +32,7 @@ from vworkspace.api.constants import (
 )
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.engines import OPTIONAL_KINDS, EngineFinder, served
+from vworkspace.app.hardening_flags import Hardening
 from vworkspace.app.http import Address, ServingCert
 from vworkspace.app.manager import Manager, ManagerSettings
 from vworkspace.app.metricsauth import MetricsAuthorizer
@@ -81,6 +84,8 @@ class AgentSettings:
     idempotency_max_keys: int = 10_000
     event_buffer_size: int = 1000
     heartbeat_interval: float = 60.0
+    # Signed jobs and the local policy (app/hardening_flags.py).
+    hardening: Hardening = attrs.field(factory=Hardening)
 
 
 @attrs.frozen
@@ -118,6 +123,8 @@ class OperatorSettings:
     engine_discovery_interval: float = 5.0
     engine_discovery_max_interval: float = 60.0
     approval_secret: str = attrs.field(default="", repr=False)
+    # HelmRelease spec.serviceAccountName (Flux impersonation); "" keeps helm-controller's own.
+    flux_service_account: str = ""
     agent: AgentSettings | None = None
     webhooks: WebhookSettings | None = None
 
@@ -196,6 +203,7 @@ def build_manager(
         velero_namespace=settings.velero_namespace,
         interval=settings.engine_discovery_interval,
         max_interval=settings.engine_discovery_max_interval,
+        flux_service_account=settings.flux_service_account,
     )
     foreign: list[Informer] = []  # the engines' informers (HelmRelease, Seaweed, S3Credentials)
     for kind in OPTIONAL_KINDS:
@@ -387,6 +395,8 @@ def add_agent(
             clock=clock,
             allowed=agent.allowed_kinds,
             max_payload_bytes=agent.max_payload_bytes,
+            policy=agent.hardening.policy,
+            on_rejected=lambda reason: metrics.rejections.labels(reason).inc(),
         ),
         idempotency=IdempotencyStore(
             client, namespace=namespace, max_keys=agent.idempotency_max_keys
@@ -395,6 +405,9 @@ def add_agent(
         metrics=metrics,
         poll_interval=agent.poll_interval,
         concurrency=agent.concurrency,
+        verifier=add_verifier(
+            manager, agent.hardening, client=client, namespace=namespace, clock=clock
+        ),
     )
     # Only the leader takes jobs: two replicas must not apply the same job stream.
     manager.add_runnable("agent poller", poller.run, leader_only=True)
@@ -418,6 +431,39 @@ def add_agent(
     )
     manager.add_runnable("event batcher", batcher.run, leader_only=True)
     return AgentGateway(store=store, client=control_plane, http=http, batcher=batcher, clock=clock)
+
+
+def add_verifier(
+    manager: Manager, hardening: Hardening, *, client: KubeClient, namespace: str, clock: Clock
+) -> JobVerifier:
+    """The signature check of every job, with the trusted keys watched in the operator
+    namespace (agent/trustedkeys.py)."""
+    keys = TrustedKeys(client, namespace=namespace, source=hardening.trusted_keys)
+    manager.add_informer(keys.informer)
+
+    def on_keys(key_ids: list[str]) -> None:
+        if key_ids and not hardening.require_signed_jobs:
+            _log.warning(
+                "job-signing keys are configured but signatures are NOT required: unsigned jobs "
+                "are still applied; pass --agent-require-signed-jobs once the control plane signs",
+                key_ids=key_ids,
+            )
+
+    keys.on_change = on_keys
+    if hardening.require_signed_jobs:
+        _log.info(
+            "signed jobs required",
+            trusted_keys=f"{namespace}/{hardening.trusted_keys}",
+            max_age_seconds=hardening.signed_job_max_age.total_seconds(),
+        )
+    if hardening.policy.restricted:
+        _log.info("local job policy", policy=repr(hardening.policy))
+    return JobVerifier(
+        keys=keys.current,
+        clock=clock,
+        require=hardening.require_signed_jobs,
+        max_age=hardening.signed_job_max_age,
+    )
 
 
 async def run_operator(

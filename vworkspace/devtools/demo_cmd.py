@@ -57,15 +57,23 @@ import attrs
 import structlog
 import yaml
 
+from vworkspace.agent.trustedkeys import DEFAULT_NAME as TRUSTED_KEYS
 from vworkspace.api import crdgen
 from vworkspace.api.meta import ObjectKey
+from vworkspace.app.keys_cmd import PRIVATE_FILE, PUBLIC_FILE, write_key_pair
 from vworkspace.devtools import testenv_cmd
 from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import AlreadyExistsError, NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES, ResourceType
+from vworkspace.kube.resources import (
+    APPLICATION_INSTANCES,
+    CONFIG_MAPS,
+    NAMESPACES,
+    ResourceType,
+)
 from vworkspace.mockcontrolplane import AdminClient, MockControlPlane
 from vworkspace.mockcontrolplane.server import ADMIN_HEADER
+from vworkspace.mockcontrolplane.signer import Signer
 from vworkspace.testing.assets import Assets
 from vworkspace.testing.controlplane import ControlPlane
 from vworkspace.testing.crds import (
@@ -102,6 +110,13 @@ STEPS = {
     "result": "wait for the job result at the control plane",
     "events": "wait for condition events at the control plane",
 }
+# --signed: one more step, after which a tampered job must be refused.
+SIGNED_STEPS = {
+    **STEPS,
+    "tampered": "enqueue a job changed after signing: the agent must refuse it",
+}
+KEY_ID = "demo-key-1"
+TAMPERED_JOB_ID = "demo-tampered-1"
 
 DESCRIPTION = """\
 Run the whole Pull loop on this machine: a real local Kubernetes control plane (etcd,
@@ -125,6 +140,7 @@ Exit codes: 0 success (also after Ctrl-C), 1 a step failed, 130 interrupted duri
 examples:
   python -m vworkspace demo                         run, then keep everything up until Ctrl-C
   python -m vworkspace demo --exit                  stop right after the summary (CI)
+  python -m vworkspace demo --signed --exit         signed jobs required; a tampered job refused
   python -m vworkspace demo --workdir ./demo --timeout 120"""
 
 
@@ -138,9 +154,10 @@ class DemoFailedError(Exception):
 class Reporter:
     """Numbered step lines with the seconds since the demo started."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps: dict[str, str] | None = None) -> None:
         self.started = time.monotonic()
         self.current = "startup"
+        self.steps = steps or STEPS
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -153,9 +170,10 @@ class Reporter:
 
     @contextlib.contextmanager
     def step(self, key: str) -> Iterator[None]:
-        number = list(STEPS).index(key) + 1
-        self.current = f"step {number}/{len(STEPS)} ({STEPS[key]})"
-        self.say(f"{number:>2}/{len(STEPS)} {STEPS[key]}")
+        steps = self.steps
+        number = list(steps).index(key) + 1
+        self.current = f"step {number}/{len(steps)} ({steps[key]})"
+        self.say(f"{number:>2}/{len(steps)} {steps[key]}")
         try:
             yield
         except DemoFailedError:
@@ -226,6 +244,13 @@ def add_parser(commands: Any, *, summary: str) -> None:
         help="stop everything right after the summary instead of waiting for Ctrl-C",
     )
     demo.add_argument(
+        "--signed",
+        action="store_true",
+        help="zero-trust Pull: generate a signing key, trust it on the cluster, sign every job "
+        "at the mock, run the operator with --agent-require-signed-jobs, and show a tampered "
+        "job being refused",
+    )
+    demo.add_argument(
         "--workdir",
         type=Path,
         metavar="DIR",
@@ -247,8 +272,12 @@ def add_parser(commands: Any, *, summary: str) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     workdir = _workdir(args.workdir)
-    demo = Demo(args=args, workdir=workdir)
-    print(f"vworkspace demo: one job through the Pull loop on this machine (work dir {workdir})")
+    demo = Demo(args=args, workdir=workdir, out=Reporter(SIGNED_STEPS if args.signed else STEPS))
+    signed = ", signed jobs only" if args.signed else ""
+    print(
+        f"vworkspace demo: one job through the Pull loop on this machine{signed} "
+        f"(work dir {workdir})"
+    )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     code = 1
     try:
@@ -376,6 +405,8 @@ async def _pull_loop(demo: Demo) -> int:
         await _register(demo)
         await _enqueue(demo)
         await _observe(demo)
+        if demo.args.signed:
+            await _tampered(demo)
         _print_summary(demo)
         return await _wait_or_exit(demo)
     except DemoFailedError as err:
@@ -423,8 +454,9 @@ async def _start_mock(demo: Demo) -> None:
     with demo.out.step("mock"):
         demo.mock_log = _configure_mock_log(demo.workdir / "mock-control-plane.log")
         demo.admin_token = secrets.token_hex(8)
+        signer = _signing_key(demo) if demo.args.signed else None
         demo.mock = await MockControlPlane(
-            strict_registration=True, admin_token=demo.admin_token
+            strict_registration=True, admin_token=demo.admin_token, signer=signer
         ).start()
         demo.admin = AdminClient(demo.mock.url, admin_token=demo.admin_token, timeout=10)
         demo.registration_token = f"demo-registration-{secrets.token_hex(6)}"
@@ -467,6 +499,9 @@ async def _start_operator(demo: Demo) -> None:
             *("--health-probe-bind-address", probes),
             *("--metrics-bind-address", f"127.0.0.1:{_free_port()}"),
         ]
+        if demo.args.signed:
+            await _trust_key(demo)
+            argv.append("--agent-require-signed-jobs")
         _operator_environment(demo)
         log = demo.workdir / "operator.log"
         log.unlink(missing_ok=True)
@@ -683,6 +718,57 @@ async def _await_events(demo: Demo) -> None:
                 )
 
 
+def _signing_key(demo: Demo) -> Signer:
+    keys = demo.workdir / "keys"
+    write_key_pair(keys, key_id=KEY_ID, force=True)
+    demo.out.detail(
+        f"generated Ed25519 signing key {KEY_ID} ({keys / PRIVATE_FILE}, {keys / PUBLIC_FILE}); "
+        "the mock signs every job with it"
+    )
+    return Signer.load(keys / PRIVATE_FILE, KEY_ID)
+
+
+async def _trust_key(demo: Demo) -> None:
+    """The public key into the trusted-keys ConfigMap, before the operator starts."""
+    assert demo.kube is not None
+    pem = (demo.workdir / "keys" / PUBLIC_FILE).read_text()
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": TRUSTED_KEYS, "namespace": OPERATOR_NAMESPACE},
+        "data": {KEY_ID: pem},
+    }
+    await demo.kube.apply(CONFIG_MAPS, body, field_manager=FIELD_MANAGER)
+    demo.out.detail(f"trusted key {KEY_ID}: ConfigMap {OPERATOR_NAMESPACE}/{TRUSTED_KEYS}")
+
+
+async def _tampered(demo: Demo) -> None:
+    """A job a hostile hop changed after signing: failed, naming the cause; nothing applied."""
+    admin = demo.admin
+    assert admin is not None
+    sample = {**demo.sample, "metadata": {**demo.sample["metadata"], "name": "tampered-app"}}
+    key = ObjectKey(demo.sample_key().namespace, "tampered-app")
+    with demo.out.step("tampered"):
+        job = {"id": TAMPERED_JOB_ID, "kind": "apply", "payload": sample}
+        await admin.enqueue(CLUSTER_ID, job, signing="tampered-payload")
+        demo.out.detail(
+            f"job {TAMPERED_JOB_ID}: signed by the mock, then its payload changed "
+            f"(ApplicationInstance {key}, one label added)"
+        )
+        result = await _wait_for(
+            demo,
+            what=f"the result of job {TAMPERED_JOB_ID}",
+            probe=lambda: admin.job_result(TAMPERED_JOB_ID),
+        )
+        error = str(result.get("error", ""))
+        if result.get("outcome") != "failed" or not error.startswith("signature:"):
+            raise RuntimeError(f"the tampered job was not refused: {result}")
+        demo.out.detail(f"job result: failed: {error}")
+        if await _get(demo, resource=APPLICATION_INSTANCES, key=key)() is not None:
+            raise RuntimeError(f"ApplicationInstance {key} exists: the tampered job was applied")
+        demo.out.detail(f"ApplicationInstance {key} does not exist: nothing was applied")
+
+
 async def _wait_for(demo: Demo, *, what: str, probe: Callable[[], Awaitable[T | None]]) -> T:
     """Poll ``probe`` until it returns a value; fail naming ``what`` after the step timeout,
     or at once when the operator or the control plane has died."""
@@ -730,9 +816,12 @@ def _print_summary(demo: Demo) -> None:
         "",
         f"demo complete: job {JOB_ID} went from the control plane through the agent to "
         f"ApplicationInstance {key} and its HelmRelease; result succeeded, "
-        f"{len(demo.events)} condition events back ({len(STEPS)} steps in "
+        f"{len(demo.events)} condition events back ({len(demo.out.steps)} steps in "
         f"{demo.out.elapsed():.1f}s)",
     ]
+    if demo.args.signed:
+        lines.insert(6, f"    curl -H '{header}' {url}/api/admin/jobs/{TAMPERED_JOB_ID}/result")
+        lines[-1] += f"; signed with key {KEY_ID}, tampered job {TAMPERED_JOB_ID} refused"
     print("\n".join(lines), flush=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -13,6 +14,7 @@ from aiohttp import web
 from vworkspace.app import logging as app_logging
 from vworkspace.app.http import Address
 from vworkspace.mockcontrolplane import MockState, create_app
+from vworkspace.mockcontrolplane.signer import Signer
 
 
 def add_parser(commands: Any, *, summary: str) -> None:
@@ -57,6 +59,19 @@ def add_parser(commands: Any, *, summary: str) -> None:
         action="store_true",
         help="answer 401 to unknown registration tokens (the Go mock accepts any)",
     )
+    mock.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="PATH",
+        help="sign every enqueued job with this Ed25519 private key (PEM, from "
+        "`python -m vworkspace keys generate`; default: jobs are not signed)",
+    )
+    mock.add_argument(
+        "--signing-key-id",
+        default="",
+        metavar="ID",
+        help="key id in the signatures (default: derived from the public key)",
+    )
     mock.add_argument("--log-format", choices=["json", "console"], default="console")
     mock.set_defaults(handler=run_mock)
 
@@ -73,13 +88,22 @@ def run_mock(args: argparse.Namespace) -> int:
     if args.visibility_timeout <= 0:
         print("error: --visibility-timeout must be positive")
         return 2
+    signer = None
+    if args.signing_key is not None:
+        try:
+            signer = Signer.load(args.signing_key, args.signing_key_id)
+        except (OSError, ValueError, TypeError) as err:
+            print(f"error: --signing-key: {err}")
+            return 2
     app_logging.configure(fmt=args.log_format)
-    return asyncio.run(_serve(args, address))
+    return asyncio.run(_serve(args, address, signer))
 
 
-async def _serve(args: argparse.Namespace, address: Address) -> int:
+async def _serve(args: argparse.Namespace, address: Address, signer: Signer | None) -> int:
     state = MockState(
-        visibility_timeout=args.visibility_timeout, strict_registration=args.strict_registration
+        visibility_timeout=args.visibility_timeout,
+        strict_registration=args.strict_registration,
+        signer=signer,
     )
     state.add_registration_token(args.registration_token, args.cluster_id)
     if args.bootstrap_token:
@@ -95,6 +119,7 @@ async def _serve(args: argparse.Namespace, address: Address) -> int:
         cluster_id=args.cluster_id,
         admin_auth=bool(args.admin_token),
         visibility_timeout=args.visibility_timeout,
+        signing_key_id=signer.key_id if signer else None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -75,9 +75,11 @@ def controller_ref(obj: JsonObj) -> JsonObj:
 
 
 def desired_objects(
-    ai: JsonObj,
+    ai: JsonObj, *, service_account: str = ""
 ) -> tuple[tuple[ResourceType, JsonObj], tuple[ResourceType, JsonObj]]:
-    """The (source, HelmRelease) an instance asks for."""
+    """The (source, HelmRelease) an instance asks for. ``service_account``: Flux impersonates
+    this ServiceAccount of the release namespace to install the chart, instead of using
+    helm-controller's own (typically cluster-admin) identity (docs/operations.md, "Hardening")."""
     spec = ai["spec"]
     chart, release = spec["chart"], spec["release"]
     namespace = ai["metadata"]["namespace"]
@@ -85,6 +87,8 @@ def desired_objects(
     source_name = f"{release['name']}-source"
     meta = {"name": source_name, "namespace": namespace, "labels": labels}
     hr_spec: JsonObj = {"interval": "5m0s"}
+    if service_account:
+        hr_spec["serviceAccountName"] = service_account
     source: tuple[ResourceType, JsonObj]
     if chart["sourceType"] == "oci":
         source = (
@@ -228,14 +232,21 @@ class FluxEngine:
     name = "flux"
 
     def __init__(
-        self, client: KubeClient, *, helm_releases: Callable[[ObjectKey], JsonObj | None]
+        self,
+        client: KubeClient,
+        *,
+        helm_releases: Callable[[ObjectKey], JsonObj | None],
+        service_account: str = "",
     ) -> None:
         self._client = client
         self._helm_releases = helm_releases
+        self._service_account = service_account
 
     async def materialize(self, request: EngineRequest) -> EngineRef:
         assert request.target is not None  # an instance's own engine always has its instance
-        (source_type, source), (hr_type, helm_release) = desired_objects(request.target)
+        (source_type, source), (hr_type, helm_release) = desired_objects(
+            request.target, service_account=self._service_account
+        )
         await self._client.apply(
             source_type, source, field_manager=constants.FIELD_MANAGER_OPERATOR
         )

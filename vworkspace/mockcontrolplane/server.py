@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from vworkspace.mockcontrolplane.signer import MODES
 from vworkspace.mockcontrolplane.state import Fault, MockState, wire_job
 
 MEDIA_TYPE = "application/vnd.vworkspace.agent.v1+json"
@@ -239,7 +240,10 @@ async def admin_enqueue(request: web.Request) -> web.Response:
         raise _RejectError(error(400, "MissingCluster", "clusterId is required"))
     if not isinstance(job, dict) or not job.get("id"):
         raise _RejectError(error(400, "MissingJobID", "job.id is required"))
-    await _state(request).enqueue(cluster, job)
+    signing = body.get("signing") or "sign"
+    if signing not in MODES:
+        raise _RejectError(error(400, "InvalidSigning", f"signing must be one of {MODES}"))
+    await _state(request).enqueue(cluster, job, signing=signing)
     return no_content()
 
 

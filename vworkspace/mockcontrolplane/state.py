@@ -14,6 +14,8 @@ from typing import Any
 
 import attrs
 
+from vworkspace.mockcontrolplane.signer import Signer
+
 JsonObj = dict[str, Any]
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -77,7 +79,10 @@ class MockState:
         visibility_timeout: float = 60.0,
         strict_registration: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        signer: Signer | None = None,
     ) -> None:
+        # With a signer every enqueued job is signed (mockcontrolplane/signer.py, modes).
+        self.signer = signer
         self.visibility_timeout = visibility_timeout
         # The Go mock accepts any registration token; strict mode answers 401 for unknown ones.
         self.strict_registration = strict_registration
@@ -153,7 +158,12 @@ class MockState:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def enqueue(self, cluster_id: str, job: JsonObj) -> None:
+    async def enqueue(self, cluster_id: str, job: JsonObj, *, signing: str = "sign") -> None:
+        if self.signer is not None:
+            # Signed in the form it is delivered in: the signature covers the wire values.
+            job = self.signer.apply(wire_job(job), cluster_id=cluster_id, mode=signing)
+        elif signing == "none":
+            job = {k: v for k, v in job.items() if k != "signature"}
         state = self.cluster(cluster_id)
         state.queue.append(job)
         self.enqueued_at.setdefault(str(job.get("id")), self._clock())

@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from vworkspace.mockcontrolplane.server import ADMIN_HEADER, MEDIA_TYPE, create_app
+from vworkspace.mockcontrolplane.signer import Signer
 from vworkspace.mockcontrolplane.state import MockState
 
 JsonObj = dict[str, Any]
@@ -25,10 +26,13 @@ class MockControlPlane:
         host: str = "127.0.0.1",
         port: int = 0,
         state: MockState | None = None,
+        signer: Signer | None = None,
     ) -> None:
         # Pass the state of a stopped mock to restart it with everything it knew.
         self.state = state or MockState(
-            visibility_timeout=visibility_timeout, strict_registration=strict_registration
+            visibility_timeout=visibility_timeout,
+            strict_registration=strict_registration,
+            signer=signer,
         )
         self.admin_token = admin_token
         self._host = host
@@ -72,8 +76,8 @@ class MockControlPlane:
     def set_bootstrap_token(self, cluster_id: str, token: str) -> None:
         self.state.set_bootstrap_token(cluster_id, token)
 
-    async def enqueue(self, cluster_id: str, job: JsonObj) -> None:
-        await self.state.enqueue(cluster_id, job)
+    async def enqueue(self, cluster_id: str, job: JsonObj, *, signing: str = "sign") -> None:
+        await self.state.enqueue(cluster_id, job, signing=signing)
 
     def was_acked(self, job_id: str) -> bool:
         return job_id in self.state.acked
@@ -111,10 +115,12 @@ class AdminClient:
             text = await resp.text()
             return resp.status, (await resp.json(content_type=None)) if text else None
 
-    async def enqueue(self, cluster_id: str, job: JsonObj) -> None:
-        status, body = await self._call(
-            "POST", "/api/admin/enqueue", {"clusterId": cluster_id, "job": job}
-        )
+    async def enqueue(self, cluster_id: str, job: JsonObj, *, signing: str = "") -> None:
+        """``signing``: a mode of mockcontrolplane/signer.py (default: sign if it has a key)."""
+        request: JsonObj = {"clusterId": cluster_id, "job": job}
+        if signing:
+            request["signing"] = signing
+        status, body = await self._call("POST", "/api/admin/enqueue", request)
         if status != 204:
             raise RuntimeError(f"enqueue failed: {status} {body}")
 
