@@ -51,6 +51,10 @@ not_dns = st.one_of(
     st.text(alphabet="abc", min_size=254, max_size=300),
     st.sampled_from(["Upper", "under_score", "-lead", "trail-", "dot..dot", "sp ace"]),
 )
+# Object names are DNS subdomains (dots allowed, up to 253 characters), not labels: "a.b" is a
+# valid name, and a first version of this strategy counted its success as a failure to fail.
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+not_a_name = not_dns.filter(lambda s: len(s) > 253 or DNS_SUBDOMAIN.fullmatch(s) is None)
 huge = st.integers(MAX_PAYLOAD + 1, MAX_PAYLOAD * 2).map(lambda n: "h" * n)
 deep = st.integers(40, 400).map(lambda depth: json.loads("[" * depth + "]" * depth))
 
@@ -119,7 +123,7 @@ def broken_job(draw: st.DrawFn, namespace: str) -> tuple[str, dict[str, Any]]:
         payload.pop("spec")
         payload["data"] = {"k": "v"}
     elif how == "name not a DNS label":
-        meta["name"] = draw(not_dns)
+        meta["name"] = draw(not_a_name)
     elif how == "name wrong type":
         meta["name"] = draw(
             st.one_of(
