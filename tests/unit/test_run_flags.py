@@ -202,19 +202,32 @@ def test_flags_without_effect_are_reported() -> None:
     ]
 
 
-def test_agent_flags_without_the_agent_are_reported() -> None:
-    # A Go deployment passes these and expects its always-on agent to poll.
+def test_the_agent_runs_unless_turned_off_as_in_go() -> None:
+    # The Go operator always starts its agent, which idles until credentials exist; a Go
+    # deployment passes agent flags without --agent-enabled and expects them to take effect.
+    env = {"POD_NAMESPACE": "ops"}
     go_style = args_of("--agent-poll-interval", "10s", "--agent-credentials-secret", "creds")
-    assert ignored_flags(go_style) == [
-        "--agent-poll-interval, --agent-credentials-secret ignored: --agent-enabled is not set "
-        "(the agent is opt-in)"
+    started = settings_from(go_style, env)
+    assert started.agent is not None
+    assert started.agent.secret_name == "creds"
+    assert started.agent.poll_interval == 10
+    assert ignored_flags(go_style) == []
+    from_env = settings_from(
+        args_of(),
+        {**env, "CONTROL_PLANE_BASE_URL": "https://cp.example", "VWORKSPACE_CLUSTER_ID": "c-1"},
+    )
+    assert from_env.agent is not None
+    assert from_env.agent.overrides.base_url == "https://cp.example"
+    assert settings_from(args_of("--agent-enabled"), env).agent is not None
+    # Only an explicit false turns it off, and then its flags are reported as doing nothing.
+    off = args_of(
+        "--agent-enabled=false", "--cluster-id", "c-1", "--agent-allow-kind", "/ConfigMap"
+    )
+    assert settings_from(off, env).agent is None
+    assert ignored_flags(off) == [
+        "--cluster-id, --agent-allow-kind ignored: --agent-enabled=false turns the agent off"
     ]
-    assert ignored_flags(args_of("--cluster-id", "c-1", "--agent-allow-kind", "/ConfigMap")) == [
-        "--cluster-id, --agent-allow-kind ignored: --agent-enabled is not set (the agent is opt-in)"
-    ]
-    assert ignored_flags(args_of("--agent-enabled", "--agent-poll-interval", "10s")) == []
-    defaults = args_of("--agent-credentials-secret", "vworkspace-agent-credentials")
-    assert ignored_flags(defaults) == []
+    assert ignored_flags(args_of("--agent-enabled=false")) == []
 
 
 # -- logging ------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def _checked(values: list[str], known: Any, flag: str) -> Rule:
 
 
 def ignored(args: argparse.Namespace) -> list[str]:
-    """Agent-only flags given without --agent-enabled."""
+    """Agent-only flags given with --agent-enabled=false (the agent runs unless turned off)."""
     given = [
         flag
         for flag, value, default in (
@@ -140,6 +140,6 @@ def ignored(args: argparse.Namespace) -> list[str]:
         )
         if value != default
     ]
-    if given and not args.agent_enabled:
-        return [f"{', '.join(given)} ignored: --agent-enabled is not set (the agent is opt-in)"]
+    if given and args.agent_enabled is False:
+        return [f"{', '.join(given)} ignored: --agent-enabled=false turns the agent off"]
     return []

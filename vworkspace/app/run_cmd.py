@@ -271,9 +271,11 @@ def add_parser(commands: Any, *, summary: str) -> None:
         type=go_bool,
         nargs="?",
         const=True,
-        default=False,
+        default=None,
         metavar="BOOL",
-        help="poll the control plane for jobs and apply them, only on the leader (default: false)",
+        help="poll the control plane for jobs and apply them, only on the leader. Unset (the "
+        "default), the agent runs as in the Go operator: it idles until credentials exist "
+        "(flags, environment or the credentials Secret) and then polls; false turns it off",
     )
     agent.add_argument(
         "--control-plane-base-url",
@@ -430,7 +432,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
             key_flag="--metrics-cert-key",
         )
     hardening = hardening_flags.hardening_from(args)
-    agent = agent_settings_from(args, env) if args.agent_enabled else None
+    # Unset means on, as the Go operator always runs its agent (docs/operations.md).
+    agent = None if args.agent_enabled is False else agent_settings_from(args, env)
     if agent is not None:
         agent = attrs.evolve(agent, hardening=hardening)
     webhooks = webhook_settings_from(args) if args.webhooks_enabled else None
@@ -514,8 +517,7 @@ def ignored_flags(args: argparse.Namespace) -> list[str]:
     )
     if webhook_flags and not args.webhooks_enabled:
         notes.append(f"{', '.join(webhook_flags)} ignored: --webhooks-enabled is not set")
-    # The Go operator always runs its agent; here it is opt-in, so a Go deployment's agent
-    # flags would otherwise do nothing without a word.
+    # The agent runs unless --agent-enabled=false; agent flags given with it off do nothing.
     agent_flags = changed(
         ("--control-plane-base-url", args.control_plane_base_url, None),
         ("--cluster-id", args.cluster_id, None),
@@ -527,10 +529,8 @@ def ignored_flags(args: argparse.Namespace) -> list[str]:
         ("--agent-allow-kind", args.agent_allow_kind, []),
         ("--agent-max-payload-bytes", args.agent_max_payload_bytes, DEFAULT_MAX_PAYLOAD),
     )
-    if agent_flags and not args.agent_enabled:
-        notes.append(
-            f"{', '.join(agent_flags)} ignored: --agent-enabled is not set (the agent is opt-in)"
-        )
+    if agent_flags and args.agent_enabled is False:
+        notes.append(f"{', '.join(agent_flags)} ignored: --agent-enabled=false turns the agent off")
     notes.extend(hardening_flags.ignored(args))
     return notes
 
