@@ -168,6 +168,11 @@ def test_the_base_renders_the_full_install_and_nothing_else(kubectl: str, base: 
             ("ServiceAccount", SERVICE_ACCOUNT),
             ("ClusterRole", "vworkspace-operator"),
             ("ClusterRole", "vworkspace-metrics-reader"),
+            *(
+                ("ClusterRole", f"vworkspace-{kind}-{level}")
+                for kind in ("applicationinstance", "operation")
+                for level in ("admin", "editor", "viewer")
+            ),
             ("ClusterRoleBinding", "vworkspace-operator"),
             ("Role", "vworkspace-operator"),
             ("RoleBinding", "vworkspace-operator"),
@@ -201,6 +206,25 @@ def test_rbac_has_no_wildcards_and_binds_only_the_operator(
     # For scrapers, bound by the user: GET /metrics and nothing else.
     reader = roles.pop(("ClusterRole", "vworkspace-metrics-reader"))
     assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    # For people, aggregated into admin/edit/view (rbac/user_roles.yaml): their own kinds only,
+    # status read-only, bound by nothing here.
+    for kind, group in (
+        ("applicationinstance", "apps.vworkspace.io"),
+        ("operation", "ops.vworkspace.io"),
+    ):
+        for level, target in (("admin", "admin"), ("editor", "edit"), ("viewer", "view")):
+            role = roles.pop(("ClusterRole", f"vworkspace-{kind}-{level}"))
+            label = f"rbac.authorization.k8s.io/aggregate-to-{target}"
+            assert role["metadata"]["labels"][label] == "true"
+            assert {g for rule in role["rules"] for g in rule["apiGroups"]} == {group}
+            status = [r for r in role["rules"] if r["resources"] == [f"{kind}s/status"]]
+            assert status == [
+                {
+                    "apiGroups": [group],
+                    "resources": [f"{kind}s/status"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ]
     assert len(roles) == 3
     for (kind, name), role in roles.items():
         for rule in role["rules"]:

@@ -148,8 +148,10 @@ def _helmignore(chart: Path) -> list[re.Pattern[str]]:
     path = chart / ".helmignore"
     lines = path.read_text().splitlines() if path.is_file() else []
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    compiled = [re.compile(r"(^|/)" + re.escape(p.rstrip("/")).replace(r"\*", "[^/]*") + r"(/|$)")
-                for p in patterns]
+    compiled = [
+        re.compile(r"(^|/)" + re.escape(p.rstrip("/")).replace(r"\*", "[^/]*") + r"(/|$)")
+        for p in patterns
+    ]
     return [*compiled, re.compile(r"(^|/)\.helmignore$")]
 
 
