@@ -32,17 +32,28 @@ def add_parser(commands: Any, *, summary: str) -> None:
         description="Apply a Cluster and its registration-token Secret, and wait until the running "
         "operator has exchanged the token for agent credentials.",
     )
+    # The Go CLI's spellings (--token, --cluster-name, --control-plane-base-url and the
+    # CONTROL_PLANE_BASE_URL fallback) are accepted too, so its runbooks work unchanged.
     reg.add_argument(
-        "--control-plane-endpoint", required=True, metavar="URL", help="control plane base URL"
+        "--control-plane-endpoint",
+        "--control-plane-base-url",
+        metavar="URL",
+        help="control plane base URL (env CONTROL_PLANE_BASE_URL); "
+        "also spelled --control-plane-base-url",
     )
     reg.add_argument(
-        "--registration-token", required=True, metavar="T", help="one-time registration token"
+        "--registration-token",
+        "--token",
+        required=True,
+        metavar="T",
+        help="one-time registration token; also spelled --token",
     )
     reg.add_argument(
         "--cluster-id",
+        "--cluster-name",
         required=True,
         metavar="C",
-        help="this cluster's id (also the Cluster's name)",
+        help="this cluster's id (also the Cluster's name); also spelled --cluster-name",
     )
     reg.add_argument(
         "--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG, ~/.kube/config)"
@@ -64,6 +75,13 @@ def add_parser(commands: Any, *, summary: str) -> None:
 
 
 def run_register(args: argparse.Namespace) -> int:
+    args.control_plane_endpoint = endpoint_from(args, dict(os.environ))
+    if not args.control_plane_endpoint:
+        print(
+            "error: --control-plane-endpoint is required (or CONTROL_PLANE_BASE_URL)",
+            file=sys.stderr,
+        )
+        return 2
     if not args.control_plane_endpoint.startswith(("http://", "https://")):
         print(
             "error: --control-plane-endpoint must start with http:// or https://", file=sys.stderr
@@ -72,6 +90,11 @@ def run_register(args: argparse.Namespace) -> int:
     namespace = args.namespace or os.environ.get("POD_NAMESPACE") or "vworkspace-system"
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
     return asyncio.run(_register(args, namespace, kubeconfig))
+
+
+def endpoint_from(args: argparse.Namespace, env: dict[str, str]) -> str:
+    """The flag, else CONTROL_PLANE_BASE_URL (as the Go operator reads it)."""
+    return str(args.control_plane_endpoint or env.get("CONTROL_PLANE_BASE_URL", "")).strip()
 
 
 async def _reachable(url: str) -> str | None:

@@ -21,28 +21,34 @@ def add_parser(commands: Any, *, summary: str) -> None:
     mock = commands.add_parser(
         "mock-control-plane",
         help=summary,
-        description="An in-memory mock of the control plane's agent and admin API.",
+        description="An in-memory mock of the control plane's agent and admin API. The Go "
+        "mock's single-dash spellings (-addr, -registration-token, -cluster-id, "
+        "-bootstrap-token, -admin-token) are accepted as well.",
     )
     mock.add_argument(
-        "--addr", default=":8080", metavar="HOST:PORT", help="listen address (default: %(default)s)"
+        "--addr", "-addr", default=":8080", metavar="HOST:PORT", help="listen address (default: %(default)s)"
     )
     mock.add_argument(
         "--registration-token",
+        "-registration-token",
         default="dev-registration-token",
         metavar="T",
         help="one-time registration token bound to --cluster-id (default: %(default)s)",
     )
     mock.add_argument(
-        "--cluster-id", default="cluster-dev-1", metavar="C", help="(default: %(default)s)"
+        "--cluster-id",
+        "-cluster-id", default="cluster-dev-1", metavar="C", help="(default: %(default)s)"
     )
     mock.add_argument(
         "--bootstrap-token",
+        "-bootstrap-token",
         default="",
         metavar="B",
         help="pre-seed the cluster's bearer token (default: none; register first)",
     )
     mock.add_argument(
         "--admin-token",
+        "-admin-token",
         default="",
         metavar="A",
         help="require this X-Mock-Control-Plane-Admin-Token on /api/admin (default: open)",
