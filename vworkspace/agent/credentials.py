@@ -54,6 +54,27 @@ def _decode(secret: JsonObj, key: str) -> str:
         return ""
 
 
+def written_at(secret: JsonObj | None) -> datetime.datetime | None:
+    """When the Secret's data was last written: the newest managedFields entry that owns
+    ``data`` (registration and every rotation are server-side applies of it, so this moves on
+    each), else the creation time. The Go operator reports the Secret's age since creation in
+    steady state; a credential age that survives a rotation hides the rotation (docs/pull-mode.md).
+    Label or annotation edits do not count, nor does a restart of the operator."""
+    if not secret:
+        return None
+    meta = secret.get("metadata") or {}
+    stamps = [
+        str(entry["time"])
+        for entry in meta.get("managedFields") or []
+        if entry.get("time")
+        and {"f:data", "f:stringData"} & set((entry.get("fieldsV1") or {}).keys())
+    ]
+    if meta.get("creationTimestamp"):
+        stamps.append(str(meta["creationTimestamp"]))
+    parsed = [datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")) for stamp in stamps]
+    return max(parsed) if parsed else None
+
+
 class CredentialStore:
     def __init__(
         self,
@@ -91,9 +112,9 @@ class CredentialStore:
         )
         return creds if creds.complete else None
 
-    def secret_created_at(self) -> datetime.datetime | None:
-        stamp = ((self._secret or {}).get("metadata") or {}).get("creationTimestamp")
-        return datetime.datetime.fromisoformat(stamp) if stamp else None
+    def written_at(self) -> datetime.datetime | None:
+        """When the credentials in the Secret were last written (see :func:`written_at`)."""
+        return written_at(self._secret)
 
     def _on_secret(self, obj: JsonObj, initial: bool) -> None:
         # The informer reports a delete with the last known object; look in the cache instead.

@@ -68,7 +68,8 @@ class AgentMetrics:
 
 
 class _CredentialAge(Collector):
-    """``vworkspace_operator_credential_age_seconds``, computed at scrape (0 when unknown)."""
+    """``vworkspace_operator_credential_age_seconds``, computed at scrape (0 when unknown);
+    restarts at 0 when a rotation rewrites the Secret (credentials.written_at)."""
 
     def __init__(self, created_at: Callable[[], datetime.datetime | None]) -> None:
         self._created_at = created_at
@@ -78,6 +79,7 @@ class _CredentialAge(Collector):
         age = (datetime.datetime.now(datetime.UTC) - created).total_seconds() if created else 0.0
         yield GaugeMetricFamily(
             "vworkspace_operator_credential_age_seconds",
-            "Seconds since the credentials Secret was created (0 when unknown)",
+            "Seconds since the agent credentials were last written: registration or rotation "
+            "(0 when unknown)",
             value=max(0.0, age),
         )

@@ -377,7 +377,7 @@ def add_agent(
     )
     manager.add_informer(store.informer)
     metrics = AgentMetrics(registry)
-    metrics.watch_credential_age(registry, store.secret_created_at)
+    metrics.watch_credential_age(registry, store.written_at)
     control_plane = ControlPlaneClient(
         http, credentials=store.current, reload=store.reload, clock=clock, metrics=metrics
     )

@@ -26,7 +26,11 @@ def add_parser(commands: Any, *, summary: str) -> None:
         "-bootstrap-token, -admin-token) are accepted as well.",
     )
     mock.add_argument(
-        "--addr", "-addr", default=":8080", metavar="HOST:PORT", help="listen address (default: %(default)s)"
+        "--addr",
+        "-addr",
+        default=":8080",
+        metavar="HOST:PORT",
+        help="listen address (default: %(default)s)",
     )
     mock.add_argument(
         "--registration-token",
@@ -37,7 +41,10 @@ def add_parser(commands: Any, *, summary: str) -> None:
     )
     mock.add_argument(
         "--cluster-id",
-        "-cluster-id", default="cluster-dev-1", metavar="C", help="(default: %(default)s)"
+        "-cluster-id",
+        default="cluster-dev-1",
+        metavar="C",
+        help="(default: %(default)s)",
     )
     mock.add_argument(
         "--bootstrap-token",
