@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 
 from vworkspace.agent.client import ControlPlaneClient
@@ -119,3 +120,38 @@ async def test_transitions_in_different_seconds_keep_the_plain_key(
     keys = [e["eventKey"] for e in mock.events(CLUSTER, kind="ApplicationInstance")]
     assert len(keys) == 4
     assert all("." not in key.rsplit("#", 1)[1] for key in keys)
+
+
+async def test_a_new_reason_at_the_same_status_reaches_the_control_plane(
+    rig: tuple[MockControlPlane, EventBatcher],
+) -> None:
+    # Issue 19: the control plane's audit view keys on reasons. A reason (or message) change
+    # keeps status and lastTransitionTime, so it needs a key of its own; repeats still dedupe.
+    mock, batcher = rig
+    since = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(
+        minutes=5
+    )
+    installing = ready(ConditionStatus.UNKNOWN, "HelmReleaseInstalling", since)
+    degraded = ready(ConditionStatus.UNKNOWN, "HelmReleaseDegraded", since)
+    batcher.report(instance([installing]), [installing])
+    batcher.report(instance([degraded]), [degraded])
+    batcher.report(instance([degraded]), [degraded])  # a true repeat
+    assert await batcher.flush()
+    events = mock.events(CLUSTER, kind="ApplicationInstance")
+    assert [e["conditions"][0]["reason"] for e in events] == [
+        "HelmReleaseInstalling",
+        "HelmReleaseDegraded",
+    ]
+    stamp = int(since.timestamp())
+    prefix = "condition/apps.vworkspace.io/v1alpha1/ApplicationInstance/t1/odoo/u-1/Ready"
+    assert [e["eventKey"] for e in events] == [
+        f"{prefix}/Unknown@3#{stamp}",
+        f"{prefix}/Unknown@3#{stamp}.1",
+    ]
+    # A new message alone counts too.
+    worded = attrs.evolve(degraded, message="release degraded: 1 pod pending")
+    batcher.report(instance([worded]), [worded])
+    assert await batcher.flush()
+    events = mock.events(CLUSTER, kind="ApplicationInstance")
+    assert events[-1]["conditions"][0]["message"] == "release degraded: 1 pod pending"
+    assert events[-1]["eventKey"] == f"{prefix}/Unknown@3#{stamp}.2"

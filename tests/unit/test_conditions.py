@@ -7,12 +7,13 @@ import datetime
 import pytest
 
 from vworkspace.api.conditions import Condition, ConditionStatus, find, is_true, set_condition
+from vworkspace.controllers.conditions import Conditions
 
 T0 = datetime.datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=datetime.UTC)
 S0 = T0.replace(microsecond=0)
 T1 = S0 + datetime.timedelta(minutes=5)
 T2 = S0 + datetime.timedelta(minutes=10)
-TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
+TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
 
 def put(
@@ -82,3 +83,32 @@ def test_overlong_messages_are_truncated_to_the_crd_limit() -> None:
     (ready,) = put((), TRUE, "R", T0, message="m" * 40000)
     assert len(ready.message) == 32768
     assert ready.message.endswith("...")
+
+
+def test_a_reason_or_message_change_is_reported_but_is_no_transition() -> None:
+    # The control plane hears about a new reason at the same status (its audit view keys on
+    # reasons); Kubernetes Events stay with status transitions.
+    obj = {
+        "metadata": {"generation": 1},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "Unknown",
+                    "reason": "HelmReleaseInstalling",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        },
+    }
+    conds = Conditions(obj, now=T1)
+    conds.set("Ready", UNKNOWN, "HelmReleaseDegraded")
+    assert conds.transitions() == []
+    assert [c.reason for c in conds.changes()] == ["HelmReleaseDegraded"]
+    same = Conditions(obj, now=T1)
+    same.set("Ready", UNKNOWN, "HelmReleaseInstalling")
+    assert same.changes() == []
+    worded = Conditions(obj, now=T1)
+    worded.set("Ready", UNKNOWN, "HelmReleaseInstalling", "waiting for the chart")
+    assert [c.message for c in worded.changes()] == ["waiting for the chart"]

@@ -11,8 +11,8 @@
   of every owned resource: an outage that overflowed the buffer still leaves the control plane
   with the true final state as its last word (Go had no such re-sync).
 
-**Reporter**: one ``ConditionTransition`` event per condition that is new or changed status in a
-reconcile. The eventKey is Go's
+**Reporter**: one ``ConditionTransition`` event per condition that is new or changed status,
+reason or message in a reconcile. The eventKey is Go's
 ``condition/<apiVersion>/<kind>/<namespace|_>/<name>/<uid|_>/<type>/<status>@<generation>`` plus
 ``#<lastTransitionTime as Unix seconds>``: the control plane keeps the first event per key, so
 without the suffix a True -> False -> True flap at one generation would be deduplicated away.
@@ -20,9 +20,11 @@ without the suffix a True -> False -> True flap at one generation would be dedup
 the first key: :class:`TransitionKeys` counts transitions to the same status in the same second
 and appends ``.<n>`` from the second one on (``...#1767225600.1``). Re-sending an unchanged
 condition (a repeated report, the snapshot) yields the key it was last sent with and is
-deduplicated. The count lives in memory: after a restart the snapshot of a condition last keyed
-``.<n>`` goes out under the plain key, which the control plane already holds from the first
-transition (docs/pull-mode.md, "eventKey").
+deduplicated. A change of reason or message alone (same status, so the same
+``lastTransitionTime``) is reported too and counted the same way, so it gets ``.<n>`` as well
+(Go reported status changes only). The count lives in memory: after a restart the snapshot of
+a condition last keyed ``.<n>`` goes out under the plain key, which the control plane already
+holds from the first transition (docs/pull-mode.md, "eventKey").
 """
 
 from __future__ import annotations
@@ -74,7 +76,10 @@ class TransitionKeys:
         # The object and condition type: the key up to "/<status>@".
         slot = base.split("@", 1)[0].rsplit("/", 1)[0]
         stamp = int(cond.last_transition_time.timestamp())
-        signature = (cond.status.value, int(meta.get("generation") or 0), stamp)
+        keyed = (cond.status.value, int(meta.get("generation") or 0), stamp)
+        # A new reason or message at the same status keeps lastTransitionTime, hence the base
+        # key: it is told apart by the same ".<n>" count as a same-second flap.
+        signature = (*keyed, cond.reason, cond.message)
         entry = self._entries.get(slot)
         if entry is not None and entry.last == signature:
             self._entries.move_to_end(slot)
@@ -83,8 +88,8 @@ class TransitionKeys:
             return base
         if entry is None or entry.stamp != stamp:
             entry = _KeyEntry(stamp=stamp)
-        seen = entry.seen.get(signature, 0)
-        entry.seen[signature] = seen + 1
+        seen = entry.seen.get(keyed, 0)
+        entry.seen[keyed] = seen + 1
         entry.last, entry.last_key = signature, base if seen == 0 else f"{base}.{seen}"
         self._entries[slot] = entry
         self._entries.move_to_end(slot)
@@ -97,7 +102,7 @@ class TransitionKeys:
 class _KeyEntry:
     stamp: int
     seen: dict[tuple[str, int, int], int] = attrs.field(factory=dict)
-    last: tuple[str, int, int] | None = None
+    last: tuple[str, int, int, str, str] | None = None
     last_key: str = ""
 
 

@@ -317,4 +317,4 @@ class ClusterReconciler:
             field_manager=FIELD_MANAGER_OPERATOR,
             current=cluster,
         )
-        self._reporter.report(cluster, conds.transitions())
+        self._reporter.report(cluster, conds.changes())

@@ -46,3 +46,16 @@ class Conditions:
         """Conditions that are new or whose status changed in this reconcile."""
         old = {c.type: c for c in self.before}
         return [c for c in self.items if c.type not in old or old[c.type].status != c.status]
+
+    def changes(self) -> list[Condition]:
+        """Transitions, and conditions whose reason or message changed at the same status: what
+        the control plane hears about (its audit view keys on reasons; docs/pull-mode.md).
+        Kubernetes Events stay with :meth:`transitions`."""
+        old = {c.type: c for c in self.before}
+        return [
+            c
+            for c in self.items
+            if c.type not in old
+            or (old[c.type].status, old[c.type].reason, old[c.type].message)
+            != (c.status, c.reason, c.message)
+        ]

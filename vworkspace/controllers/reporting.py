@@ -2,10 +2,11 @@
 supplemental events.
 
 Controllers call ``report`` after each status write with the conditions that are new or changed
-status; the agent's event batcher implements it (structurally, so controllers never import the
-agent). ``deliver`` hands over a supplemental event (controllers/supplements.py) with a callback
-run once the control plane accepted it; ``pending`` says whether an event key is still waiting
-(buffered or being posted). Without the agent, transitions and supplements go nowhere.
+status, reason or message; the agent's event batcher implements it (structurally, so
+controllers never import the agent). ``deliver`` hands over a supplemental event
+(controllers/supplements.py) with a callback run once the control plane accepted it;
+``pending`` says whether an event key is still waiting (buffered or being posted). Without the
+agent, transitions and supplements go nowhere.
 """
 
 from __future__ import annotations

@@ -69,10 +69,9 @@ class StatusWriter:
         )
         if not report:
             return True
-        transitions = conds.transitions()
-        self._reporter.report(obj, transitions)
+        self._reporter.report(obj, conds.changes())
         if self._recorder is not None:
-            for cond in transitions:
+            for cond in conds.transitions():
                 event = self._events(cond)
                 if event is not None:
                     type_, reason, note = event
