@@ -18,6 +18,7 @@ from vworkspace.api.meta import ObjectKey
 from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager, served_kinds
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.objects import update_status
 from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, SECRETS
 from vworkspace.mockcontrolplane import Fault, MockControlPlane
 
@@ -331,3 +332,107 @@ async def test_an_outage_shows_as_disconnected_with_the_exact_drop_count_then_re
         )
 
     await eventually(final_state_delivered, timeout=10, what="final state at the control plane")
+
+
+# -- drop-in behaviour of the Go agent (issue 19) -----------------------------------------------
+
+
+async def test_the_agent_follows_the_clusters_credentials_secret_ref(
+    operator: Running, kube: KubeClient, mock: MockControlPlane, kube_namespace: str
+) -> None:
+    # Credentials in a Secret of another name than --agent-credentials-secret, named by the
+    # Cluster's status.credentialsSecretRef (as a Go install or a restore may leave them).
+    cluster_id = f"cluster-follow-{kube_namespace}"[:60]
+    mock.set_bootstrap_token(cluster_id, "follow-token")
+    await kube.create(
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds-from-go", "namespace": kube_namespace},
+            "stringData": {
+                "control-plane-base-url": mock.url,
+                "cluster-id": cluster_id,
+                "token": "follow-token",
+            },
+        },
+        field_manager="test",
+    )
+    cluster = await kube.create(
+        CLUSTERS,
+        {
+            "apiVersion": "ops.vworkspace.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": kube_namespace},
+            "spec": {"controlPlaneEndpoint": mock.url},
+        },
+        field_manager="test",
+    )
+    await update_status(
+        kube,
+        CLUSTERS,
+        ObjectKey(None, kube_namespace),
+        lambda obj: {
+            **(obj.get("status") or {}),
+            "credentialsSecretRef": {"name": "creds-from-go", "namespace": kube_namespace},
+        },
+        field_manager="test",
+        current=cluster,
+    )
+    await mock.enqueue(
+        cluster_id,
+        {"id": "followed", "kind": "apply", "payload": placeholder("followed", kube_namespace)},
+    )
+    await eventually(
+        lambda: asyncio.sleep(0, mock.job_result("followed")), timeout=20, what="job result"
+    )
+    assert mock.job_result("followed")["outcome"] == "succeeded"  # type: ignore[index]
+    # The default Secret was never written: the agent used the one the Cluster names.
+    with pytest.raises(NotFoundError):
+        await kube.get(SECRETS, ObjectKey(kube_namespace, "vworkspace-agent-credentials"))
+
+
+async def test_the_agent_stops_polling_while_its_cluster_is_being_deleted(
+    operator: Running, kube: KubeClient, mock: MockControlPlane, kube_namespace: str
+) -> None:
+    await register(kube, mock, kube_namespace, kube_namespace)
+    key = ObjectKey(None, kube_namespace)
+    connectivity = ("vworkspace_operator_connectivity_state", {"mode": "pull"})
+    await eventually(
+        lambda: asyncio.sleep(0, operator.metric(connectivity[0], **connectivity[1]) == 1),
+        what="connected",
+    )
+    # Another finalizer keeps the Cluster in deletion after the operator has released its own.
+    cluster = await kube.get(CLUSTERS, key)
+    await kube.apply(
+        CLUSTERS,
+        {
+            "apiVersion": "ops.vworkspace.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": kube_namespace, "finalizers": ["test.vworkspace.io/hold"]},
+        },
+        field_manager="test-hold",
+    )
+    try:
+        await kube.delete(CLUSTERS, key)
+        # The poller is in its stopped state (-1, not 0 "reconnecting"), and fetches nothing.
+        await eventually(
+            lambda: asyncio.sleep(0, operator.metric(connectivity[0], **connectivity[1]) == -1),
+            what="the agent stopped",
+        )
+        cluster_id = cluster["spec"]["clusterId"]
+        await mock.enqueue(
+            cluster_id,
+            {"id": "too-late", "kind": "apply", "payload": placeholder("late", kube_namespace)},
+        )
+        assert mock.pending_count(cluster_id) == 1
+    finally:
+        await kube.apply(
+            CLUSTERS,
+            {
+                "apiVersion": "ops.vworkspace.io/v1alpha1",
+                "kind": "Cluster",
+                "metadata": {"name": kube_namespace, "finalizers": []},
+            },
+            field_manager="test-hold",
+        )

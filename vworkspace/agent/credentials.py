@@ -91,6 +91,10 @@ class CredentialStore:
         self._overrides = overrides
         self._clock = clock
         self._secret: JsonObj | None = None
+        # Cluster.status.credentialsSecretRef, when it names another Secret than the flag's.
+        self._followed: ObjectKey | None = None
+        # Why the agent must not poll (its Cluster is being deleted); empty: it may.
+        self.suspended = ""
         self._changed = asyncio.Condition()
         self.version = 0
         self.informer = Informer(
@@ -100,10 +104,13 @@ class CredentialStore:
 
     @property
     def key(self) -> ObjectKey:
-        return ObjectKey(self.namespace, self.secret_name)
+        return self._followed or ObjectKey(self.namespace, self.secret_name)
 
     def current(self) -> Credentials | None:
-        """The merged credentials, or None while any of the three values is missing."""
+        """The merged credentials, or None while any of the three values is missing or the
+        agent is suspended."""
+        if self.suspended:
+            return None
         secret = self._secret or {}
         creds = Credentials(
             base_url=(self._overrides.base_url or _decode(secret, KEY_BASE_URL)).rstrip("/"),
@@ -117,17 +124,56 @@ class CredentialStore:
         return written_at(self._secret)
 
     def _on_secret(self, obj: JsonObj, initial: bool) -> None:
+        if self._followed is not None:
+            return  # another Secret is in use: read by follow() and reload()
         # The informer reports a delete with the last known object; look in the cache instead.
         self._set(self.informer.store.get(self.key))
+
+    async def follow(self, key: ObjectKey) -> bool:
+        """Use the Secret a Cluster's ``status.credentialsSecretRef`` names, as the Go agent
+        does. Only in the operator namespace, where the RBAC grants Secrets; False (and a
+        warning) otherwise. A followed Secret other than the informer's is read now and on
+        every reload (after a 401, and on each Cluster reconcile), not watched."""
+        if key.namespace != self.namespace:
+            _log.warning(
+                "credentialsSecretRef not followed: the operator reads Secrets in its own "
+                "namespace only",
+                ref=str(key),
+                namespace=self.namespace,
+            )
+            return False
+        followed = None if key.name == self.secret_name else key
+        switched = followed != self._followed
+        if switched:
+            _log.info("agent credentials Secret", secret=str(key))
+        self._followed = followed
+        if followed is not None:
+            await self.reload()
+        elif switched:  # back to the informer's Secret
+            self._set(self.informer.store.get(self.key))
+        return True
+
+    def suspend(self, reason: str) -> None:
+        """Stop polling until credentials are written again (register, rotate)."""
+        if self.suspended == reason:
+            return
+        self.suspended = reason
+        _log.warning("agent stops polling", reason=reason)
+        self._bump()
+
+    def _bump(self) -> None:
+        self.version += 1
+        asyncio.get_running_loop().create_task(self._notify())
 
     def _set(self, secret: JsonObj | None) -> None:
         before = self.current()
         self._secret = secret
         after = self.current()
         if before != after:
-            self.version += 1
-            _log.info("agent credentials changed", credentials=repr(after), version=self.version)
-            asyncio.get_running_loop().create_task(self._notify())
+            _log.info(
+                "agent credentials changed", credentials=repr(after), version=self.version + 1
+            )
+            self._bump()
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -154,7 +200,7 @@ class CredentialStore:
         secret: JsonObj = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": self.secret_name, "namespace": self.namespace},
+            "metadata": {"name": self.key.name, "namespace": self.key.namespace},
             "type": "Opaque",
             "stringData": {
                 KEY_BASE_URL: credentials.base_url,
@@ -175,4 +221,8 @@ class CredentialStore:
                 }
             ]
         stored = await self._client.apply(SECRETS, secret, field_manager=FIELD_MANAGER_OPERATOR)
+        if self.suspended:  # new credentials: a registration after the Cluster was deleted
+            _log.info("agent resumes polling", was=self.suspended)
+            self.suspended = ""
+            self._bump()
         self._set(stored)

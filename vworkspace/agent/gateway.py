@@ -14,6 +14,7 @@ from vworkspace.agent.credentials import CredentialStore
 from vworkspace.agent.events import EventBatcher
 from vworkspace.agent.wire import AppliedRef, Credentials, format_time
 from vworkspace.api.constants import OPS_API_VERSION
+from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import Clock
 
 JsonObj = dict[str, Any]
@@ -101,6 +102,15 @@ class AgentGateway:
             ],
             endpoint="heartbeat",
         )
+
+    async def follow(self, *, name: str, namespace: str) -> bool:
+        return await self._store.follow(ObjectKey(namespace, name))
+
+    def suspend(self, reason: str, *, name: str, namespace: str) -> bool:
+        if ObjectKey(namespace, name) != self._store.key:
+            return False  # another Cluster's credentials: not what this agent polls with
+        self._store.suspend(reason)
+        return True
 
     def dropped_events(self) -> int:
         return self._batcher.dropped

@@ -125,7 +125,12 @@ class Poller:
                 credentials = self._credentials.current()
                 if credentials is None:
                     self._metrics.connectivity.set(RECONNECTING)
-                    log.info("waiting for agent credentials", secret=self._credentials.secret_name)
+                    if self._credentials.suspended:
+                        # Stopped on purpose (its Cluster is being deleted), not reconnecting.
+                        self._metrics.connectivity.set(DISCONNECTED)
+                        log.warning("agent stopped polling", reason=self._credentials.suspended)
+                    else:
+                        log.info("waiting for agent credentials", secret=str(self._credentials.key))
                     changed = asyncio.ensure_future(
                         self._credentials.wait_changed(self._credentials.version)
                     )

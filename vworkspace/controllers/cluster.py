@@ -62,6 +62,12 @@ class ControlPlaneGateway(Protocol):
     def dropped_events(self) -> int:
         """Events the batcher dropped since its buffer last drained."""
 
+    async def follow(self, *, name: str, namespace: str) -> bool:
+        """Take the credentials from this Secret (``status.credentialsSecretRef``)."""
+
+    def suspend(self, reason: str, *, name: str, namespace: str) -> bool:
+        """Stop polling if the agent uses this credentials Secret; True when it did."""
+
 
 def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
@@ -105,7 +111,15 @@ class ClusterReconciler:
             cluster = await self._client.get(CLUSTERS, key)
         except NotFoundError:
             return Result.done()
+        ref = (cluster.get("status") or {}).get("credentialsSecretRef") or {}
+        ref_key = (ref.get("name"), ref.get("namespace") or self._namespace)
         if cluster["metadata"].get("deletionTimestamp"):
+            # Its credentials die with it (they are owned by it): stop polling now, not when
+            # the garbage collector gets to the Secret, and say so.
+            if ref_key[0]:
+                self._gateway.suspend(
+                    f"Cluster {key.name} is being deleted", name=ref_key[0], namespace=ref_key[1]
+                )
             with contextlib.suppress(NotFoundError):
                 await ensure_finalizer(
                     self._client,
@@ -124,6 +138,8 @@ class ClusterReconciler:
             present=True,
             field_manager=FIELD_MANAGER_OPERATOR,
         )
+        if ref_key[0]:
+            await self._gateway.follow(name=ref_key[0], namespace=ref_key[1])
         status = dict(cluster.get("status") or {})
         conds = Conditions(cluster, now=self._clock.now())
         retry = await self._register(cluster, status, conds)
