@@ -1,8 +1,9 @@
 """`python -m vworkspace register`: break-glass registration of this cluster.
 
 Applies a token Secret and a Cluster that references it, then waits for the running operator
-(its agent runs unless ``--agent-enabled=false``) to exchange the token, and prints the outcome. Checks first that the
-control plane endpoint answers at all, so a typo fails in a second instead of after the timeout.
+(its agent runs unless ``--agent-enabled=false``) to exchange the token, and prints the
+outcome. Checks first that the control plane endpoint answers at all, so a typo fails in a
+second instead of after the timeout.
 """
 
 from __future__ import annotations
