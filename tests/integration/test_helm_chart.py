@@ -354,9 +354,9 @@ def test_the_api_server_accepts_the_chart_in_a_server_dry_run(
 @pytest.fixture(scope="module")
 def install_namespace(kubectl: str, control_plane: ControlPlane, kustomized: list[Doc]) -> str:
     """vworkspace-system, created for real (a dry run persists nothing, see
-    test_install_manifests.install_namespace). Left in place: deleting it here would leave it
-    Terminating for a while, and test_install_manifests (next in order) creates the same one
-    and removes it at its end."""
+    test_install_manifests.install_namespace). Left in place for the session's throwaway
+    control plane: deleted here, it would still be Terminating when test_install_manifests
+    (next in order) applies the same Namespace and dry-runs into it."""
     namespace = find(kustomized, "Namespace", NAMESPACE)
     done = run(
         kubectl,
