@@ -79,8 +79,11 @@ def test_bad_values_are_refused_naming_the_flag(argv: list[str], flag: str) -> N
 
 
 def test_agent_only_flags_without_the_agent_are_reported_as_ignored() -> None:
-    notes = ignored_flags(args_of("--agent-require-signed-jobs", "--agent-allowed-engines=job"))
+    # The agent runs unless turned off (as in Go): only --agent-enabled=false makes them moot.
+    flags = ("--agent-require-signed-jobs", "--agent-allowed-engines=job")
+    notes = ignored_flags(args_of("--agent-enabled=false", *flags))
     assert any("--agent-require-signed-jobs, --agent-allowed-engines ignored" in n for n in notes)
+    assert ignored_flags(args_of(*flags)) == []
 
 
 def instance(**spec: Any) -> dict[str, Any]:
