@@ -28,30 +28,12 @@ from tests.chaos.harness import (
     wait_for,
 )
 from vworkspace.testing import ControlPlane
+from vworkspace.testing.objects import managed_instance
 from vworkspace.testing.proxy import Mode
 
 INSTANCES, ROUNDS, BOUND = 20, 55, 1000
 DROPPED = "vworkspace_operator_event_buffer_dropped_total"
 OCCUPANCY = "vworkspace_operator_event_buffer_occupancy"
-
-
-def instance(name: str, namespace: str, values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps.vworkspace.io/v1alpha1",
-        "kind": "ApplicationInstance",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "appRef": {"catalogId": "x"},
-            "chart": {
-                "sourceType": "helm",
-                "url": "https://charts.example.com",
-                "name": "x",
-                "version": "1.0.0",
-            },
-            "release": {"name": name, "namespace": namespace},
-            "values": values,
-        },
-    }
 
 
 def conditions(rest: Any, base: str) -> dict[str, dict[str, str]]:
@@ -78,7 +60,7 @@ def test_control_plane_down_while_conditions_change(
     names = [f"b-{i}" for i in range(INSTANCES)]
     operator = operators.start()
     for name in names:
-        rest.post(base, instance(name, kube_namespace, values))
+        rest.post(base, managed_instance(name, kube_namespace, values=values))
     wait_for("every HelmRelease", lambda: len(rest.get(hrs)["items"]) == INSTANCES, 60)
 
     def flip(status: str, round_no: int) -> None:

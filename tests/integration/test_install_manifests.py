@@ -136,6 +136,28 @@ def to_yaml(docs: list[Doc]) -> str:
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
+def assert_server_dry_run_accepts(
+    kubectl: str, docs: list[Doc], *flags: str, kubeconfig: Path
+) -> None:
+    """``kubectl apply --dry-run=server FLAGS`` of ``docs``: every object accepted, no Pod
+    Security warning. (kubectl 1.32 against a 1.36 server may warn about the version skew on
+    stderr; that is fine.)"""
+    done = run(
+        kubectl,
+        "apply",
+        "--dry-run=server",
+        *flags,
+        "-f",
+        "-",
+        stdin=to_yaml(docs),
+        kubeconfig=kubeconfig,
+    )
+    assert done.returncode == 0, f"server dry run failed:\n{done.stderr}\n{done.stdout}"
+    lines = [line for line in done.stdout.splitlines() if line.endswith("(server dry run)")]
+    assert len(lines) == len(docs), done.stdout
+    assert "Warning: would violate PodSecurity" not in done.stderr
+
+
 @pytest.fixture(scope="module")
 def base(kubectl: str) -> list[Doc]:
     return render(kubectl, MANIFESTS)
@@ -532,20 +554,7 @@ def test_the_api_server_accepts_every_object_in_a_server_dry_run(
     docs, cert_manager = split_cert_manager(request.getfixturevalue(rendering))
     expected = ["Certificate", "Issuer"] if rendering == "webhook" else []
     assert sorted(d["kind"] for d in cert_manager) == expected
-    done = run(
-        kubectl,
-        "apply",
-        "--dry-run=server",
-        "-f",
-        "-",
-        stdin=to_yaml(docs),
-        kubeconfig=control_plane.kubeconfig_path,
-    )
-    # kubectl 1.32 against a 1.36 server may warn about the version skew on stderr; that is fine.
-    assert done.returncode == 0, f"server dry run failed:\n{done.stderr}\n{done.stdout}"
-    lines = [line for line in done.stdout.splitlines() if line.endswith("(server dry run)")]
-    assert len(lines) == len(docs), done.stdout
-    assert "Warning: would violate PodSecurity" not in done.stderr
+    assert_server_dry_run_accepts(kubectl, docs, kubeconfig=control_plane.kubeconfig_path)
 
 
 @pytest.mark.parametrize(

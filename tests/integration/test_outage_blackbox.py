@@ -11,30 +11,12 @@ import pytest
 
 from vworkspace.mockcontrolplane import AdminClient, MockControlPlane
 from vworkspace.testing import ControlPlane
+from vworkspace.testing.objects import managed_instance
 
 from .operator_process import OperatorProcess, free_port
 
 pytestmark = pytest.mark.integration
 CLUSTER = "cluster-outage"
-
-
-def instance(name: str, namespace: str) -> dict[str, object]:
-    return {
-        "apiVersion": "apps.vworkspace.io/v1alpha1",
-        "kind": "ApplicationInstance",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "appRef": {"catalogId": "x"},
-            "chart": {
-                "sourceType": "helm",
-                "url": "https://charts.example.com",
-                "name": "x",
-                "version": "1.0.0",
-            },
-            "release": {"name": name, "namespace": namespace},
-            "values": {"source": "inline", "inline": {}},
-        },
-    }
 
 
 async def test_after_30_seconds_down_the_control_plane_learns_the_current_state(
@@ -66,7 +48,7 @@ async def test_after_30_seconds_down_the_control_plane_learns_the_current_state(
     try:
         await asyncio.to_thread(operator.wait_ready)
         for name in names:
-            rest.post(base, instance(name, kube_namespace))
+            rest.post(base, managed_instance(name, kube_namespace))
         await asyncio.sleep(3)
         await mock.stop()  # the control plane goes away
         down_at = time.monotonic()
