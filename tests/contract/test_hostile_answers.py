@@ -44,7 +44,7 @@ class _NoNamespaceApplier(Applier):
 def _unreachable_kube() -> KubeClient:
     configuration = k8s_client.Configuration()
     configuration.host = "http://127.0.0.1:9"
-    return KubeClient(k8s_client.ApiClient(configuration), request_timeout=2)
+    return KubeClient(configuration, request_timeout=2)
 
 
 class Rig:

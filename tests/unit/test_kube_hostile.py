@@ -33,7 +33,7 @@ async def kube() -> AsyncIterator[tuple[KubeClient, Script]]:
     await site.start()
     configuration = k8s_client.Configuration()
     configuration.host = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    client = KubeClient(k8s_client.ApiClient(configuration), request_timeout=5)
+    client = KubeClient(configuration, request_timeout=5)
     yield client, script
     await client.close()
     await runner.cleanup()

@@ -25,7 +25,7 @@ import structlog
 
 from vworkspace.api.constants import LABEL_APPLICATION_INSTANCE
 from vworkspace.engines.base import EngineRegistry
-from vworkspace.engines.flux import HELM_RELEASES, FluxEngine
+from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES, OCI_REPOSITORIES, FluxEngine
 from vworkspace.engines.helm import HelmUpgradeEngine
 from vworkspace.engines.job import HelmHookJobEngine, JobEngine
 from vworkspace.engines.seaweed import S3_CREDENTIALS, SEAWEEDS, SeaweedEngine
@@ -36,6 +36,7 @@ from vworkspace.kube.clock import Clock
 from vworkspace.kube.discovery import Discovery, UnknownKindError
 from vworkspace.kube.informer import Informer
 from vworkspace.kube.metrics import Metrics
+from vworkspace.kube.resources import ResourceType
 from vworkspace.kube.store import INDEX_NAMESPACE
 
 _log = structlog.get_logger("vworkspace.engines")
@@ -45,9 +46,15 @@ VELERO_KIND = "velero.io/v1/Backup"
 WORKFLOW_KIND = "argoproj.io/v1alpha1/Workflow"
 SEAWEED_KIND = "seaweed.seaweedfs.com/v1/Seaweed"
 S3_CREDENTIALS_KIND = "seaweed.seaweedfs.com/v1/S3Credentials"
+HELM_REPOSITORY_KIND = "source.toolkit.fluxcd.io/v1/HelmRepository"
+OCI_REPOSITORY_KIND = "source.toolkit.fluxcd.io/v1/OCIRepository"
 OPTIONAL_KINDS = (HELM_RELEASE_KIND, VELERO_KIND, WORKFLOW_KIND, SEAWEED_KIND)
 # An engine whose objects need several kinds: all must be served.
-REQUIRES = {SEAWEED_KIND: (SEAWEED_KIND, S3_CREDENTIALS_KIND)}
+# The Flux engine writes its chart sources (source-controller's kinds) and caches them too.
+REQUIRES = {
+    SEAWEED_KIND: (SEAWEED_KIND, S3_CREDENTIALS_KIND),
+    HELM_RELEASE_KIND: (HELM_RELEASE_KIND, HELM_REPOSITORY_KIND, OCI_REPOSITORY_KIND),
+}
 
 
 async def served(client: KubeClient, kind: str) -> bool:
@@ -99,31 +106,39 @@ class EngineFinder:
         if kind == SEAWEED_KIND:
             return self._register_seaweed()
         if kind == HELM_RELEASE_KIND:
-            # Only HelmReleases we made (they carry the instance label) are cached.
-            self.helm_releases = Informer(
-                self._client,
-                HELM_RELEASES,
-                label_selector=LABEL_APPLICATION_INSTANCE,
-                clock=self._clock,
-                metrics=self._metrics,
-            )
-            lookup = self.helm_releases.store.get
-            self._registry.register(
-                FluxEngine(
-                    self._client,
-                    helm_releases=lookup,
-                    service_account=self._flux_service_account,
-                )
-            )
-            self._registry.register(
-                HelmUpgradeEngine(self._client, helm_releases=lookup, clock=self._clock)
-            )
-            return [self.helm_releases]
+            return self._register_flux()
         if kind == VELERO_KIND:
             self._registry.register(VeleroEngine(self._client, namespace=self._velero_namespace))
         elif kind == WORKFLOW_KIND:
             self._registry.register(WorkflowEngine(self._client))
         return []
+
+    def _labelled(self, resource: ResourceType) -> Informer:
+        # Only objects we made (they carry the instance label) are cached.
+        return Informer(
+            self._client,
+            resource,
+            label_selector=LABEL_APPLICATION_INSTANCE,
+            clock=self._clock,
+            metrics=self._metrics,
+        )
+
+    def _register_flux(self) -> list[Informer]:
+        self.helm_releases = self._labelled(HELM_RELEASES)
+        sources = {r: self._labelled(r) for r in (HELM_REPOSITORIES, OCI_REPOSITORIES)}
+        lookup = self.helm_releases.store.get
+        self._registry.register(
+            FluxEngine(
+                self._client,
+                helm_releases=lookup,
+                sources=lambda resource, key: sources[resource].store.get(key),
+                service_account=self._flux_service_account,
+            )
+        )
+        self._registry.register(
+            HelmUpgradeEngine(self._client, helm_releases=lookup, clock=self._clock)
+        )
+        return [self.helm_releases, *sources.values()]
 
     def _register_seaweed(self) -> list[Informer]:
         # Our Seaweed CRs (labelled) and every S3Credentials (made by others, unlabelled).

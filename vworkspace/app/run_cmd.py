@@ -24,6 +24,7 @@ import socket
 import sys
 import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -396,6 +397,17 @@ def go_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def proxies_from(env: Mapping[str, str]) -> dict[str, str]:
+    """HTTPS_PROXY, HTTP_PROXY and NO_PROXY (lower case wins, as in curl and urllib) for the
+    API server connection, read once here (kube/transport.py, ``proxy_for``)."""
+    proxies: dict[str, str] = {}
+    for name in ("https", "http", "no"):
+        value = env.get(f"{name}_proxy") or env.get(f"{name.upper()}_PROXY")
+        if value:
+            proxies[name] = value
+    return proxies
+
+
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSettings:
     """Resolve flags > environment > defaults; raise ValueError naming the flag at fault."""
     if args.enable_http2:
@@ -444,6 +456,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         kubeconfig=kubeconfig,
         context=args.context,
         in_cluster=in_cluster,
+        proxies=proxies_from(env),
         namespace=namespace,
         identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
         leader_elect=args.leader_elect,

@@ -7,6 +7,7 @@ environment.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from vworkspace.agent.verifier import JobVerifier
 from vworkspace.api.constants import (
     APPLICATION_INSTANCE_FINALIZER,
     CLUSTER_FINALIZER,
+    LABEL_APPLICATION_INSTANCE,
     OPERATION_FINALIZER,
 )
 from vworkspace.api.meta import ObjectKey
@@ -43,6 +45,7 @@ from vworkspace.controllers.initial import InitialReconciler
 from vworkspace.controllers.operation import OperationReconciler, waiting_on_same_target
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.engines.base import EngineRegistry
+from vworkspace.engines.flux import HELM_REPOSITORIES, OCI_REPOSITORIES
 from vworkspace.engines.seaweed import S3_CREDENTIALS
 from vworkspace.kube.client import KubeClient, KubeConfigError
 from vworkspace.kube.clock import Clock, RealClock
@@ -55,6 +58,7 @@ from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.predicates import spec_or_metadata_changed
 from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
 from vworkspace.kube.tls import CertificateError, CertificateReloader
+from vworkspace.kube.transport import RestClientMetrics
 from vworkspace.kube.workqueue import WorkQueue
 from vworkspace.webhooks.lookup import ClusterLookup
 from vworkspace.webhooks.server import WebhookMetrics, WebhookServer
@@ -102,6 +106,9 @@ class OperatorSettings:
     kubeconfig: str | None = None
     context: str | None = None
     in_cluster: bool = False
+    # Proxies for the API server as urllib names them ({"https": ..., "no": ...}), read from the
+    # environment once by run_cmd (kube/transport.py).
+    proxies: Mapping[str, str] = attrs.field(factory=dict)
     namespace: str = DEFAULT_NAMESPACE
     identity: str = "vworkspace-operator"
     leader_elect: bool = False
@@ -145,9 +152,9 @@ async def connect(settings: OperatorSettings) -> KubeClient:
     # Pool: one connection per watch, one per worker, and headroom for the agent and events.
     pool = len(KINDS) * (1 + settings.workers) + 8
     if settings.in_cluster:
-        return KubeClient.in_cluster(pool_size=pool)
+        return KubeClient.in_cluster(pool_size=pool, proxies=settings.proxies)
     return await KubeClient.from_kubeconfig(
-        settings.kubeconfig, context=settings.context, pool_size=pool
+        settings.kubeconfig, context=settings.context, pool_size=pool, proxies=settings.proxies
     )
 
 
@@ -166,6 +173,7 @@ def build_manager(
     ``MissingDependencies`` / ``DependencyMissing``."""
     clock = clock or RealClock()
     metrics = Metrics(registry)
+    client.instrument(RestClientMetrics.create(registry))
     elector = None
     if settings.leader_elect:
         lease = LeaseConfig(
@@ -315,11 +323,21 @@ def build_manager(
     return manager
 
 
+def labelled_instance(obj: JsonObj) -> list[ObjectKey]:
+    """The instance named by the object's ``app.vworkspace.io/application-instance`` label."""
+    meta = obj.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(LABEL_APPLICATION_INSTANCE)
+    return [ObjectKey(meta.get("namespace"), name)] if name else []
+
+
 def watch_foreign(controller: Controller, informer: Informer, instances: Informer) -> None:
     """Engine objects enqueue their instance: owned ones (HelmRelease, Seaweed) their owner,
-    S3Credentials the seaweedfs instances of their release (app/seaweedwatch.py)."""
+    chart sources the instance of their label, S3Credentials the seaweedfs instances of their
+    release (app/seaweedwatch.py)."""
     if informer.resource == S3_CREDENTIALS:
         controller.watch_mapped(informer, credentials_mapper(instances))
+    elif informer.resource in (HELM_REPOSITORIES, OCI_REPOSITORIES):
+        controller.watch_mapped(informer, labelled_instance)  # chart sources have no owner
     else:
         controller.watch_owned(informer, owner_kind="ApplicationInstance")
 

@@ -35,6 +35,7 @@ from vworkspace.engines.base import (
     Observation,
     State,
 )
+from vworkspace.kube.applied import apply_if_changed
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import ResourceType
@@ -236,10 +237,14 @@ class FluxEngine:
         client: KubeClient,
         *,
         helm_releases: Callable[[ObjectKey], JsonObj | None],
+        sources: Callable[[ResourceType, ObjectKey], JsonObj | None] = lambda _t, _k: None,
         service_account: str = "",
     ) -> None:
+        """``helm_releases`` and ``sources`` read the informer caches of the objects this engine
+        made; an object already as desired is not applied again (kube/applied.py)."""
         self._client = client
         self._helm_releases = helm_releases
+        self._sources = sources
         self._service_account = service_account
 
     async def materialize(self, request: EngineRequest) -> EngineRef:
@@ -247,13 +252,22 @@ class FluxEngine:
         (source_type, source), (hr_type, helm_release) = desired_objects(
             request.target, service_account=self._service_account
         )
-        await self._client.apply(
-            source_type, source, field_manager=constants.FIELD_MANAGER_OPERATOR
-        )
-        await self._client.apply(
-            hr_type, helm_release, field_manager=constants.FIELD_MANAGER_OPERATOR
-        )
         meta = helm_release["metadata"]
+        source_key = ObjectKey(meta["namespace"], source["metadata"]["name"])
+        await apply_if_changed(
+            self._client,
+            source_type,
+            source,
+            live=self._sources(source_type, source_key),
+            field_manager=constants.FIELD_MANAGER_OPERATOR,
+        )
+        await apply_if_changed(
+            self._client,
+            hr_type,
+            helm_release,
+            live=self._helm_releases(ObjectKey(meta["namespace"], meta["name"])),
+            field_manager=constants.FIELD_MANAGER_OPERATOR,
+        )
         return EngineRef("HelmRelease", meta["name"], meta["namespace"])
 
     def helm_release(self, ai: JsonObj) -> JsonObj | None:

@@ -14,7 +14,8 @@ from vworkspace.api.constants import SEAWEED_CATALOG_ID
 FLUX = "flux"
 SEAWEED = "seaweed"
 MISSING = {
-    FLUX: "the Flux CRDs (helm.toolkit.fluxcd.io/v2 HelmRelease) are not installed",
+    FLUX: "the Flux CRDs (helm.toolkit.fluxcd.io/v2 HelmRelease, source.toolkit.fluxcd.io/v1 "
+    "HelmRepository and OCIRepository) are not installed",
     SEAWEED: "the SeaweedFS CRDs (seaweed.seaweedfs.com/v1 Seaweed and S3Credentials) are not "
     "installed",
 }

@@ -1,11 +1,11 @@
 """The one Kubernetes client of the process, and the server-side apply helper.
 
 kubernetes-asyncio provides configuration loading (kubeconfig contexts, in-cluster service
-account with its token re-read every minute), TLS and the aiohttp connection pool; this module
-sends raw JSON through it and decodes answers into plain dicts, which the operator projects onto
-its own attrs models. That skips the generated models on hot paths (they cost CPU and memory) and
-keeps three pitfalls out (docs/development.md, "kubernetes-asyncio: what the client code works
-around"):
+account with its token re-read every minute); kube/transport.py sends the requests over one
+aiohttp connection pool; this module sends raw JSON and decodes answers into plain dicts,
+which the operator projects onto its own attrs models. That skips the generated models on hot
+paths (they cost CPU and memory) and keeps three pitfalls out (docs/development.md,
+"kubernetes-asyncio: what the client code works around"):
 
 * every request carries an explicit timeout (the library's default is none at all);
 * every write names its field manager (the default would be the library's User-Agent);
@@ -26,14 +26,14 @@ import aiohttp
 import yaml
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 from kubernetes_asyncio.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
 from vworkspace import __version__
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.errors import ApiError, InvalidResponseError, error_for, parse_retry_after
+from vworkspace.kube.errors import InvalidResponseError, error_for, parse_retry_after
 from vworkspace.kube.resources import ResourceType, key_of
+from vworkspace.kube.transport import RestClientMetrics, Transport
 
 JSON = "application/json"
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -83,13 +83,20 @@ class KubeApi(Protocol):
 
 
 class KubeClient:
-    """JSON over kubernetes-asyncio's ApiClient; one instance shared by the whole process."""
+    """JSON over one :class:`~vworkspace.kube.transport.Transport`; one instance shared by the
+    whole process."""
 
     def __init__(
-        self, api_client: k8s_client.ApiClient, *, request_timeout: float = DEFAULT_TIMEOUT
+        self,
+        configuration: k8s_client.Configuration,
+        *,
+        request_timeout: float = DEFAULT_TIMEOUT,
+        pool_size: int = 32,
+        proxies: Mapping[str, str] | None = None,
     ) -> None:
-        self._api = api_client
-        self._api.user_agent = USER_AGENT
+        self._transport = Transport(
+            configuration, pool_size=pool_size, proxies=proxies, user_agent=USER_AGENT
+        )
         self.request_timeout = request_timeout
 
     @classmethod
@@ -100,9 +107,12 @@ class KubeClient:
         context: str | None = None,
         pool_size: int = 32,
         request_timeout: float = DEFAULT_TIMEOUT,
+        proxies: Mapping[str, str] | None = None,
     ) -> KubeClient:
         """``path`` may list several files (``os.pathsep``), like $KUBECONFIG; None means the
-        library's default, ``~/.kube/config``. Raises :class:`KubeConfigError` naming the file."""
+        library's default, ``~/.kube/config``. Raises :class:`KubeConfigError` naming the file.
+        ``proxies``: as :func:`~vworkspace.kube.transport.proxy_for` takes them, used unless
+        the kubeconfig names a proxy (the app reads them from the environment once)."""
         where = _existing_kubeconfig(path or KUBE_CONFIG_DEFAULT_LOCATION)
         configuration = k8s_client.Configuration()
         try:
@@ -118,11 +128,17 @@ class KubeClient:
             if isinstance(err, TypeError | AttributeError | KeyError):
                 detail = f"not a kubeconfig file ({detail})"
             raise KubeConfigError(f"cannot use kubeconfig {where}: {detail}") from err
-        return cls._build(configuration, pool_size, request_timeout)
+        return cls(
+            configuration, pool_size=pool_size, request_timeout=request_timeout, proxies=proxies
+        )
 
     @classmethod
     def in_cluster(
-        cls, *, pool_size: int = 32, request_timeout: float = DEFAULT_TIMEOUT
+        cls,
+        *,
+        pool_size: int = 32,
+        request_timeout: float = DEFAULT_TIMEOUT,
+        proxies: Mapping[str, str] | None = None,
     ) -> KubeClient:
         configuration = k8s_client.Configuration()
         try:
@@ -133,21 +149,21 @@ class KubeClient:
             )
         except _CONFIG_ERRORS as err:
             raise KubeConfigError(f"cannot use the in-cluster service account: {err}") from err
-        return cls._build(configuration, pool_size, request_timeout)
-
-    @classmethod
-    def _build(
-        cls, configuration: k8s_client.Configuration, pool_size: int, request_timeout: float
-    ) -> KubeClient:
-        configuration.connection_pool_maxsize = pool_size
-        return cls(k8s_client.ApiClient(configuration), request_timeout=request_timeout)
+        return cls(
+            configuration, pool_size=pool_size, request_timeout=request_timeout, proxies=proxies
+        )
 
     @property
     def server(self) -> str:
-        return str(self._api.configuration.host)
+        return self._transport.host
+
+    def instrument(self, metrics: RestClientMetrics) -> None:
+        """Count every request from now on (``rest_client_requests_total`` and
+        ``rest_client_request_duration_seconds``)."""
+        self._transport.metrics = metrics
 
     async def close(self) -> None:
-        await self._api.close()
+        await self._transport.close()
 
     async def request(
         self,
@@ -160,21 +176,15 @@ class KubeClient:
         timeout_s: float | None = None,
     ) -> JsonObj:
         """Send one request; return the decoded JSON (``{}`` if empty); raise :class:`ApiError`."""
-        try:
-            response = await self._api.call_api(
-                path,
-                method,
-                query_params=list((query or {}).items()),
-                header_params={"Accept": JSON, "Content-Type": content_type},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=timeout_s or self.request_timeout,
-            )
-        except ApiException as exc:
-            raise _decode_error(exc, method, path) from None
+        response = await self._transport.send(
+            method,
+            path,
+            query=query,
+            body=body,
+            headers={"Accept": JSON, "Content-Type": content_type},
+            timeout=aiohttp.ClientTimeout(total=timeout_s or self.request_timeout),
+        )
         raw = await _read(response)
-        # With _preload_content=False the library does not raise for every non-2xx answer.
         if response.status >= 300:
             raise error_for(
                 status=response.status,
@@ -191,20 +201,14 @@ class KubeClient:
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """A watch stream as raw newline-delimited JSON lines. Inactivity is the caller's watchdog;
         ``total_timeout`` is a hard cap a little above the server-side watch timeout."""
-        try:
-            response = await self._api.call_api(
-                path,
-                "GET",
-                query_params=list(query.items()),
-                header_params={"Accept": JSON},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(
-                    total=total_timeout, sock_connect=connect_timeout
-                ),
-            )
-        except ApiException as exc:
-            raise _decode_error(exc, "GET", path) from None
+        response = await self._transport.send(
+            "GET",
+            path,
+            query=query,
+            body=None,
+            headers={"Accept": JSON},
+            timeout=aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout),
+        )
         try:
             if response.status >= 300:
                 body = await response.read()
@@ -360,9 +364,3 @@ def _json_or_message(raw: bytes | str | None) -> JsonObj:
     except json.JSONDecodeError:
         return {"message": text[:1000]}
     return decoded if isinstance(decoded, dict) else {"message": text[:1000]}
-
-
-def _decode_error(exc: ApiException, method: str, path: str) -> ApiError:
-    return error_for(
-        status=int(exc.status or 0), body=_json_or_message(exc.body), method=method, path=path
-    )
