@@ -127,11 +127,13 @@ class EngineFinder:
         self.helm_releases = self._labelled(HELM_RELEASES)
         sources = {r: self._labelled(r) for r in (HELM_REPOSITORIES, OCI_REPOSITORIES)}
         lookup = self.helm_releases.store.get
+        caches = {HELM_RELEASES: self.helm_releases, **sources}
         self._registry.register(
             FluxEngine(
                 self._client,
                 helm_releases=lookup,
                 sources=lambda resource, key: sources[resource].store.get(key),
+                remember=lambda resource, obj: caches[resource].record_write(obj),
                 service_account=self._flux_service_account,
             )
         )

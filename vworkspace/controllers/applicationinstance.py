@@ -100,6 +100,7 @@ class ApplicationInstanceReconciler:
             reporter=reporter,
             # lastReconcileTime alone changing is no reason to write (it would wake every watcher).
             volatile=("lastReconcileTime",),
+            on_written=informer.record_write,
         )
         self.supplements = Supplements(
             client=client,
@@ -122,6 +123,7 @@ class ApplicationInstanceReconciler:
             present=True,
             field_manager=FIELD_MANAGER_OPERATOR,
         )
+        self._informer.record_write(ai)  # the next reconcile must not add it a second time
         conds = Conditions(ai, now=self._clock.now())
         status = dict(ai.get("status") or {})
         status["observedGeneration"] = ai["metadata"].get("generation")

@@ -116,6 +116,7 @@ class OperationReconciler:
             events=_event_for,
             recorder=recorder,
             reporter=reporter,
+            on_written=operations.record_write,
         )
 
     async def reconcile(self, key: ObjectKey) -> Result:
@@ -132,6 +133,7 @@ class OperationReconciler:
             present=True,
             field_manager=FIELD_MANAGER_OPERATOR,
         )
+        self._operations.record_write(op)
         status = dict(op.get("status") or {})
         phase = status.get("phase") or ""
         if phase in TERMINAL:

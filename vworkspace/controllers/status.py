@@ -37,7 +37,10 @@ class StatusWriter:
         recorder: EventRecorder | None = None,
         reporter: StatusReporter | None = None,
         volatile: tuple[str, ...] = (),
+        on_written: Callable[[JsonObj], None] = lambda _: None,
     ) -> None:
+        """``on_written`` receives the stored object after each write (the informer's
+        ``record_write``, so the next reconcile reads what was written)."""
         self._client = client
         self._resource = resource
         self._field_manager = field_manager
@@ -45,6 +48,7 @@ class StatusWriter:
         self._recorder = recorder
         self._reporter = reporter if reporter is not None else NullReporter()
         self._volatile = volatile
+        self._on_written = on_written
 
     def _same(self, before: JsonObj, after: JsonObj) -> bool:
         ignore = dict.fromkeys(self._volatile)
@@ -59,7 +63,7 @@ class StatusWriter:
         if self._same(obj.get("status") or {}, status):
             return False
         key = ObjectKey(obj["metadata"].get("namespace"), obj["metadata"]["name"])
-        await update_status(
+        stored = await update_status(
             self._client,
             self._resource,
             key,
@@ -67,6 +71,8 @@ class StatusWriter:
             field_manager=self._field_manager,
             current=obj,
         )
+        if stored is not None:
+            self._on_written(stored)
         if not report:
             return True
         self._reporter.report(obj, conds.changes())

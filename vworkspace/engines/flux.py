@@ -238,13 +238,16 @@ class FluxEngine:
         *,
         helm_releases: Callable[[ObjectKey], JsonObj | None],
         sources: Callable[[ResourceType, ObjectKey], JsonObj | None] = lambda _t, _k: None,
+        remember: Callable[[ResourceType, JsonObj], None] = lambda _t, _o: None,
         service_account: str = "",
     ) -> None:
         """``helm_releases`` and ``sources`` read the informer caches of the objects this engine
-        made; an object already as desired is not applied again (kube/applied.py)."""
+        made; an object already as desired is not applied again (kube/applied.py).
+        ``remember`` hands each applied object back to its cache (``Informer.record_write``)."""
         self._client = client
         self._helm_releases = helm_releases
         self._sources = sources
+        self._remember = remember
         self._service_account = service_account
 
     async def materialize(self, request: EngineRequest) -> EngineRef:
@@ -254,20 +257,23 @@ class FluxEngine:
         )
         meta = helm_release["metadata"]
         source_key = ObjectKey(meta["namespace"], source["metadata"]["name"])
-        await apply_if_changed(
-            self._client,
-            source_type,
-            source,
-            live=self._sources(source_type, source_key),
-            field_manager=constants.FIELD_MANAGER_OPERATOR,
-        )
-        await apply_if_changed(
-            self._client,
-            hr_type,
-            helm_release,
-            live=self._helm_releases(ObjectKey(meta["namespace"], meta["name"])),
-            field_manager=constants.FIELD_MANAGER_OPERATOR,
-        )
+        for resource, desired, live in (
+            (source_type, source, self._sources(source_type, source_key)),
+            (
+                hr_type,
+                helm_release,
+                self._helm_releases(ObjectKey(meta["namespace"], meta["name"])),
+            ),
+        ):
+            stored = await apply_if_changed(
+                self._client,
+                resource,
+                desired,
+                live=live,
+                field_manager=constants.FIELD_MANAGER_OPERATOR,
+            )
+            if stored is not None:
+                self._remember(resource, stored)
         return EngineRef("HelmRelease", meta["name"], meta["namespace"])
 
     def helm_release(self, ai: JsonObj) -> JsonObj | None:

@@ -78,10 +78,10 @@ async def apply_if_changed(
     *,
     live: JsonObj | None,
     field_manager: str,
-) -> bool:
-    """Server-side apply ``desired`` unless ``live`` already is it; True when a write was made."""
+) -> JsonObj | None:
+    """Server-side apply ``desired`` unless ``live`` already is it; the stored object when a
+    write was made, else None."""
     stamped = with_digest(desired)
     if up_to_date(live, stamped):
-        return False
-    await client.apply(resource, stamped, field_manager=field_manager)
-    return True
+        return None
+    return await client.apply(resource, stamped, field_manager=field_manager)

@@ -78,6 +78,7 @@ class Controller:
         self.workers = workers
         self.reconcile_timeout = reconcile_timeout
         self._metrics = metrics
+        self._sources: list[Informer] = []  # the informers whose events feed the queue
         if metrics:
             metrics.max_concurrent.set(workers)
 
@@ -90,6 +91,7 @@ class Controller:
             lambda obj, initial: self.queue.add(key_of(obj), low_priority=initial),
             on_update=on_update,
         )
+        self._sources.append(informer)
 
     def watch_owned(self, informer: Informer, *, owner_kind: str) -> None:
         """Reconcile the controlling owner (of ``owner_kind``) of each object of ``informer``,
@@ -104,6 +106,7 @@ class Controller:
                     )
 
         informer.add_handler(handler)
+        self._sources.append(informer)
 
     def watch_mapped(
         self, informer: Informer, mapper: Callable[[JsonObj], list[ObjectKey]]
@@ -115,6 +118,7 @@ class Controller:
                 self.queue.add(key, low_priority=initial)
 
         informer.add_handler(handler)
+        self._sources.append(informer)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -122,6 +126,9 @@ class Controller:
         """Run the workers (after ``gate`` opens) until the queue shuts down."""
         if gate is not None:
             await gate.wait()
+        # As controller-runtime's WaitForCacheSync: a reconcile on a half-filled cache would
+        # re-create or re-apply what is merely not listed yet (readiness names what is waiting).
+        await asyncio.gather(*(informer.wait_synced() for informer in self._sources))
         _log.info("controller started", controller=self.name, workers=self.workers)
         async with asyncio.TaskGroup() as group:
             for index in range(self.workers):

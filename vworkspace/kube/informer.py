@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.backoff import Backoff
 from vworkspace.kube.client import KubeApi
 from vworkspace.kube.clock import Clock, RealClock
@@ -58,6 +59,20 @@ class WatchDecodeError(ValueError):
 
 
 _EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
+
+
+TOMBSTONES = 1000  # deleted keys remembered before old ones are pruned
+TOMBSTONE_SECONDS = 120.0
+
+
+def _older(a: JsonObj, b: JsonObj) -> bool:
+    """Is ``a`` an older state of the object than ``b``? resourceVersions are etcd revisions,
+    integers that grow; client-go's MutationCache compares them the same way. Anything else
+    (not a number) counts as not older, so the newest event wins as before."""
+    try:
+        return int(a["metadata"]["resourceVersion"]) < int(b["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _decode_event(line: bytes) -> JsonObj:
@@ -121,6 +136,9 @@ class Informer:
         self.inactivity_timeout = inactivity_timeout
         self.connect_timeout = connect_timeout
         self._handlers: list[tuple[EventHandler, UpdatePredicate | None]] = []
+        # Recently deleted keys -> (resourceVersion, when), so that a late record_write cannot
+        # bring a deleted object back into the cache.
+        self._tombstones: dict[ObjectKey, tuple[JsonObj, float]] = {}
         self._synced = asyncio.Event()
         self._last_heard = self._clock.monotonic()
         self._backoff = Backoff(clock=self._clock, rng=self._rng)
@@ -234,6 +252,8 @@ class Informer:
         for key in vanished:
             gone = self.store.delete(key)
             if gone is not None:
+                # Deleted at an unknown version after ``gone``'s: refuse any late write-through.
+                self._bury({"metadata": {**gone["metadata"], "resourceVersion": str(2**63)}})
                 self._notify(gone, initial=False)
 
     async def _watch(self, resource_version: str) -> str:
@@ -279,12 +299,44 @@ class Informer:
             )
         new_rv = str(obj.get("metadata", {}).get("resourceVersion") or resource_version)
         if kind in ("ADDED", "MODIFIED"):
+            cached = self.store.get(key_of(obj))
+            if cached is not None and _older(obj, cached):
+                return new_rv  # our own write (record_write) already put a newer state here
             previous = self.store.upsert(obj)
             self._notify(obj, initial=False, previous=previous)
         elif kind == "DELETED":
             self.store.delete(key_of(obj))
+            self._bury(obj)
             self._notify(obj, initial=False)
         return new_rv
+
+    def record_write(self, obj: JsonObj) -> None:
+        """Put the answer of our own write of a cached object into the cache at once, without
+        telling the handlers (client-go's ``MutationCache``).
+
+        Without it, the next reconcile of the object (often already queued by an event of a
+        child) reads the state from before the write, writes again and gets a 409 conflict, a
+        re-read and a third request. When the watch event of the write arrives, the handlers
+        compare it with this state (their update predicates see nothing new). Only objects
+        cached or newly made are stored; one whose deletion the watch reported at a later
+        resourceVersion is not (it must not come back as a ghost).
+        """
+        key = key_of(obj)
+        cached = self.store.get(key)
+        if cached is None:
+            tombstone = self._tombstones.get(key)
+            if tombstone is None or _older(tombstone[0], obj):
+                self.store.upsert(obj)
+        elif _older(cached, obj):
+            self.store.upsert(obj)
+
+    def _bury(self, obj: JsonObj) -> None:
+        now = self._clock.monotonic()
+        if len(self._tombstones) >= TOMBSTONES:
+            # A write's answer arrives within a request timeout; older graves are not needed.
+            horizon = now - TOMBSTONE_SECONDS
+            self._tombstones = {k: v for k, v in self._tombstones.items() if v[1] > horizon}
+        self._tombstones[key_of(obj)] = (obj, now)
 
     def _notify(self, obj: JsonObj, *, initial: bool, previous: JsonObj | None = None) -> None:
         """``previous``: the cached state this one replaces (None for adds and deletes)."""

@@ -1,0 +1,131 @@
+"""The operator's API writes per ApplicationInstance, counted by its own client-side metrics
+(``rest_client_requests_total``) against the real API server: a new managed instance costs at
+most four writes (finalizer, HelmRepository, HelmRelease, status), and an operator restarted
+over instances it already reconciled writes nothing (docs/development.md, "Performance").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.integration.waits import condition, eventually
+from vworkspace.api.meta import ObjectKey
+from vworkspace.app.manager import Manager
+from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
+from vworkspace.engines.flux import HELM_RELEASES
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.resources import APPLICATION_INSTANCES
+from vworkspace.testing import ControlPlane
+from vworkspace.testing.objects import managed_instance
+
+pytestmark = pytest.mark.integration
+COUNT = 12
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def requests_by_method(registry: CollectorRegistry) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for family in registry.collect():
+        if family.name != "rest_client_requests":
+            continue
+        for sample in family.samples:
+            if sample.name == "rest_client_requests_total":
+                method = sample.labels["method"]
+                counts[method] = counts.get(method, 0) + sample.value
+    return counts
+
+
+def writes(registry: CollectorRegistry) -> float:
+    return sum(n for method, n in requests_by_method(registry).items() if method in WRITES)
+
+
+@asynccontextmanager
+async def operator(
+    plane: ControlPlane, namespace: str
+) -> AsyncIterator[tuple[Manager, CollectorRegistry]]:
+    """An operator with its own client, so that only its requests are counted."""
+    client = await KubeClient.from_kubeconfig(str(plane.kubeconfig_path))
+    registry = CollectorRegistry()
+    settings = OperatorSettings(namespace=namespace, workers=4)
+    manager = build_manager(settings, client, registry=registry, served=await served_kinds(client))
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
+    try:
+        for informer in manager.informers:
+            await asyncio.wait_for(informer.wait_synced(), 20)
+        yield manager, registry
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+        await client.close()
+
+
+def reconciles(registry: CollectorRegistry) -> float:
+    """Successful ApplicationInstance reconciles so far."""
+    value = registry.get_sample_value(
+        "controller_runtime_reconcile_total",
+        {"controller": "applicationinstance", "result": "success"},
+    )
+    return value or 0.0
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def drained(manager: Manager) -> bool:
+    """No key queued, delayed or in a worker, in any controller."""
+    for controller in manager.controllers:
+        if len(controller.queue) or controller.queue.pending_delayed:
+            return False
+        await asyncio.wait_for(controller.queue.wait_idle(), 10)
+    return all(not len(c.queue) for c in manager.controllers)
+
+
+async def reconciled(kube: KubeClient, namespace: str) -> bool:
+    for index in range(COUNT):
+        key = ObjectKey(namespace, f"app-{index}")
+        ai = await kube.get(APPLICATION_INSTANCES, key)
+        if not (ai.get("status") or {}).get("helmReleaseRef") or not condition(ai, "Ready"):
+            return False
+        await kube.get(HELM_RELEASES, ObjectKey(namespace, f"app-{index}"))
+    return True
+
+
+async def test_a_new_instance_costs_four_writes_and_a_restart_over_reconciled_ones_none(
+    kube: KubeClient,
+    control_plane: ControlPlane,
+    third_party_crds: list[str],
+    vworkspace_crds: list[str],
+    kube_namespace: str,
+) -> None:
+    async with operator(control_plane, kube_namespace) as (manager, registry):
+        idle = writes(registry)  # the operator's own start-up writes (none expected)
+        for index in range(COUNT):
+            await kube.create(
+                APPLICATION_INSTANCES,
+                managed_instance(f"app-{index}", kube_namespace),
+                field_manager="test",
+            )
+        await eventually(lambda: reconciled(kube, kube_namespace), timeout=60, what="reconciled")
+        # The watch events of the operator's own writes come back and are reconciled too.
+        await eventually(lambda: drained(manager), timeout=30, what="queues drained")
+        made = writes(registry) - idle
+        by_method = requests_by_method(registry)
+    assert made <= 4 * COUNT, f"{made} writes for {COUNT} new instances: {by_method}"
+    assert made >= 3 * COUNT, f"too few writes to be the whole story: {by_method}"
+
+    async with operator(control_plane, kube_namespace) as (manager, registry):
+        # Every instance comes from the initial list: wait until all were reconciled again.
+        await eventually(
+            lambda: _true(reconciles(registry) >= COUNT), timeout=30, what="all reconciled"
+        )
+        await eventually(lambda: drained(manager), timeout=30, what="queues drained")
+        restart_writes = writes(registry)
+        restart_requests = requests_by_method(registry)
+    assert restart_writes == 0, f"a warm restart wrote: {restart_requests}"
