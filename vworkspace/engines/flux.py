@@ -17,6 +17,7 @@ informer cache.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from typing import Any
@@ -257,24 +258,29 @@ class FluxEngine:
         )
         meta = helm_release["metadata"]
         source_key = ObjectKey(meta["namespace"], source["metadata"]["name"])
-        for resource, desired, live in (
-            (source_type, source, self._sources(source_type, source_key)),
-            (
-                hr_type,
-                helm_release,
-                self._helm_releases(ObjectKey(meta["namespace"], meta["name"])),
-            ),
-        ):
-            stored = await apply_if_changed(
-                self._client,
-                resource,
-                desired,
-                live=live,
-                field_manager=constants.FIELD_MANAGER_OPERATOR,
-            )
-            if stored is not None:
-                self._remember(resource, stored)
+        release_key = ObjectKey(meta["namespace"], meta["name"])
+        # Both at once: neither refers to the other's existence (Flux waits for the source),
+        # so a new instance waits one round trip instead of two.
+        outcomes = await asyncio.gather(
+            self._apply(source_type, source, self._sources(source_type, source_key)),
+            self._apply(hr_type, helm_release, self._helm_releases(release_key)),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # the first failure, as if applied one after the other
         return EngineRef("HelmRelease", meta["name"], meta["namespace"])
+
+    async def _apply(self, resource: ResourceType, desired: JsonObj, live: JsonObj | None) -> None:
+        stored = await apply_if_changed(
+            self._client,
+            resource,
+            desired,
+            live=live,
+            field_manager=constants.FIELD_MANAGER_OPERATOR,
+        )
+        if stored is not None:
+            self._remember(resource, stored)
 
     def helm_release(self, ai: JsonObj) -> JsonObj | None:
         release = (ai.get("spec") or {}).get("release") or {}
