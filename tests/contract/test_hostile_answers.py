@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from kubernetes_asyncio import client as k8s_client
 from prometheus_client import CollectorRegistry
 
 from vworkspace.agent.applier import Applier
@@ -26,6 +25,7 @@ from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.poller import Poller
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import RealClock
+from vworkspace.kube.kubeconfig import ClusterConfig
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.mockcontrolplane.state import Fault
 
@@ -42,9 +42,7 @@ class _NoNamespaceApplier(Applier):
 
 
 def _unreachable_kube() -> KubeClient:
-    configuration = k8s_client.Configuration()
-    configuration.host = "http://127.0.0.1:9"
-    return KubeClient(configuration, request_timeout=2)
+    return KubeClient(ClusterConfig(server="http://127.0.0.1:9"), request_timeout=2)
 
 
 class Rig:

@@ -57,7 +57,9 @@ async def test_a_file_that_is_not_a_kubeconfig_is_named(tmp_path: Path) -> None:
 
 async def test_an_unknown_context_is_named(tmp_path: Path) -> None:
     path = kubeconfig(tmp_path / "kc", "https://127.0.0.1:6443")
-    with pytest.raises(KubeConfigError, match="name nope"):
+    with pytest.raises(
+        KubeConfigError, match=f"^cannot use kubeconfig {path}: context 'nope' not found$"
+    ):
         await KubeClient.from_kubeconfig(str(path), context="nope")
 
 

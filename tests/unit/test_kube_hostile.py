@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from kubernetes_asyncio import client as k8s_client
 
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import InvalidResponseError, RetryableError
 from vworkspace.kube.informer import WatchDecodeError, _decode_event
+from vworkspace.kube.kubeconfig import ClusterConfig
 
 Script = list[web.Response]
 
@@ -31,9 +31,8 @@ async def kube() -> AsyncIterator[tuple[KubeClient, Script]]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    configuration = k8s_client.Configuration()
-    configuration.host = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    client = KubeClient(configuration, request_timeout=5)
+    config = ClusterConfig(server=f"http://127.0.0.1:{runner.addresses[0][1]}")
+    client = KubeClient(config, request_timeout=5)
     yield client, script
     await client.close()
     await runner.cleanup()

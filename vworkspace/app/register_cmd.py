@@ -124,7 +124,7 @@ async def _register(args: argparse.Namespace, namespace: str, kubeconfig: str | 
         )
         return 1
     try:
-        client = await KubeClient.from_kubeconfig(kubeconfig)
+        client = await KubeClient.from_kubeconfig(kubeconfig, environ=dict(os.environ))
     except KubeConfigError as err:
         print(f"error: cannot connect to Kubernetes: {err}", file=sys.stderr)
         return 1

@@ -109,6 +109,11 @@ class OperatorSettings:
     # Proxies for the API server as urllib names them ({"https": ..., "no": ...}), read from the
     # environment once by run_cmd (kube/transport.py).
     proxies: Mapping[str, str] = attrs.field(factory=dict)
+    # KUBERNETES_SERVICE_HOST/_PORT for in_cluster, and the environment an exec credential
+    # plugin runs with; read by run_cmd (kube/kubeconfig.py, kube/execplugin.py).
+    service_host: str = ""
+    service_port: str = ""
+    exec_environ: Mapping[str, str] = attrs.field(factory=dict, repr=False, eq=False)
     namespace: str = DEFAULT_NAMESPACE
     identity: str = "vworkspace-operator"
     leader_elect: bool = False
@@ -152,9 +157,18 @@ async def connect(settings: OperatorSettings) -> KubeClient:
     # Pool: one connection per watch, one per worker, and headroom for the agent and events.
     pool = len(KINDS) * (1 + settings.workers) + 8
     if settings.in_cluster:
-        return KubeClient.in_cluster(pool_size=pool, proxies=settings.proxies)
+        return KubeClient.in_cluster(
+            host=settings.service_host,
+            port=settings.service_port,
+            pool_size=pool,
+            proxies=settings.proxies,
+        )
     return await KubeClient.from_kubeconfig(
-        settings.kubeconfig, context=settings.context, pool_size=pool, proxies=settings.proxies
+        settings.kubeconfig,
+        context=settings.context,
+        pool_size=pool,
+        proxies=settings.proxies,
+        environ=settings.exec_environ,
     )
 
 

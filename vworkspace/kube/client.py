@@ -1,10 +1,11 @@
 """The one Kubernetes client of the process, and the server-side apply helper.
 
-kubernetes-asyncio provides configuration loading (kubeconfig contexts, in-cluster service
-account with its token re-read every minute); kube/transport.py sends the requests over one
-aiohttp connection pool; this module sends raw JSON and decodes answers into plain dicts,
-which the operator projects onto its own attrs models. That skips the generated models on hot
-paths (they cost CPU and memory) and keeps three pitfalls out (docs/development.md,
+kube/kubeconfig.py loads the connection (kubeconfig contexts, exec plugins, the in-cluster
+service account with its token re-read every minute) without importing kubernetes-asyncio;
+kube/transport.py sends the requests over one aiohttp connection pool; this module sends raw
+JSON and decodes answers into plain dicts, which the operator projects onto its own attrs
+models. That skips the generated models on hot paths (they cost CPU and memory) and keeps three
+pitfalls out (docs/development.md,
 "kubernetes-asyncio: what the client code works around"):
 
 * every request carries an explicit timeout (the library's default is none at all);
@@ -16,22 +17,23 @@ paths (they cost CPU and memory) and keeps three pitfalls out (docs/development.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-import yaml
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.config.config_exception import ConfigException
-from kubernetes_asyncio.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
 from vworkspace import __version__
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.errors import InvalidResponseError, error_for, parse_retry_after
+from vworkspace.kube.kubeconfig import (
+    SERVICE_ACCOUNT,
+    ClusterConfig,
+    KubeConfigError,
+    in_cluster_config,
+    load_kubeconfig,
+)
 from vworkspace.kube.resources import ResourceType, key_of
 from vworkspace.kube.transport import RestClientMetrics, Transport
 
@@ -42,25 +44,7 @@ DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"vworkspace-operator/{__version__}"
 
 JsonObj = dict[str, Any]
-# What kubernetes-asyncio raises for a kubeconfig that is missing, unreadable, not YAML, or YAML
-# of the wrong shape (a plain string makes it fail with TypeError deep in its loader).
-_CONFIG_ERRORS = (ConfigException, OSError, yaml.YAMLError, TypeError, AttributeError, KeyError)
-
-
-class KubeConfigError(Exception):
-    """The cluster connection cannot be configured: no usable kubeconfig, or not in a Pod."""
-
-
-def _existing_kubeconfig(paths: str) -> str:
-    """``paths`` (``os.pathsep``-separated, like $KUBECONFIG) with ``~`` expanded, if at least
-    one of them is a file; the library would only log a missing file and then fail with
-    "Expected key current-context". A blocking stat, once at start (the library then reads the
-    files synchronously anyway)."""
-    expanded = [os.path.expanduser(p) for p in paths.split(os.pathsep) if p]
-    where = os.pathsep.join(expanded)
-    if not any(Path(p).is_file() for p in expanded):
-        raise KubeConfigError(f"no kubeconfig at {where}")
-    return where
+__all__ = ["KubeApi", "KubeClient", "KubeConfigError"]
 
 
 class KubeApi(Protocol):
@@ -88,14 +72,14 @@ class KubeClient:
 
     def __init__(
         self,
-        configuration: k8s_client.Configuration,
+        config: ClusterConfig,
         *,
         request_timeout: float = DEFAULT_TIMEOUT,
         pool_size: int = 32,
         proxies: Mapping[str, str] | None = None,
     ) -> None:
         self._transport = Transport(
-            configuration, pool_size=pool_size, proxies=proxies, user_agent=USER_AGENT
+            config, pool_size=pool_size, proxies=proxies, user_agent=USER_AGENT
         )
         self.request_timeout = request_timeout
 
@@ -108,50 +92,32 @@ class KubeClient:
         pool_size: int = 32,
         request_timeout: float = DEFAULT_TIMEOUT,
         proxies: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> KubeClient:
-        """``path`` may list several files (``os.pathsep``), like $KUBECONFIG; None means the
-        library's default, ``~/.kube/config``. Raises :class:`KubeConfigError` naming the file.
+        """``path`` may list several files (``os.pathsep``), like $KUBECONFIG; None means
+        ``~/.kube/config``. Raises :class:`KubeConfigError` naming the file and the problem.
         ``proxies``: as :func:`~vworkspace.kube.transport.proxy_for` takes them, used unless
-        the kubeconfig names a proxy (the app reads them from the environment once)."""
-        where = _existing_kubeconfig(path or KUBE_CONFIG_DEFAULT_LOCATION)
-        configuration = k8s_client.Configuration()
-        try:
-            # persist_config=False: never write refreshed credentials back into the user's file.
-            await k8s_config.load_kube_config(
-                config_file=where,
-                context=context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
-        except _CONFIG_ERRORS as err:
-            detail = str(err) or type(err).__name__
-            if isinstance(err, TypeError | AttributeError | KeyError):
-                detail = f"not a kubeconfig file ({detail})"
-            raise KubeConfigError(f"cannot use kubeconfig {where}: {detail}") from err
-        return cls(
-            configuration, pool_size=pool_size, request_timeout=request_timeout, proxies=proxies
-        )
+        the kubeconfig names a proxy (the app reads them from the environment once).
+        ``environ``: the environment an exec credential plugin runs with (the app's)."""
+        config = await load_kubeconfig(path, context=context, environ=environ)
+        return cls(config, pool_size=pool_size, request_timeout=request_timeout, proxies=proxies)
 
     @classmethod
     def in_cluster(
         cls,
         *,
+        host: str,
+        port: str,
+        service_account: Path = SERVICE_ACCOUNT,
         pool_size: int = 32,
         request_timeout: float = DEFAULT_TIMEOUT,
         proxies: Mapping[str, str] | None = None,
     ) -> KubeClient:
-        configuration = k8s_client.Configuration()
-        try:
-            # The loader installs a hook that re-reads the projected token every minute, so
-            # rotated service-account tokens are picked up without a restart.
-            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration, try_refresh_token=True
-            )
-        except _CONFIG_ERRORS as err:
-            raise KubeConfigError(f"cannot use the in-cluster service account: {err}") from err
-        return cls(
-            configuration, pool_size=pool_size, request_timeout=request_timeout, proxies=proxies
-        )
+        """The Pod's service account; ``host``/``port``: ``KUBERNETES_SERVICE_HOST``/``_PORT``
+        (the app reads them). The token is re-read every minute, so rotated projected tokens
+        are picked up without a restart."""
+        config = in_cluster_config(host=host, port=port, service_account=service_account)
+        return cls(config, pool_size=pool_size, request_timeout=request_timeout, proxies=proxies)
 
     @property
     def server(self) -> str:

@@ -1,5 +1,5 @@
-"""HTTP to the API server: one aiohttp session, TLS and credentials from a kubernetes-asyncio
-``Configuration``, and client-go's client-side request metrics.
+"""HTTP to the API server: one aiohttp session, TLS and credentials from a
+:class:`~vworkspace.kube.kubeconfig.ClusterConfig`, and client-go's client-side request metrics.
 
 Why not kubernetes-asyncio's ``ApiClient.call_api``, which this replaced (docs/development.md,
 "Performance"):
@@ -11,9 +11,10 @@ Why not kubernetes-asyncio's ``ApiClient.call_api``, which this replaced (docs/d
 * it walks every request body to "sanitise" it for the generated models, and re-reads the
   environment for proxies per request.
 
-What is kept: the library still loads kubeconfig contexts and the in-cluster service account,
-and its ``auth_settings()`` is asked for the bearer token on every request, so a token refresh
-hook (the in-cluster projected token, re-read every minute) keeps working. Proxies: the
+Credentials are asked for on every request (kube/credentials.py), so a rotated token file or an
+expired exec-plugin credential is picked up without a restart; a 401 makes them refresh before
+the next request. A client certificate an exec plugin hands out is loaded into the same TLS
+context, so new connections use it while open ones finish with the old one. Proxies: the
 kubeconfig's ``proxy-url``, else the proxy the app resolved from the environment once at start
 (client-go also reads ``HTTPS_PROXY``/``NO_PROXY`` once); nothing here reads the environment.
 """
@@ -30,8 +31,10 @@ from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined
 
 import aiohttp
 import attrs
-from kubernetes_asyncio import client as k8s_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from vworkspace.kube.credentials import ClientCertificate, load_certificate
+from vworkspace.kube.kubeconfig import ClusterConfig
 
 # client-go's rest_client_request_duration_seconds buckets.
 REQUEST_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
@@ -63,13 +66,13 @@ class RestClientMetrics:
         )
 
 
-def ssl_context(configuration: k8s_client.Configuration) -> ssl.SSLContext:
-    """The TLS context kubernetes-asyncio would build: the cluster CA, the client certificate if
-    any, and verification as the kubeconfig says."""
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
-    if not configuration.verify_ssl:
+def ssl_context(config: ClusterConfig) -> ssl.SSLContext:
+    """The cluster CA (else the system trust store), the kubeconfig's client certificate if any,
+    and verification as the kubeconfig says."""
+    context = ssl.create_default_context(cafile=config.ca_file, cadata=config.ca_data)
+    if config.client_certificate is not None:
+        load_certificate(context, config.client_certificate)
+    if config.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
@@ -92,35 +95,42 @@ class Transport:
 
     def __init__(
         self,
-        configuration: k8s_client.Configuration,
+        config: ClusterConfig,
         *,
         pool_size: int = 32,
         proxies: Mapping[str, str] | None = None,
         user_agent: str = "",
     ) -> None:
-        self.configuration = configuration
-        self.host = str(configuration.host).rstrip("/")
+        self.config = config
+        self.host = config.server.rstrip("/")
         self._host_label = urlsplit(self.host).netloc or self.host
         self._pool_size = pool_size
-        self._proxy = configuration.proxy or proxy_for(self.host, proxies or {})
-        self._server_hostname = configuration.tls_server_name or None
+        self._proxy = config.proxy_url or proxy_for(self.host, proxies or {})
+        self._server_hostname = config.tls_server_name
+        self._tls: ssl.SSLContext | None = None
+        self._certificate = config.client_certificate
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
         self.metrics: RestClientMetrics | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
-            tls: ssl.SSLContext | bool = (
-                ssl_context(self.configuration) if self.host.startswith("https:") else False
-            )
+            if self.host.startswith("https:"):
+                self._tls = ssl_context(self.config)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_size, ssl=tls),
+                connector=aiohttp.TCPConnector(limit=self._pool_size, ssl=self._tls or False),
                 trust_env=False,  # the reason this module exists (see the docstring)
                 # A watch event may carry an object of up to etcd's 1.5 MiB request limit.
                 read_bufsize=2**21,
                 headers={"User-Agent": self._user_agent} if self._user_agent else None,
             )
         return self._session
+
+    def _use_certificate(self, certificate: ClientCertificate) -> None:
+        """Load a client certificate from the credentials (an exec plugin's) once it changes."""
+        if certificate != self._certificate and self._tls is not None:
+            load_certificate(self._tls, certificate)
+            self._certificate = certificate
 
     async def close(self) -> None:
         if self._session is not None:
@@ -142,15 +152,16 @@ class Transport:
         url = self.host + path
         if query:
             url += "?" + urlencode(list(query.items()))
-        sent_headers = dict(headers)
-        for auth in (await self.configuration.auth_settings()).values():
-            if auth.get("in") == "header" and auth.get("value"):
-                sent_headers[auth["key"]] = auth["value"]
+        credential = await self.config.credentials.current()
+        sent_headers = {**headers, **credential.headers}
+        session = self._open()
+        if credential.certificate is not None:
+            self._use_certificate(credential.certificate)
         data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
         started = time.perf_counter()
         code = "<error>"
         try:
-            response = await self._open().request(
+            response = await session.request(
                 method,
                 url,
                 data=data,
@@ -160,6 +171,8 @@ class Transport:
                 server_hostname=self._server_hostname,
             )
             code = str(response.status)
+            if response.status == 401:
+                self.config.credentials.invalidate()  # refresh before the next request
             return response
         finally:
             if self.metrics is not None:
