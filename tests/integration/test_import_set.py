@@ -1,4 +1,6 @@
-"""`python -m vworkspace run` loads none of the development or test code.
+"""`python -m vworkspace run` loads none of the development or test code, and not
+kubernetes-asyncio (its package imports the whole generated client, ~63 MiB; the operator loads
+its kubeconfig itself: kube/kubeconfig.py).
 
 The development commands (vworkspace.devtools) drive the local test control plane
 (vworkspace.testing) and the mock control plane (vworkspace.mockcontrolplane); the operator must
@@ -23,6 +25,8 @@ from vworkspace.testing import ControlPlane
 pytestmark = pytest.mark.integration
 
 DEV_AND_TEST = ("vworkspace.testing", "vworkspace.mockcontrolplane", "vworkspace.devtools")
+# Loaded only for a kubeconfig user with an auth-provider (kube/kubeconfig_library.py).
+HEAVY = ("kubernetes_asyncio", "vworkspace.kube.kubeconfig_library")
 MARK = "== sys.modules at exit =="
 # `python -c WRAPPER run ...`: runs vworkspace's __main__ as `python -m` would, then, however it
 # ends, prints every module loaded.
@@ -92,6 +96,7 @@ def test_the_running_operator_imports_no_development_or_test_module(
         "vworkspace.kube.informer",
     } <= modules, sorted(m for m in modules if m.startswith("vworkspace"))
     assert sorted(m for m in modules if m.startswith(DEV_AND_TEST)) == []
+    assert sorted(m for m in modules if m.startswith(HEAVY)) == []
 
 
 def test_run_help_loads_no_development_or_test_module() -> None:
