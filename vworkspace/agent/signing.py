@@ -15,6 +15,10 @@ The wire form is ``v1.<keyId>.<base64url(signature) without padding>``. Key ids 
 
 Every failure is a :class:`SignatureError` whose ``reason`` is a metric label and whose message
 starts with ``signature:`` and names the cause; nothing here logs or raises anything else.
+
+``cryptography`` is imported in the functions that use it: about 8 MiB of resident memory that
+an idle operator, with no signed job or trusted key yet, does not need (docs/development.md,
+"Performance").
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ import binascii
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rfc8785
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 JsonObj = dict[str, Any]
 VERSION = 1
@@ -121,6 +128,8 @@ def parse(signature: Any) -> tuple[str, bytes]:
 
 def verify(job: Mapping[str, Any], *, cluster_id: str, keys: Mapping[str, Ed25519PublicKey]) -> str:
     """Check ``job["signature"]`` against the trusted ``keys``; the key id on success."""
+    from cryptography.exceptions import InvalidSignature
+
     key_id, raw = parse(job.get("signature"))
     public = keys.get(key_id)
     if public is None:
@@ -144,12 +153,17 @@ def check_key_id(key_id: str) -> None:
 def derived_key_id(public: Ed25519PublicKey) -> str:
     """The default key id: ``ed25519-`` and the first 8 bytes of SHA-256 of the raw public key
     in hex, stable for a key and distinct across keys."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
 
 
 def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
     """A PEM (SubjectPublicKeyInfo) Ed25519 public key; ValueError naming the problem."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         key = serialization.load_pem_public_key(data)
@@ -162,6 +176,9 @@ def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
 
 def load_private_key(pem: bytes) -> Ed25519PrivateKey:
     """A PEM (PKCS#8, unencrypted) Ed25519 private key; ValueError naming the problem."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as err:
@@ -172,12 +189,16 @@ def load_private_key(pem: bytes) -> Ed25519PrivateKey:
 
 
 def public_pem(key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode("ascii")
 
 
 def private_pem(key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

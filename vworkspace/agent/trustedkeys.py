@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vworkspace.agent.signing import KEY_ID_RE, load_public_key
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.informer import Informer
 from vworkspace.kube.resources import CONFIG_MAPS, SECRETS
+
+if TYPE_CHECKING:  # cryptography is loaded only once a key is parsed (agent/signing.py)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 JsonObj = dict[str, Any]
 DEFAULT_NAME = "vworkspace-job-signing-keys"

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Mapping
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from vworkspace.agent import signing
 from vworkspace.agent.signing import SignatureError
 from vworkspace.agent.wire import Job
 from vworkspace.kube.clock import Clock
+
+if TYPE_CHECKING:  # cryptography is loaded only once a key is parsed (agent/signing.py)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 DEFAULT_MAX_AGE = datetime.timedelta(hours=24)
 

@@ -5,17 +5,22 @@ templates").
 The ids are shared with the control plane's catalog, so they are wire-exact. We use the wider of
 the two schema revisions Go shipped (it matches what the engines read). Schemas are
 validated with ``jsonschema`` (Draft 2020-12); the first error, sorted by path, becomes one
-message naming the parameter at fault.
+message naming the parameter at fault. ``jsonschema`` (with ``referencing`` and ``rpds``, a few
+MiB) is imported when the first Operation is checked, not at start, and each validator is built
+once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from jsonschema import Draft202012Validator
 
 from vworkspace.api.constants import capability_annotation
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 JsonObj = dict[str, Any]
 RUNNER_SERVICE_ACCOUNT = "vworkspace-operation-runner"
@@ -199,7 +204,14 @@ TEMPLATES: tuple[Template, ...] = (
 
 KNOWN_TYPES: tuple[str, ...] = tuple(t.type for t in TEMPLATES)
 _BY_PAIR = {(t.type, t.engine): t for t in TEMPLATES}
-_VALIDATORS = {t.ref: Draft202012Validator(t.schema) for t in TEMPLATES}
+_BY_REF = {t.ref: t for t in TEMPLATES}
+
+
+@functools.cache
+def _validator(ref: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(_BY_REF[ref].schema)
 
 
 def template_for(type_: str, engine: str) -> Template | None:
@@ -210,7 +222,7 @@ def parameter_problem(template: Template, parameters: Any) -> str | None:
     """None when ``parameters`` satisfy the template's schema, else one message naming the
     parameter, e.g. ``spec.parameters.backupName: '' should be non-empty``."""
     errors = sorted(
-        _VALIDATORS[template.ref].iter_errors(parameters),
+        _validator(template.ref).iter_errors(parameters),
         key=lambda e: [str(p) for p in e.absolute_path],
     )
     if not errors:

@@ -34,7 +34,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from vworkspace.app.metricsauth import MetricsAuthorizer
 from vworkspace.kube.tls import CertificateReloader
-from vworkspace.webhooks.certs import new_ca, new_serving_pair, write_private
 
 _log = structlog.get_logger("vworkspace.http")
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
@@ -81,7 +80,10 @@ class ServingCert:
 def self_signed_certificates(*, hosts: tuple[str, ...], purpose: str) -> CertificateReloader:
     """A throw-away CA and a serving pair for ``hosts``, loaded into a reloader's context. The
     files exist only while loading (``ssl`` cannot load a key from memory), in a 0700 directory
-    removed before returning; the reloader is not watched."""
+    removed before returning; the reloader is not watched. Imported here: ``cryptography``
+    costs several MiB an operator without a self-signed listener does not need."""
+    from vworkspace.webhooks.certs import new_ca, new_serving_pair, write_private
+
     ca = new_ca(f"vworkspace-{purpose}-ca", validity=SELF_SIGNED_VALIDITY)
     pair = new_serving_pair(ca, hosts=hosts, common_name=hosts[0], validity=SELF_SIGNED_VALIDITY)
     with tempfile.TemporaryDirectory(prefix=f"vworkspace-{purpose}-") as tmp:
