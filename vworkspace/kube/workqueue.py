@@ -175,6 +175,11 @@ class WorkQueue(Generic[K]):
         return len(self._high) + len(self._low)
 
     @property
+    def in_flight(self) -> int:
+        """Keys being processed now."""
+        return len(self._processing)
+
+    @property
     def pending_delayed(self) -> int:
         return len(self._ready_at)
 
