@@ -6,7 +6,7 @@ CRDs, starts `python -m vworkspace run` as its own process, creates N managed Ap
 HelmRelease (and HelmRepository) materialised and its status written (finalizer, helmReleaseRef,
 Ready condition), plus the operator's peak RSS (VmHWM). Prints one JSON object.
 
-    python bench/bench_applicationinstances.py [--count 1000] [--workers 2]
+    python -m bench.bench_applicationinstances [--count 1000] [--workers 2]
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+from bench.peers import objects
 from vworkspace.api import crdgen
 from vworkspace.testing import ControlPlane, find_assets
 from vworkspace.testing.crds import ensure_third_party_crds, install_crds, load_crds
@@ -31,23 +33,7 @@ HR_PATH = f"/apis/helm.toolkit.fluxcd.io/v2/namespaces/{NAMESPACE}/helmreleases"
 
 
 def instance(index: int) -> dict[str, object]:
-    name = f"app-{index:05d}"
-    return {
-        "apiVersion": "apps.vworkspace.io/v1alpha1",
-        "kind": "ApplicationInstance",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "appRef": {"catalogId": "odoo"},
-            "chart": {
-                "sourceType": "helm",
-                "url": "https://charts.example.com",
-                "name": "odoo",
-                "version": "1.0.0",
-            },
-            "release": {"name": name, "namespace": NAMESPACE},
-            "values": {"source": "inline", "inline": {"replicaCount": 1}},
-        },
-    }
+    return objects.instance(index, NAMESPACE)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -57,14 +43,8 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def owned(item: dict[str, object]) -> bool:
-    meta = item["metadata"]
-    status = item.get("status") or {}
-    return (
-        "apps.vworkspace.io/finalizer" in (meta.get("finalizers") or [])  # type: ignore[union-attr]
-        and bool(status.get("helmReleaseRef"))  # type: ignore[union-attr]
-        and any(c.get("type") == "Ready" for c in status.get("conditions", []))  # type: ignore[union-attr]
-    )
+def owned(item: dict[str, Any]) -> bool:
+    return objects.reconciled(item)
 
 
 def main() -> int:

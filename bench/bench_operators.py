@@ -1,0 +1,457 @@
+"""Benchmark: vworkspace side by side with a kopf peer and a bare write loop, same run, same writes.
+
+Each contender gets a FRESH test control plane per scenario group (the operator's CRDs and the
+pinned Flux/Velero/Argo CRDs), and is measured black-box: completion by listing the instances
+(finalizer, ``helmReleaseRef`` and a Ready condition on each, and one HelmRelease per instance),
+memory from ``/proc/<pid>/status``, API requests from kube-apiserver's ``/metrics``.
+
+Scenarios:
+
+* ``burst``: the operator runs idle; idle RSS is read once VmRSS has been stable (within 1 MiB)
+  for 2 s, i.e. after its caches synced on the empty namespace; then N instances are created by
+  8 client threads -> seconds from the first create until all reconciled; peak RSS (VmHWM).
+* ``restart`` (cold): N instances are created while no operator runs; then it starts -> seconds
+  from process start until all reconciled; peak RSS.
+* ``warm``: after ``restart``, the operator is stopped (SIGTERM) and started again over the
+  instances it reconciled -> the writes it makes (target 0) and when the last came, observed until
+  no write for 5 s (and at least 10 s after start).
+
+API requests per instance: ``apiserver_request_total`` before and after each scenario (after the
+writes have been quiet for 3 s, so late re-reconciles count too), minus the benchmark's own
+creates and listings, divided by N; the instance, HelmRelease and HelmRepository requests by verb
+(server-side apply is ``APPLY``), and ConfigMap, Event and Lease requests apart.
+
+The bare loop runs in this process (no watch, so burst = create + writes, restart = list + writes;
+no RSS, no warm restart). kopf needs the bench extra: ``.venv/bin/pip install -e '.[bench]'``.
+
+    python -m bench.bench_operators [--count 1000] [--runs 3] [--contenders vworkspace,kopf,bare]
+        [--scenarios burst,restart,warm] [--workers 2] [--out results.json]
+
+One JSON line per (contender, scenario, run), then a table of medians [min-max] and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.peers import bare_loop, objects
+from vworkspace.api import crdgen
+from vworkspace.testing import ControlPlane, find_assets
+from vworkspace.testing.crds import ensure_third_party_crds, install_crds, load_crds
+from vworkspace.testing.rest import ApiError, RestClient
+
+NAMESPACE = "bench"
+INSTANCES = objects.collection(objects.INSTANCES, NAMESPACE)
+RELEASES = objects.collection(objects.HELM_RELEASES, NAMESPACE)
+POLL = 0.25
+JsonObj = dict[str, Any]
+
+
+class ContenderError(Exception):
+    """A contender failed or hung; the message names its log."""
+
+
+# -- the contenders as processes -----------------------------------------------------------
+
+
+def command(contender: str, workers: int) -> list[str]:
+    if contender == "vworkspace":
+        return [
+            *(sys.executable, "-m", "vworkspace", "run", "--health-probe-bind-address", "0"),
+            *("--log-level", "warning", "--workers", str(workers)),
+        ]
+    if contender == "kopf":
+        return [sys.executable, "-m", "bench.peers.kopf_peer", "--namespace", NAMESPACE]
+    raise ValueError(contender)
+
+
+class Operator:
+    """One operator process, its log in a temporary file."""
+
+    def __init__(self, argv: list[str], plane: ControlPlane, log_dir: Path, tag: str) -> None:
+        self.log_path = log_dir / f"{tag}.log"
+        self._log = self.log_path.open("ab")
+        self.started = time.monotonic()
+        env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig_path), "POD_NAMESPACE": NAMESPACE}
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise ContenderError(f"exited with {self.proc.returncode}; log: {self.log_path}")
+
+    def memory_mib(self, field: str) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        raise ContenderError(f"no {field} for pid {self.proc.pid}")
+
+    def settled_rss(self, *, stable_for: float = 2.0, limit: float = 30.0) -> float:
+        """VmRSS once it moved less than 1 MiB over ``stable_for`` seconds."""
+        samples: list[tuple[float, float]] = []
+        while time.monotonic() - self.started < limit:
+            self.check()
+            now = time.monotonic()
+            samples = [
+                *(s for s in samples if now - s[0] <= stable_for),
+                (now, self.memory_mib("VmRSS")),
+            ]
+            span = samples[-1][0] - samples[0][0]
+            values = [v for _, v in samples]
+            if span >= stable_for - POLL and max(values) - min(values) < 1.0:
+                return values[-1]
+            time.sleep(POLL)
+        raise ContenderError(f"RSS not stable within {limit:.0f}s; log: {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+# -- the control plane ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_plane() -> Iterator[tuple[ControlPlane, RestClient]]:
+    with ControlPlane(assets=find_assets(dict(os.environ))) as plane:
+        rest = plane.rest(timeout=120)
+        install_crds(rest, [crdgen.crd(info) for info in crdgen.RESOURCES])
+        install_crds(rest, load_crds([ensure_third_party_crds(os.environ)]))
+        rest.post(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        )
+        _wait_served(rest)
+        yield plane, rest
+
+
+def _wait_served(rest: RestClient, limit: float = 60.0) -> None:
+    """Until the new CRDs' collections answer (a fresh CRD is 429 "storage is initializing")."""
+    deadline = time.monotonic() + limit
+    for resource in (objects.INSTANCES, objects.HELM_REPOSITORIES, objects.HELM_RELEASES):
+        while True:
+            try:
+                rest.get(objects.collection(resource, NAMESPACE), limit="1")
+                break
+            except ApiError as err:
+                if err.status not in (404, 429, 503) or time.monotonic() > deadline:
+                    raise
+                time.sleep(POLL)
+
+
+class Meter:
+    """The API server's request counters, less the benchmark's own requests."""
+
+    def __init__(self, rest: RestClient) -> None:
+        self._rest = rest
+        self.own: Counter[report.Key] = Counter()
+        self._base = self.snapshot()
+
+    def snapshot(self) -> Counter[report.Key]:
+        text = self._rest.request("GET", "/metrics", accept="text/plain")["text"]
+        return report.parse_requests(text)
+
+    def reset(self) -> None:
+        self.own.clear()
+        self._base = self.snapshot()
+
+    def delta(self) -> Counter[report.Key]:
+        now = self.snapshot()
+        now.subtract(self._base)
+        now.subtract(self.own)
+        return +now
+
+    def writes(self) -> int:
+        return report.writes(self.delta())
+
+
+def create_instances(rest: RestClient, count: int, meter: Meter) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: rest.post(INSTANCES, objects.instance(i, NAMESPACE)), range(count)))
+    meter.own[("POST", "applicationinstances", "")] += count
+
+
+def wait_reconciled(
+    rest: RestClient, meter: Meter, *, count: int, deadline: float, alive: Callable[[], None]
+) -> None:
+    done = 0
+    while True:
+        alive()
+        try:
+            meter.own[("LIST", "applicationinstances", "")] += 1
+            items = rest.get(INSTANCES)["items"]
+            meter.own[("LIST", "helmreleases", "")] += 1
+            releases = len(rest.get(RELEASES)["items"])
+            done = min(releases, sum(1 for item in items if objects.reconciled(item)))
+        except ApiError as err:  # an overloaded API server (429, 5xx): poll again
+            if err.status != 429 and err.status < 500:
+                raise
+        if done >= count:
+            return
+        if time.monotonic() > deadline:
+            raise ContenderError(f"{done}/{count} reconciled at the time limit")
+        time.sleep(POLL)
+
+
+def wait_quiet(
+    meter: Meter, *, quiet: float, at_least: float, limit: float
+) -> tuple[int, float | None]:
+    """Poll the write counter until unchanged for ``quiet`` s (and ``at_least`` s passed):
+    (writes, seconds from the start of waiting to the last change, None if none)."""
+    started = time.monotonic()
+    last, last_change = meter.writes(), None
+    changed_at = started
+    while True:
+        now = time.monotonic()
+        if now - changed_at >= quiet and now - started >= at_least:
+            return last, last_change
+        if now - started > limit:
+            raise ContenderError(f"writes not quiet within {limit:.0f}s ({last} so far)")
+        time.sleep(0.5)
+        current = meter.writes()
+        if current != last:
+            last, changed_at = current, time.monotonic()
+            last_change = changed_at - started
+    # unreachable
+
+
+def requests_figures(meter: Meter, count: int) -> JsonObj:
+    delta = meter.delta()
+    main = report.per_instance(report.by_verb(delta, report.MAIN), count)
+    other = report.others(delta)
+    return {
+        "requests_per_instance": main,
+        "writes_per_instance": round(report.writes(delta) / count, 2),
+        "other_requests": other,
+        "requests_line": report.verb_line(main),
+    }
+
+
+# -- scenarios -----------------------------------------------------------------------------
+
+
+def burst(contender: str, args: argparse.Namespace, log_dir: Path) -> JsonObj:
+    with fresh_plane() as (plane, rest):
+        meter = Meter(rest)
+        limit = args.timeout
+        if contender == "bare":
+            meter.reset()
+            started = time.monotonic()
+            _run_bare(plane, create=args.count, concurrency=args.concurrency)
+            meter.own[("POST", "applicationinstances", "")] += args.count
+            wait_reconciled(
+                rest, meter, count=args.count, deadline=started + limit, alive=lambda: None
+            )
+            result: JsonObj = {"seconds": round(time.monotonic() - started, 2)}
+            wait_quiet(meter, quiet=3, at_least=0, limit=limit)
+            return {**result, **requests_figures(meter, args.count)}
+        op = Operator(command(contender, args.workers), plane, log_dir, f"{contender}-burst")
+        try:
+            idle = op.settled_rss()
+            meter.reset()
+            started = time.monotonic()
+            create_instances(rest, args.count, meter)
+            created = time.monotonic() - started
+            wait_reconciled(rest, meter, count=args.count, deadline=started + limit, alive=op.check)
+            result = {
+                "seconds": round(time.monotonic() - started, 2),
+                "create_seconds": round(created, 2),
+                "idle_rss_mib": round(idle, 1),
+            }
+            wait_quiet(meter, quiet=3, at_least=0, limit=limit)
+            result["peak_rss_mib"] = round(op.memory_mib("VmHWM"), 1)
+            return {**result, **requests_figures(meter, args.count), "log": str(op.log_path)}
+        except ContenderError as err:
+            raise ContenderError(_with_log(err, op)) from None
+        finally:
+            op.stop()
+
+
+def restart_and_warm(contender: str, args: argparse.Namespace, log_dir: Path) -> list[JsonObj]:
+    """The cold restart, then (for operators) the warm restart on the same control plane."""
+    with fresh_plane() as (plane, rest):
+        meter = Meter(rest)
+        create_instances(rest, args.count, meter)
+        meter.reset()
+        limit = args.timeout
+        out: list[JsonObj] = []
+        if contender == "bare":
+            started = time.monotonic()
+            _run_bare(plane, create=0, concurrency=args.concurrency)
+            wait_reconciled(
+                rest, meter, count=args.count, deadline=started + limit, alive=lambda: None
+            )
+            seconds = round(time.monotonic() - started, 2)
+            wait_quiet(meter, quiet=3, at_least=0, limit=limit)
+            return [
+                {"scenario": "restart", "seconds": seconds, **requests_figures(meter, args.count)}
+            ]
+        op = Operator(command(contender, args.workers), plane, log_dir, f"{contender}-restart")
+        try:
+            wait_reconciled(
+                rest, meter, count=args.count, deadline=op.started + limit, alive=op.check
+            )
+            seconds = round(time.monotonic() - op.started, 2)
+            wait_quiet(meter, quiet=3, at_least=0, limit=limit)
+            cold = {
+                "scenario": "restart",
+                "seconds": seconds,
+                "peak_rss_mib": round(op.memory_mib("VmHWM"), 1),
+                **requests_figures(meter, args.count),
+                "log": str(op.log_path),
+            }
+            out.append(cold)
+        except ContenderError as err:
+            op.stop()
+            raise ContenderError(_with_log(err, op)) from None
+        op.stop()
+        if "warm" not in args.scenarios:
+            return out
+        meter.reset()
+        op = Operator(command(contender, args.workers), plane, log_dir, f"{contender}-warm")
+        try:
+            writes, last = wait_quiet(meter, quiet=5, at_least=10, limit=limit)
+            op.check()
+            out.append(
+                {
+                    "scenario": "warm",
+                    "writes": writes,
+                    # seconds from process start to its last write (None: it wrote nothing)
+                    "drained_seconds": None if last is None else round(last, 2),
+                    "peak_rss_mib": round(op.memory_mib("VmHWM"), 1),
+                    **requests_figures(meter, args.count),
+                    "log": str(op.log_path),
+                }
+            )
+        except ContenderError as err:
+            out.append({"scenario": "warm", "error": _with_log(err, op)})
+        finally:
+            op.stop()
+        return out
+
+
+def _with_log(err: ContenderError, op: Operator) -> str:
+    text = str(err)
+    return text if str(op.log_path) in text else f"{text}; log: {op.log_path}"
+
+
+def _run_bare(plane: ControlPlane, *, create: int, concurrency: int) -> None:
+    server, token, ca_data = bare_loop.credentials(plane.kubeconfig_path)
+    asyncio.run(
+        bare_loop.run(
+            server=server,
+            token=token,
+            ca_data=ca_data,
+            namespace=NAMESPACE,
+            create=create,
+            concurrency=concurrency,
+        )
+    )
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def _emit(line: JsonObj, results: list[JsonObj]) -> None:
+    results.append(line)
+    print(json.dumps(line), flush=True)
+
+
+def run_all(args: argparse.Namespace) -> list[JsonObj]:
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-operators-"))
+    print(f"logs: {log_dir}", file=sys.stderr, flush=True)
+    results: list[JsonObj] = []
+    # Contenders interleaved within each run, so a noisy minute hurts all of them alike.
+    for run in range(1, args.runs + 1):
+        for contender in args.contenders:
+            base = {"contender": contender, "run": run, "count": args.count}
+            if contender == "vworkspace":
+                base["workers"] = args.workers
+            if "burst" in args.scenarios:
+                try:
+                    _emit({**base, "scenario": "burst", **burst(contender, args, log_dir)}, results)
+                except ContenderError as err:
+                    _emit({**base, "scenario": "burst", "error": str(err)}, results)
+            if {"restart", "warm"} & set(args.scenarios):
+                try:
+                    for line in restart_and_warm(contender, args, log_dir):
+                        _emit({**base, **line}, results)
+                except ContenderError as err:
+                    _emit({**base, "scenario": "restart", "error": str(err)}, results)
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=1000, help="instances per scenario")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--contenders", default="vworkspace,kopf,bare")
+    parser.add_argument("--scenarios", default="burst,restart,warm")
+    parser.add_argument("--workers", type=int, default=2, help="vworkspace run --workers")
+    parser.add_argument("--concurrency", type=int, default=16, help="bare loop: in flight")
+    parser.add_argument(
+        "--timeout", type=float, help="per scenario (default 60 s + 0.6 s/instance)"
+    )
+    parser.add_argument("--out", type=Path, help="also write the JSON lines here")
+    args = parser.parse_args(argv)
+    args.contenders = [c for c in args.contenders.split(",") if c]
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    for name in args.contenders:
+        if name not in ("vworkspace", "kopf", "bare"):
+            parser.error(f"--contenders: unknown {name!r}")
+    for name in args.scenarios:
+        if name not in ("burst", "restart", "warm"):
+            parser.error(f"--scenarios: unknown {name!r}")
+    if args.timeout is None:
+        args.timeout = 60 + 0.6 * args.count
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    results = run_all(args)
+    if args.out:
+        args.out.write_text("".join(json.dumps(line) + "\n" for line in results))
+    print()
+    print(
+        f"{args.count} instances, {args.runs} run(s), vworkspace --workers {args.workers}: "
+        "median [min-max]"
+    )
+    print(report.table(results, args.contenders))
+    for line in results:
+        if "requests_line" in line:
+            print(
+                f"{line['contender']} {line['scenario']} run {line['run']}: "
+                f"requests/instance: {line['requests_line']}; "
+                f"other resources (total): {line['other_requests'] or 'none'}"
+            )
+    failed = [line for line in results if "error" in line]
+    for line in failed:
+        print(f"FAILED {line['contender']} {line['scenario']} run {line['run']}: {line['error']}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
