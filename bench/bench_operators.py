@@ -91,13 +91,17 @@ class Operator:
         self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def check(self) -> None:
-        if self.proc.poll() is not None:
-            raise ContenderError(f"exited with {self.proc.returncode}; log: {self.log_path}")
+        code = self.proc.poll()
+        if code is not None:
+            # 0 or -15 without our SIGTERM: someone else stopped it (e.g. a pkill by name).
+            why = f"signal {-code}" if code < 0 else f"exit code {code}"
+            raise ContenderError(f"exited ({why}) during the run; log: {self.log_path}")
 
     def memory_mib(self, field: str) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
+        self.check()  # a zombie has no memory figures
         raise ContenderError(f"no {field} for pid {self.proc.pid}")
 
     def settled_rss(self, *, stable_for: float = 2.0, limit: float = 30.0) -> float:
@@ -214,7 +218,12 @@ def wait_reconciled(
 
 
 def wait_quiet(
-    meter: Meter, *, quiet: float, at_least: float, limit: float
+    meter: Meter,
+    *,
+    quiet: float,
+    at_least: float,
+    limit: float,
+    alive: Callable[[], None] = lambda: None,
 ) -> tuple[int, float | None]:
     """Poll the write counter until unchanged for ``quiet`` s (and ``at_least`` s passed):
     (writes, seconds from the start of waiting to the last change, None if none)."""
@@ -222,6 +231,7 @@ def wait_quiet(
     last, last_change = meter.writes(), None
     changed_at = started
     while True:
+        alive()
         now = time.monotonic()
         if now - changed_at >= quiet and now - started >= at_least:
             return last, last_change
@@ -278,7 +288,7 @@ def burst(contender: str, args: argparse.Namespace, log_dir: Path) -> JsonObj:
                 "create_seconds": round(created, 2),
                 "idle_rss_mib": round(idle, 1),
             }
-            wait_quiet(meter, quiet=3, at_least=0, limit=limit)
+            wait_quiet(meter, quiet=3, at_least=0, limit=limit, alive=op.check)
             result["peak_rss_mib"] = round(op.memory_mib("VmHWM"), 1)
             return {**result, **requests_figures(meter, args.count), "log": str(op.log_path)}
         except ContenderError as err:
@@ -312,42 +322,45 @@ def restart_and_warm(contender: str, args: argparse.Namespace, log_dir: Path) ->
                 rest, meter, count=args.count, deadline=op.started + limit, alive=op.check
             )
             seconds = round(time.monotonic() - op.started, 2)
-            wait_quiet(meter, quiet=3, at_least=0, limit=limit)
-            cold = {
-                "scenario": "restart",
-                "seconds": seconds,
-                "peak_rss_mib": round(op.memory_mib("VmHWM"), 1),
-                **requests_figures(meter, args.count),
-                "log": str(op.log_path),
-            }
-            out.append(cold)
-        except ContenderError as err:
-            op.stop()
-            raise ContenderError(_with_log(err, op)) from None
-        op.stop()
-        if "warm" not in args.scenarios:
-            return out
-        meter.reset()
-        op = Operator(command(contender, args.workers), plane, log_dir, f"{contender}-warm")
-        try:
-            writes, last = wait_quiet(meter, quiet=5, at_least=10, limit=limit)
-            op.check()
+            wait_quiet(meter, quiet=3, at_least=0, limit=limit, alive=op.check)
             out.append(
                 {
-                    "scenario": "warm",
-                    "writes": writes,
-                    # seconds from process start to its last write (None: it wrote nothing)
-                    "drained_seconds": None if last is None else round(last, 2),
+                    "scenario": "restart",
+                    "seconds": seconds,
                     "peak_rss_mib": round(op.memory_mib("VmHWM"), 1),
                     **requests_figures(meter, args.count),
                     "log": str(op.log_path),
                 }
             )
         except ContenderError as err:
-            out.append({"scenario": "warm", "error": _with_log(err, op)})
+            raise ContenderError(_with_log(err, op)) from None
         finally:
             op.stop()
+        if "warm" in args.scenarios:
+            out.append(_warm(contender, args, plane, meter, log_dir))
         return out
+
+
+def _warm(
+    contender: str, args: argparse.Namespace, plane: ControlPlane, meter: Meter, log_dir: Path
+) -> JsonObj:
+    meter.reset()
+    op = Operator(command(contender, args.workers), plane, log_dir, f"{contender}-warm")
+    try:
+        writes, last = wait_quiet(meter, quiet=5, at_least=10, limit=args.timeout, alive=op.check)
+        return {
+            "scenario": "warm",
+            "writes": writes,
+            # seconds from process start to its last write (None: it wrote nothing)
+            "drained_seconds": None if last is None else round(last, 2),
+            "peak_rss_mib": round(op.memory_mib("VmHWM"), 1),
+            **requests_figures(meter, args.count),
+            "log": str(op.log_path),
+        }
+    except ContenderError as err:
+        return {"scenario": "warm", "error": _with_log(err, op)}
+    finally:
+        op.stop()
 
 
 def _with_log(err: ContenderError, op: Operator) -> str:
@@ -357,6 +370,13 @@ def _with_log(err: ContenderError, op: Operator) -> str:
 
 def _run_bare(plane: ControlPlane, *, create: int, concurrency: int) -> None:
     server, token, ca_data = bare_loop.credentials(plane.kubeconfig_path)
+    try:
+        _bare(server, token, ca_data, create=create, concurrency=concurrency)
+    except (RuntimeError, OSError, TimeoutError) as err:  # aiohttp errors are OSErrors
+        raise ContenderError(f"bare loop: {err}") from err
+
+
+def _bare(server: str, token: str, ca_data: str, *, create: int, concurrency: int) -> None:
     asyncio.run(
         bare_loop.run(
             server=server,

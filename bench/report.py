@@ -61,7 +61,7 @@ def writes(delta: Mapping[Key, int]) -> int:
 
 
 def per_instance(verbs: Mapping[str, int], count: int) -> dict[str, float]:
-    return {verb: round(value / count, 2) for verb, value in verbs.items()}
+    return {verb: round(value / count, 3) for verb, value in verbs.items()}
 
 
 def _verb_rank(verb: str) -> int:
