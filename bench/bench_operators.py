@@ -88,7 +88,15 @@ class Operator:
         self._log = self.log_path.open("ab")
         self.started = time.monotonic()
         env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig_path), "POD_NAMESPACE": NAMESPACE}
-        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        # Its own session: a signal to the benchmark's process group does not stop it.
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def check(self) -> None:
         code = self.proc.poll()
