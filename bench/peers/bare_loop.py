@@ -2,8 +2,8 @@
 no queue), as fast as the API server takes them.
 
 For each instance, in order: the finalizer (merge patch guarded by the resourceVersion), the
-HelmRepository and HelmRelease (server-side apply with force as ``vworkspace-operator``), then the
-status (merge patch of the status subresource). At most ``concurrency`` instances are in flight
+HelmRepository and HelmRelease together (server-side apply with force as
+``vworkspace-operator``), then the status (merge patch of the status subresource). At most ``concurrency`` instances are in flight
 over one aiohttp connection pool. With ``create``, the loop first creates each instance itself
 (the burst scenario: create + writes); without, it lists the namespace and writes every instance
 not yet reconciled (the restart scenario).
@@ -68,12 +68,14 @@ async def _write(api: Api, ai: JsonObj) -> None:
             "PATCH", f"{own}?fieldManager={objects.FIELD_MANAGER}", patch, content=MERGE
         )
     query = f"?fieldManager={objects.FIELD_MANAGER}&force=true"
+    applies = []
     for resource, obj in (
         (objects.HELM_REPOSITORIES, objects.helm_repository(ai)),
         (objects.HELM_RELEASES, objects.helm_release(ai)),
     ):
         path = f"{objects.collection(resource, meta['namespace'])}/{obj['metadata']['name']}"
-        await api.call("PATCH", path + query, obj, content=APPLY)
+        applies.append(api.call("PATCH", path + query, obj, content=APPLY))
+    await asyncio.gather(*applies)  # as vworkspace does: three round trips, not four
     status = objects.status(ai, now=datetime.datetime.now(datetime.UTC))
     await api.call(
         "PATCH",
