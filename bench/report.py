@@ -84,9 +84,11 @@ FIGURES = (
     ("burst", "idle_rss_mib", "idle RSS", "MiB"),
     ("burst", "peak_rss_mib", "burst: peak RSS", "MiB"),
     ("burst", "writes_per_instance", "burst: writes/instance", ""),
+    ("burst", "cpu_seconds", "burst: operator CPU", "s"),
     ("restart", "seconds", "cold restart: all reconciled", "s"),
     ("restart", "peak_rss_mib", "cold restart: peak RSS", "MiB"),
     ("restart", "writes_per_instance", "cold restart: writes/instance", ""),
+    ("restart", "cpu_seconds", "cold restart: operator CPU", "s"),
     ("warm", "writes", "warm restart: writes", ""),
     ("warm", "drained_seconds", "warm restart: last write after start", "s"),
 )

@@ -110,12 +110,20 @@ def informer() -> tuple[Informer, list[JsonObj]]:
 KEY = ObjectKey("ns", "a")
 
 
-def test_our_write_is_cached_at_once_without_waking_the_handlers() -> None:
+def test_our_write_is_handled_at_once_and_its_watch_event_is_a_duplicate() -> None:
     inf, seen = informer()
     inf._apply_event({"type": "ADDED", "object": ai("10")}, "10")
     inf.record_write(ai("12", "written"))
     assert inf.store.get(KEY)["status"]["note"] == "written"  # type: ignore[index]
-    assert [o["metadata"]["resourceVersion"] for o in seen] == ["10"]
+    inf._apply_event({"type": "MODIFIED", "object": ai("12", "written")}, "10")
+    assert [o["metadata"]["resourceVersion"] for o in seen] == ["10", "12"]
+
+
+def test_a_child_we_just_made_is_cached_and_handled_before_its_watch_event() -> None:
+    inf, seen = informer()
+    inf.record_write(ai("5", "created"))
+    inf._apply_event({"type": "ADDED", "object": ai("5", "created")}, "4")
+    assert [o["metadata"]["resourceVersion"] for o in seen] == ["5"]
 
 
 def test_an_older_watch_event_does_not_undo_our_write() -> None:

@@ -65,14 +65,17 @@ TOMBSTONES = 1000  # deleted keys remembered before old ones are pruned
 TOMBSTONE_SECONDS = 120.0
 
 
-def _older(a: JsonObj, b: JsonObj) -> bool:
-    """Is ``a`` an older state of the object than ``b``? resourceVersions are etcd revisions,
-    integers that grow; client-go's MutationCache compares them the same way. Anything else
-    (not a number) counts as not older, so the newest event wins as before."""
+def _older(a: JsonObj, b: JsonObj, *, or_same: bool = False) -> bool:
+    """Is ``a`` an older state of the object than ``b`` (or the same one, with ``or_same``)?
+    resourceVersions are etcd revisions, integers that grow; client-go's MutationCache
+    compares them the same way. Anything else (not a number) counts as not older, so the
+    newest event wins as before."""
     try:
-        return int(a["metadata"]["resourceVersion"]) < int(b["metadata"]["resourceVersion"])
+        va = int(a["metadata"]["resourceVersion"])
+        vb = int(b["metadata"]["resourceVersion"])
     except (KeyError, TypeError, ValueError):
         return False
+    return va <= vb if or_same else va < vb
 
 
 def _decode_event(line: bytes) -> JsonObj:
@@ -300,8 +303,9 @@ class Informer:
         new_rv = str(obj.get("metadata", {}).get("resourceVersion") or resource_version)
         if kind in ("ADDED", "MODIFIED"):
             cached = self.store.get(key_of(obj))
-            if cached is not None and _older(obj, cached):
-                return new_rv  # our own write (record_write) already put a newer state here
+            if cached is not None and _older(obj, cached, or_same=True):
+                # Our own write (record_write) already brought this state or a newer one.
+                return new_rv
             previous = self.store.upsert(obj)
             self._notify(obj, initial=False, previous=previous)
         elif kind == "DELETED":
@@ -311,24 +315,27 @@ class Informer:
         return new_rv
 
     def record_write(self, obj: JsonObj) -> None:
-        """Put the answer of our own write of a cached object into the cache at once, without
-        telling the handlers (client-go's ``MutationCache``).
+        """Handle the answer of our own write as if its watch event had arrived already
+        (client-go's ``MutationCache``, plus the handlers).
 
         Without it, the next reconcile of the object (often already queued by an event of a
         child) reads the state from before the write, writes again and gets a 409 conflict, a
-        re-read and a third request. When the watch event of the write arrives, the handlers
-        compare it with this state (their update predicates see nothing new). Only objects
-        cached or newly made are stored; one whose deletion the watch reported at a later
-        resourceVersion is not (it must not come back as a ghost).
+        re-read and a third request. The handlers run now, while the reconcile that wrote is
+        still in hand, so the keys they enqueue collapse into one follow-up reconcile; the watch
+        event of the same resourceVersion later is a duplicate and is dropped. An object whose
+        deletion the watch reported at a later resourceVersion is not stored (it must not come
+        back as a ghost), nor is an answer older than the cached state.
         """
         key = key_of(obj)
         cached = self.store.get(key)
         if cached is None:
             tombstone = self._tombstones.get(key)
-            if tombstone is None or _older(tombstone[0], obj):
-                self.store.upsert(obj)
-        elif _older(cached, obj):
-            self.store.upsert(obj)
+            if tombstone is not None and not _older(tombstone[0], obj):
+                return
+        elif not _older(cached, obj):
+            return
+        self.store.upsert(obj)
+        self._notify(obj, initial=False, previous=cached)
 
     def _bury(self, obj: JsonObj) -> None:
         now = self._clock.monotonic()
