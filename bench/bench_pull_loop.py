@@ -83,42 +83,77 @@ def free_port() -> int:
 
 
 async def requests_by_method(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    """The operator's ``rest_client_requests_total`` summed per method (codes and hosts)."""
+    """The operator's ``rest_client_requests_total`` summed per method (``requests:PATCH``), and
+    ``rest_client_request_duration_seconds`` sum and count per verb (``seconds:PATCH``,
+    ``count:PATCH``)."""
     async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
         text = await resp.text()
     counts: dict[str, float] = {}
+
+    def add(key: str, value: float) -> None:
+        counts[key] = counts.get(key, 0.0) + value
+
     for family in text_string_to_metric_families(text):
-        if family.name != "rest_client_requests":
-            continue
         for sample in family.samples:
             if sample.name == "rest_client_requests_total":
-                method = sample.labels.get("method", "?")
-                counts[method] = counts.get(method, 0.0) + sample.value
+                add(f"requests:{sample.labels.get('method', '?')}", sample.value)
+            elif sample.name == "rest_client_request_duration_seconds_sum":
+                add(f"seconds:{sample.labels.get('verb', '?')}", sample.value)
+            elif sample.name == "rest_client_request_duration_seconds_count":
+                add(f"count:{sample.labels.get('verb', '?')}", sample.value)
     return counts
 
 
 async def settled_requests(
     http: aiohttp.ClientSession, url: str, *, quiet: float = 1.0, timeout: float = 60.0
-) -> dict[str, float]:
-    """The counters once they have not moved for ``quiet`` seconds (reconciles done)."""
+) -> dict[str, float] | None:
+    """The counters once they have not moved for ``quiet`` seconds (reconciles done); None when
+    the metrics endpoint cannot be read (the figures are then left out, not the whole run)."""
     deadline = time.monotonic() + timeout
-    last = await requests_by_method(http, url)
-    while time.monotonic() < deadline:
-        await asyncio.sleep(quiet)
-        now = await requests_by_method(http, url)
-        if now == last:
-            break
-        last = now
+    try:
+        last = await requests_by_method(http, url)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(quiet)
+            now = await requests_by_method(http, url)
+            if now == last:
+                break
+            last = now
+    except (aiohttp.ClientError, TimeoutError) as err:
+        print(f"cannot read {url}: {err}", file=sys.stderr)
+        return None
     return last
 
 
-def per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
-    methods = sorted(set(before) | set(after))
-    split = {m: round((after.get(m, 0.0) - before.get(m, 0.0)) / jobs, 2) for m in methods}
-    split = {m: v for m, v in split.items() if v}
+def per_job(
+    before: dict[str, float] | None, after: dict[str, float] | None, jobs: int
+) -> dict[str, float] | str:
+    """API requests per job by method, ``writes`` (all but GET) and ``all``."""
+    if before is None or after is None:
+        return "unavailable (metrics endpoint not readable, see stderr)"
+    split: dict[str, float] = {}
+    for key in sorted(set(before) | set(after)):
+        if key.startswith("requests:"):
+            value = round((after.get(key, 0.0) - before.get(key, 0.0)) / jobs, 2)
+            if value:
+                split[key.removeprefix("requests:")] = value
     split["writes"] = round(sum(v for m, v in split.items() if m != "GET"), 2)
     split["all"] = round(sum(v for m, v in split.items() if m != "writes"), 2)
     return split
+
+
+def mean_ms(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float]:
+    """Mean API request latency per verb between two readings (what one hop costs here)."""
+    if before is None or after is None:
+        return {}
+    means = {}
+    for key in sorted(after):
+        if key.startswith("count:"):
+            verb = key.removeprefix("count:")
+            count = after[key] - before.get(key, 0.0)
+            seconds = after.get(f"seconds:{verb}", 0.0) - before.get(f"seconds:{verb}", 0.0)
+            if count:
+                means[verb] = round(seconds / count * 1000, 1)
+    return means
 
 
 async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, object]:
@@ -183,6 +218,8 @@ async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, object
                 outcomes = {mock.state.results[i]["outcome"] for i in rate_ids + burst_ids}
                 after_burst = await settled_requests(http, metrics_url)
             finally:
+                if operator.poll() is not None:
+                    print(f"the operator exited early: {operator.returncode}", file=sys.stderr)
                 operator.terminate()
                 operator.wait(timeout=30)
     return {
@@ -200,6 +237,8 @@ async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, object
         "outcomes": sorted(outcomes),
         "api_requests_per_job_fixed_rate": per_job(before_rate, before_burst, args.count),
         "api_requests_per_job_burst": per_job(before_burst, after_burst, args.burst),
+        "api_request_mean_ms_fixed_rate": mean_ms(before_rate, before_burst),
+        "api_request_mean_ms_burst": mean_ms(before_burst, after_burst),
     }
 
 

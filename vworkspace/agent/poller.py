@@ -50,6 +50,11 @@ _log = structlog.get_logger("vworkspace.agent.poller")
 # What reading or writing the idempotency ConfigMap may raise; a transport error fails the job
 # like an API error instead of ending its task without a result.
 _STORE_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError)
+# Jobs in hand at once. Each job is a few round trips (ack, apply, its share of an idempotency
+# write, result), mostly waiting; 16 lets a burst keep the API server busy (bench/
+# bench_pull_loop.py: about 100 jobs/s on 2 cores, where 4 gave about 30) while bounding the
+# writes in flight. Jobs on one object stay in arrival order whatever the setting.
+DEFAULT_CONCURRENCY = 16
 
 
 def parse_interval(text: str) -> int:
@@ -98,7 +103,7 @@ class Poller:
         clock: Clock,
         metrics: AgentMetrics,
         poll_interval: int = 30,
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_CONCURRENCY,
         drain_timeout: float = 20.0,
         verifier: JobVerifier | None = None,
     ) -> None:
