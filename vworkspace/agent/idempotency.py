@@ -111,7 +111,6 @@ class IdempotencyStore:
         self._resource_version: str | None = None
         self._open: _Batch | None = None  # keys recorded since the last flush began
         self._flusher: asyncio.Task[None] | None = None
-        self.writes = 0  # ConfigMap writes attempted (for tests and the bench)
 
     async def _load(self) -> list[str]:
         try:
@@ -226,7 +225,6 @@ class IdempotencyStore:
             "metadata": {"name": self.key.name, "namespace": self.key.namespace},
             "data": {DATA_KEY: json.dumps(keys)},
         }
-        self.writes += 1
         if self._resource_version is None:
             stored = await self._client.create(CONFIG_MAPS, body, field_manager=FIELD_MANAGER_AGENT)
         else:
