@@ -156,6 +156,18 @@ def mean_ms(before: dict[str, float] | None, after: dict[str, float] | None) -> 
     return means
 
 
+def phase_p50s(mock: MockControlPlane, ids: list[str]) -> dict[str, float]:
+    """p50 of each leg of enqueue -> result, from the mock's clock: the long poll handing the
+    job over, the agent's ack, and the agent's own work (apply, idempotency write, result)."""
+    state = mock.state
+    legs = {
+        "enqueue_to_delivery": [state.delivered_at[i] - state.enqueued_at[i] for i in ids],
+        "delivery_to_ack": [state.acked_at[i] - state.delivered_at[i] for i in ids],
+        "ack_to_result": [state.result_at[i] - state.acked_at[i] for i in ids],
+    }
+    return {leg: round(percentile(values, 0.5) * 1000, 1) for leg, values in legs.items()}
+
+
 async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, object]:
     async with MockControlPlane() as mock, aiohttp.ClientSession() as http:
         mock.set_bootstrap_token(CLUSTER, TOKEN)
@@ -207,6 +219,7 @@ async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, object
                     await mock.enqueue(CLUSTER, job(job_id))
                 await wait_results(mock, rate_ids, 120)
                 latencies = [mock.state.result_at[i] - mock.state.enqueued_at[i] for i in rate_ids]
+                phases = phase_p50s(mock, rate_ids)
                 before_burst = await settled_requests(http, metrics_url)
 
                 burst_ids = [f"burst-{i:05d}" for i in range(args.burst)]
@@ -231,6 +244,7 @@ async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, object
         "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
         "latency_mean_ms": round(statistics.mean(latencies) * 1000, 1),
+        "latency_p50_ms_by_phase": phases,
         "burst_jobs": args.burst,
         "burst_seconds": round(burst_seconds, 2),
         "burst_jobs_per_second": round(args.burst / burst_seconds, 1),

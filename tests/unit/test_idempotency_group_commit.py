@@ -45,7 +45,7 @@ class FakeConfigMaps:
         self.fail_next = 0
         self.race_next: list[str] | None = None  # another writer's list, stored before ours
 
-    def keys(self) -> list[str]:
+    def stored_keys(self) -> list[str]:
         data = (self.object or {}).get("data") or {}
         keys: list[str] = json.loads(data.get(DATA_KEY, "[]"))
         return keys
@@ -100,7 +100,7 @@ async def test_keys_recorded_together_are_one_write() -> None:
     keys = [f"job-{index}" for index in range(50)]
     await asyncio.gather(*(store.record(key) for key in keys))
     assert fake.writes == [keys]
-    assert fake.keys() == keys
+    assert fake.stored_keys() == keys
     assert all([await store.contains(key) for key in keys])
 
 
@@ -132,7 +132,7 @@ async def test_a_failed_write_fails_every_waiter_of_its_batch_only() -> None:
     assert all(isinstance(o, ApiError) and o.status == 500 for o in outcomes)
     assert not any([await store.contains(f"k{index}") for index in range(5)])
     await store.record("next")  # the next batch is written normally
-    assert fake.keys() == ["next"]
+    assert fake.stored_keys() == ["next"]
 
 
 async def test_a_conflict_rereads_and_merges_the_other_writers_keys() -> None:
@@ -141,7 +141,7 @@ async def test_a_conflict_rereads_and_merges_the_other_writers_keys() -> None:
     await store.record("mine-0")
     fake.race_next = ["mine-0", "theirs"]  # another writer stores its list before our write
     await asyncio.gather(store.record("mine-1"), store.record("mine-2"))
-    assert fake.keys() == ["mine-0", "theirs", "mine-1", "mine-2"]
+    assert fake.stored_keys() == ["mine-0", "theirs", "mine-1", "mine-2"]
     assert len(fake.writes) == 3  # the first batch, the conflicting write, its merged retry
     assert await store.contains("theirs")  # the re-read refreshed the cache too
 
@@ -151,14 +151,14 @@ async def test_a_batch_keeps_the_count_and_byte_bounds() -> None:
     store = store_for(fake, max_keys=3)
     await store.record("old")
     await asyncio.gather(*(store.record(f"new-{index}") for index in range(5)))
-    assert fake.keys() == ["new-2", "new-3", "new-4"]  # the oldest are evicted first
+    assert fake.stored_keys() == ["new-2", "new-3", "new-4"]  # the oldest are evicted first
 
     sized = FakeConfigMaps()
     small = store_for(sized, max_bytes=4200)
     big = [f"{index}-" + "k" * 1500 for index in range(4)]
     await asyncio.gather(*(small.record(key) for key in big))
-    assert len(json.dumps(sized.keys()).encode()) <= 4200
-    assert sized.keys() == big[-2:]
+    assert len(json.dumps(sized.stored_keys()).encode()) <= 4200
+    assert sized.stored_keys() == big[-2:]
 
 
 async def test_the_same_key_twice_in_one_batch_is_stored_once() -> None:
@@ -166,7 +166,7 @@ async def test_the_same_key_twice_in_one_batch_is_stored_once() -> None:
     store = store_for(fake)
     await store.record("a")
     await asyncio.gather(store.record("b"), store.record("a"), store.record("b"))
-    assert fake.keys() == ["b", "a"]  # a re-recorded key moves to the newest end
+    assert fake.stored_keys() == ["b", "a"]  # a re-recorded key moves to the newest end
 
 
 async def test_contains_reads_the_cache_and_does_not_wait_for_a_write() -> None:
@@ -198,7 +198,7 @@ async def test_close_finishes_a_write_in_flight() -> None:
     await asyncio.wait_for(fake.writing.wait(), 5)
     asyncio.get_running_loop().call_later(0.05, fake.gate.set)
     await store.close(grace=5)
-    assert fake.keys() == ["k"]
+    assert fake.stored_keys() == ["k"]
     await pending
 
 
@@ -215,7 +215,7 @@ class FakeControlPlane:
         return None
 
     async def post_result(self, job_id: str, result: JobResult) -> None:
-        self.durable_when_posted[job_id] = job_id in self._fake.keys()
+        self.durable_when_posted[job_id] = job_id in self._fake.stored_keys()
         self.results[job_id] = result
 
 
@@ -267,7 +267,7 @@ async def test_a_failed_write_gives_every_job_of_its_batch_the_record_error() ->
         r.error == "record idempotency key: etcdserver: request timed out"
         for r in plane.results.values()
     )
-    assert not fake.keys()
+    assert not fake.stored_keys()
 
 
 @pytest.mark.parametrize("error", [TimeoutError("slow"), ConnectionResetError("reset")])

@@ -162,7 +162,7 @@ class IdempotencyStore:
             self._flusher = asyncio.create_task(self._flush(), name="idempotency group commit")
         await asyncio.shield(batch.done)
 
-    async def close(self, *, grace: float = 5.0) -> None:
+    async def close(self, *, grace: float = 2.0) -> None:
         """Let a write in flight finish within ``grace`` seconds, else cancel it: nothing is left
         running (its waiters, if any are left, see the cancellation)."""
         flusher = self._flusher
