@@ -101,6 +101,23 @@ async def test_a_missing_target_namespace_is_created(
         assert (await wait_result(mock, "ns-1"))["outcome"] == "succeeded"
         namespace = await kube.get(NAMESPACES, ObjectKey(None, target))
         assert namespace["metadata"]["labels"]["managed-by"] == "vworkspace"
+
+        # The agent remembers the namespace (no GET per job); deleted behind its back, the
+        # next apply's NotFound makes it create the namespace again and retry.
+        await kube.delete(NAMESPACES, ObjectKey(None, target))
+        for _ in range(600):  # the namespace controller empties it first
+            try:
+                await kube.get(NAMESPACES, ObjectKey(None, target))
+            except NotFoundError:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"namespace {target} was not deleted within 60 s")
+        await mock.enqueue(
+            CLUSTER, {"id": "ns-2", "kind": "apply", "payload": instance("again", target)}
+        )
+        assert (await wait_result(mock, "ns-2"))["outcome"] == "succeeded"
+        await kube.get(APPLICATION_INSTANCES, ObjectKey(target, "again"))
     finally:
         with contextlib.suppress(NotFoundError):
             await kube.delete(NAMESPACES, ObjectKey(None, target))

@@ -11,7 +11,12 @@ results and outcomes" and "Payload kinds").
   chart sources, operation types and engines the cluster accepts; a violation is ``failed``
   naming the rule, checked before any namespace is created.
 * Labels ``app.vworkspace.io/managed-by=control-plane`` and ``app.vworkspace.io/cluster-id`` are
-  forced; a missing target namespace is created (labelled ``managed-by=vworkspace``).
+  forced; a missing target namespace is created (labelled ``managed-by=vworkspace``). Namespaces
+  seen to exist are remembered, so a stream of jobs into one namespace costs no GET per job; a
+  namespace deleted since is noticed by the apply's NotFound, re-created, and the apply retried
+  once.
+* The ``appliedRef`` comes from the apply's answer (the stored object, as a read back would
+  give it), not from a second GET.
 * **Server-side apply** as ``vworkspace-agent``. For the operator's own kinds with ``force``: the
   control plane is the source of truth for every field it sends (as the Go agent). For any other
   allowed kind *without* force: the agent must not take fields from other managers, so such a
@@ -51,6 +56,8 @@ OWN_KINDS = frozenset(
 )
 DEFAULT_ALLOWED = OWN_KINDS | {("", "Namespace")}
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+# Namespaces remembered as existing; past this many the memory starts over (one GET each again).
+MAX_KNOWN_NAMESPACES = 10_000
 
 
 class JobError(Exception):
@@ -89,6 +96,7 @@ class Applier:
         self.allowed = frozenset(allowed)
         self.max_payload_bytes = max_payload_bytes
         self._discovery = Discovery(client)
+        self._namespaces: set[str] = set()  # seen to exist; see ensure_namespace
 
     def _result(
         self, outcome: Outcome, *, error: str = "", ref: AppliedRef | None = None
@@ -153,12 +161,13 @@ class Applier:
         obj.pop("status", None)
         # The local policy, before anything (a namespace included) is created.
         self.policy.check_object(resource.group, resource.kind, obj)
+        namespaces: list[str] = []
         if resource.namespaced:
             if not meta.get("namespace"):
                 raise JobError(
                     f"decode apply payload: metadata.namespace is required for {resource.kind}"
                 )
-            await self.ensure_namespace(meta["namespace"])
+            namespaces.append(meta["namespace"])
             release = (obj.get("spec") or {}).get("release")
             release_ns = (
                 release.get("namespace")
@@ -166,12 +175,28 @@ class Applier:
                 else None
             )
             if isinstance(release_ns, str) and release_ns and release_ns != meta["namespace"]:
-                await self.ensure_namespace(release_ns)
+                namespaces.append(release_ns)
         else:
             meta.pop("namespace", None)
+        for namespace in namespaces:
+            await self.ensure_namespace(namespace)
+        try:
+            stored = await self._server_side_apply(resource, obj)
+        except NotFoundError:
+            if not namespaces:
+                raise
+            # A remembered namespace may have been deleted since: check them again, once.
+            self._namespaces.difference_update(namespaces)
+            for namespace in namespaces:
+                await self.ensure_namespace(namespace)
+            stored = await self._server_side_apply(resource, obj)
+        return AppliedRef.of(stored)
+
+    async def _server_side_apply(self, resource: ResourceType, obj: JsonObj) -> JsonObj:
+        """The stored object; NotFoundError passes through (a namespace may be gone)."""
         own = (resource.group, resource.kind) in OWN_KINDS
         try:
-            await self._client.apply(
+            return await self._client.apply(
                 resource, obj, field_manager=constants.FIELD_MANAGER_AGENT, force=own
             )
         except ConflictError as err:
@@ -179,14 +204,10 @@ class Applier:
                 f'{c.field} is owned by field manager "{c.field_manager}"' for c in err.causes
             )
             raise JobError(f"apply conflict: {owners or err.message}") from None
+        except NotFoundError:
+            raise
         except ApiError as err:
             raise JobError(f"server-side apply: {err.status} {err.reason}: {err.message}") from None
-        key = ObjectKey(meta.get("namespace") if resource.namespaced else None, meta["name"])
-        try:
-            stored = await self._client.get(resource, key)
-        except ApiError as err:
-            raise JobError(f"get applied object: {err.message}") from None
-        return AppliedRef.of(stored)
 
     async def _delete(self, payload: Any) -> AppliedRef:
         ref = _object(payload, "decode delete payload")
@@ -285,6 +306,14 @@ class Applier:
             raise JobError(str(err)) from None
 
     async def ensure_namespace(self, name: str) -> None:
+        if name in self._namespaces:
+            return
+        await self._ensure_namespace(name)
+        if len(self._namespaces) >= MAX_KNOWN_NAMESPACES:
+            self._namespaces.clear()
+        self._namespaces.add(name)
+
+    async def _ensure_namespace(self, name: str) -> None:
         try:
             await self._client.get(NAMESPACES, ObjectKey(None, name))
             return

@@ -11,6 +11,20 @@ after which every record would fail. The oldest keys are evicted until both hold
 1 MiB is for the object's metadata (managedFields grow with every writer). A single key longer
 than :data:`MAX_KEY_BYTES` is refused before the job is applied (the poller fails such a job),
 so one hostile key cannot evict everything else.
+
+**Group commit** (docs/pull-mode.md, "Idempotency"): rewriting the whole ConfigMap for every job
+under one lock made the record the serial point of the Pull loop (one write per job, every other
+job waiting). Keys are now written as a database writes its log: the first :meth:`record` call
+starts a flush at once (no timer, so a lone job pays no extra latency); keys recorded while that
+write is in flight join the *next* batch, written as soon as the current one ends; each batch is
+ONE compare-and-swap write, however many keys it carries. :meth:`record` returns only when the
+write holding its key has succeeded and raises when it failed, for every waiter of that batch,
+so the poller posts a result only for a job whose key is durable. The trade-off: a failed write
+fails the whole batch (each job gets the ``record idempotency key`` error it always got), and
+keys of one batch are evicted together when the bound is reached.
+
+:meth:`contains` reads the cached list (loaded once, refreshed by a conflict), never the API
+server per job, and does not wait for a write in flight.
 """
 
 from __future__ import annotations
@@ -18,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+
+import attrs
 
 from vworkspace.api.constants import FIELD_MANAGER_AGENT
 from vworkspace.api.meta import ObjectKey
@@ -52,6 +68,23 @@ def bounded(keys: list[str], *, max_keys: int, max_bytes: int) -> list[str]:
     return keys[start:]
 
 
+@attrs.define
+class _Batch:
+    """Keys waiting for one write, and the future their :meth:`IdempotencyStore.record` calls
+    wait on."""
+
+    keys: list[str]
+    done: asyncio.Future[None]
+
+
+def merged(stored: list[str], new: list[str]) -> list[str]:
+    """``stored`` (oldest first) with ``new`` appended in order; a key already present moves to
+    the end, so it is evicted last."""
+    fresh = list(dict.fromkeys(new))
+    moving = set(fresh)
+    return [k for k in stored if k not in moving] + fresh
+
+
 class IdempotencyStore:
     def __init__(
         self,
@@ -61,6 +94,7 @@ class IdempotencyStore:
         name: str = CONFIG_MAP,
         max_keys: int = 10_000,
         max_bytes: int = MAX_BYTES,
+        attempts: int = 5,
     ) -> None:
         if max_keys < 1:
             raise ValueError("max_keys must be positive")
@@ -70,9 +104,13 @@ class IdempotencyStore:
         self.key = ObjectKey(namespace, name)
         self.max_keys = max_keys
         self.max_bytes = max_bytes
+        self.attempts = attempts
         self._keys: list[str] | None = None
-        self._lock = asyncio.Lock()
+        self._key_set: frozenset[str] = frozenset()
+        self._load_lock = asyncio.Lock()
         self._resource_version: str | None = None
+        self._open: _Batch | None = None  # keys recorded since the last flush began
+        self._flusher: asyncio.Task[None] | None = None
 
     async def _load(self) -> list[str]:
         try:
@@ -85,7 +123,19 @@ class IdempotencyStore:
             keys = json.loads((cm.get("data") or {}).get(DATA_KEY, "[]"))
         except json.JSONDecodeError:
             keys = []
-        return [k for k in keys if isinstance(k, str)]
+        return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+
+    def _remember(self, keys: list[str]) -> None:
+        self._keys = keys
+        self._key_set = frozenset(keys)
+
+    async def _cached(self) -> list[str]:
+        if self._keys is None:
+            async with self._load_lock:  # one first read, however many jobs ask at once
+                if self._keys is None:
+                    self._remember(await self._load())
+        assert self._keys is not None
+        return self._keys
 
     @staticmethod
     def problem(key: str) -> str:
@@ -95,34 +145,78 @@ class IdempotencyStore:
         return ""
 
     async def contains(self, key: str) -> bool:
-        async with self._lock:
-            if self._keys is None:
-                self._keys = await self._load()
-            return key in self._keys
+        """Whether ``key`` is durably recorded, from the cache (one read at first use)."""
+        await self._cached()
+        return key in self._key_set
 
     async def record(self, key: str) -> None:
-        async with self._lock:
-            if self._keys is None:
-                self._keys = await self._load()
-            for _ in range(5):
-                keys = [k for k in self._keys if k != key] + [key]
-                keys = bounded(keys, max_keys=self.max_keys, max_bytes=self.max_bytes)
+        """Return once ``key`` is in the ConfigMap; raise the write's error otherwise.
+
+        Joins the batch that the next write takes; starts that write at once when none is in
+        flight. Cancelling the caller does not cancel the write (other jobs wait on it)."""
+        if self._open is None:
+            self._open = _Batch(keys=[], done=asyncio.get_running_loop().create_future())
+        batch = self._open
+        batch.keys.append(key)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="idempotency group commit")
+        await asyncio.shield(batch.done)
+
+    async def close(self, *, grace: float = 2.0) -> None:
+        """Let a write in flight finish within ``grace`` seconds, else cancel it: nothing is left
+        running (its waiters, if any are left, see the cancellation)."""
+        flusher = self._flusher
+        if flusher is None:
+            return
+        _, pending = await asyncio.wait({flusher}, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+
+    async def _flush(self) -> None:
+        """Write batches one after another until none is waiting. Owned by the store: it lives
+        only while a batch waits, and every batch's callers await its outcome."""
+        try:
+            while self._open is not None:
+                batch, self._open = self._open, None
                 try:
-                    await self._write(keys)
-                    self._keys = keys
-                    return
-                except (ConflictError, AlreadyExistsError):
-                    # Someone else wrote: their list is the newer truth (every key we wrote
-                    # before is in it unless evicted); add ours to it and try again.
-                    self._keys = await self._load()
-            raise ConflictError(
-                status=409,
-                reason="Conflict",
-                message="could not record idempotency key after 5 attempts",
-                body={},
-                method="PUT",
-                path=str(self.key),
-            )
+                    await self._commit(batch.keys)
+                except Exception as err:  # every waiter of the batch gets the same error
+                    batch.done.set_exception(err)
+                    batch.done.exception()  # retrieved: waiters may all have gone
+                except asyncio.CancelledError:
+                    batch.done.cancel()
+                    raise
+                else:
+                    batch.done.set_result(None)
+        finally:
+            self._flusher = None
+            if self._open is not None:  # cancelled with keys waiting: they are not durable
+                self._open.done.cancel()
+                self._open = None
+
+    async def _commit(self, new: list[str]) -> None:
+        stored = await self._cached()
+        for _ in range(self.attempts):
+            keys = bounded(merged(stored, new), max_keys=self.max_keys, max_bytes=self.max_bytes)
+            try:
+                await self._write(keys)
+            except (ConflictError, AlreadyExistsError):
+                # Someone else wrote: their list is the newer truth (every key we wrote before
+                # is in it unless evicted); add ours to it and try again.
+                stored = await self._load()
+                self._remember(stored)
+                continue
+            self._remember(keys)
+            return
+        raise ConflictError(
+            status=409,
+            reason="Conflict",
+            message=f"could not record idempotency key after {self.attempts} attempts",
+            body={},
+            method="PUT",
+            path=str(self.key),
+        )
 
     async def _write(self, keys: list[str]) -> None:
         body: JsonObj = {

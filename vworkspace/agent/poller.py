@@ -8,7 +8,9 @@
   the apply; a rejected job is ``failed`` naming the cause and its key is not recorded.
 * **Expired** jobs get ``noop`` / ``expired`` without touching the cluster; an **idempotency key**
   already recorded gives ``noop``; keys are recorded right after a successful apply, before the
-  result is posted, so a crash in between yields ``noop`` when the job is delivered again.
+  result is posted, so a crash in between yields ``noop`` when the job is delivered again. The
+  store group-commits the keys of jobs finishing together (agent/idempotency.py): a job waits
+  for the write holding its key, and a failed write fails every job of that batch.
 * A job whose ack fails is left for redelivery (no result); a result that cannot be posted after
   the client's retries is logged; the control plane redelivers it and the idempotency key makes
   the second pass a ``noop``: no job lost, none applied twice.
@@ -45,6 +47,14 @@ from vworkspace.kube.errors import ApiError
 
 JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.agent.poller")
+# What reading or writing the idempotency ConfigMap may raise; a transport error fails the job
+# like an API error instead of ending its task without a result.
+_STORE_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError)
+# Jobs in hand at once. Each job is a few round trips (ack, apply, its share of an idempotency
+# write, result), mostly waiting; 16 lets a burst keep the API server busy (bench/
+# bench_pull_loop.py: about 100 jobs/s on 2 cores, where 4 gave about 30) while bounding the
+# writes in flight. Jobs on one object stay in arrival order whatever the setting.
+DEFAULT_CONCURRENCY = 16
 
 
 def parse_interval(text: str) -> int:
@@ -93,7 +103,7 @@ class Poller:
         clock: Clock,
         metrics: AgentMetrics,
         poll_interval: int = 30,
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_CONCURRENCY,
         drain_timeout: float = 20.0,
         verifier: JobVerifier | None = None,
     ) -> None:
@@ -167,6 +177,7 @@ class Poller:
         finally:
             stopping.cancel()
         await self._drain()
+        await self._idempotency.close()
 
     async def _back_off(self, err: ControlPlaneError, stopping: asyncio.Future[Any]) -> None:
         delay = (
@@ -268,23 +279,22 @@ class Poller:
             try:
                 if await self._idempotency.contains(key):
                     return JobResult(outcome=Outcome.NOOP, timestamp=self._clock.now())
-            except ApiError as err:
-                return JobResult(
-                    outcome=Outcome.FAILED,
-                    timestamp=self._clock.now(),
-                    error=f"check idempotency key: {err.message}",
-                )
+            except _STORE_ERRORS as err:
+                return self._store_failed("check idempotency key", err)
         result = await self._applier.process(job)
         if result.outcome is Outcome.SUCCEEDED and key:
             try:
+                # Returns once the key is durable: only then may the result be posted.
                 await self._idempotency.record(key)
-            except ApiError as err:
-                return JobResult(
-                    outcome=Outcome.FAILED,
-                    timestamp=self._clock.now(),
-                    error=f"record idempotency key: {err.message}",
-                )
+            except _STORE_ERRORS as err:
+                return self._store_failed("record idempotency key", err)
         return result
+
+    def _store_failed(self, what: str, err: Exception) -> JobResult:
+        message = err.message if isinstance(err, ApiError) else f"{type(err).__name__}: {err}"
+        return JobResult(
+            outcome=Outcome.FAILED, timestamp=self._clock.now(), error=f"{what}: {message}"
+        )
 
     async def _drain(self) -> None:
         if not self._tasks:

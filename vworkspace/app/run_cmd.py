@@ -34,7 +34,7 @@ import structlog
 
 from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, parse_allowed
 from vworkspace.agent.credentials import DEFAULT_SECRET, Overrides
-from vworkspace.agent.poller import parse_interval
+from vworkspace.agent.poller import DEFAULT_CONCURRENCY, parse_interval
 from vworkspace.app import hardening_flags
 from vworkspace.app import logging as app_logging
 from vworkspace.app.http import Address, ServingCert, listeners_conflict
@@ -312,7 +312,7 @@ def add_parser(commands: Any, *, summary: str) -> None:
     agent.add_argument(
         "--agent-concurrency",
         type=int,
-        default=4,
+        default=DEFAULT_CONCURRENCY,
         metavar="N",
         help="jobs applied at once; jobs on one object stay in order (default: %(default)s)",
     )
@@ -541,7 +541,7 @@ def ignored_flags(args: argparse.Namespace) -> list[str]:
         ("--agent-poll-interval", args.agent_poll_interval, "30s"),
         ("--agent-credentials-secret", args.agent_credentials_secret, DEFAULT_SECRET),
         ("--agent-credentials-namespace", args.agent_credentials_namespace, None),
-        ("--agent-concurrency", args.agent_concurrency, 4),
+        ("--agent-concurrency", args.agent_concurrency, DEFAULT_CONCURRENCY),
         ("--agent-allow-kind", args.agent_allow_kind, []),
         ("--agent-max-payload-bytes", args.agent_max_payload_bytes, DEFAULT_MAX_PAYLOAD),
     )

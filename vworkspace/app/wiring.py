@@ -23,7 +23,7 @@ from vworkspace.agent.events import EventBatcher, snapshot_events
 from vworkspace.agent.gateway import AgentGateway
 from vworkspace.agent.idempotency import IdempotencyStore
 from vworkspace.agent.metrics import AgentMetrics
-from vworkspace.agent.poller import Poller
+from vworkspace.agent.poller import DEFAULT_CONCURRENCY, Poller
 from vworkspace.agent.trustedkeys import TrustedKeys
 from vworkspace.agent.verifier import JobVerifier
 from vworkspace.api.constants import (
@@ -82,7 +82,7 @@ class AgentSettings:
     secret_name: str = DEFAULT_SECRET
     credentials_namespace: str | None = None  # None: the operator namespace
     poll_interval: int = 30
-    concurrency: int = 4
+    concurrency: int = DEFAULT_CONCURRENCY
     allowed_kinds: frozenset[tuple[str, str]] = DEFAULT_ALLOWED
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
     idempotency_max_keys: int = 10_000

@@ -179,7 +179,7 @@ async def ack(request: web.Request) -> web.Response:
     state = _state(request)
     if job_id in state.results:
         return web.Response(status=409)
-    state.acked.add(job_id)
+    state.ack(job_id)
     return no_content()
 
 

@@ -97,6 +97,10 @@ class MockState:
         self.requests = 0
         self.faults: list[Fault] = []
         self.enqueued_at: dict[str, float] = {}
+        # First delivery and first ack of each job, so a benchmark can split enqueue -> result
+        # into the long poll, the ack and the agent's own work.
+        self.delivered_at: dict[str, float] = {}
+        self.acked_at: dict[str, float] = {}
         self.result_at: dict[str, float] = {}
         # Every result POST per job, the duplicates (answered 409) included: the chaos tier
         # (tests/chaos) shows how often an agent re-sent a result.
@@ -198,7 +202,12 @@ class MockState:
             self.delivered[str(job.get("id"))] = Delivery(
                 job=job, cluster_id=cluster_id, delivered_at=now
             )
+            self.delivered_at.setdefault(str(job.get("id")), now)
         return jobs
+
+    def ack(self, job_id: str) -> None:
+        self.acked.add(job_id)
+        self.acked_at.setdefault(job_id, self._clock())
 
     async def wait_for_jobs(self, cluster_id: str, wait: float) -> list[JsonObj]:
         """Jobs for the cluster, waiting up to ``wait`` seconds for the first one."""
