@@ -1,9 +1,9 @@
 """Benchmark: vworkspace side by side with a kopf peer and a bare write loop, same run, same writes.
 
 Each contender gets a FRESH test control plane per scenario group (the operator's CRDs and the
-pinned Flux/Velero/Argo CRDs), and is measured black-box: completion by listing the instances
-(finalizer, ``helmReleaseRef`` and a Ready condition on each, and one HelmRelease per instance),
-memory from ``/proc/<pid>/status``, API requests from kube-apiserver's ``/metrics``.
+pinned Flux/Velero/Argo CRDs), and is measured black-box: completion by watching the instances
+and HelmReleases (bench/completion.py: finalizer, ``helmReleaseRef`` and a Ready condition on
+each instance, and one HelmRelease per instance), memory from ``/proc/<pid>/status``, API requests from kube-apiserver's ``/metrics``.
 
 Scenarios:
 
@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.completion import Completion
 from bench.peers import bare_loop, objects
 from vworkspace.api import crdgen
 from vworkspace.testing import ControlPlane, find_assets
@@ -215,25 +216,17 @@ def create_instances(rest: RestClient, count: int, meter: Meter) -> None:
 
 
 def wait_reconciled(
-    rest: RestClient, meter: Meter, *, count: int, deadline: float, alive: Callable[[], None]
+    completion: Completion, *, count: int, deadline: float, alive: Callable[[], None]
 ) -> None:
-    done = 0
+    """Until ``count`` instances are reconciled, as the completion watches see them."""
     while True:
         alive()
-        try:
-            meter.own[("LIST", "applicationinstances", "")] += 1
-            items = rest.get(INSTANCES)["items"]
-            meter.own[("LIST", "helmreleases", "")] += 1
-            releases = len(rest.get(RELEASES)["items"])
-            done = min(releases, sum(1 for item in items if objects.reconciled(item)))
-        except ApiError as err:  # an overloaded API server (429, 5xx): poll again
-            if err.status != 429 and err.status < 500:
-                raise
+        done = completion.done()
         if done >= count:
             return
         if time.monotonic() > deadline:
             raise ContenderError(f"{done}/{count} reconciled at the time limit")
-        time.sleep(POLL)
+        time.sleep(0.02)
 
 
 def wait_quiet(
@@ -280,7 +273,7 @@ def requests_figures(meter: Meter, count: int) -> JsonObj:
 
 
 def burst(contender: str, args: argparse.Namespace, log_dir: Path) -> JsonObj:
-    with fresh_plane() as (plane, rest):
+    with fresh_plane() as (plane, rest), Completion(plane.kubeconfig_path, NAMESPACE) as completion:
         meter = Meter(rest)
         limit = args.timeout
         if contender == "bare":
@@ -289,7 +282,7 @@ def burst(contender: str, args: argparse.Namespace, log_dir: Path) -> JsonObj:
             _run_bare(plane, create=args.count, concurrency=args.concurrency)
             meter.own[("POST", "applicationinstances", "")] += args.count
             wait_reconciled(
-                rest, meter, count=args.count, deadline=started + limit, alive=lambda: None
+                completion, count=args.count, deadline=started + limit, alive=lambda: None
             )
             result: JsonObj = {"seconds": round(time.monotonic() - started, 2)}
             wait_quiet(meter, quiet=3, at_least=0, limit=limit)
@@ -301,7 +294,7 @@ def burst(contender: str, args: argparse.Namespace, log_dir: Path) -> JsonObj:
             started = time.monotonic()
             create_instances(rest, args.count, meter)
             created = time.monotonic() - started
-            wait_reconciled(rest, meter, count=args.count, deadline=started + limit, alive=op.check)
+            wait_reconciled(completion, count=args.count, deadline=started + limit, alive=op.check)
             result = {
                 "seconds": round(time.monotonic() - started, 2),
                 "create_seconds": round(created, 2),
@@ -319,7 +312,7 @@ def burst(contender: str, args: argparse.Namespace, log_dir: Path) -> JsonObj:
 
 def restart_and_warm(contender: str, args: argparse.Namespace, log_dir: Path) -> list[JsonObj]:
     """The cold restart, then (for operators) the warm restart on the same control plane."""
-    with fresh_plane() as (plane, rest):
+    with fresh_plane() as (plane, rest), Completion(plane.kubeconfig_path, NAMESPACE) as completion:
         meter = Meter(rest)
         create_instances(rest, args.count, meter)
         meter.reset()
@@ -329,7 +322,7 @@ def restart_and_warm(contender: str, args: argparse.Namespace, log_dir: Path) ->
             started = time.monotonic()
             _run_bare(plane, create=0, concurrency=args.concurrency)
             wait_reconciled(
-                rest, meter, count=args.count, deadline=started + limit, alive=lambda: None
+                completion, count=args.count, deadline=started + limit, alive=lambda: None
             )
             seconds = round(time.monotonic() - started, 2)
             wait_quiet(meter, quiet=3, at_least=0, limit=limit)
@@ -339,7 +332,7 @@ def restart_and_warm(contender: str, args: argparse.Namespace, log_dir: Path) ->
         op = Operator(command(contender, args.workers), plane, log_dir, f"{contender}-restart")
         try:
             wait_reconciled(
-                rest, meter, count=args.count, deadline=op.started + limit, alive=op.check
+                completion, count=args.count, deadline=op.started + limit, alive=op.check
             )
             seconds = round(time.monotonic() - op.started, 2)
             wait_quiet(meter, quiet=3, at_least=0, limit=limit, alive=op.check)
