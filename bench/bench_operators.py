@@ -25,7 +25,7 @@ The bare loop runs in this process (no watch, so burst = create + writes, restar
 no RSS, no warm restart). kopf needs the bench extra: ``.venv/bin/pip install -e '.[bench]'``.
 
     python -m bench.bench_operators [--count 1000] [--runs 3] [--contenders vworkspace,kopf,bare]
-        [--scenarios burst,restart,warm] [--workers 2] [--out results.json]
+        [--scenarios burst,restart,warm] [--workers N] [--vworkspace-src DIR] [--out results.json]
 
 One JSON line per (contender, scenario, run), then a table of medians [min-max] and ratios.
 """
@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -70,25 +71,45 @@ class ContenderError(Exception):
 # -- the contenders as processes -----------------------------------------------------------
 
 
-def command(contender: str, workers: int) -> list[str]:
+METRICS_PORT = 18480  # vworkspace's plain-HTTP /metrics, for the warm restart's queue figure
+
+
+def command(contender: str, args: argparse.Namespace) -> list[str]:
     if contender == "vworkspace":
+        workers = ("--workers", str(args.workers)) if args.workers else ()
         return [
             *(sys.executable, "-m", "vworkspace", "run", "--health-probe-bind-address", "0"),
-            *("--log-level", "warning", "--workers", str(workers)),
+            *("--metrics-bind-address", f"127.0.0.1:{METRICS_PORT}", "--metrics-secure=false"),
+            *("--log-level", "warning", *workers),
         ]
     if contender == "kopf":
         return [sys.executable, "-m", "bench.peers.kopf_peer", "--namespace", NAMESPACE]
     raise ValueError(contender)
 
 
+def environment(contender: str, args: argparse.Namespace) -> dict[str, str]:
+    """``--vworkspace-src``: run the operator from another checkout (the "before" figures)."""
+    if contender == "vworkspace" and args.vworkspace_src:
+        return {"PYTHONPATH": str(Path(args.vworkspace_src).resolve())}
+    return {}
+
+
 class Operator:
     """One operator process, its log in a temporary file."""
 
-    def __init__(self, argv: list[str], plane: ControlPlane, log_dir: Path, tag: str) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        plane: ControlPlane,
+        log_dir: Path,
+        tag: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = log_dir / f"{tag}.log"
         self._log = self.log_path.open("ab")
         self.started = time.monotonic()
         env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig_path), "POD_NAMESPACE": NAMESPACE}
+        env.update(extra_env or {})
         # Its own session: a signal to the benchmark's process group does not stop it.
         self.proc = subprocess.Popen(
             argv,
@@ -287,7 +308,13 @@ def burst(contender: str, args: argparse.Namespace, log_dir: Path) -> JsonObj:
             result: JsonObj = {"seconds": round(time.monotonic() - started, 2)}
             wait_quiet(meter, quiet=3, at_least=0, limit=limit)
             return {**result, **requests_figures(meter, args.count)}
-        op = Operator(command(contender, args.workers), plane, log_dir, f"{contender}-burst")
+        op = Operator(
+            command(contender, args),
+            plane,
+            log_dir,
+            f"{contender}-burst",
+            environment(contender, args),
+        )
         try:
             idle = op.settled_rss()
             meter.reset()
@@ -329,7 +356,13 @@ def restart_and_warm(contender: str, args: argparse.Namespace, log_dir: Path) ->
             return [
                 {"scenario": "restart", "seconds": seconds, **requests_figures(meter, args.count)}
             ]
-        op = Operator(command(contender, args.workers), plane, log_dir, f"{contender}-restart")
+        op = Operator(
+            command(contender, args),
+            plane,
+            log_dir,
+            f"{contender}-restart",
+            environment(contender, args),
+        )
         try:
             wait_reconciled(
                 completion, count=args.count, deadline=op.started + limit, alive=op.check
@@ -359,12 +392,24 @@ def _warm(
     contender: str, args: argparse.Namespace, plane: ControlPlane, meter: Meter, log_dir: Path
 ) -> JsonObj:
     meter.reset()
-    op = Operator(command(contender, args.workers), plane, log_dir, f"{contender}-warm")
+    op = Operator(
+        command(contender, args),
+        plane,
+        log_dir,
+        f"{contender}-warm",
+        environment(contender, args),
+    )
     try:
+        queue = None
+        if contender == "vworkspace":
+            queue = queue_drained(op, count=args.count, limit=args.timeout)
         writes, last = wait_quiet(meter, quiet=5, at_least=10, limit=args.timeout, alive=op.check)
         return {
             "scenario": "warm",
             "writes": writes,
+            # vworkspace: seconds from process start until every instance was reconciled again
+            # and its queue was empty (its own metrics)
+            "queue_drained_seconds": queue,
             # seconds from process start to its last write (None: it wrote nothing)
             "drained_seconds": None if last is None else round(last, 2),
             "peak_rss_mib": round(op.memory_mib("VmHWM"), 1),
@@ -375,6 +420,32 @@ def _warm(
         return {"scenario": "warm", "error": _with_log(err, op)}
     finally:
         op.stop()
+
+
+def queue_drained(op: Operator, *, count: int, limit: float) -> float:
+    """Seconds from process start until vworkspace reconciled ``count`` instances (from its
+    initial list) and its ApplicationInstance queue is empty with no reconcile in flight."""
+    controller = 'controller="applicationinstance"'
+    while time.monotonic() - op.started < limit:
+        op.check()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            time.sleep(0.05)  # not listening yet
+            continue
+        values = report.samples(text)
+        reconciled = sum(
+            v
+            for k, v in values.items()
+            if k.startswith("controller_runtime_reconcile_total{") and controller in k
+        )
+        depth = values.get('workqueue_depth{name="applicationinstance"}', 1.0)
+        busy = values.get(f"controller_runtime_active_workers{{{controller}}}", 1.0)
+        if reconciled >= count and depth == 0 and busy == 0:
+            return round(time.monotonic() - op.started, 2)
+        time.sleep(0.05)
+    raise ContenderError(f"queue not drained within {limit:.0f}s")
 
 
 def _with_log(err: ContenderError, op: Operator) -> str:
@@ -443,7 +514,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--contenders", default="vworkspace,kopf,bare")
     parser.add_argument("--scenarios", default="burst,restart,warm")
-    parser.add_argument("--workers", type=int, default=2, help="vworkspace run --workers")
+    parser.add_argument(
+        "--workers", type=int, help="vworkspace run --workers (default: the operator's default)"
+    )
+    parser.add_argument(
+        "--vworkspace-src",
+        metavar="DIR",
+        help="run the vworkspace contender from this checkout (PYTHONPATH), e.g. an older commit",
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="bare loop: in flight")
     parser.add_argument(
         "--timeout", type=float, help="per scenario (default 60 s + 0.6 s/instance)"
@@ -470,7 +548,8 @@ def main() -> int:
         args.out.write_text("".join(json.dumps(line) + "\n" for line in results))
     print()
     print(
-        f"{args.count} instances, {args.runs} run(s), vworkspace --workers {args.workers}: "
+        f"{args.count} instances, {args.runs} run(s), vworkspace --workers "
+        f"{args.workers or 'default'}{' from ' + args.vworkspace_src if args.vworkspace_src else ''}: "
         "median [min-max]"
     )
     print(report.table(results, args.contenders))

@@ -76,6 +76,20 @@ def verb_line(verbs: Mapping[str, float]) -> str:
     return f"writes {total:g} ({', '.join(write) or 'none'}); reads: {', '.join(read) or 'none'}"
 
 
+def samples(text: str) -> dict[str, float]:
+    """Prometheus text exposition as {"name{labels}": value} (comments and blank lines left
+    out; labels as written)."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                values[name] = float(value)
+            except ValueError:
+                continue
+    return values
+
+
 # -- the table -----------------------------------------------------------------------------
 
 # (scenario, figure key in the JSON line, label, unit)
@@ -91,6 +105,7 @@ FIGURES = (
     ("restart", "cpu_seconds", "cold restart: operator CPU", "s"),
     ("warm", "writes", "warm restart: writes", ""),
     ("warm", "drained_seconds", "warm restart: last write after start", "s"),
+    ("warm", "queue_drained_seconds", "warm restart: queue drained after start", "s"),
 )
 
 

@@ -40,6 +40,7 @@ from vworkspace.app import logging as app_logging
 from vworkspace.app.http import Address, ServingCert, listeners_conflict
 from vworkspace.app.wiring import (
     DEFAULT_NAMESPACE,
+    DEFAULT_WORKERS,
     LEASE_NAME,
     AgentSettings,
     OperatorSettings,
@@ -251,9 +252,10 @@ def add_parser(commands: Any, *, summary: str) -> None:
     tuning.add_argument(
         "--workers",
         type=int,
-        default=2,
+        default=DEFAULT_WORKERS,
         metavar="N",
-        help="concurrent reconciles per controller (default: %(default)s)",
+        help="concurrent reconciles per controller; one object is never reconciled twice at "
+        "once (default: %(default)s)",
     )
     tuning.add_argument(
         "--reconcile-timeout",
