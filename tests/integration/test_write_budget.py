@@ -19,7 +19,7 @@ from vworkspace.app.manager import Manager
 from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
 from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.kube.client import KubeClient
-from vworkspace.kube.resources import APPLICATION_INSTANCES
+from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance
 
@@ -86,6 +86,14 @@ def drained(manager: Manager) -> bool:
     )
 
 
+async def settled(kube: KubeClient, manager: Manager) -> bool:
+    """No namespace terminating and nothing queued or in flight."""
+    namespaces = (await kube.list(NAMESPACES))["items"]
+    if any((ns.get("status") or {}).get("phase") == "Terminating" for ns in namespaces):
+        return False
+    return drained(manager)
+
+
 async def reconciled(kube: KubeClient, namespace: str) -> bool:
     for index in range(COUNT):
         key = ObjectKey(namespace, f"app-{index}")
@@ -104,7 +112,10 @@ async def test_a_new_instance_costs_four_writes_and_a_restart_over_reconciled_on
     kube_namespace: str,
 ) -> None:
     async with operator(control_plane, kube_namespace) as (manager, registry):
-        idle = writes(registry)  # the operator's own start-up writes (none expected)
+        # The operator watches every namespace: what earlier tests left behind (namespaces
+        # being deleted, whose instances it finalizes) is done before counting starts.
+        await eventually(lambda: settled(kube, manager), timeout=120, what="cluster settled")
+        idle = writes(registry)
         for index in range(COUNT):
             await kube.create(
                 APPLICATION_INSTANCES,
