@@ -110,6 +110,9 @@ class Operator:
         self.started = time.monotonic()
         env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig_path), "POD_NAMESPACE": NAMESPACE}
         env.update(extra_env or {})
+        # ``python -m`` puts the working directory first on sys.path: run another checkout's
+        # operator from that checkout, or this one's would be imported.
+        cwd = env.get("PYTHONPATH") or None
         # Its own session: a signal to the benchmark's process group does not stop it.
         self.proc = subprocess.Popen(
             argv,
@@ -118,6 +121,7 @@ class Operator:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=cwd,
         )
 
     def check(self) -> None:

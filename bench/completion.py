@@ -41,6 +41,7 @@ class Completion:
         self._listed = 0
         self.error: BaseException | None = None
         self._loop = asyncio.new_event_loop()
+        self._task: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._run, name="completion", daemon=True)
 
     def __enter__(self) -> Completion:
@@ -50,7 +51,8 @@ class Completion:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(10)
 
     def done(self) -> int:
@@ -61,13 +63,16 @@ class Completion:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._task = self._loop.create_task(self._main())
         try:
-            self._loop.run_until_complete(self._main())
-        except RuntimeError:
+            self._loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
             pass  # stopped by __exit__
         except BaseException as err:  # reported by done()
             self.error = err
             self._ready.set()
+        finally:
+            self._loop.close()
 
     async def _main(self) -> None:
         connector = aiohttp.TCPConnector(ssl=self._ssl)

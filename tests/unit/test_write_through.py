@@ -4,6 +4,7 @@ cache already holds it (kube/applied.py), the informer's write-through of our ow
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -168,3 +169,18 @@ def test_the_api_server_proxy_honours_no_proxy(
     url: str, proxies: dict[str, str], expected: str | None
 ) -> None:
     assert proxy_for(url, proxies) == expected
+
+
+def test_the_cache_shares_one_copy_of_keys_and_short_values() -> None:
+    inf, _ = informer()
+    for rv, name in (("1", "a"), ("2", "b")):
+        obj = json.loads(json.dumps({**ai(rv), "metadata": {**ai(rv)["metadata"], "name": name}}))
+        inf._apply_event({"type": "ADDED", "object": obj}, rv)
+    first, second = (inf.store.get(ObjectKey("ns", n)) for n in ("a", "b"))
+    assert first is not None
+    assert second is not None
+    assert first == {**ai("1"), "metadata": {**ai("1")["metadata"], "name": "a"}}
+    key_a = next(k for k in first if k == "apiVersion")
+    key_b = next(k for k in second if k == "apiVersion")
+    assert key_a is key_b  # one string object, not one per cached object
+    assert first["metadata"]["namespace"] is second["metadata"]["namespace"]
