@@ -333,6 +333,8 @@ def burst(contender: str, args: argparse.Namespace, log_dir: Path) -> JsonObj:
             }
             wait_quiet(meter, quiet=3, at_least=0, limit=limit, alive=op.check)
             result["peak_rss_mib"] = round(op.memory_mib("VmHWM"), 1)
+            # all instances reconciled and cached, the writes quiet for 3 s
+            result["rss_after_mib"] = round(op.memory_mib("VmRSS"), 1)
             result["cpu_seconds"] = round(op.cpu_seconds(), 1)
             return {**result, **requests_figures(meter, args.count), "log": str(op.log_path)}
         except ContenderError as err:

@@ -97,6 +97,7 @@ FIGURES = (
     ("burst", "seconds", "burst: all reconciled", "s"),
     ("burst", "idle_rss_mib", "idle RSS", "MiB"),
     ("burst", "peak_rss_mib", "burst: peak RSS", "MiB"),
+    ("burst", "rss_after_mib", "burst: RSS after, all cached", "MiB"),
     ("burst", "writes_per_instance", "burst: writes/instance", ""),
     ("burst", "cpu_seconds", "burst: operator CPU", "s"),
     ("restart", "seconds", "cold restart: all reconciled", "s"),
