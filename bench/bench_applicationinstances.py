@@ -22,12 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.bench_operators import NAMESPACE, fresh_plane
 from bench.peers import objects
-from vworkspace.api import crdgen
-from vworkspace.testing import ControlPlane, find_assets
-from vworkspace.testing.crds import ensure_third_party_crds, install_crds, load_crds
 
-NAMESPACE = "bench"
 PATH = f"/apis/apps.vworkspace.io/v1alpha1/namespaces/{NAMESPACE}/applicationinstances"
 HR_PATH = f"/apis/helm.toolkit.fluxcd.io/v2/namespaces/{NAMESPACE}/helmreleases"
 
@@ -55,14 +52,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="operator --workers")
     args = parser.parse_args()
 
-    with ControlPlane(assets=find_assets(dict(os.environ))) as plane:
-        rest = plane.rest(timeout=60)
-        install_crds(rest, [crdgen.crd(info) for info in crdgen.RESOURCES])
-        install_crds(rest, load_crds([ensure_third_party_crds(os.environ)]))
-        rest.post(
-            "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        )
+    # The same control plane as bench_operators: CRDs installed, the namespace made, the new
+    # collections answering.
+    with fresh_plane() as (plane, rest):
         log_path = Path(tempfile.mkdtemp(prefix="bench-")) / "operator.log"
         log = log_path.open("wb")
         operator = subprocess.Popen(
