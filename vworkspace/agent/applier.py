@@ -4,9 +4,16 @@ results and outcomes" and "Payload kinds").
 * ``apply``: the payload is a manifest; ``delete``: a reference; ``intent``: a structured record
   (``ensure-application-instance``, ``request-operation``, ``delete-application-instance``).
 * **Allow-list.** Only kinds on the list may be written or deleted (default: the operator's own
-  ApplicationInstance, Operation and Cluster, and Namespaces; extendable by flag). Anything else
+  ApplicationInstance and Operation, and Namespaces; extendable by flag). Anything else
   is ``failed`` with an error naming the kind, so a compromised or buggy control plane cannot
-  write RBAC, Pods or Secrets through the agent.
+  write RBAC, Pods or Secrets through the agent. Cluster is opt-in
+  (``--agent-allow-kind ops.vworkspace.io/Cluster``): a Cluster re-registers the agent at the
+  endpoint it names.
+* **Metadata hygiene** (agent/hygiene.py): an applied object keeps only name, namespace, labels
+  and annotations; ``ownerReferences``, ``finalizers``, ``generateName`` and labels or
+  annotations the operator or Kubernetes act on are refused (``failed`` naming the field), the
+  read-only fields of a round-tripped object (``uid``, ``resourceVersion``, ``managedFields``,
+  ...) are dropped.
 * **Local policy** (agent/policy.py), in addition to the allow-list: namespaces, catalog ids,
   chart sources, operation types and engines the cluster accepts; a violation is ``failed``
   naming the rule, checked before any namespace is created.
@@ -34,6 +41,7 @@ from typing import Any
 
 import structlog
 
+from vworkspace.agent.hygiene import check_metadata
 from vworkspace.agent.policy import Policy, PolicyError
 from vworkspace.agent.wire import AppliedRef, Job, JobResult, Outcome
 from vworkspace.api import constants
@@ -54,7 +62,15 @@ OWN_KINDS = frozenset(
         (constants.OPS_GROUP, "Cluster"),
     }
 )
-DEFAULT_ALLOWED = OWN_KINDS | {("", "Namespace")}
+# Not Cluster: a Cluster re-registers the agent at the endpoint it names, so writing one is the
+# cluster's own decision (opt in with --agent-allow-kind ops.vworkspace.io/Cluster).
+DEFAULT_ALLOWED = frozenset(
+    {
+        (constants.APPS_GROUP, "ApplicationInstance"),
+        (constants.OPS_GROUP, "Operation"),
+        ("", "Namespace"),
+    }
+)
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 # Namespaces remembered as existing; past this many the memory starts over (one GET each again).
 MAX_KNOWN_NAMESPACES = 10_000
@@ -144,6 +160,7 @@ class Applier:
             raise JobError("decode apply payload: metadata must be an object")
         _require_string(meta, "name", "metadata.name", required=True)
         _require_string(meta, "namespace", "metadata.namespace", required=False)
+        check_metadata(meta)  # refuses what the server would act on (agent/hygiene.py)
         if "spec" in obj and not isinstance(obj["spec"], dict | None):
             raise JobError(
                 f"decode apply payload: spec must be an object, got {type(obj['spec']).__name__}"
@@ -156,8 +173,6 @@ class Applier:
         cluster_id = self._cluster_id()
         if cluster_id:
             meta["labels"][constants.LABEL_CLUSTER_ID] = cluster_id
-        for field in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"):
-            meta.pop(field, None)
         obj.pop("status", None)
         # The local policy, before anything (a namespace included) is created.
         self.policy.check_object(resource.group, resource.kind, obj)
