@@ -220,6 +220,23 @@ def test_bad_labels_and_annotations_are_refused_naming_the_key(
 
 
 @pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        ({"labels": ["tier"]}, "metadata.labels must be an object of strings, got list"),
+        ({"labels": {"tier": 1}}, 'metadata.labels["tier"] must be a string, got int 1'),
+        ({"annotations": {"bad key": "v"}}, 'metadata.annotations: key "bad key" is not a valid'),
+    ],
+)
+async def test_a_bad_label_or_annotation_fails_the_job_naming_it(
+    meta: JsonObj, expected: str
+) -> None:
+    result, kube = await run(instance(**meta))
+    assert result.outcome is Outcome.FAILED
+    assert expected in result.error
+    assert kube.applied == []
+
+
+@pytest.mark.parametrize(
     ("where", "key"),
     [
         # What the operator acts on.
