@@ -14,6 +14,7 @@ from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import InvalidResponseError, RetryableError
 from vworkspace.kube.informer import WatchDecodeError, _decode_event
 from vworkspace.kube.kubeconfig import ClusterConfig
+from vworkspace.kube.paths import ApiPath
 
 Script = list[web.Response]
 
@@ -52,7 +53,7 @@ async def test_a_success_status_with_a_body_that_is_not_an_object_is_retryable(
     client, script = kube
     script.append(web.Response(body=body, headers={"Content-Type": content_type}))
     with pytest.raises(InvalidResponseError) as err:
-        await client.request("GET", "/api/v1/namespaces/x/configmaps/y")
+        await client.request("GET", ApiPath.parse("/api/v1/namespaces/x/configmaps/y"))
     assert isinstance(err.value, RetryableError)
     assert len(err.value.message) < 400
 
@@ -72,7 +73,7 @@ async def test_429_carries_retry_after_when_given(
     client, script = kube
     script.append(web.Response(status=429, text="<html>slow down</html>", headers=headers))
     with pytest.raises(RetryableError) as err:
-        await client.request("GET", "/api/v1/namespaces")
+        await client.request("GET", ApiPath.parse("/api/v1/namespaces"))
     assert err.value.status == 429
     assert err.value.retry_after == expected
 
@@ -83,7 +84,7 @@ async def test_a_5xx_html_page_is_retryable_with_a_short_message(
     client, script = kube
     script.append(web.Response(status=502, text="<html>" + "bad gateway " * 1000 + "</html>"))
     with pytest.raises(RetryableError) as err:
-        await client.request("GET", "/api/v1/namespaces")
+        await client.request("GET", ApiPath.parse("/api/v1/namespaces"))
     assert len(err.value.message) <= 1000
 
 

@@ -30,6 +30,7 @@ from vworkspace.kube.credentials import CredentialError, TokenFileCredentials
 from vworkspace.kube.errors import ApiError
 from vworkspace.kube.execplugin import ExecCredentials
 from vworkspace.kube.kubeconfig import in_cluster_config, load_kubeconfig
+from vworkspace.kube.paths import ApiPath
 from vworkspace.kube.transport import ssl_context
 from vworkspace.webhooks.certs import Issued, new_ca, new_serving_pair
 
@@ -181,7 +182,7 @@ async def test_client_certificate_and_ca_data_authenticate_over_tls(
     )
     client = await KubeClient.from_kubeconfig(str(path))
     try:
-        assert await client.request("GET", "/whoami") == {"cn": "alice"}
+        assert await client.request("GET", ApiPath.parse("/whoami")) == {"cn": "alice"}
     finally:
         await client.close()
 
@@ -201,7 +202,7 @@ async def test_client_certificate_files_are_read_relative_to_the_kubeconfig(
     )
     client = await KubeClient.from_kubeconfig(str(path))
     try:
-        assert await client.request("GET", "/whoami") == {"cn": "bob"}
+        assert await client.request("GET", ApiPath.parse("/whoami")) == {"cn": "bob"}
     finally:
         await client.close()
 
@@ -336,7 +337,7 @@ async def test_an_exec_plugin_may_return_a_client_certificate(
     )
     client = await KubeClient.from_kubeconfig(str(path))
     try:
-        assert await client.request("GET", "/whoami") == {"cn": "from-plugin"}
+        assert await client.request("GET", ApiPath.parse("/whoami")) == {"cn": "from-plugin"}
     finally:
         await client.close()
 
@@ -435,9 +436,9 @@ async def test_a_401_makes_the_next_request_run_the_plugin_again(tmp_path: Path)
     client = await KubeClient.from_kubeconfig(str(path))
     try:
         with pytest.raises(ApiError) as err:
-            await client.request("GET", "/x")
+            await client.request("GET", ApiPath.parse("/x"))
         assert err.value.status == 401
-        assert await client.request("GET", "/x") == {"ok": True}
+        assert await client.request("GET", ApiPath.parse("/x")) == {"ok": True}
         assert (tmp_path / "runs").read_text() == "2"
     finally:
         await client.close()

@@ -298,7 +298,7 @@ class Informer:
                 status=code if isinstance(code, int) else 0,
                 body=obj,
                 method="WATCH",
-                path=self.resource.collection_path(self.namespace),
+                path=str(self.resource.collection_path(self.namespace)),
             )
         new_rv = str(obj.get("metadata", {}).get("resourceVersion") or resource_version)
         if kind in ("ADDED", "MODIFIED"):

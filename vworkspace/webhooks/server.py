@@ -27,6 +27,7 @@ from vworkspace.api.admission import (
     review_application_instance,
     review_operation,
 )
+from vworkspace.api.names import InvalidNameError, check_subdomain
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.errors import ApiError
 from vworkspace.kube.tls import CertificateReloader
@@ -177,6 +178,12 @@ class WebhookServer:
         if old is not None and is_controller_write(new, old):
             return None  # no lookups for finalizer and label writes
         target = ((new.get("spec") or {}).get("targetRef") or {}).get("name") or ""
+        if isinstance(target, str) and target:
+            # The name becomes a path segment of the lookup (issue 24, F1): refuse, don't send.
+            try:
+                check_subdomain(target, field="spec.targetRef.name")
+            except InvalidNameError as err:
+                return str(err)
         world = await self._lookup.world(
             namespace=admission.namespace, target=target if isinstance(target, str) else ""
         )
