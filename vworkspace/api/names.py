@@ -46,10 +46,17 @@ class InvalidNameError(ValueError):
     """A name or namespace that is not the Kubernetes name it must be; ``field`` names where it
     came from (``metadata.namespace``, ``name``, ``spec.release.namespace``)."""
 
-    def __init__(self, *, field: str, value: object, what: str, problem: str) -> None:
-        super().__init__(f"{field} {shown(value)} is not a valid {what}: {problem}")
+    def __init__(self, message: str, *, field: str, value: object) -> None:
+        super().__init__(message)
         self.field = field
         self.value = value
+
+    @classmethod
+    def of(cls, *, field: str, value: object, what: str, problem: str) -> InvalidNameError:
+        """``{field} "{value}" is not a valid {what}: {problem}``."""
+        return cls(
+            f"{field} {shown(value)} is not a valid {what}: {problem}", field=field, value=value
+        )
 
 
 def shown(value: object) -> str:
@@ -115,10 +122,10 @@ def is_namespace_name(value: object) -> bool:
 
 def _check(value: object, *, field: str, what: str, problem: Callable[[str], str | None]) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidNameError(
+        raise InvalidNameError.of(
             field=field, value=value, what=what, problem="must be a non-empty string"
         )
     found = problem(value)
     if found is not None:
-        raise InvalidNameError(field=field, value=value, what=what, problem=found)
+        raise InvalidNameError.of(field=field, value=value, what=what, problem=found)
     return value

@@ -33,6 +33,7 @@ from vworkspace.api.conditions import Condition
 from vworkspace.api.constants import FIELD_MANAGER_OPERATOR, OPERATION_FINALIZER
 from vworkspace.api.converter import format_time
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import InvalidNameError
 from vworkspace.api.operation import ConditionType as Cond
 from vworkspace.api.operation import Reason as Why
 from vworkspace.api.validation import conflicting_operation, validate_operation, waiting
@@ -217,7 +218,7 @@ class OperationReconciler:
     ) -> Result:
         try:
             ref = await engine.materialize(request)
-        except (EngineError, ApiError) as err:
+        except (EngineError, ApiError, InvalidNameError) as err:  # a spec's name: issue 24, F1
             if isinstance(err, ApiError) and _transient(err):
                 raise  # retry with backoff
             failed = Observation(State.FAILED, Why.ENGINE_FAILED, str(err))
@@ -253,7 +254,7 @@ class OperationReconciler:
                 return Result.after(POLL)
             missing = Observation(State.FAILED, Why.ENGINE_FAILED, f"workload missing: {err}")
             return await self._finish(op, missing, status, conds, engine, request)
-        except EngineError as err:
+        except (EngineError, InvalidNameError) as err:
             failed = Observation(State.FAILED, Why.ENGINE_FAILED, str(err))
             return await self._finish(op, failed, status, conds, engine, request)
         if seen.ref is not None and not status.get("engineRef"):
@@ -293,7 +294,7 @@ class OperationReconciler:
         if not succeeded and started:
             try:
                 await engine.cancel(request)
-            except (ApiError, EngineError) as err:
+            except (ApiError, EngineError, InvalidNameError) as err:
                 # The verdict is stored; a leftover workload is cleaned up when the Operation is
                 # deleted (or by the Job's TTL), so this is worth a log line, not a retry.
                 _log.warning("cancelling a failed operation's workload failed", error=str(err))
