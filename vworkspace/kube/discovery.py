@@ -27,7 +27,7 @@ def split_api_version(api_version: str) -> tuple[str, str]:
     group, _, version = api_version.rpartition("/")
     if not version or label_problem(version) is not None:
         raise ValueError(f"invalid apiVersion {api_version!r}: the version is not a DNS-1123 label")
-    if group and subdomain_problem(group) is not None:
+    if (group or "/" in api_version) and subdomain_problem(group) is not None:
         raise ValueError(
             f"invalid apiVersion {api_version!r}: the group is not a DNS-1123 subdomain"
         )
