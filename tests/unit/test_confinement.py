@@ -153,7 +153,7 @@ async def test_valid_jobs_reach_exactly_their_object() -> None:
         cluster = await run(
             api,
             "delete",
-            {"apiVersion": OPS, "kind": "Cluster", "name": "c.1", "namespace": "ignored"},
+            {"apiVersion": OPS, "kind": "Cluster", "name": "c.1"},
         )
     assert [r.outcome for r in (applied, deleted, cluster)] == [Outcome.SUCCEEDED] * 3
     assert [(w.method, w.raw_path.split("?")[0]) for w in api.writes()] == [

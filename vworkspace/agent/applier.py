@@ -21,6 +21,10 @@ results and outcomes" and "Payload kinds").
   control plane is the source of truth for every field it sends (as the Go agent). For any other
   allowed kind *without* force: the agent must not take fields from other managers, so such a
   clash is outcome ``conflict`` with an error naming the other field manager and the field path.
+* **Names.** Every name and namespace a job carries is checked as the Kubernetes name it must
+  be (agent/confine.py) before any request is built, and the policy then sees those names; a
+  failure is ``failed`` naming the field (issue 24: a namespace ``team-a/../prod`` once reached
+  ``prod``).
 * Bad input (not an object, missing apiVersion/kind/name, unknown kind, oversized payload) is a
   ``failed`` result with a clear message; :meth:`Applier.process` never raises (except on
   cancellation), so one bad job cannot stop the agent.
