@@ -71,7 +71,7 @@ async def recording_api() -> AsyncIterator[RecordingApi]:
         return web.Response(text=json.dumps(body), content_type="application/json")
 
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handle)  # any path, newlines included
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
