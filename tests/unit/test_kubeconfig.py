@@ -345,6 +345,8 @@ async def test_an_exec_plugin_may_return_a_client_certificate(
     ("body", "problem"),
     [
         ("print('not json')", "printed no JSON ExecCredential"),
+        ("print('{\"kind\": ' + '7' * 5000 + '}')", "printed no JSON ExecCredential: a number too long to decode"),
+        ("print('[' * 100000)", "printed no JSON ExecCredential: nested too deeply"),
         ("print(json.dumps({'kind': 'Other'}))", "printed JSON that is not an ExecCredential"),
         (credential("{}"), "status has neither token nor clientCertificateData"),
         (credential("{'token': 't', 'expirationTimestamp': 'soon'}"), "'soon' is not an RFC 3339 time"),
