@@ -6,12 +6,13 @@ kube/tls.py) so both can use it without importing each other. Three limits,
 
 * **Request line and headers** within ``header_timeout`` (10 s, Go's usual
   ``ReadHeaderTimeout``) of the connection being ready, or of the previous answer on a
-  keep-alive connection. This is aiohttp's own ``keepalive_timeout``: since 3.14 its timer is
-  armed when the connection is made (not only after a first answer) and closes the connection
-  when it fires while the server still waits for a complete request; data arriving does not
-  postpone it, so trickling a header a byte at a time does not help. The cost: an idle
-  keep-alive connection is closed after the same 10 s (aiohttp's default is an hour), so a
-  client that is quiet for longer reconnects.
+  keep-alive connection. This is aiohttp's own ``keepalive_timeout``: in aiohttp 3.14 (the
+  pinned minimum) its timer is armed when the connection is made, not only after a first
+  answer, and closes the connection when it fires while the server still waits for a complete
+  request; data arriving does not postpone it, so trickling a header a byte at a time does not
+  help (tests/unit/test_slow_clients.py would catch a release that changes this). The cost: an
+  idle keep-alive connection is closed after the same 10 s (aiohttp's default is an hour), so
+  a client that is quiet for longer reconnects.
 * **TLS handshake** within ``handshake_timeout`` (10 s; asyncio's default is 60 s). aiohttp's
   ``TCPSite`` does not pass ``ssl_handshake_timeout`` to ``loop.create_server``, hence
   :class:`BoundedSite`, the same call with that argument and a connection cap.
