@@ -16,7 +16,6 @@ pitfalls out (docs/development.md,
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ import aiohttp
 
 from vworkspace import __version__
 from vworkspace.api.meta import ObjectKey
+from vworkspace.kube import safejson
 from vworkspace.kube.errors import InvalidResponseError, error_for, parse_retry_after
 from vworkspace.kube.kubeconfig import (
     SERVICE_ACCOUNT,
@@ -317,10 +317,11 @@ def _decode_success(raw: bytes, *, status: int, method: str, path: str) -> JsonO
     body cut short) is an :class:`InvalidResponseError`, retried like a 5xx."""
     if not raw:
         return {}
+    why = "not a JSON object"
     try:
-        decoded = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        decoded = None
+        decoded = safejson.loads(raw)
+    except safejson.JsonError as err:
+        decoded, why = None, f"not JSON, {err}"
     if isinstance(decoded, dict):
         return decoded
     text = raw[:200].decode(errors="replace")
@@ -328,7 +329,7 @@ def _decode_success(raw: bytes, *, status: int, method: str, path: str) -> JsonO
     raise InvalidResponseError(
         status=status,
         reason="InvalidResponse",
-        message=f"{status} answer is not a JSON object ({len(raw)} bytes): {excerpt!r}",
+        message=f"{status} answer is {why} ({len(raw)} bytes): {excerpt!r}",
         body={},
         method=method,
         path=path,
@@ -340,7 +341,7 @@ def _json_or_message(raw: bytes | str | None) -> JsonObj:
         return {}
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
     try:
-        decoded = json.loads(text)
-    except json.JSONDecodeError:
+        decoded = safejson.loads(text)
+    except safejson.JsonError:
         return {"message": text[:1000]}
     return decoded if isinstance(decoded, dict) else {"message": text[:1000]}
