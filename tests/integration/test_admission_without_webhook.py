@@ -26,7 +26,7 @@ from vworkspace.engines.workflow import WORKFLOWS
 from vworkspace.engines.workload import SERVICE_ACCOUNTS
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.controller import Result
-from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.errors import NotFoundError, RetryableError
 from vworkspace.kube.resources import (
     APPLICATION_INSTANCES,
     EVENTS,
@@ -126,13 +126,28 @@ async def warning_event(kube: KubeClient, namespace: str, name: str) -> JsonObj:
     return result
 
 
+async def items(
+    kube: KubeClient, resource: ResourceType, namespace: str | None, **query: str
+) -> list[JsonObj]:
+    """A list, waiting out the 429 "storage is (re)initializing" of CRDs installed moments ago."""
+
+    async def attempt() -> JsonObj | None:
+        try:
+            return await kube.list(resource, namespace, **query)
+        except RetryableError:
+            return None
+
+    listed: JsonObj = await eventually(attempt, what=f"list of {resource.kind}")
+    return list(listed["items"])
+
+
 async def workloads_of(kube: KubeClient, op: JsonObj) -> list[str]:
     """Every Job, Workflow, Backup and Restore in the cluster carrying the Operation's UID."""
     selector = f"ops.vworkspace.io/operation={op['metadata']['uid']}"
     found = []
     for resource in WORKLOAD_KINDS:
-        listed = await kube.list(resource, None, labelSelector=selector)
-        found += [f"{resource.kind} {i['metadata']['name']}" for i in listed["items"]]
+        listed = await items(kube, resource, None, labelSelector=selector)
+        found += [f"{resource.kind} {i['metadata']['name']}" for i in listed]
     return found
 
 
@@ -187,8 +202,7 @@ async def test_f9_a_run_command_as_cluster_admin_is_blocked_and_no_job_is_create
         "engine job, got 'cluster-admin'",
         retry=None,
     )
-    jobs = await kube.list(JOBS, kube_namespace)
-    assert jobs["items"] == []
+    assert await items(kube, JOBS, kube_namespace) == []
     # Re-evaluated when the spec changes: with the runner account it starts, as the runner.
     await kube.merge_patch(
         OPERATIONS,
@@ -309,8 +323,8 @@ async def test_each_webhook_rule_holds_in_the_reconciler_and_nothing_is_created(
         for op, message, retry in created:
             await assert_blocked_and_nothing_created(operator, kube, op, message, retry=retry)
         for namespace in (ns, gated, victim):
-            assert (await kube.list(JOBS, namespace))["items"] == [], namespace
-            assert (await kube.list(WORKFLOWS, namespace))["items"] == [], namespace
+            assert await items(kube, JOBS, namespace) == [], namespace
+            assert await items(kube, WORKFLOWS, namespace) == [], namespace
         with pytest.raises(NotFoundError):  # the engine never set foot in the victim namespace
             await kube.get(SERVICE_ACCOUNTS, ObjectKey(victim, RUNNER))
         closed = await kube.get(APPLICATION_INSTANCES, ObjectKey(ns, "closed"))
@@ -342,4 +356,4 @@ async def test_an_instance_whose_release_escapes_its_namespace_is_blocked_withou
                 message,
             )
         for namespace in (kube_namespace, victim):
-            assert (await kube.list(HELM_RELEASES, namespace))["items"] == [], namespace
+            assert await items(kube, HELM_RELEASES, namespace) == [], namespace
