@@ -17,6 +17,7 @@ from vworkspace.api.admission import (
     review_application_instance,
     review_operation,
 )
+from vworkspace.api.templates import TEMPLATES
 from vworkspace.engines.base import EngineError
 from vworkspace.engines.job import HelmHookJobEngine, JobEngine
 from vworkspace.engines.workflow import desired as workflow_desired
@@ -25,14 +26,8 @@ from vworkspace.testing import objects
 
 JsonObj = dict[str, Any]
 RUNNER = "vworkspace-operation-runner"
-GRANTS = {
-    "ops.vworkspace.io/backup": "velero",
-    "ops.vworkspace.io/restore": "velero",
-    "ops.vworkspace.io/upgrade": "helm",
-    "ops.vworkspace.io/migration": "helmHookJob",
-    "ops.vworkspace.io/runcommand": "job",
-    "ops.vworkspace.io/runbook": "workflow",
-}
+# Every template's capability granted to its engine.
+GRANTS = {t.capability_annotation: t.engine for t in TEMPLATES}
 
 
 def operation(type_: str = "Backup", **spec: Any) -> JsonObj:
@@ -214,8 +209,7 @@ def pod_account(op: JsonObj) -> str:
     [
         operation("RunCommand", parameters=RUN_AS_ADMIN),
         operation(
-            "Migration",
-            parameters={"hookName": "h", "image": "m", **{"serviceAccountName": "default"}},
+            "Migration", parameters={"hookName": "h", "image": "m", "serviceAccountName": "default"}
         ),
         operation("Runbook", parameters={"template": "t", "serviceAccountName": "argo"}),
     ],
