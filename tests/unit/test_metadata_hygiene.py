@@ -35,8 +35,8 @@ class FakeKube:
         self.deleted: list[Any] = []
 
     async def request(self, method: str, path: str, **_: Any) -> JsonObj:
-        if method == "GET" and path in DISCOVERY:
-            return {"resources": DISCOVERY[path]}
+        if method == "GET" and str(path) in DISCOVERY:
+            return {"resources": DISCOVERY[str(path)]}
         raise NotFoundError(
             status=404, reason="NotFound", message="", body={}, method=method, path=path
         )

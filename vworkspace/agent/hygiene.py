@@ -15,8 +15,9 @@ exception, and they are dropped instead:
 
 * ``uid``, ``resourceVersion``: server-side apply would treat them as preconditions (a stale
   copy fails with 409); the Python agent has always dropped them so that a job describes the
-  object's content, not one version of it, and the protocol (pull-protocol, 4.1: "a complete
-  Kubernetes manifest") keeps working for manifests exported from a cluster. Dropping them can
+  object's content, not one version of it, and the protocol's "a complete Kubernetes
+  manifest" (docs/pull-mode.md, "Payload kinds") keeps working for manifests exported from a
+  cluster. Dropping them can
   only make the apply succeed where the server would have refused; it never widens what the
   object is.
 * ``managedFields``: an apply with it set is rejected by the API server ("must be nil");
@@ -60,6 +61,7 @@ from typing import Any
 
 from vworkspace.agent.policy import PolicyError
 from vworkspace.api import constants
+from vworkspace.api.names import shown, subdomain_problem
 from vworkspace.kube.applied import DIGEST_ANNOTATION
 
 JsonObj = dict[str, Any]
@@ -98,9 +100,8 @@ NAME_LABEL = "kubernetes.io/metadata.name"
 # apimachinery's TotalAnnotationSizeLimitB: the server refuses more, with a less clear message.
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 
-# k8s.io/apimachinery/pkg/util/validation: qualified names and label values.
+# k8s.io/apimachinery/pkg/util/validation: the name part of a qualified name, label values.
 _NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class MetadataError(PolicyError):
@@ -156,9 +157,9 @@ def _string_map(meta: JsonObj, field: str) -> dict[str, str]:
         raise MetadataError(f"{path} must be an object of strings, got {type(value).__name__}")
     for key, item in value.items():
         if not isinstance(item, str):
-            shown = json.dumps(item)[:40]
             raise MetadataError(
-                f'{path}["{key}"] must be a string, got {type(item).__name__} {shown}'
+                f"{path}[{shown(key)}] must be a string, got {type(item).__name__} "
+                f"{json.dumps(item)[:40]}"
             )
     return value
 
@@ -167,7 +168,7 @@ def _check_label(key: str, value: str, *, name: Any) -> None:
     _check_key(key, "metadata.labels", lower=False)
     if len(value) > 63 or (value and not _NAME.fullmatch(value)):
         raise MetadataError(
-            f'metadata.labels["{key}"]: {json.dumps(value)[:80]} is not a valid label value '
+            f"metadata.labels[{shown(key)}]: {shown(value)} is not a valid label value "
             "(at most 63 characters: letters, digits, '-', '_', '.', beginning and ending with "
             "a letter or digit)"
         )
@@ -186,11 +187,11 @@ def _check_key(key: str, path: str, *, lower: bool) -> None:
     good = (
         0 < len(name) <= 63
         and _NAME.fullmatch(name) is not None
-        and (not slash or (0 < len(prefix) <= 253 and _SUBDOMAIN.fullmatch(prefix) is not None))
+        and (not slash or (prefix != "" and subdomain_problem(prefix) is None))
     )
     if not good:
         raise MetadataError(
-            f"{path}: key {json.dumps(key)[:80]} is not a valid qualified name ([prefix/]name: "
+            f"{path}: key {shown(key)} is not a valid qualified name ([prefix/]name: "
             "name at most 63 characters of letters, digits, '-', '_', '.'; prefix a DNS "
             "subdomain)"
         )

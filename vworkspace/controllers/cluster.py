@@ -32,6 +32,7 @@ from vworkspace.api.constants import (
 from vworkspace.api.converter import format_time
 from vworkspace.api.endpoints import endpoint_problem
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import InvalidNameError, check_subdomain
 from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.kube.client import KubeClient
@@ -172,6 +173,10 @@ class ClusterReconciler:
         ref = spec.get("registrationTokenSecretRef")
         if ref:
             key = ref.get("key") or DEFAULT_TOKEN_KEY
+            try:
+                check_subdomain(ref.get("name"), field="spec.registrationTokenSecretRef.name")
+            except InvalidNameError as err:
+                raise _TokenError(str(err)) from None
             try:
                 secret = await self._client.get(
                     SECRETS, ObjectKey(self._namespace, ref.get("name", ""))
