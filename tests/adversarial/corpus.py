@@ -386,7 +386,6 @@ def operation(name: str = "adv-op", namespace: str = TARGET_A) -> JsonObj:
             "targetRef": {"apiVersion": APPS, "kind": "ApplicationInstance", "name": "adv-app"},
             "type": "Backup",
             "engine": "velero",
-            "approvals": {"required": True},
         },
     }
 
