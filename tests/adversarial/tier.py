@@ -229,6 +229,7 @@ def attribute(changes: list[Change], jobs: list[Job], results: dict[str, JsonObj
     dying = {c.oid.name for c in changes if c.oid.kind == "Namespace" and "delet" in c.what}
     findings = []
     for change in changes:
+        why: tuple[str, ...]
         if change.oid.namespace in dying and "delet" in change.what:
             why = (f"deleted with its Namespace {change.oid.namespace} (see that entry)",)
         else:
@@ -263,7 +264,7 @@ def removed_by_server(
         ref = result.get("appliedRef") or {}
         if result.get("outcome") != "succeeded" or job.body.get("kind") == "delete" or not ref:
             continue
-        resource = plurals.get((ref.get("apiVersion"), ref.get("kind")))
+        resource = plurals.get((str(ref.get("apiVersion")), str(ref.get("kind"))))
         name, namespace = ref.get("name", ""), ref.get("namespace", "")
         if resource is None or not ref.get("uid"):
             continue
