@@ -8,23 +8,33 @@ an in-process mock control plane that records every result posted to it, the dup
   ``vworkspace-applied-jobs``, read again before the first fetch).
 * A signed job without an idempotencyKey is refused and applies nothing.
 * A signed job queued before the operator starts, signed by a key in the trusted-keys Secret,
-  succeeds: the poller waits for the keys before its first fetch.
+  succeeds: the poller waits for the keys before its first fetch. The black-box run shows it end
+  to end, but there the keys are usually listed before the first job arrives anyway; the
+  in-process run makes the race certain by holding the keys' LIST (a slow API server) until the
+  job is answered, or 3 s at most.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import CollectorRegistry
 
 from vworkspace.agent import signing
+from vworkspace.agent.credentials import Overrides
+from vworkspace.app.hardening_flags import Hardening
+from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager
+from vworkspace.kube.client import KubeClient
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.mockcontrolplane.state import MockState
 from vworkspace.testing import ControlPlane
@@ -190,13 +200,59 @@ async def test_a_signed_job_queued_before_the_start_succeeds_with_the_trusted_ke
         )
         try:
             for name in names:
-                assert await wait_results(state, name, 1) == [("succeeded", "")], (
-                    operator.output()
-                )
+                assert await wait_results(state, name, 1) == [("succeeded", "")], operator.output()
                 assert exists(control_plane, ns, name)
-            assert operator.metric("vworkspace_agent_job_rejections_total", reason="unknown_key") in (
-                None,
-                0,
-            )
+            unknown = operator.metric("vworkspace_agent_job_rejections_total", reason="unknown_key")
+            assert unknown in (None, 0)
         finally:
             operator.stop()
+
+
+async def test_the_poller_fetches_no_job_before_a_slow_keys_list_completes(
+    control_plane: ControlPlane,
+    vworkspace_crds: list[str],
+    kube_namespace: str,
+    kube: KubeClient,
+) -> None:
+    ns = kube_namespace
+    key = Ed25519PrivateKey.generate()
+    trust(control_plane, ns, {"k1": signing.public_pem(key.public_key())})
+    state = RecordingState()
+    answered = asyncio.Event()
+    real_record = state.record_result
+
+    def record(job_id: str, result: JsonObj) -> bool:
+        answered.set()
+        return real_record(job_id, result)
+
+    state.record_result = record  # type: ignore[method-assign]
+    real_request = kube.request
+
+    async def slow_keys_list(method: str, path: str, **kwargs: Any) -> JsonObj:
+        selector = (kwargs.get("query") or {}).get("fieldSelector", "")
+        if method == "GET" and selector == "metadata.name=vworkspace-job-signing-keys":
+            # Listed once the job is answered (at once, without the wait), or 3 s late.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(answered.wait(), 3)
+        return await real_request(method, path, **kwargs)
+
+    kube.request = slow_keys_list  # type: ignore[method-assign]
+    async with MockControlPlane(state=state) as mock, aiohttp.ClientSession() as http:
+        mock.set_bootstrap_token(CLUSTER, TOKEN)
+        job = instance_job("early", ns, "early", idempotencyKey=f"ai/{ns}/early@1", **window())
+        await mock.enqueue(CLUSTER, signed(job, key, "k1"), signing="as-is")
+        agent = AgentSettings(
+            overrides=Overrides(mock.url, CLUSTER, TOKEN),
+            poll_interval=1,
+            hardening=Hardening(require_signed_jobs=True),
+        )
+        settings = OperatorSettings(namespace=ns, agent=agent)
+        manager = build_manager(settings, kube, registry=CollectorRegistry(), http=http)
+        stop = asyncio.Event()
+        running = asyncio.create_task(manager.run(stop))
+        try:
+            assert await wait_results(state, "early", 1) == [("succeeded", "")]
+            assert exists(control_plane, ns, "early")
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(running, 30) == 0

@@ -262,12 +262,8 @@ async def test_a_signed_job_without_an_idempotency_key_is_refused() -> None:
     poller, plane, metrics = poller_for(fake, clock, applier)
     for blank in (None, "", "   "):
         await poller._process(signed_job(idempotencyKey=blank))
-    assert outcomes(plane) == [
-        (
-            "failed",
-            "signature: a signed job must carry an idempotencyKey (--agent-require-signed-jobs)",
-        )
-    ] * 3
+    refused = "signature: a signed job must carry an idempotencyKey (--agent-require-signed-jobs)"
+    assert outcomes(plane) == [("failed", refused)] * 3
     assert applier.applied == []
     assert rejections(metrics, signing.NO_IDEMPOTENCY_KEY) == 3
 
