@@ -244,6 +244,21 @@ async def test_an_id_that_cannot_be_recorded_fails_the_job_and_is_not_remembered
     assert not poller._idempotency._reserved  # no reservation left behind
 
 
+async def test_a_failed_job_whose_id_cannot_be_recorded_names_both_errors() -> None:
+    fake, clock = FakeConfigMaps(), Clock()
+    fake.fail_next = 1
+    failing = CountingApplier(Outcome.FAILED, "server-side apply: etcd timeout")
+    poller, plane, _ = poller_for(fake, clock, failing)
+    await poller._process(signed_job())
+    assert outcomes(plane) == [
+        (
+            "failed",
+            "record job id: etcdserver: request timed out "
+            "(the job itself: failed: server-side apply: etcd timeout)",
+        )
+    ]
+
+
 async def test_unsigned_jobs_without_required_signatures_keep_the_old_behaviour() -> None:
     fake, clock, applier = FakeConfigMaps(), Clock(), CountingApplier()
     poller, plane, _ = poller_for(fake, clock, applier, check=verifier(clock, require=False))

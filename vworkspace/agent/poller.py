@@ -336,17 +336,24 @@ class Poller:
     async def _apply_once(self, job: Job, key: str, *, remember_id: bool = False) -> JobResult:
         """The idempotency lookup, the apply, then the record (the key on success; the job id,
         when ``remember_id``, whatever the outcome) before the result may be posted."""
-        result: JobResult | None = None
+        seen = False
         if key:
             try:
-                if await self._idempotency.contains(key):
-                    result = JobResult(outcome=Outcome.NOOP, timestamp=self._clock.now())
+                seen = await self._idempotency.contains(key)
             except _STORE_ERRORS as err:
                 return self._store_failed("check idempotency key", err)
-        if result is None:
+        if seen:
+            result = JobResult(outcome=Outcome.NOOP, timestamp=self._clock.now())
+        else:
             result = await self._applier.process(job)
-        succeeded = result.outcome is Outcome.SUCCEEDED
-        record_key = key if succeeded else ""
+        return await self._recorded(job, result, key=key, remember_id=remember_id)
+
+    async def _recorded(
+        self, job: Job, result: JobResult, *, key: str, remember_id: bool
+    ) -> JobResult:
+        """``result`` once what must survive it is durable; a ``failed`` result naming the write
+        otherwise (the control plane learns that the job may run again)."""
+        record_key = key if result.outcome is Outcome.SUCCEEDED else ""
         if not (record_key or remember_id):
             return result
         try:
@@ -356,7 +363,7 @@ class Poller:
             if record_key:
                 return self._store_failed("record idempotency key", err)
             failed = self._store_failed("record job id", err)
-            original = f"{result.outcome.value}" + (f": {result.error}" if result.error else "")
+            original = result.outcome.value + (f": {result.error}" if result.error else "")
             return attrs.evolve(failed, error=f"{failed.error} (the job itself: {original})")
         return result
 
