@@ -449,6 +449,27 @@ async def test_the_poller_reads_the_store_again_before_its_first_job() -> None:
     await asyncio.wait_for(running, 5)
 
 
+async def test_a_failed_read_at_start_leaves_no_old_copy_to_trust() -> None:
+    fake, clock, applier = FakeConfigMaps(), Clock(), CountingApplier()
+    standby, plane, _ = poller_for(fake, clock, applier)
+    assert not await standby._idempotency.seen("job-0042")  # an old copy: nothing recorded
+    leader, _, _ = poller_for(fake, clock, CountingApplier())
+    await leader._process(signed_job())
+    real_get = fake.get
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("API server unreachable")
+
+    fake.get = unreachable  # type: ignore[method-assign]
+    await standby._load_store()  # logged, not fatal
+    await standby._process(signed_job())
+    assert outcomes(plane) == [("failed", "check job id: TimeoutError: API server unreachable")]
+    fake.get = real_get  # type: ignore[method-assign]
+    await standby._process(signed_job())
+    assert outcomes(plane)[-1] == ("noop", "replayed")
+    assert applier.applied == []
+
+
 @pytest.mark.parametrize("require", [True, False])
 async def test_a_verifier_without_a_key_informer_is_ready_at_once(require: bool) -> None:
     check = verifier(Clock(), require=require)

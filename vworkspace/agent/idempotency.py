@@ -174,8 +174,11 @@ class IdempotencyStore:
 
     async def load(self) -> None:
         """Read the ConfigMap again, whatever is cached: what another agent (a previous leader)
-        recorded is known before the first job is looked up."""
+        recorded is known before the first job is looked up. Call it with no write in flight
+        (the poller does, before its first fetch). When the read fails the cache is dropped, so
+        the next lookup reads again rather than trusting an old copy."""
         async with self._load_lock:
+            self._keys = None
             self._remember(await self._load())
 
     @staticmethod
