@@ -209,10 +209,13 @@ async def test_concurrent_deliveries_of_one_id_apply_once() -> None:
     poller, plane, _ = poller_for(fake, clock, applier)
     first = asyncio.ensure_future(poller._process(signed_job()))
     await asyncio.wait_for(fake.writing.wait(), 5)
-    await poller._process(signed_job())  # reserved while the first is in hand
+    second = asyncio.ensure_future(poller._process(signed_job()))
+    # Answered while the first is still in hand (its id reserved), without waiting for it.
+    await asyncio.wait_for(plane.posted.wait(), 5)
+    assert outcomes(plane) == [("noop", "replayed")]
     fake.gate.set()
-    await first
-    assert sorted(outcomes(plane)) == [("noop", "replayed"), ("succeeded", "")]
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert outcomes(plane) == [("noop", "replayed"), ("succeeded", "")]
     assert applier.applied == ["job-0042"]
 
 
