@@ -187,6 +187,7 @@ async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, object
                     "--log-level",
                     "warning",
                     "--agent-enabled",
+                    "--allow-insecure-control-plane",  # the mock is plain http on 127.0.0.1
                     "--control-plane-base-url",
                     mock.url,
                     "--cluster-id",

@@ -116,6 +116,7 @@ class Operators:
     def args(self, *extra: str) -> list[str]:
         return [
             "--agent-enabled",
+            "--allow-insecure-control-plane",  # the chaos control plane is plain http
             "--control-plane-base-url",
             self.chaos.url,
             "--cluster-id",

@@ -100,13 +100,37 @@ async def _fetches_until(
         await asyncio.sleep(0.02)
 
 
-async def test_a_login_page_on_the_jobs_endpoint_does_not_stop_the_poller(
-    rig: tuple[MockControlPlane, Rig],
+LONG_NUMBER_JOBS = b'{"jobs": [{"id": "j1", "kind": "apply", "n": ' + b"7" * 5_000 + b"}]}"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "reason"),
+    [
+        # Issue 16: a 200 HTML answer to GET /api/agent/jobs killed the poller and with it the
+        # operator.
+        (LOGIN_PAGE, "text/html", "content_type"),
+        # Issue 24, F4: an integer past Python's 4,300-digit limit raised a plain ValueError out
+        # of the answer decoder, which ended Poller.run (a supervisor restart, not a counted
+        # protocol error).
+        (LONG_NUMBER_JOBS, "application/vnd.vworkspace.agent.v1+json", "invalid_json"),
+    ],
+    ids=["login-page", "5000-digit-integer"],
+)
+async def test_a_hostile_jobs_answer_does_not_stop_the_poller(
+    rig: tuple[MockControlPlane, Rig], body: bytes, content_type: str, reason: str
 ) -> None:
-    """Regression (issue 16): a 200 HTML answer to GET /api/agent/jobs killed the poller and
-    with it the operator. Now it is one counted protocol error, a backoff, and the next poll."""
+    """Regression: each is one counted protocol error, a backoff, and the next poll."""
     mock, agent = rig
-    mock.state.inject(Fault("/api/agent/jobs", method="GET", status=200, body=LOGIN_PAGE, count=2))
+    mock.state.inject(
+        Fault(
+            "/api/agent/jobs",
+            method="GET",
+            status=200,
+            body=body,
+            content_type=content_type,
+            count=2,
+        )
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(agent.poller.run(stop))
     try:
@@ -114,7 +138,7 @@ async def test_a_login_page_on_the_jobs_endpoint_does_not_stop_the_poller(
         await _fetches_until(mock, task, 4)
         assert not task.done(), f"the poller ended: {task.exception() if task.done() else ''}"
         assert mock.state.requests >= 4
-        assert agent.protocol_errors("jobs", "content_type") == 2
+        assert agent.protocol_errors("jobs", reason) == 2
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

@@ -98,6 +98,13 @@ async def test_register_checks_media_type_bearer_and_json(
     assert (status, body["error"]) == (401, "Unauthorized")
     status, body, _ = await call(http, mock, "POST", "/api/agent/register", raw=b"{nope", token="t")
     assert (status, body["error"]) == (400, "InvalidJSON")
+    # Issue 24, F4: a number past Python's int digit limit is bad JSON (400), not a 500.
+    long_number = b'{"clusterId": ' + b"7" * 5_000 + b"}"
+    status, body, _ = await call(
+        http, mock, "POST", "/api/agent/register", raw=long_number, token="t"
+    )
+    assert (status, body["error"]) == (400, "InvalidJSON")
+    assert "a number too long to decode" in body["message"]
 
 
 async def test_jobs_auth_rules(http: aiohttp.ClientSession, mock: MockControlPlane) -> None:

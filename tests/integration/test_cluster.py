@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from vworkspace.api.meta import ObjectKey
+from vworkspace.app.hardening_flags import Hardening
 from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager, served_kinds
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
@@ -51,8 +52,13 @@ async def operator(
 ) -> AsyncIterator[Running]:
     registry = CollectorRegistry()
     tiny = request.node.get_closest_marker("tiny_event_buffer") is not None
+    # The mock is plain http on 127.0.0.1, which the operator accepts only when told so.
+    https_only = request.node.get_closest_marker("https_only") is not None
     agent = AgentSettings(
-        poll_interval=1, heartbeat_interval=1.0, event_buffer_size=3 if tiny else 1000
+        poll_interval=1,
+        heartbeat_interval=1.0,
+        event_buffer_size=3 if tiny else 1000,
+        hardening=Hardening(allow_insecure_control_plane=not https_only),
     )  # Secret-driven
     settings = OperatorSettings(namespace=kube_namespace, agent=agent)
     async with aiohttp.ClientSession() as http:
@@ -221,6 +227,34 @@ async def test_a_bad_registration_token_is_a_clear_condition(
     registers = mock.state.requests
     await asyncio.sleep(3)
     assert mock.state.requests - registers <= 1  # retried every 30 s, not in a loop
+
+
+@pytest.mark.https_only
+async def test_a_plain_http_endpoint_is_refused_without_the_insecure_flag(
+    operator: Running, kube: KubeClient, mock: MockControlPlane, kube_namespace: str
+) -> None:
+    """Issue 24, F8: a Cluster re-registered the agent at any endpoint, http:// included."""
+    mock.add_registration_token("http-token", f"cluster-{kube_namespace}")
+    await kube.create(
+        CLUSTERS,
+        {
+            "apiVersion": "ops.vworkspace.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": kube_namespace},
+            "spec": {"controlPlaneEndpoint": mock.url, "registrationToken": "http-token"},
+        },
+        field_manager="test",
+    )
+    failed = await eventually(
+        lambda: cluster_where(kube, kube_namespace, Authenticated=("False", "RegistrationFailed")),
+        what="RegistrationFailed",
+    )
+    message = cond(failed, "Authenticated")["message"]
+    assert message.startswith("registration failed: spec.controlPlaneEndpoint must be an https://")
+    assert "--allow-insecure-control-plane" in message
+    assert failed["status"]["phase"] == "Error"
+    assert mock.state.requests == 0  # the token never left the cluster
+    assert "http-token" in mock.state.registration_tokens  # and is still unused
 
 
 async def test_rotation_switches_tokens_without_a_failed_job(

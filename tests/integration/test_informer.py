@@ -131,7 +131,7 @@ async def test_an_update_predicate_skips_status_only_writes(
         status = await change(
             client.request(
                 "PATCH",
-                APPLICATION_INSTANCES.path(key) + "/status",
+                APPLICATION_INSTANCES.path(key, "status"),
                 body={"status": {"observedGeneration": 1}},
                 content_type=MERGE_PATCH,
                 query={"fieldManager": "t"},

@@ -451,8 +451,12 @@ def test_the_mock_overlay_runs_the_mock_and_registers_through_a_cluster(
 ) -> None:
     operator = container(find(mock, "Deployment", "vworkspace-operator"))
     base_args = container(find(base, "Deployment", "vworkspace-operator"))["args"]
-    assert operator["args"] == base_args  # the agent is on in the base already
+    # The agent is on in the base already; the mock serves plain http, which only this
+    # evaluation overlay allows (the base requires https).
+    assert operator["args"] == [*base_args, "--allow-insecure-control-plane"]
     assert parse_cli(operator["args"]).agent_enabled
+    assert parse_cli(operator["args"]).allow_insecure_control_plane
+    assert not parse_cli(base_args).allow_insecure_control_plane
     deployment = find(mock, "Deployment", "vworkspace-mock-control-plane")
     cont = container(deployment)
     assert cont["image"] == operator["image"] == f"{IMAGE}:{TAG}"
@@ -747,6 +751,7 @@ async def test_the_operator_runs_with_nothing_but_the_manifests_rbac(
             "2s",
             "--velero-namespace",
             velero,
+            "--allow-insecure-control-plane",  # the mock is plain http on 127.0.0.1
             # As installed: secure metrics (OperatorProcess turns them off; the last flag wins),
             # so the TokenReview and SubjectAccessReview rules are exercised too.
             "--metrics-secure",

@@ -34,6 +34,7 @@ async def test_after_30_seconds_down_the_control_plane_learns_the_current_state(
         kube_namespace,
         tmp_path / "operator.log",
         "--agent-enabled",
+        "--allow-insecure-control-plane",  # the mock is plain http on 127.0.0.1
         "--control-plane-base-url",
         mock.url,
         "--cluster-id",

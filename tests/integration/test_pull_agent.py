@@ -14,6 +14,7 @@ import pytest
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.paths import ApiPath
 from vworkspace.kube.resources import APPLICATION_INSTANCES, CONFIG_MAPS, NAMESPACES, OPERATIONS
 from vworkspace.mockcontrolplane import Fault, MockControlPlane
 
@@ -341,7 +342,9 @@ async def test_bad_jobs_fail_with_a_clear_message_and_the_agent_keeps_serving(
         assert "appliedRef" not in result
     assert (await wait_result(mock, "good-after"))["outcome"] == "succeeded"
     with pytest.raises(NotFoundError):
-        await kube.request("GET", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/pwn")
+        await kube.request(
+            "GET", ApiPath.parse("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/pwn")
+        )
 
 
 async def test_an_expired_job_is_a_noop_that_touches_nothing(

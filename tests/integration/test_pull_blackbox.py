@@ -37,6 +37,7 @@ async def test_an_enqueued_job_becomes_a_reconciled_instance_and_a_result(
             kube_namespace,
             tmp_path / "operator.log",
             "--agent-enabled",
+            "--allow-insecure-control-plane",  # the mock is plain http on 127.0.0.1
             "--control-plane-base-url",
             url,
             "--cluster-id",

@@ -92,7 +92,12 @@ def managed(
         values=values,
         version=version,
         labels={"app.vworkspace.io/cluster-id": "c-1"},
-        annotations={"ops.vworkspace.io/backup": "velero", "ops.vworkspace.io/upgrade": "helm"},
+        # The capabilities the Operation tests use (the reconciler checks them, webhook or not).
+        annotations={
+            "ops.vworkspace.io/backup": "velero",
+            "ops.vworkspace.io/restore": "velero",
+            "ops.vworkspace.io/upgrade": "helm",
+        },
     )
 
 

@@ -35,6 +35,7 @@ async def register(plane: ControlPlane, namespace: str, *args: str) -> tuple[int
         namespace,
         "--timeout",
         "30",
+        "--allow-insecure-control-plane",  # the mock is plain http on 127.0.0.1
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -52,7 +53,11 @@ async def test_register_reports_success_a_bad_token_and_an_unreachable_endpoint(
     tmp_path: Path,
 ) -> None:
     operator = OperatorProcess(
-        control_plane, kube_namespace, tmp_path / "operator.log", "--agent-enabled"
+        control_plane,
+        kube_namespace,
+        tmp_path / "operator.log",
+        "--agent-enabled",
+        "--allow-insecure-control-plane",
     )
     rest = control_plane.rest()
     try:

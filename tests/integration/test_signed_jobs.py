@@ -118,6 +118,7 @@ def start(
         namespace,
         tmp_path / "operator.log",
         *("--agent-enabled", "--control-plane-base-url", mock.url, "--cluster-id", CLUSTER),
+        "--allow-insecure-control-plane",  # the mock is plain http on 127.0.0.1
         *("--agent-token", TOKEN, "--agent-poll-interval", "2s"),
         *args,
     )

@@ -15,7 +15,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from vworkspace.agent import answers
-from vworkspace.agent.client import ControlPlaneClient, ProtocolError, RetryAfterError, register
+from vworkspace.agent.client import (
+    ControlPlaneClient,
+    ProtocolError,
+    RetryAfterError,
+    UnavailableError,
+    register,
+)
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.wire import MEDIA_TYPE, Credentials
 from vworkspace.kube.clock import RealClock
@@ -164,6 +170,7 @@ async def test_a_body_at_the_cap_is_accepted(
         (b"[1, 2, 3]", "application/json", "shape"),
         (b"{}", MEDIA_TYPE, "shape"),
         (b"[" * 100_000 + b"]" * 100_000, MEDIA_TYPE, "invalid_json"),  # too deep to decode
+        (b'{"jobs": [' + b"7" * 5_000 + b"]}", MEDIA_TYPE, "invalid_json"),  # F4, issue 24
     ],
 )
 async def test_jobs_answers_the_protocol_does_not_allow_are_typed_and_counted(
@@ -323,6 +330,60 @@ async def test_register_validates_its_answer(
             )
     assert "leaked-if-shown" not in str(err.value)
     assert counted(registry, "register", err.value.reason) == 1
+
+
+# -- numbers past Python's int digit limit (issue 24, F4) -------------------------------------
+
+LONG_NUMBER = b"7" * 5_000  # sys.get_int_max_str_digits() is 4,300
+
+
+async def test_a_jobs_answer_with_a_5000_digit_integer_is_a_counted_protocol_error(
+    server: tuple[Server, str], client: tuple[ControlPlaneClient, CollectorRegistry]
+) -> None:
+    """Regression (F4): json.loads raised a plain ValueError, which no handler caught."""
+    srv, _ = server
+    cp, registry = client
+    body = b'{"jobs": [{"id": "j1", "generation": ' + LONG_NUMBER + b"}]}"
+    srv.handler = lambda request: _ok(web.Response(body=body, headers={"Content-Type": MEDIA_TYPE}))
+    with pytest.raises(ProtocolError) as err:
+        await cp.fetch_jobs(cluster_id="c1", wait=0)
+    assert err.value.reason == "invalid_json"
+    assert "a number too long to decode (over 4300 digits)" in str(err.value)
+    assert "set_int_max_str_digits" not in str(err.value)  # Python's advice is not ours
+    assert counted(registry, "jobs", "invalid_json") == 1
+
+
+async def test_an_error_answer_with_a_5000_digit_integer_keeps_its_status(
+    server: tuple[Server, str], client: tuple[ControlPlaneClient, CollectorRegistry]
+) -> None:
+    """The error-body decoder had the same hole: a 500 became a ValueError, not a 5xx."""
+    srv, _ = server
+    cp, _ = client
+    cp.attempts = 1
+    body = b'{"error": "x", "code": ' + LONG_NUMBER + b"}"
+    srv.handler = lambda request: _ok(
+        web.Response(status=500, body=body, headers={"Content-Type": MEDIA_TYPE})
+    )
+    with pytest.raises(UnavailableError) as err:
+        await cp.ack("j")
+    assert err.value.status == 500
+
+
+async def test_a_register_answer_with_a_5000_digit_integer_is_a_protocol_error(
+    server: tuple[Server, str],
+) -> None:
+    srv, url = server
+    registry = CollectorRegistry()
+    body = b'{"clusterId": "c1", "token": "leaked-if-shown", "n": ' + LONG_NUMBER + b"}"
+    srv.handler = lambda request: _ok(web.Response(body=body, headers={"Content-Type": MEDIA_TYPE}))
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ProtocolError) as err:
+            await register(
+                session, base_url=url, registration_token="reg", metrics=AgentMetrics(registry)
+            )
+    assert err.value.reason == "invalid_json"
+    assert "leaked-if-shown" not in str(err.value)
+    assert counted(registry, "register", "invalid_json") == 1
 
 
 async def test_retry_after_is_capped(

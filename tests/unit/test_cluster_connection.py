@@ -138,7 +138,7 @@ def test_register_names_a_missing_kubeconfig_and_an_unreachable_api_server(
                 [
                     *(sys.executable, "-m", "vworkspace", "register", "--kubeconfig", str(kc)),
                     *("--control-plane-endpoint", endpoint, "--registration-token", "t"),
-                    *("--cluster-id", "c-1", "--timeout", "5"),
+                    *("--cluster-id", "c-1", "--timeout", "5", "--allow-insecure-control-plane"),
                 ],
                 capture_output=True,
                 text=True,

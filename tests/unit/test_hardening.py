@@ -68,6 +68,7 @@ def test_every_flag_reaches_the_settings() -> None:
     [
         (["--agent-signed-job-max-age=soon"], "--agent-signed-job-max-age"),
         (["--agent-trusted-keys=deployment/x"], "--agent-trusted-keys"),
+        (["--agent-trusted-keys=secret/.."], "--agent-trusted-keys"),
         (["--agent-allowed-operation-types=Backpu"], "--agent-allowed-operation-types"),
         (["--agent-allowed-engines=argo"], "--agent-allowed-engines"),
         (["--agent-allowed-chart-sources=charts.example.com"], "--agent-allowed-chart-sources"),

@@ -11,9 +11,10 @@ import pytest
 from aiohttp import web
 
 from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import InvalidResponseError, RetryableError
+from vworkspace.kube.errors import InvalidResponseError, NotFoundError, RetryableError
 from vworkspace.kube.informer import WatchDecodeError, _decode_event
 from vworkspace.kube.kubeconfig import ClusterConfig
+from vworkspace.kube.paths import ApiPath
 
 Script = list[web.Response]
 
@@ -44,6 +45,7 @@ async def kube() -> AsyncIterator[tuple[KubeClient, Script]]:
         (b"<html><body>Proxy login</body></html>", "text/html"),
         (b'{"kind": "ConfigMap", "metadata": {"na', "application/json"),
         (b"[1, 2]", "application/json"),
+        (b'{"kind": "ConfigMap", "n": ' + b"7" * 5_000 + b"}", "application/json"),  # F4
     ],
 )
 async def test_a_success_status_with_a_body_that_is_not_an_object_is_retryable(
@@ -52,7 +54,7 @@ async def test_a_success_status_with_a_body_that_is_not_an_object_is_retryable(
     client, script = kube
     script.append(web.Response(body=body, headers={"Content-Type": content_type}))
     with pytest.raises(InvalidResponseError) as err:
-        await client.request("GET", "/api/v1/namespaces/x/configmaps/y")
+        await client.request("GET", ApiPath.parse("/api/v1/namespaces/x/configmaps/y"))
     assert isinstance(err.value, RetryableError)
     assert len(err.value.message) < 400
 
@@ -72,7 +74,7 @@ async def test_429_carries_retry_after_when_given(
     client, script = kube
     script.append(web.Response(status=429, text="<html>slow down</html>", headers=headers))
     with pytest.raises(RetryableError) as err:
-        await client.request("GET", "/api/v1/namespaces")
+        await client.request("GET", ApiPath.parse("/api/v1/namespaces"))
     assert err.value.status == 429
     assert err.value.retry_after == expected
 
@@ -83,7 +85,7 @@ async def test_a_5xx_html_page_is_retryable_with_a_short_message(
     client, script = kube
     script.append(web.Response(status=502, text="<html>" + "bad gateway " * 1000 + "</html>"))
     with pytest.raises(RetryableError) as err:
-        await client.request("GET", "/api/v1/namespaces")
+        await client.request("GET", ApiPath.parse("/api/v1/namespaces"))
     assert len(err.value.message) <= 1000
 
 
@@ -97,11 +99,36 @@ async def test_a_5xx_html_page_is_retryable_with_a_short_message(
         b'{"type": "ADDED", "object": "x"}',
         b'{"type": "MODIFIED", "object": {"metadata": {}}}',
         b'{"type": "DELETED", "object": {"metadata": ["x"]}}',
+        b'{"type": "ADDED", "object": {"metadata": {"name": "a"}, "n": ' + b"7" * 5_000 + b"}}",
+        b"[" * 100_000,
     ],
 )
 def test_watch_garbage_is_a_typed_decode_error(line: bytes) -> None:
     with pytest.raises(WatchDecodeError):
         _decode_event(line)
+
+
+async def test_an_error_body_with_a_5000_digit_integer_is_still_the_typed_error(
+    kube: tuple[KubeClient, Script],
+) -> None:
+    """Regression (issue 24, F4): the error-body decoder caught only JSONDecodeError."""
+    client, script = kube
+    body = b'{"kind": "Status", "code": ' + b"7" * 5_000 + b"}"
+    script.append(web.Response(status=404, body=body, content_type="application/json"))
+    with pytest.raises(NotFoundError) as err:
+        await client.request("GET", ApiPath.parse("/api/v1/namespaces/x/configmaps/y"))
+    assert err.value.status == 404
+
+
+async def test_a_success_body_with_a_5000_digit_integer_says_why(
+    kube: tuple[KubeClient, Script],
+) -> None:
+    client, script = kube
+    body = b'{"kind": "ConfigMap", "n": ' + b"7" * 5_000 + b"}"
+    script.append(web.Response(body=body, content_type="application/json"))
+    with pytest.raises(InvalidResponseError) as err:
+        await client.request("GET", ApiPath.parse("/api/v1/namespaces/x/configmaps/y"))
+    assert "a number too long to decode" in err.value.message
 
 
 def test_bookmarks_and_errors_decode() -> None:

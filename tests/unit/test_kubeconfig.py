@@ -30,6 +30,7 @@ from vworkspace.kube.credentials import CredentialError, TokenFileCredentials
 from vworkspace.kube.errors import ApiError
 from vworkspace.kube.execplugin import ExecCredentials
 from vworkspace.kube.kubeconfig import in_cluster_config, load_kubeconfig
+from vworkspace.kube.paths import ApiPath
 from vworkspace.kube.transport import ssl_context
 from vworkspace.webhooks.certs import Issued, new_ca, new_serving_pair
 
@@ -166,6 +167,110 @@ async def mtls_server(tmp_path: Path) -> AsyncIterator[tuple[str, Issued]]:
     await runner.cleanup()
 
 
+@pytest.mark.parametrize("value", ["false", "true", "no", 0, 1, ["false"]])
+async def test_insecure_skip_tls_verify_must_be_a_yaml_boolean(tmp_path: Path, value: Any) -> None:
+    """Regression (issue 24, F5): ``insecure-skip-tls-verify: "false"`` (a string) turned TLS
+    verification off, bool("false") being True. client-go refuses the file; so do we."""
+    path = kubeconfig(
+        tmp_path / "kc", cluster={"server": "https://k", "insecure-skip-tls-verify": value}
+    )
+    with pytest.raises(KubeConfigError) as err:
+        await load_kubeconfig(str(path))
+    assert str(err.value).startswith(
+        f"cannot use kubeconfig {path}: cluster 'c': insecure-skip-tls-verify must be true or "
+        "false (a YAML boolean), not "
+    )
+
+
+@pytest.mark.parametrize(("text", "insecure"), [("false", False), ("true", True), ("", False)])
+async def test_insecure_skip_tls_verify_reads_yaml_booleans(
+    tmp_path: Path, text: str, insecure: bool
+) -> None:
+    path = tmp_path / "kc"
+    kubeconfig(path)
+    path.write_text(
+        path.read_text().replace(
+            "server: https://k:6443",
+            f"server: https://k:6443\n    insecure-skip-tls-verify: {text}",
+        )
+    )
+    config = await load_kubeconfig(str(path))
+    assert config.insecure is insecure
+    assert ssl_context(config).verify_mode == (ssl.CERT_NONE if insecure else ssl.CERT_REQUIRED)
+
+
+async def test_the_string_false_is_refused_before_the_auth_provider_library_sees_it(
+    tmp_path: Path,
+) -> None:
+    """kubernetes-asyncio's loader, used for auth-provider users, coerces the same way."""
+    provider = {"name": "oidc", "config": {"client-id": "k", "idp-issuer-url": "https://idp"}}
+    path = kubeconfig(
+        tmp_path / "kc",
+        cluster={"server": "https://k", "insecure-skip-tls-verify": "false"},
+        user={"auth-provider": provider},
+    )
+    with pytest.raises(KubeConfigError, match="insecure-skip-tls-verify must be true or false"):
+        await load_kubeconfig(str(path))
+
+
+@pytest.mark.parametrize(
+    ("cluster", "user", "problem"),
+    [
+        ({"disable-compression": "false"}, {}, "cluster 'c': disable-compression must be true or false (a YAML boolean), not a string 'false'"),
+        ({"tls-server-name": 7}, {}, "cluster 'c': tls-server-name must be a string, not an integer"),
+        ({"certificate-authority": ["ca.crt"]}, {}, "cluster 'c': certificate-authority must be a string, not a list"),
+        ({"certificate-authority-data": 12}, {}, "cluster 'c': certificate-authority-data must be a string, not an integer"),
+        ({"proxy-url": {"url": "http://p"}}, {}, "cluster 'c': proxy-url must be a string, not a mapping"),
+        ({}, {"token": 123456}, "user 'u': token must be a string, not an integer"),
+        ({}, {"username": "ann", "password": 1234}, "user 'u': password must be a string, not an integer"),
+        ({}, {"tokenFile": True}, "user 'u': tokenFile must be a string, not a boolean"),
+        ({}, {"client-certificate-data": 1, "client-key-data": 2}, "user 'u': client-certificate-data must be a string, not an integer"),
+        ({}, {"exec": {"command": 7, "apiVersion": V1}}, "user 'u': exec.command must be a string, not an integer"),
+        ({}, {"exec": {"command": "x", "apiVersion": V1, "provideClusterInfo": "false"}}, "user 'u': exec.provideClusterInfo must be true or false (a YAML boolean), not a string 'false'"),
+        ({}, {"exec": {"command": "x", "apiVersion": V1, "interactiveMode": True}}, "user 'u': exec.interactiveMode must be a string, not a boolean"),
+        ({}, {"exec": {"command": "x", "apiVersion": V1, "interactiveMode": "always"}}, "user 'u': exec.interactiveMode 'always' is not one of Never, IfAvailable, Always"),
+        ({}, {"exec": {"command": "x", "apiVersion": V1, "args": ["--port", 8080]}}, "user 'u': exec.args must be a list of strings"),
+        ({}, {"exec": {"command": "x", "apiVersion": V1, "env": [{"name": "A", "value": 1}]}}, "user 'u': exec.env must be a list of name/value entries, both strings"),
+    ],
+)  # fmt: skip
+async def test_fields_of_the_wrong_type_are_refused_naming_the_field(
+    tmp_path: Path, cluster: dict[str, Any], user: dict[str, Any], problem: str
+) -> None:
+    """Nothing is coerced with bool() or str(): client-go refuses such a file, and a number
+    that was meant as a string is a mistake to report, not to guess at."""
+    path = kubeconfig(tmp_path / "kc", cluster={"server": "https://k", **cluster}, user=user)
+    with pytest.raises(KubeConfigError) as err:
+        await load_kubeconfig(str(path))
+    assert str(err.value) == f"cannot use kubeconfig {path}: {problem}"
+    for secret in ("123456", "1234"):
+        assert secret not in str(err.value)  # a token or password of the wrong type is not shown
+
+
+async def test_context_and_current_context_fields_must_be_strings(tmp_path: Path) -> None:
+    path = tmp_path / "kc"
+    path.write_text(yaml.safe_dump({"current-context": 7}))
+    with pytest.raises(KubeConfigError) as err:
+        await load_kubeconfig(str(path))
+    assert (
+        str(err.value)
+        == f"cannot use kubeconfig {path}: current-context must be a string, not an integer"
+    )
+    path.write_text(yaml.safe_dump({"contexts": [{"name": "x", "context": {"cluster": 1}}]}))
+    with pytest.raises(KubeConfigError) as err:
+        await load_kubeconfig(str(path), context="x")
+    assert (
+        str(err.value)
+        == f"cannot use kubeconfig {path}: context 'x': cluster must be a string, not an integer"
+    )
+
+
+async def test_provide_cluster_info_false_gives_the_plugin_no_cluster(tmp_path: Path) -> None:
+    exec_ = {"command": "x", "apiVersion": V1, "provideClusterInfo": False}
+    config = await load_kubeconfig(str(kubeconfig(tmp_path / "kc", user={"exec": exec_})))
+    assert isinstance(config.credentials, ExecCredentials)
+    assert config.credentials.config.cluster_info is None
+
+
 async def test_client_certificate_and_ca_data_authenticate_over_tls(
     tmp_path: Path, mtls_server: tuple[str, Issued]
 ) -> None:
@@ -181,7 +286,7 @@ async def test_client_certificate_and_ca_data_authenticate_over_tls(
     )
     client = await KubeClient.from_kubeconfig(str(path))
     try:
-        assert await client.request("GET", "/whoami") == {"cn": "alice"}
+        assert await client.request("GET", ApiPath.parse("/whoami")) == {"cn": "alice"}
     finally:
         await client.close()
 
@@ -201,7 +306,7 @@ async def test_client_certificate_files_are_read_relative_to_the_kubeconfig(
     )
     client = await KubeClient.from_kubeconfig(str(path))
     try:
-        assert await client.request("GET", "/whoami") == {"cn": "bob"}
+        assert await client.request("GET", ApiPath.parse("/whoami")) == {"cn": "bob"}
     finally:
         await client.close()
 
@@ -336,7 +441,7 @@ async def test_an_exec_plugin_may_return_a_client_certificate(
     )
     client = await KubeClient.from_kubeconfig(str(path))
     try:
-        assert await client.request("GET", "/whoami") == {"cn": "from-plugin"}
+        assert await client.request("GET", ApiPath.parse("/whoami")) == {"cn": "from-plugin"}
     finally:
         await client.close()
 
@@ -345,6 +450,8 @@ async def test_an_exec_plugin_may_return_a_client_certificate(
     ("body", "problem"),
     [
         ("print('not json')", "printed no JSON ExecCredential"),
+        ("print('{\"kind\": ' + '7' * 5000 + '}')", "printed no JSON ExecCredential: a number too long to decode"),
+        ("print('[' * 100000)", "printed no JSON ExecCredential: nested too deeply"),
         ("print(json.dumps({'kind': 'Other'}))", "printed JSON that is not an ExecCredential"),
         (credential("{}"), "status has neither token nor clientCertificateData"),
         (credential("{'token': 't', 'expirationTimestamp': 'soon'}"), "'soon' is not an RFC 3339 time"),
@@ -435,9 +542,9 @@ async def test_a_401_makes_the_next_request_run_the_plugin_again(tmp_path: Path)
     client = await KubeClient.from_kubeconfig(str(path))
     try:
         with pytest.raises(ApiError) as err:
-            await client.request("GET", "/x")
+            await client.request("GET", ApiPath.parse("/x"))
         assert err.value.status == 401
-        assert await client.request("GET", "/x") == {"ok": True}
+        assert await client.request("GET", ApiPath.parse("/x")) == {"ok": True}
         assert (tmp_path / "runs").read_text() == "2"
     finally:
         await client.close()

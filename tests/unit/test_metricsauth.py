@@ -24,6 +24,7 @@ from vworkspace.app.metricsauth import (
 )
 from vworkspace.kube.clock import FakeClock
 from vworkspace.kube.errors import error_for
+from vworkspace.kube.paths import ApiPath
 from vworkspace.kube.tls import CertificateError
 from vworkspace.webhooks.certs import new_ca, write_webhook_certs
 
@@ -50,7 +51,7 @@ class FakeApiServer:
         self.fail: Exception | None = None
 
     async def request(
-        self, method: str, path: str, *, body: Any = None, timeout_s: float | None = None
+        self, method: str, path: ApiPath, *, body: Any = None, timeout_s: float | None = None
     ) -> JsonObj:
         assert method == "POST"
         self.calls.append((path, body, timeout_s))
@@ -65,7 +66,7 @@ class FakeApiServer:
         allowed = body["spec"]["user"] in self.allowed
         return {"status": {"allowed": allowed, "reason": "RBAC" if allowed else ""}}
 
-    def count(self, path: str) -> int:
+    def count(self, path: ApiPath) -> int:
         return sum(1 for p, _, _ in self.calls if p == path)
 
 
@@ -207,7 +208,7 @@ async def test_api_failures_are_500_and_never_cached(
 async def test_authorization_errors_are_500_naming_the_user(api: FakeApiServer) -> None:
     class SarFails(FakeApiServer):
         async def request(
-            self, method: str, path: str, *, body: Any = None, timeout_s: float | None = None
+            self, method: str, path: ApiPath, *, body: Any = None, timeout_s: float | None = None
         ) -> JsonObj:
             if path == SUBJECT_ACCESS_REVIEWS:
                 raise OSError("connection reset")

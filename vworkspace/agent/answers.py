@@ -7,7 +7,10 @@ that cut bodies short and control planes with bugs (docs/operations.md, "Hostile
   smaller, the applier caps one payload at 64 KiB by default); a larger declared or actual size
   is a :class:`~vworkspace.agent.errors.ProtocolError` ``too_large``, not an allocation;
 * an answer we decode must say it is JSON (the agent media type, ``application/json`` or any
-  ``+json`` type) and be JSON of the endpoint's shape;
+  ``+json`` type) and be JSON of the endpoint's shape; whatever :func:`json.loads` raises on it
+  (bad syntax, bytes that are not UTF-8, nesting too deep to decode, an integer longer than
+  Python's int-to-string limit of 4,300 digits) is a ProtocolError ``invalid_json`` that says
+  which (:mod:`vworkspace.kube.safejson`), never a bare exception that would end the poller;
 * error bodies are read up to :data:`MAX_ERROR_BODY` and the rest ignored;
 * what arrived is described in at most :data:`EXCERPT` characters, with known secrets masked, and
   never at all for answers that carry credentials (register, rotate).
@@ -18,7 +21,6 @@ media type (docs/pull-mode.md), and accepting anything would accept the login pa
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from vworkspace.agent.errors import ProtocolError
+from vworkspace.kube.safejson import JsonError, loads
 
 MAX_BODY = 4 * 1024 * 1024
 MAX_ERROR_BODY = 64 * 1024
@@ -114,10 +117,10 @@ def decode_json(
             status=resp.status,
         )
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return loads(raw)
+    except JsonError as err:
         raise ProtocolError(
-            f"{endpoint}: invalid JSON ({seen})",
+            f"{endpoint}: invalid JSON, {err} ({seen})",
             endpoint=endpoint,
             reason="invalid_json",
             status=resp.status,

@@ -4,9 +4,16 @@ results and outcomes" and "Payload kinds").
 * ``apply``: the payload is a manifest; ``delete``: a reference; ``intent``: a structured record
   (``ensure-application-instance``, ``request-operation``, ``delete-application-instance``).
 * **Allow-list.** Only kinds on the list may be written or deleted (default: the operator's own
-  ApplicationInstance, Operation and Cluster, and Namespaces; extendable by flag). Anything else
+  ApplicationInstance and Operation, and Namespaces; extendable by flag). Anything else
   is ``failed`` with an error naming the kind, so a compromised or buggy control plane cannot
-  write RBAC, Pods or Secrets through the agent.
+  write RBAC, Pods or Secrets through the agent. Cluster is opt-in
+  (``--agent-allow-kind ops.vworkspace.io/Cluster``): a Cluster re-registers the agent at the
+  endpoint it names.
+* **Metadata hygiene** (agent/hygiene.py): an applied object keeps only name, namespace, labels
+  and annotations; ``ownerReferences``, ``finalizers``, ``generateName`` and labels or
+  annotations the operator or Kubernetes act on are refused (``failed`` naming the field), the
+  read-only fields of a round-tripped object (``uid``, ``resourceVersion``, ``managedFields``,
+  ...) are dropped.
 * **Local policy** (agent/policy.py), in addition to the allow-list: namespaces, catalog ids,
   chart sources, operation types and engines the cluster accepts; a violation is ``failed``
   naming the rule, checked before any namespace is created.
@@ -21,6 +28,10 @@ results and outcomes" and "Payload kinds").
   control plane is the source of truth for every field it sends (as the Go agent). For any other
   allowed kind *without* force: the agent must not take fields from other managers, so such a
   clash is outcome ``conflict`` with an error naming the other field manager and the field path.
+* **Names.** Every name and namespace a job carries is checked as the Kubernetes name it must
+  be (agent/confine.py) before any request is built, and the policy then sees those names; a
+  failure is ``failed`` naming the field (issue 24: a namespace ``team-a/../prod`` once reached
+  ``prod``).
 * Bad input (not an object, missing apiVersion/kind/name, unknown kind, oversized payload) is a
   ``failed`` result with a clear message; :meth:`Applier.process` never raises (except on
   cancellation), so one bad job cannot stop the agent.
@@ -34,10 +45,13 @@ from typing import Any
 
 import structlog
 
+from vworkspace.agent import confine
+from vworkspace.agent.hygiene import check_metadata
 from vworkspace.agent.policy import Policy, PolicyError
 from vworkspace.agent.wire import AppliedRef, Job, JobResult, Outcome
 from vworkspace.api import constants
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import InvalidNameError
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.discovery import Discovery, UnknownKindError, split_api_version
@@ -54,7 +68,15 @@ OWN_KINDS = frozenset(
         (constants.OPS_GROUP, "Cluster"),
     }
 )
-DEFAULT_ALLOWED = OWN_KINDS | {("", "Namespace")}
+# Not Cluster: a Cluster re-registers the agent at the endpoint it names, so writing one is the
+# cluster's own decision (opt in with --agent-allow-kind ops.vworkspace.io/Cluster).
+DEFAULT_ALLOWED = frozenset(
+    {
+        (constants.APPS_GROUP, "ApplicationInstance"),
+        (constants.OPS_GROUP, "Operation"),
+        ("", "Namespace"),
+    }
+)
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 # Namespaces remembered as existing; past this many the memory starts over (one GET each again).
 MAX_KNOWN_NAMESPACES = 10_000
@@ -121,6 +143,8 @@ class Applier:
         except PolicyError as err:
             self._on_rejected(f"policy_{err.rule}")
             return self._result(Outcome.FAILED, error=str(err))
+        except InvalidNameError as err:  # agent/confine.py: names the field at fault
+            return self._result(Outcome.FAILED, error=str(err))
         except JobError as err:
             message = str(err)
             outcome = Outcome.CONFLICT if "conflict" in message else Outcome.FAILED
@@ -144,6 +168,7 @@ class Applier:
             raise JobError("decode apply payload: metadata must be an object")
         _require_string(meta, "name", "metadata.name", required=True)
         _require_string(meta, "namespace", "metadata.namespace", required=False)
+        check_metadata(meta)  # refuses what the server would act on (agent/hygiene.py)
         if "spec" in obj and not isinstance(obj["spec"], dict | None):
             raise JobError(
                 f"decode apply payload: spec must be an object, got {type(obj['spec']).__name__}"
@@ -156,17 +181,12 @@ class Applier:
         cluster_id = self._cluster_id()
         if cluster_id:
             meta["labels"][constants.LABEL_CLUSTER_ID] = cluster_id
-        for field in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"):
-            meta.pop(field, None)
         obj.pop("status", None)
-        # The local policy, before anything (a namespace included) is created.
+        # Names, then the local policy, before anything (a namespace included) is created.
+        confine.check_applied(resource, obj)
         self.policy.check_object(resource.group, resource.kind, obj)
         namespaces: list[str] = []
-        if resource.namespaced:
-            if not meta.get("namespace"):
-                raise JobError(
-                    f"decode apply payload: metadata.namespace is required for {resource.kind}"
-                )
+        if resource.namespaced:  # confine checked the namespace is there and valid
             namespaces.append(meta["namespace"])
             release = (obj.get("spec") or {}).get("release")
             release_ns = (
@@ -221,11 +241,15 @@ class Applier:
             and name
         ):
             raise JobError("delete payload requires apiVersion, kind, and name")
-        namespace = ref.get("namespace") or ""
         resource = await self._allowed_resource(api_version, kind)
+        key = ObjectKey(
+            confine.object_namespace(resource, ref.get("namespace"), field="namespace"),
+            confine.object_name(resource, name, field="name"),
+        )
+        namespace = key.namespace or ""
+        # The policy sees the key the request is built from (a Namespace: its own name).
         is_namespace = (resource.group, resource.kind) == ("", "Namespace")
-        self.policy.check_namespace(name if is_namespace else namespace)
-        key = ObjectKey(namespace if resource.namespaced else None, name)
+        self.policy.check_namespace(key.name if is_namespace else key.namespace)
         try:
             await self._client.delete(resource, key)
         except NotFoundError:
@@ -255,20 +279,23 @@ class Applier:
             name = record.get("name")
             if not isinstance(name, str) or not name:
                 raise JobError("delete-application-instance requires name")
-            return await self._delete_instance(name, str(record.get("namespace") or ""))
+            return await self._delete_instance(name, record.get("namespace"))
         raise JobError(f'unsupported intent "{intent}"')
 
-    async def _delete_instance(self, name: str, namespace: str) -> AppliedRef:
+    async def _delete_instance(self, name: str, namespace: Any) -> AppliedRef:
         resource = await self._allowed_resource(constants.APPS_API_VERSION, "ApplicationInstance")
-        self.policy.check_namespace(namespace)
-        key = ObjectKey(namespace or None, name)
+        key = ObjectKey(
+            confine.object_namespace(resource, namespace, field="namespace"),
+            confine.object_name(resource, name, field="name"),
+        )
+        self.policy.check_namespace(key.namespace)
         try:
             current = await self._client.get(resource, key)
         except NotFoundError:
             return AppliedRef(
                 api_version=constants.APPS_API_VERSION,
                 kind="ApplicationInstance",
-                namespace=namespace,
+                namespace=key.namespace or "",
                 name=name,
             )
         except ApiError as err:

@@ -40,6 +40,7 @@ from vworkspace.agent.errors import (
 )
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.wire import MEDIA_TYPE, Credentials, JobResult
+from vworkspace.kube import safejson
 from vworkspace.kube.backoff import Backoff
 from vworkspace.kube.clock import Clock
 
@@ -87,9 +88,9 @@ async def _error_from(
             status=resp.status,
         )
     try:
-        body = json.loads(raw) if raw and answers.is_json_type(content_type) else {}
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        body = {}
+        body = safejson.loads(raw) if raw and answers.is_json_type(content_type) else {}
+    except safejson.JsonError:
+        body = {}  # an error answer is described by its status and excerpt instead
     if not isinstance(body, dict):
         body = {}
     code = str(body.get("error", ""))[: answers.EXCERPT]

@@ -26,6 +26,7 @@ import structlog
 
 from vworkspace.agent.signing import KEY_ID_RE, load_public_key
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import subdomain_problem
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.informer import Informer
 from vworkspace.kube.resources import CONFIG_MAPS, SECRETS
@@ -52,6 +53,8 @@ class KeySource:
         kind = (kind or "configmap").lower()
         if kind not in ("configmap", "secret") or not name:
             raise ValueError(f"{text!r} is not NAME, configmap/NAME or secret/NAME")
+        if subdomain_problem(name) is not None:  # it becomes a path segment (issue 24, F1)
+            raise ValueError(f"{text!r}: {name!r} is not a valid {kind} name")
         return cls(kind=kind, name=name)
 
     def __str__(self) -> str:

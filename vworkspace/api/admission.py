@@ -16,6 +16,7 @@ Deliberate differences from the Go webhooks (docs/webhooks.md):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -164,37 +165,18 @@ def review_operation(
             return problem
         check_parameters = _parameters(new) != _parameters(old)
     spec = new.get("spec") or {}
-    for problem in (
-        validate_operation(new),
-        _service_account_problem(spec),
-        _known_type_problem(spec),
-        _allowed_type_problem(spec, new, world.namespace_annotations),
-    ):
-        if problem:
-            return problem
-    template = template_for(spec["type"], spec["engine"])
-    if template is None:
-        return (
-            f"no built-in template for type {spec['type']} with engine {spec['engine']}"
-            f"{_expected_engine(spec['type'])}"
-        )
-    if world.target is None:
-        return (
-            f"spec.targetRef.name: ApplicationInstance {spec['targetRef']['name']!r} "
-            f"not found in namespace {_namespace(new)!r}"
-        )
-    annotations = (world.target.get("metadata") or {}).get("annotations") or {}
-    granted = (annotations.get(template.capability_annotation) or "").strip()
-    if granted != spec["engine"]:
-        return (
-            f"ApplicationInstance {spec['targetRef']['name']!r} does not allow {spec['type']} "
-            f"Operations: its annotation {template.capability_annotation} must be "
-            f"{spec['engine']!r}, got {granted or 'nothing'!r}"
-        )
-    if check_parameters:
-        problem = parameter_problem(template, _parameters(new))
-        if problem:
-            return problem
+    problem = _first_problem(
+        lambda: validate_operation(new),
+        lambda: service_account_problem(spec),
+        lambda: known_type_problem(spec),
+        lambda: allowed_type_problem(new, world.namespace_annotations),
+        lambda: template_problem(spec),
+        lambda: _target_missing_problem(new, world.target),
+        lambda: capability_problem(new, world.target),
+        lambda: parameters_problem(new) if check_parameters else None,
+    )
+    if problem:
+        return problem
     claim = ((spec.get("approvals") or {}).get("claim") or "").strip()
     if claim:
         try:
@@ -211,19 +193,67 @@ def review_operation(
     return None
 
 
-def _update_problem(new: JsonObj, old: JsonObj) -> str | None:
-    new_spec, old_spec = new.get("spec") or {}, old.get("spec") or {}
-    for field, path in IDENTITY_FIELDS:
-        before, after = _dig(old_spec, path), _dig(new_spec, path)
-        if before != after:
-            return f"{field} is immutable (was {before!r}, now {after!r}); create a new Operation"
-    phase = (old.get("status") or {}).get("phase") or ""
-    if phase not in ("", "Pending") and _parameters(new) != _parameters(old):
-        return f"spec.parameters cannot change once the Operation has started (phase {phase})"
+# -- The rules the Operation reconciler enforces too (docs/webhooks.md, "Without the webhook") --
+
+
+def operation_spec_problem(op: JsonObj) -> str | None:
+    """Rules 1, 2, 3, 5 and 8: what the Operation alone decides, in the webhook's order.
+
+    The Operation reconciler runs these before it looks at the target, so an Operation that
+    skipped admission (webhook off, the default) never reaches an engine with a ServiceAccount,
+    a (type, engine) pair or parameters the webhook would have refused; the message is the
+    webhook's. Rule 4 sits between 3 and 5 in the webhook; it reads the Namespace and is in
+    :func:`operation_cluster_problem`, so when several rules fail the two paths may name
+    different ones first.
+    """
+    spec = op.get("spec") or {}
+    return _first_problem(
+        lambda: validate_operation(op),
+        lambda: service_account_problem(spec),
+        lambda: known_type_problem(spec),
+        lambda: template_problem(spec),
+        lambda: parameters_problem(op),
+    )
+
+
+def _first_problem(*rules: Callable[[], str | None]) -> str | None:
+    """The first rule's message, running each only when all before it passed (later rules may
+    assume what earlier ones checked, e.g. that ``spec.type`` is a string)."""
+    for rule in rules:
+        problem = rule()
+        if problem:
+            return problem
     return None
 
 
-def _service_account_problem(spec: JsonObj) -> str | None:
+def operation_cluster_problem(
+    op: JsonObj, *, namespace_annotations: dict[str, str], target: JsonObj
+) -> str | None:
+    """Rules 4 and 7 for an Operation that passed :func:`operation_spec_problem` and whose
+    target exists: the Namespace's allow-list and the target's capability annotation."""
+    return allowed_type_problem(op, namespace_annotations) or capability_problem(op, target)
+
+
+def invalid_target_problem(op: JsonObj, target: JsonObj) -> str | None:
+    """The target passes the ApplicationInstance validation (rule 1 of the instance webhook).
+
+    Not an Operation rule of the webhook, where the instance's own admission already refused
+    such a target; without the webhook an invalid instance exists (Blocked), and the engines
+    put their workloads in its ``spec.release.namespace``: a RunCommand on an instance whose
+    release namespace is ``kube-system`` would run its Job there.
+    """
+    problem = validate_application_instance(target)
+    if problem is None:
+        return None
+    return (
+        f"spec.targetRef.name: ApplicationInstance {op['spec']['targetRef']['name']!r} is not "
+        f"valid: {problem}"
+    )
+
+
+def service_account_problem(spec: JsonObj) -> str | None:
+    """Rule 2: a Pod-running engine runs as the runner ServiceAccount, nothing else (a tenant
+    who may create Operations must not borrow another ServiceAccount's rights)."""
     parameters = spec.get("parameters")
     if spec.get("engine") not in POD_ENGINES or not isinstance(parameters, dict):
         return None
@@ -236,7 +266,8 @@ def _service_account_problem(spec: JsonObj) -> str | None:
     )
 
 
-def _known_type_problem(spec: JsonObj) -> str | None:
+def known_type_problem(spec: JsonObj) -> str | None:
+    """Rule 3: one of the six types."""
     if spec.get("type") in KNOWN_TYPES:
         return None
     return f"spec.type must be one of {', '.join(KNOWN_TYPES)}, got {spec.get('type')!r}"
@@ -248,17 +279,76 @@ def allowed_types(annotations: dict[str, str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def _allowed_type_problem(spec: JsonObj, op: JsonObj, annotations: dict[str, str]) -> str | None:
+def allowed_type_problem(op: JsonObj, annotations: dict[str, str]) -> str | None:
+    """Rule 4: the type is on the Namespace's allow-list (``annotations`` of the Namespace)."""
+    type_ = (op.get("spec") or {}).get("type")
     allowed = allowed_types(annotations)
-    if not allowed or spec["type"] in allowed:
+    if not allowed or type_ in allowed:
         return None
     return (
-        f"Operation type {spec['type']} is not allowed in namespace {_namespace(op)!r}: its "
+        f"Operation type {type_} is not allowed in namespace {_namespace(op)!r}: its "
         f"annotation {constants.ANNOTATION_ALLOWED_TYPES} allows only {', '.join(allowed)}"
     )
 
 
-def _expected_engine(type_: str) -> str:
+def template_problem(spec: JsonObj) -> str | None:
+    """Rule 5: (type, engine) is one of the built-in templates."""
+    type_, engine = spec.get("type"), spec.get("engine")
+    if template_for(str(type_), str(engine)) is not None:
+        return None
+    return f"no built-in template for type {type_} with engine {engine}{_expected_engine(type_)}"
+
+
+def _target_missing_problem(op: JsonObj, target: JsonObj | None) -> str | None:
+    """Rule 6 (the reconciler has its own: ``TargetNotReady``, retried, as Go's)."""
+    if target is not None:
+        return None
+    return (
+        f"spec.targetRef.name: ApplicationInstance {op['spec']['targetRef']['name']!r} "
+        f"not found in namespace {_namespace(op)!r}"
+    )
+
+
+def capability_problem(op: JsonObj, target: JsonObj | None) -> str | None:
+    """Rule 7: the target grants the template's capability to this engine (an absent target
+    or template is the business of rules 5 and 6)."""
+    spec = op.get("spec") or {}
+    template = template_for(str(spec.get("type")), str(spec.get("engine")))
+    if template is None or target is None:
+        return None
+    annotations = (target.get("metadata") or {}).get("annotations") or {}
+    granted = (annotations.get(template.capability_annotation) or "").strip()
+    if granted == spec["engine"]:
+        return None
+    return (
+        f"ApplicationInstance {spec['targetRef']['name']!r} does not allow {spec['type']} "
+        f"Operations: its annotation {template.capability_annotation} must be "
+        f"{spec['engine']!r}, got {granted or 'nothing'!r}"
+    )
+
+
+def parameters_problem(op: JsonObj) -> str | None:
+    """Rule 8: the parameters (absent = ``{}``) satisfy the template's JSON Schema."""
+    spec = op.get("spec") or {}
+    template = template_for(str(spec.get("type")), str(spec.get("engine")))
+    if template is None:
+        return None
+    return parameter_problem(template, _parameters(op))
+
+
+def _update_problem(new: JsonObj, old: JsonObj) -> str | None:
+    new_spec, old_spec = new.get("spec") or {}, old.get("spec") or {}
+    for field, path in IDENTITY_FIELDS:
+        before, after = _dig(old_spec, path), _dig(new_spec, path)
+        if before != after:
+            return f"{field} is immutable (was {before!r}, now {after!r}); create a new Operation"
+    phase = (old.get("status") or {}).get("phase") or ""
+    if phase not in ("", "Pending") and _parameters(new) != _parameters(old):
+        return f"spec.parameters cannot change once the Operation has started (phase {phase})"
+    return None
+
+
+def _expected_engine(type_: Any) -> str:
     engines = [t.engine for t in TEMPLATES if t.type == type_]
     return f" ({type_} runs on engine {engines[0]})" if engines else ""
 

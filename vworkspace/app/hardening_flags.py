@@ -1,5 +1,5 @@
-"""The `run` flags of zero-trust Pull mode: signed jobs, the local policy and Flux impersonation
-(docs/operations.md, "Hardening").
+"""The `run` flags of zero-trust Pull mode: signed jobs, the local policy, Flux impersonation and
+https-only control-plane URLs (docs/operations.md, "Hardening").
 
 Kept apart from app/run_cmd.py (one argument group, one parsing helper) so it stays a small,
 self-contained addition. Every value is checked at start and a bad one is refused naming its
@@ -19,6 +19,7 @@ from vworkspace.agent.policy import Policy, Rule, parse_list
 from vworkspace.agent.poller import parse_interval
 from vworkspace.agent.trustedkeys import DEFAULT_NAME, KeySource
 from vworkspace.agent.verifier import DEFAULT_MAX_AGE
+from vworkspace.api.endpoints import INSECURE_FLAG
 from vworkspace.api.operation import EngineName, OperationType
 
 LIST_FLAGS = (
@@ -41,6 +42,8 @@ class Hardening:
     trusted_keys: KeySource = attrs.field(factory=KeySource)
     policy: Policy = attrs.field(factory=Policy)
     flux_service_account: str = ""
+    # http:// control-plane URLs (--control-plane-base-url, a Cluster's endpoint); api/endpoints.py
+    allow_insecure_control_plane: bool = False
 
 
 def add_flags(run: Any, *, boolean: Callable[[str], bool]) -> None:
@@ -74,12 +77,29 @@ def add_flags(run: Any, *, boolean: Callable[[str], bool]) -> None:
     )
     for flag, metavar, what in LIST_FLAGS:
         group.add_argument(flag, action="append", default=[], metavar=metavar, help=what)
+    add_insecure_flag(group, boolean=boolean)
     group.add_argument(
         "--flux-service-account",
         default="",
         metavar="NAME",
         help="HelmRelease spec.serviceAccountName: Flux installs charts as this ServiceAccount "
         "of the release namespace instead of helm-controller's own identity (default: unset)",
+    )
+
+
+def add_insecure_flag(group: Any, *, boolean: Callable[[str], bool]) -> None:
+    """``--allow-insecure-control-plane``, shared by ``run`` and ``register``."""
+    group.add_argument(
+        INSECURE_FLAG,
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="accept http:// control-plane URLs (--control-plane-base-url, a Cluster's "
+        "spec.controlPlaneEndpoint): the registration and bearer tokens then travel in clear "
+        "text. For the mock control plane in tests and evaluation only (default: false, "
+        "https:// required)",
     )
 
 
@@ -114,6 +134,7 @@ def hardening_from(args: argparse.Namespace) -> Hardening:
             engines=engines,
         ),
         flux_service_account=args.flux_service_account.strip(),
+        allow_insecure_control_plane=args.allow_insecure_control_plane,
     )
 
 
@@ -136,6 +157,7 @@ def ignored(args: argparse.Namespace) -> list[str]:
             ("--agent-require-signed-jobs", args.agent_require_signed_jobs, False),
             ("--agent-signed-job-max-age", args.agent_signed_job_max_age, "24h"),
             ("--agent-trusted-keys", args.agent_trusted_keys, f"configmap/{DEFAULT_NAME}"),
+            (INSECURE_FLAG, args.allow_insecure_control_plane, False),
             *((f, getattr(args, f[2:].replace("-", "_")), []) for f, _, _ in LIST_FLAGS),
         )
         if value != default

@@ -16,6 +16,11 @@ listeners.
 
 Plain metrics (``metrics_tls`` None): HTTP without authentication; probes and metrics may then
 share one listener.
+
+Every listener closes a connection whose TLS handshake or request line and headers take longer
+than 10 s, and caps open connections (``limits``, :mod:`vworkspace.kube.listener`; issue 24,
+F7). No handler reads a request body (all are GETs); an unread one is drained for at most the
+same 10 s before the connection is closed.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from vworkspace.app.metricsauth import MetricsAuthorizer
+from vworkspace.kube.listener import DEFAULT_LIMITS, BoundedSite, ListenerLimits, bounded_runner
 from vworkspace.kube.tls import CertificateReloader
 
 _log = structlog.get_logger("vworkspace.http")
@@ -114,8 +120,10 @@ class Endpoints:
         metrics: Address | None,
         metrics_tls: ServingCert | None = None,
         authorizer: MetricsAuthorizer | None = None,
+        limits: ListenerLimits = DEFAULT_LIMITS,
     ) -> None:
         """``metrics_tls`` and ``authorizer`` together make ``/metrics`` secure; both or neither.
+        ``limits``: every listener's header and handshake deadlines and connection cap.
         Raises :class:`~vworkspace.kube.tls.CertificateError` when the pair cannot be loaded."""
         if (metrics_tls is None) != (authorizer is None):
             # Bearer tokens over plain HTTP would leak; TLS without authorization is not what
@@ -127,6 +135,7 @@ class Endpoints:
         self._metrics = metrics
         self._authorizer = authorizer
         self._metrics_tls = metrics_tls
+        self._limits = limits
         self._certificates: CertificateReloader | None = None
         if metrics is not None and metrics_tls is not None:
             if probes is not None and listeners_conflict(probes, metrics):
@@ -169,10 +178,12 @@ class Endpoints:
                 app.router.add_get("/readyz", self._readyz)
             if "metrics" in parts:
                 app.router.add_get("/metrics", self._metrics_handler)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+            runner = bounded_runner(app, limits=self._limits)
             await runner.setup()
             tls = self._certificates.context if self._certificates and "metrics" in parts else None
-            site = web.TCPSite(runner, address.host, address.port, ssl_context=tls)
+            site = BoundedSite(
+                runner, address.host, address.port, ssl_context=tls, limits=self._limits
+            )
             await site.start()
             self._runners.append(runner)
             port = _bound_port(runner, address.port)

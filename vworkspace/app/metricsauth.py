@@ -47,19 +47,20 @@ import structlog
 
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.errors import ApiError
+from vworkspace.kube.paths import ApiPath
 
 _log = structlog.get_logger("vworkspace.metricsauth")
 JsonObj = dict[str, Any]
 
-TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
-SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+TOKEN_REVIEWS = ApiPath.parse("/apis/authentication.k8s.io/v1/tokenreviews")
+SUBJECT_ACCESS_REVIEWS = ApiPath.parse("/apis/authorization.k8s.io/v1/subjectaccessreviews")
 
 
 class ReviewApi(Protocol):
     """What the filter needs from the Kubernetes client (``KubeClient.request`` fits)."""
 
     async def request(
-        self, method: str, path: str, *, body: Any = None, timeout_s: float | None = None
+        self, method: str, path: ApiPath, *, body: Any = None, timeout_s: float | None = None
     ) -> JsonObj: ...
 
 

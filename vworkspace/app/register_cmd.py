@@ -3,7 +3,9 @@
 Applies a token Secret and a Cluster that references it, then waits for the running operator
 (its agent runs unless ``--agent-enabled=false``) to exchange the token, and prints the
 outcome. Checks first that the control plane endpoint answers at all, so a typo fails in a
-second instead of after the timeout.
+second instead of after the timeout. The endpoint must be ``https://`` unless
+``--allow-insecure-control-plane`` is given (the operator must run with it too, or it refuses
+the Cluster's http:// endpoint; api/endpoints.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from typing import Any
 
 import aiohttp
 
+from vworkspace.api.endpoints import endpoint_problem
 from vworkspace.api.meta import ObjectKey
+from vworkspace.app.hardening_flags import add_insecure_flag
+from vworkspace.app.run_cmd import go_bool
 from vworkspace.kube.client import KubeClient, KubeConfigError
 from vworkspace.kube.errors import AlreadyExistsError, ApiError
 from vworkspace.kube.resources import CLUSTERS, NAMESPACES, SECRETS
@@ -72,6 +77,7 @@ def add_parser(commands: Any, *, summary: str) -> None:
         metavar="SECONDS",
         help="how long to wait for the exchange (default: %(default)s)",
     )
+    add_insecure_flag(reg, boolean=go_bool)
     reg.set_defaults(handler=run_register)
 
 
@@ -83,10 +89,13 @@ def run_register(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not args.control_plane_endpoint.startswith(("http://", "https://")):
-        print(
-            "error: --control-plane-endpoint must start with http:// or https://", file=sys.stderr
-        )
+    problem = endpoint_problem(
+        args.control_plane_endpoint,
+        field="--control-plane-endpoint",
+        allow_insecure=args.allow_insecure_control_plane,
+    )
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     namespace = args.namespace or os.environ.get("POD_NAMESPACE") or "vworkspace-system"
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")

@@ -35,6 +35,7 @@ import structlog
 from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, parse_allowed
 from vworkspace.agent.credentials import DEFAULT_SECRET, Overrides
 from vworkspace.agent.poller import DEFAULT_CONCURRENCY, parse_interval
+from vworkspace.api.endpoints import endpoint_problem
 from vworkspace.app import hardening_flags
 from vworkspace.app import logging as app_logging
 from vworkspace.app.http import Address, ServingCert, listeners_conflict
@@ -68,8 +69,10 @@ examples:
   python -m vworkspace run --kubeconfig ./kubeconfig --log-format console
   python -m vworkspace run --leader-elect --metrics-bind-address :8443   # HTTPS + authn/authz
   python -m vworkspace run --metrics-bind-address :8080 --metrics-secure=false   # plain HTTP
+  python -m vworkspace run --agent-enabled --control-plane-base-url https://cp.example.com \\
+      --cluster-id cluster-dev-1 --agent-token bootstrap-cluster-dev-1
   python -m vworkspace run --agent-enabled --control-plane-base-url http://127.0.0.1:8080 \\
-      --cluster-id cluster-dev-1 --agent-token bootstrap-cluster-dev-1"""
+      --allow-insecure-control-plane --cluster-id cluster-dev-1   # the mock control plane"""
 
 
 def add_parser(commands: Any, *, summary: str) -> None:
@@ -323,8 +326,9 @@ def add_parser(commands: Any, *, summary: str) -> None:
         action="append",
         default=[],
         metavar="GROUP/Kind",
-        help="also allow jobs to write this kind, e.g. /ConfigMap or apps/Deployment "
-        "(repeatable; default: the vworkspace CRDs and Namespaces only)",
+        help="also allow jobs to write this kind, e.g. /ConfigMap, apps/Deployment or "
+        "ops.vworkspace.io/Cluster (repeatable; default: ApplicationInstance, Operation and "
+        "Namespace only)",
     )
     agent.add_argument(
         "--agent-max-payload-bytes",
@@ -638,10 +642,13 @@ def agent_settings_from(args: argparse.Namespace, env: dict[str, str]) -> AgentS
     except ValueError as err:
         raise ValueError(f"--agent-allow-kind: {err}") from None
     base_url = args.control_plane_base_url or env.get("CONTROL_PLANE_BASE_URL", "")
-    if base_url and not base_url.startswith(("http://", "https://")):
-        raise ValueError(
-            f"--control-plane-base-url must start with http:// or https://, got {base_url!r}"
-        )
+    problem = base_url and endpoint_problem(
+        base_url,
+        field="--control-plane-base-url (or CONTROL_PLANE_BASE_URL)",
+        allow_insecure=args.allow_insecure_control_plane,
+    )
+    if problem:
+        raise ValueError(problem)
     return AgentSettings(
         overrides=Overrides(
             base_url=base_url,

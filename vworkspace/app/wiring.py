@@ -295,6 +295,7 @@ def build_manager(
             reporter=reporter,
             heartbeat_interval=settings.agent.heartbeat_interval,
             secret_name=settings.agent.secret_name,
+            allow_insecure_endpoint=settings.agent.hardening.allow_insecure_control_plane,
         )
     if settings.webhooks is not None:
         add_webhooks(manager, settings, settings.webhooks, client=client, clock=clock)

@@ -26,6 +26,7 @@ from vworkspace.api.conditions import Condition, ConditionStatus
 from vworkspace.api.constants import APPLICATION_INSTANCE_FINALIZER, FIELD_MANAGER_OPERATOR
 from vworkspace.api.converter import format_time
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import InvalidNameError
 from vworkspace.api.validation import validate_application_instance
 from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
@@ -169,7 +170,8 @@ class ApplicationInstanceReconciler:
             conds.set(Cond.BLOCKED, TRUE, err.reason, err.message)
             conds.set(Cond.READY, FALSE, err.reason, err.message)
             return Result.after(30), None  # and the engine's watch, whichever comes first
-        except (EngineError, ApiError) as err:
+        except (EngineError, ApiError, InvalidNameError) as err:
+            # InvalidNameError: a name in the spec that cannot be a path segment (issue 24, F1).
             message = err.message if isinstance(err, ApiError) else str(err)
             view = engine.instance_failure(ai, message)
             apply_view(conds, status, view)

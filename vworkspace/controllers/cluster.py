@@ -7,10 +7,12 @@ It talks to the control plane only through :class:`ControlPlaneGateway`, which t
 implements (controllers never import the agent). Order per reconcile: finalizer; registration
 (a one-time token from ``spec.registrationTokenSecretRef`` or the deprecated inline
 ``spec.registrationToken`` is exchanged for credentials, which are written to the credentials
-Secret owned by the Cluster; existing credentials are adopted instead of re-registering);
-rotation when ``spec.rotateCredentials``; a heartbeat that sets Connected / Disconnected /
-Authenticated; ``BufferOverflow`` from the event batcher's drop count. Status is written once and
-the Cluster is looked at again every ``heartbeat_interval``.
+Secret owned by the Cluster; existing credentials are adopted instead of re-registering; the
+endpoint, ``spec.controlPlaneEndpoint``, must be ``https://`` unless the operator runs with
+``--allow-insecure-control-plane``, else ``Authenticated=False/RegistrationFailed`` names the
+field and the token is never sent); rotation when ``spec.rotateCredentials``; a heartbeat that
+sets Connected / Disconnected / Authenticated; ``BufferOverflow`` from the event batcher's drop
+count. Status is written once and the Cluster is looked at again every ``heartbeat_interval``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from vworkspace.api.constants import (
     FIELD_MANAGER_OPERATOR,
 )
 from vworkspace.api.converter import format_time
+from vworkspace.api.endpoints import endpoint_problem
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import InvalidNameError, check_subdomain
 from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.kube.client import KubeClient
@@ -90,6 +94,7 @@ class ClusterReconciler:
         reporter: StatusReporter | None = None,
         heartbeat_interval: float = 60.0,
         secret_name: str = "vworkspace-agent-credentials",
+        allow_insecure_endpoint: bool = False,
     ) -> None:
         self._client = client
         self._informer = informer
@@ -100,6 +105,8 @@ class ClusterReconciler:
         self._reporter = reporter if reporter is not None else NullReporter()
         self.heartbeat_interval = heartbeat_interval
         self._secret_name = secret_name
+        # http:// endpoints only with --allow-insecure-control-plane (api/endpoints.py).
+        self._allow_insecure = allow_insecure_endpoint
 
     async def reconcile(self, key: ObjectKey) -> Result:
         if self._informer.store.get(key) is None:
@@ -167,6 +174,10 @@ class ClusterReconciler:
         if ref:
             key = ref.get("key") or DEFAULT_TOKEN_KEY
             try:
+                check_subdomain(ref.get("name"), field="spec.registrationTokenSecretRef.name")
+            except InvalidNameError as err:
+                raise _TokenError(str(err)) from None
+            try:
                 secret = await self._client.get(
                     SECRETS, ObjectKey(self._namespace, ref.get("name", ""))
                 )
@@ -208,12 +219,20 @@ class ClusterReconciler:
         if not observed and consumed and has_credentials and not forced:
             status["observedToken"] = fingerprint(token)  # adopt what exists; no second exchange
             return None
+        field = "spec.controlPlaneEndpoint"
+        if not spec.get("controlPlaneEndpoint") and spec.get("controlPlaneBaseUrl"):
+            field = "spec.controlPlaneBaseUrl"
         endpoint = (
             spec.get("controlPlaneEndpoint") or spec.get("controlPlaneBaseUrl") or ""
         ).strip()
         try:
             if not endpoint:
                 raise ValueError("spec.controlPlaneEndpoint is empty")
+            problem = endpoint_problem(endpoint, field=field, allow_insecure=self._allow_insecure)
+            if problem:
+                # Refused before the token leaves the cluster; retried at the failure cadence
+                # below (and at once when the spec changes), never in a tight loop.
+                raise ValueError(problem)
             issued = await self._gateway.register(
                 endpoint=endpoint,
                 token=token,

@@ -1,9 +1,14 @@
 """Operation reconciler (docs/api.md, "Operation"): admit, start the engine, follow it to the end.
 
-Admission gates the *start* only. While the Operation has not started: spec shape, target exists,
-approval claim, concurrency matrix (docs/api.md, "Concurrency matrix"), engine registered. Any of
-them failing is *Blocked*: phase Pending, ``Blocked=True`` and ``Accepted=False`` with the
-reason, looked at again in 30 s.
+Admission gates the *start* only. While the Operation has not started: the validating webhook's
+rules that keep an Operation inside what it may do (docs/webhooks.md, "Without the webhook"),
+target exists, approval claim, concurrency matrix (docs/api.md, "Concurrency matrix"), engine
+registered. Any of them failing is *Blocked*: phase Pending, ``Blocked=True`` and
+``Accepted=False`` with the reason, and a Warning Event. A rule on the Operation alone
+(ServiceAccount, type, template, parameter schema: ``ValidationFailed`` with the webhook's
+message) is looked at again only when the spec changes; the others (a missing or invalid target,
+the Namespace's allow-list, the target's capability annotation, approval, conflicts) in 30 s, as
+they change without the Operation changing.
 Then the engine materializes its workload (phase Running). A Running Operation follows its
 workload, polled every 5 s, whatever happens to its target, approvals or other Operations: the
 engine locates the workload by ``status.engineRef`` (back-filled when missing), the target or
@@ -28,14 +33,20 @@ from typing import Any
 
 import structlog
 
+from vworkspace.api.admission import (
+    invalid_target_problem,
+    operation_cluster_problem,
+    operation_spec_problem,
+)
 from vworkspace.api.approvals import ClaimError, verify
 from vworkspace.api.conditions import Condition
 from vworkspace.api.constants import FIELD_MANAGER_OPERATOR, OPERATION_FINALIZER
 from vworkspace.api.converter import format_time
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import InvalidNameError
 from vworkspace.api.operation import ConditionType as Cond
 from vworkspace.api.operation import Reason as Why
-from vworkspace.api.validation import conflicting_operation, validate_operation, waiting
+from vworkspace.api.validation import conflicting_operation, waiting
 from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
 from vworkspace.controllers.reporting import StatusReporter
 from vworkspace.controllers.status import StatusWriter
@@ -55,7 +66,7 @@ from vworkspace.kube.errors import ApiError, NotFoundError
 from vworkspace.kube.events import NORMAL, WARNING, EventRecorder
 from vworkspace.kube.informer import Informer
 from vworkspace.kube.objects import ensure_finalizer
-from vworkspace.kube.resources import OPERATIONS
+from vworkspace.kube.resources import NAMESPACES, OPERATIONS
 from vworkspace.kube.store import INDEX_NAMESPACE
 
 JsonObj = dict[str, Any]
@@ -142,7 +153,7 @@ class OperationReconciler:
         if phase == "Running":
             return await self._follow(op, status, conds)
         try:
-            engine, request = self._admit(op)
+            engine, request = await self._admit(op)
         except _BlockedError as blocked:
             status["phase"] = "Pending"
             conds.set(Cond.BLOCKED, TRUE, blocked.reason, str(blocked))
@@ -159,8 +170,10 @@ class OperationReconciler:
             else None
         )
 
-    def _admit(self, op: JsonObj) -> tuple[Engine, EngineRequest]:
-        problem = validate_operation(op)
+    async def _admit(self, op: JsonObj) -> tuple[Engine, EngineRequest]:
+        # The webhook's rules run here too: with the webhook off (the default) nothing else
+        # stops, say, a RunCommand as ServiceAccount cluster-admin (issue 24, F9).
+        problem = operation_spec_problem(op)
         if problem:
             raise _BlockedError(Why.VALIDATION_FAILED, problem, retry=None)
         spec = op["spec"]
@@ -169,6 +182,7 @@ class OperationReconciler:
             raise _BlockedError(
                 Why.TARGET_NOT_READY, f"ApplicationInstance {spec['targetRef']['name']} not found"
             )
+        await self._check_cluster_rules(op, target)
         self._check_approval(op)
         others = self._operations.store.by_index(INDEX_NAMESPACE, op["metadata"]["namespace"])
         other = conflicting_operation(op, others)
@@ -185,6 +199,28 @@ class OperationReconciler:
                 f"engine {spec['engine']} is not available on this cluster",
             )
         return engine, EngineRequest(target=target, operation=op)
+
+    async def _check_cluster_rules(self, op: JsonObj, target: JsonObj) -> None:
+        """The target's own validity (the engines place workloads in its release namespace),
+        the Namespace's allow-list and the target's capability annotation. Blocked with
+        ``ValidationFailed`` and looked at again in 30 s: the target and the Namespace change
+        without the Operation changing."""
+        problem = invalid_target_problem(op, target) or operation_cluster_problem(
+            op,
+            namespace_annotations=await self._namespace_annotations(op["metadata"]["namespace"]),
+            target=target,
+        )
+        if problem:
+            raise _BlockedError(Why.VALIDATION_FAILED, problem)
+
+    async def _namespace_annotations(self, namespace: str) -> dict[str, str]:
+        """Read live (no Namespace informer: one small GET per admission of an Operation that
+        has not started, as the webhook does)."""
+        try:
+            ns = await self._client.get(NAMESPACES, ObjectKey(None, namespace))
+        except NotFoundError:
+            return {}
+        return dict((ns.get("metadata") or {}).get("annotations") or {})
 
     def _check_approval(self, op: JsonObj) -> None:
         spec = op["spec"]
@@ -217,7 +253,7 @@ class OperationReconciler:
     ) -> Result:
         try:
             ref = await engine.materialize(request)
-        except (EngineError, ApiError) as err:
+        except (EngineError, ApiError, InvalidNameError) as err:  # a spec's name: issue 24, F1
             if isinstance(err, ApiError) and _transient(err):
                 raise  # retry with backoff
             failed = Observation(State.FAILED, Why.ENGINE_FAILED, str(err))
@@ -253,7 +289,7 @@ class OperationReconciler:
                 return Result.after(POLL)
             missing = Observation(State.FAILED, Why.ENGINE_FAILED, f"workload missing: {err}")
             return await self._finish(op, missing, status, conds, engine, request)
-        except EngineError as err:
+        except (EngineError, InvalidNameError) as err:
             failed = Observation(State.FAILED, Why.ENGINE_FAILED, str(err))
             return await self._finish(op, failed, status, conds, engine, request)
         if seen.ref is not None and not status.get("engineRef"):
@@ -293,7 +329,7 @@ class OperationReconciler:
         if not succeeded and started:
             try:
                 await engine.cancel(request)
-            except (ApiError, EngineError) as err:
+            except (ApiError, EngineError, InvalidNameError) as err:
                 # The verdict is stored; a leftover workload is cleaned up when the Operation is
                 # deleted (or by the Job's TTL), so this is worth a log line, not a retry.
                 _log.warning("cancelling a failed operation's workload failed", error=str(err))

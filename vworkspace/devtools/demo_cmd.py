@@ -496,6 +496,7 @@ async def _start_operator(demo: Demo) -> None:
         argv = [
             *("-m", "vworkspace", "run", "--kubeconfig", str(demo.kubeconfig), "--agent-enabled"),
             *("--control-plane-base-url", demo.mock.url, "--log-format", "json"),
+            "--allow-insecure-control-plane",  # the demo's mock is plain http on 127.0.0.1
             *("--health-probe-bind-address", probes),
             *("--metrics-bind-address", f"127.0.0.1:{_free_port()}"),
         ]
@@ -537,6 +538,7 @@ async def _register(demo: Demo) -> None:
             *("--registration-token", demo.registration_token, "--cluster-id", CLUSTER_ID),
             *("--kubeconfig", str(demo.kubeconfig), "--namespace", OPERATOR_NAMESPACE),
             *("--timeout", f"{demo.timeout:g}"),
+            "--allow-insecure-control-plane",
         ]
         demo.out.detail(f"python {shlex.join(argv)}")
         code = await _run_child(demo, argv, what="`python -m vworkspace register` to finish")

@@ -4,7 +4,8 @@ Operation in the target's release namespace (docs/api.md, "Operation templates")
 Naming, labels, ownership and locating are shared with the other workload engines
 (:mod:`vworkspace.engines.workload`). The Job runs one container (``runner``, or ``hook`` for a
 Migration) with ``restartPolicy: Never`` as ServiceAccount ``vworkspace-operation-runner``,
-which the engine creates (without role bindings) when the namespace lacks it.
+which the engine creates (without role bindings) when the namespace lacks it;
+``parameters.serviceAccountName`` naming any other account is an error (admission rule 2).
 
 Parameters: ``image``, ``command``, ``args``, ``env`` (a list of ``{name, value, valueFrom}`` as
 the template schema has it, or Go's ``{name: value}`` map, sorted by name), ``backoffLimit``,
@@ -23,7 +24,6 @@ from typing import Any
 
 from vworkspace.api import constants
 from vworkspace.api.meta import ObjectKey
-from vworkspace.api.templates import RUNNER_SERVICE_ACCOUNT
 from vworkspace.engines import workload
 from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
 from vworkspace.kube.client import KubeClient
@@ -59,14 +59,16 @@ def _strings(params: JsonObj, key: str) -> list[str] | None:
     return [str(v) for v in value]
 
 
-def job_spec(params: JsonObj, *, pod_labels: dict[str, str], container: JsonObj) -> JsonObj:
+def job_spec(
+    params: JsonObj, *, account: str, pod_labels: dict[str, str], container: JsonObj
+) -> JsonObj:
     spec: JsonObj = {
         "ttlSecondsAfterFinished": int(params.get("ttlSecondsAfterFinished", DEFAULT_TTL)),
         "template": {
             "metadata": {"labels": pod_labels},
             "spec": {
                 "restartPolicy": "Never",
-                "serviceAccountName": params.get("serviceAccountName") or RUNNER_SERVICE_ACCOUNT,
+                "serviceAccountName": account,
                 "containers": [container],
             },
         },
@@ -136,6 +138,7 @@ class JobEngine:
             "metadata": meta,
             "spec": job_spec(
                 workload.params(op),
+                account=workload.runner_account(op),
                 pod_labels=dict(meta["labels"]),
                 container=self.container(op, target),
             ),

@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import subdomain_problem
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import SECRETS
@@ -105,6 +106,8 @@ async def resolve(
         spec_ref = (cred.get("spec") or {}).get("secretRef") or {}
         status = cred.get("status") or {}
         secret_name = status.get("secretName") or spec_ref.get("name") or ""
+        if subdomain_problem(str(secret_name)) is not None:
+            continue  # cannot name a Secret (nor go into a path: issue 24, F1); as if Failed
         try:
             secret = await client.get(SECRETS, ObjectKey(namespace, secret_name))
         except NotFoundError:

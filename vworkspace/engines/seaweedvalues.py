@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import InvalidNameError, check_subdomain
 from vworkspace.engines.base import EngineError
 from vworkspace.engines.flux import controller_ref, owner_labels
 from vworkspace.kube.client import KubeClient
@@ -79,7 +80,10 @@ async def load_values(client: KubeClient, ai: JsonObj) -> JsonObj:
     kind = "Secret" if source == "secretRef" else "ConfigMap"
     key = ObjectKey(ai["metadata"]["namespace"], ref.get("name", ""))
     try:
+        check_subdomain(key.name, field=f"spec.values.{source}.name")
         obj = await client.get(resource, key)
+    except InvalidNameError as err:
+        raise EngineError(f"load values: {err}") from None
     except NotFoundError:
         raise EngineError(f"load values: {kind} {key.name!r} not found") from None
     raw = (obj.get("data") or {}).get(ref.get("key", ""))

@@ -7,7 +7,8 @@ Naming, labels, ownership and locating are shared with the other workload engine
 template schema's spelling) or ``workflowTemplate`` (Go's); arguments from Go's
 ``workflowTemplateParameters`` map plus the schema's ``targetChartVersion``,
 ``snapshotClassName`` and ``failureAction`` when given, sorted by name; ``timeoutSeconds`` ->
-``spec.activeDeadlineSeconds``. The Workflow runs as ``vworkspace-operation-runner``.
+``spec.activeDeadlineSeconds``. The Workflow runs as ``vworkspace-operation-runner``
+(``parameters.serviceAccountName`` naming any other account is an error, admission rule 2).
 
 Status from ``status.phase``: Succeeded -> succeeded; Failed, Error, Terminated, Skipped ->
 failed with ``status.message``; anything else -> running. Outputs ``{"workflowName": <name>}``.
@@ -18,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.api.templates import RUNNER_SERVICE_ACCOUNT
 from vworkspace.engines import workload
 from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
 from vworkspace.kube.client import KubeClient
@@ -57,7 +57,7 @@ def desired(op: JsonObj, target: JsonObj) -> JsonObj:
     namespace = workload.target_namespace(target)
     spec: JsonObj = {
         "workflowTemplateRef": {"name": str(template)},
-        "serviceAccountName": params.get("serviceAccountName") or RUNNER_SERVICE_ACCOUNT,
+        "serviceAccountName": workload.runner_account(op),
     }
     args = arguments(params)
     if args:

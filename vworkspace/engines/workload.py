@@ -25,6 +25,7 @@ import contextlib
 from typing import Any
 
 from vworkspace.api import constants
+from vworkspace.api.admission import service_account_problem
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.templates import RUNNER_SERVICE_ACCOUNT
 from vworkspace.engines.base import EngineError, EngineRef, WorkloadMissingError
@@ -51,6 +52,16 @@ def target_namespace(target: JsonObj) -> str:
 def params(op: JsonObj) -> JsonObj:
     value = (op.get("spec") or {}).get("parameters")
     return value if isinstance(value, dict) else {}
+
+
+def runner_account(op: JsonObj) -> str:
+    """The ServiceAccount a Pod-running workload runs as: always the runner. A parameter naming
+    another one is refused with the admission message (the reconciler refuses it earlier; this
+    keeps an engine from ever writing such a Pod, whoever calls it)."""
+    problem = service_account_problem(op.get("spec") or {})
+    if problem:
+        raise EngineError(problem)
+    return RUNNER_SERVICE_ACCOUNT
 
 
 def labels(op: JsonObj) -> dict[str, str]:

@@ -16,7 +16,6 @@ pitfalls out (docs/development.md,
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ import aiohttp
 
 from vworkspace import __version__
 from vworkspace.api.meta import ObjectKey
+from vworkspace.kube import safejson
 from vworkspace.kube.errors import InvalidResponseError, error_for, parse_retry_after
 from vworkspace.kube.kubeconfig import (
     SERVICE_ACCOUNT,
@@ -34,6 +34,7 @@ from vworkspace.kube.kubeconfig import (
     in_cluster_config,
     load_kubeconfig,
 )
+from vworkspace.kube.paths import ApiPath
 from vworkspace.kube.resources import ResourceType, key_of
 from vworkspace.kube.transport import RestClientMetrics, Transport
 
@@ -44,7 +45,7 @@ DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"vworkspace-operator/{__version__}"
 
 JsonObj = dict[str, Any]
-__all__ = ["KubeApi", "KubeClient", "KubeConfigError"]
+__all__ = ["ApiPath", "KubeApi", "KubeClient", "KubeConfigError"]
 
 
 class KubeApi(Protocol):
@@ -53,7 +54,7 @@ class KubeApi(Protocol):
     async def request(
         self,
         method: str,
-        path: str,
+        path: ApiPath,
         *,
         query: Mapping[str, str] | None = None,
         body: Any = None,
@@ -62,7 +63,12 @@ class KubeApi(Protocol):
     ) -> JsonObj: ...
 
     def stream_lines(
-        self, path: str, *, query: Mapping[str, str], connect_timeout: float, total_timeout: float
+        self,
+        path: ApiPath,
+        *,
+        query: Mapping[str, str],
+        connect_timeout: float,
+        total_timeout: float,
     ) -> Any: ...
 
 
@@ -134,14 +140,17 @@ class KubeClient:
     async def request(
         self,
         method: str,
-        path: str,
+        path: ApiPath,
         *,
         query: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = JSON,
         timeout_s: float | None = None,
     ) -> JsonObj:
-        """Send one request; return the decoded JSON (``{}`` if empty); raise :class:`ApiError`."""
+        """Send one request; return the decoded JSON (``{}`` if empty); raise :class:`ApiError`.
+
+        ``path`` is segments (kube/paths.py), never a string: the transport encodes each
+        segment itself, so no name can change which object the request reaches."""
         response = await self._transport.send(
             method,
             path,
@@ -156,14 +165,19 @@ class KubeClient:
                 status=response.status,
                 body=_json_or_message(raw),
                 method=method,
-                path=path,
+                path=str(path),
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
-        return _decode_success(raw, status=response.status, method=method, path=path)
+        return _decode_success(raw, status=response.status, method=method, path=str(path))
 
     @asynccontextmanager
     async def stream_lines(
-        self, path: str, *, query: Mapping[str, str], connect_timeout: float, total_timeout: float
+        self,
+        path: ApiPath,
+        *,
+        query: Mapping[str, str],
+        connect_timeout: float,
+        total_timeout: float,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """A watch stream as raw newline-delimited JSON lines. Inactivity is the caller's watchdog;
         ``total_timeout`` is a hard cap a little above the server-side watch timeout."""
@@ -182,7 +196,7 @@ class KubeClient:
                     status=response.status,
                     body=_json_or_message(body),
                     method="GET",
-                    path=path,
+                    path=str(path),
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
             yield _lines(response)
@@ -303,10 +317,11 @@ def _decode_success(raw: bytes, *, status: int, method: str, path: str) -> JsonO
     body cut short) is an :class:`InvalidResponseError`, retried like a 5xx."""
     if not raw:
         return {}
+    why = "not a JSON object"
     try:
-        decoded = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        decoded = None
+        decoded = safejson.loads(raw)
+    except safejson.JsonError as err:
+        decoded, why = None, f"not JSON, {err}"
     if isinstance(decoded, dict):
         return decoded
     text = raw[:200].decode(errors="replace")
@@ -314,7 +329,7 @@ def _decode_success(raw: bytes, *, status: int, method: str, path: str) -> JsonO
     raise InvalidResponseError(
         status=status,
         reason="InvalidResponse",
-        message=f"{status} answer is not a JSON object ({len(raw)} bytes): {excerpt!r}",
+        message=f"{status} answer is {why} ({len(raw)} bytes): {excerpt!r}",
         body={},
         method=method,
         path=path,
@@ -326,7 +341,7 @@ def _json_or_message(raw: bytes | str | None) -> JsonObj:
         return {}
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
     try:
-        decoded = json.loads(text)
-    except json.JSONDecodeError:
+        decoded = safejson.loads(text)
+    except safejson.JsonError:
         return {"message": text[:1000]}
     return decoded if isinstance(decoded, dict) else {"message": text[:1000]}

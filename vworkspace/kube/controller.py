@@ -7,6 +7,8 @@ What a reconcile returns or raises decides what happens to its key:
 ``Result.after(s)``       forget the backoff, look again in ``s`` seconds (external progress)
 ``TerminalError``         give up on this state: logged, counted, *no* retry (no hot loop);
                           the next change of the object brings it back
+``InvalidNameError``      as ``TerminalError``: a name taken from a spec that cannot be a
+                          Kubernetes name (api/names.py) will not become one by retrying
 any other exception       logged with object context, counted, retried with backoff
 timeout                   as an exception (the per-reconcile deadline is ``reconcile_timeout``)
 ========================  ===============================================================
@@ -27,6 +29,7 @@ import attrs
 import structlog
 
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import InvalidNameError
 from vworkspace.kube.informer import Informer, UpdatePredicate
 from vworkspace.kube.metrics import ControllerMetrics
 from vworkspace.kube.resources import key_of
@@ -160,7 +163,7 @@ class Controller:
         try:
             async with asyncio.timeout(self.reconcile_timeout):
                 result = await self.reconciler.reconcile(key)
-        except TerminalError as err:
+        except (TerminalError, InvalidNameError) as err:
             self.queue.forget(key)
             log.error(
                 "reconcile failed permanently; not retrying until the object changes",

@@ -7,8 +7,10 @@ is a clear error naming it.
 
 from __future__ import annotations
 
+from vworkspace.api.names import label_problem, subdomain_problem
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.paths import ApiPath
 from vworkspace.kube.resources import ResourceType
 
 
@@ -17,11 +19,18 @@ class UnknownKindError(LookupError):
 
 
 def split_api_version(api_version: str) -> tuple[str, str]:
+    """``GROUP/VERSION`` (or ``VERSION`` for the core group) -> (group, version). The group must
+    be a DNS-1123 subdomain and the version a label, as the API server registers them: both
+    become path segments of the discovery request."""
     if not api_version or api_version.count("/") > 1:
         raise ValueError(f"invalid apiVersion {api_version!r}")
     group, _, version = api_version.rpartition("/")
-    if not version:
-        raise ValueError(f"invalid apiVersion {api_version!r}")
+    if not version or label_problem(version) is not None:
+        raise ValueError(f"invalid apiVersion {api_version!r}: the version is not a DNS-1123 label")
+    if (group or "/" in api_version) and subdomain_problem(group) is not None:
+        raise ValueError(
+            f"invalid apiVersion {api_version!r}: the group is not a DNS-1123 subdomain"
+        )
     return group, version
 
 
@@ -34,7 +43,7 @@ class Discovery:
         group, version = split_api_version(api_version)
         kinds = self._cache.get(api_version)
         if kinds is None:
-            path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+            path = ApiPath.of("apis", group, version) if group else ApiPath.of("api", version)
             try:
                 listing = await self._client.request("GET", path)
             except NotFoundError:

@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from vworkspace.kube import safejson
 from vworkspace.kube.credentials import (
     ClientCertificate,
     Credential,
@@ -121,8 +122,8 @@ def parse_exec_credential(out: bytes, *, config: ExecConfig) -> tuple[Credential
     """The credential and its expiry (epoch seconds, or None) from the plugin's stdout."""
     where = describe(config)
     try:
-        doc = json.loads(out)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        doc = safejson.loads(out)
+    except safejson.JsonError as err:
         raise CredentialError(f"{where} printed no JSON ExecCredential: {err}") from None
     if not isinstance(doc, dict) or doc.get("kind") != "ExecCredential":
         raise CredentialError(f"{where} printed JSON that is not an ExecCredential")

@@ -26,7 +26,6 @@ when it says so. Adds, deletes and objects new to the cache always reach the han
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ import aiohttp
 import structlog
 
 from vworkspace.api.meta import ObjectKey
+from vworkspace.kube import safejson
 from vworkspace.kube.backoff import Backoff
 from vworkspace.kube.client import KubeApi
 from vworkspace.kube.clock import Clock, RealClock
@@ -80,9 +80,9 @@ def _older(a: JsonObj, b: JsonObj, *, or_same: bool = False) -> bool:
 
 def _decode_event(line: bytes) -> JsonObj:
     try:
-        event = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise WatchDecodeError(f"watch line is not JSON: {line[:120]!r}") from None
+        event = safejson.loads(line)
+    except safejson.JsonError as err:
+        raise WatchDecodeError(f"watch line is not JSON ({err}): {line[:120]!r}") from None
     if not isinstance(event, dict) or event.get("type") not in _EVENT_TYPES:
         raise WatchDecodeError(f"not a watch event: {line[:120]!r}")
     obj = event.get("object")
@@ -298,7 +298,7 @@ class Informer:
                 status=code if isinstance(code, int) else 0,
                 body=obj,
                 method="WATCH",
-                path=self.resource.collection_path(self.namespace),
+                path=str(self.resource.collection_path(self.namespace)),
             )
         new_rv = str(obj.get("metadata", {}).get("resourceVersion") or resource_version)
         if kind in ("ADDED", "MODIFIED"):

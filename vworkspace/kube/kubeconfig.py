@@ -17,6 +17,12 @@ client-go) are handed to kubernetes-asyncio's loader, imported only then
 (kube/kubeconfig_library.py). Refused with an error naming the user: impersonation (``as``,
 ``as-groups``, ...), which kubernetes-asyncio ignored silently, and ``interactiveMode: Always``.
 
+Types are client-go's too, which decodes the file into typed structs: a boolean field
+(``insecure-skip-tls-verify``, ``disable-compression``, exec ``provideClusterInfo``) must be a
+YAML boolean, a string field a string, ``args`` and ``env`` lists of strings. Anything else is a
+:class:`KubeConfigError` naming the entry and the field, never coerced: ``bool("false")`` is
+True, so ``insecure-skip-tls-verify: "false"`` once turned TLS verification off (issue 24, F5).
+
 Files are read synchronously: once, at start, before anything else runs.
 """
 
@@ -111,10 +117,14 @@ async def load_kubeconfig(
         if not name:
             raise KubeConfigError("no current-context is set and no context was given")
         ctx = _lookup(merged.contexts, "context", name)[0]
-        cluster_name, user_name = str(ctx.get("cluster") or ""), str(ctx.get("user") or "")
+        what = f"context {name!r}"
+        cluster_name, user_name = _str(ctx, "cluster", what=what), _str(ctx, "user", what=what)
         cluster, cluster_dir = _lookup(merged.clusters, "cluster", cluster_name)
         user, user_dir = _lookup(merged.users, "user", user_name) if user_name else ({}, Path())
         if "auth-provider" in user:
+            # kubernetes-asyncio coerces as bool() does (not "false" is False, so verification
+            # would be off): the cluster's fields are checked here first.
+            _cluster_settings(cluster_name, cluster, cluster_dir)
             # Imported here only: it loads kubernetes-asyncio (kube/kubeconfig_library.py).
             from vworkspace.kube.kubeconfig_library import load_with_library
 
@@ -175,7 +185,8 @@ def _merge(docs: list[tuple[Path, Entry]]) -> _Merged:
         ):
             for name, entry in _named(doc, section=section, key=key, path=path):
                 into.setdefault(name, (entry, path.parent))
-        current = current or doc.get("current-context") or None
+        what = f"cannot use kubeconfig {path}"
+        current = current or _str(doc, "current-context", what=what) or None
     return attrs.evolve(merged, current_context=current)
 
 
@@ -210,26 +221,7 @@ def _cluster_config(
     environ: Mapping[str, str],
 ) -> ClusterConfig:
     cluster_name, cluster, cluster_dir = cluster_entry
-    server = cluster.get("server")
-    if not server or not isinstance(server, str):
-        raise KubeConfigError(f"cluster {cluster_name!r} has no server")
-    proxy = cluster.get("proxy-url") or None
-    if proxy and not str(proxy).startswith(("http://", "https://")):
-        raise KubeConfigError(
-            f"cluster {cluster_name!r}: proxy-url {proxy!r} is not supported (http or https only)"
-        )
-    ca_data = _data(cluster, "certificate-authority", cluster_dir, what=f"cluster {cluster_name!r}")
-    ca_file = _path(cluster.get("certificate-authority"), cluster_dir)
-    config = ClusterConfig(
-        server=server,
-        ca_file=ca_file if cluster.get("certificate-authority-data") is None else None,
-        ca_data=_pem_text(ca_data, cluster_name)
-        if cluster.get("certificate-authority-data")
-        else None,
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        tls_server_name=cluster.get("tls-server-name") or None,
-        proxy_url=proxy,
-    )
+    config, ca_data = _cluster_settings(cluster_name, cluster, cluster_dir)
     user_name, user, user_dir = user_entry
     return attrs.evolve(
         config,
@@ -244,22 +236,103 @@ def _cluster_config(
     )
 
 
-def _path(value: Any, base: Path) -> str | None:
+def _cluster_settings(
+    cluster_name: str, cluster: Entry, cluster_dir: Path
+) -> tuple[ClusterConfig, bytes | None]:
+    """The cluster half of the config (no credentials) and the CA's bytes, if any."""
+    what = f"cluster {cluster_name!r}"
+    server = _str(cluster, "server", what=what)
+    if not server:
+        raise KubeConfigError(f"{what} has no server")
+    proxy = _str(cluster, "proxy-url", what=what) or None
+    if proxy and not proxy.startswith(("http://", "https://")):
+        raise KubeConfigError(f"{what}: proxy-url {proxy!r} is not supported (http or https only)")
+    _bool(cluster, "disable-compression", what=what)  # unused; checked as client-go does
+    ca_data = _data(cluster, "certificate-authority", cluster_dir, what=what)
+    ca_file = _path(_str(cluster, "certificate-authority", what=what), cluster_dir)
+    config = ClusterConfig(
+        server=server,
+        ca_file=ca_file if cluster.get("certificate-authority-data") is None else None,
+        ca_data=_pem_text(ca_data, cluster_name)
+        if cluster.get("certificate-authority-data")
+        else None,
+        insecure=_bool(cluster, "insecure-skip-tls-verify", what=what),
+        tls_server_name=_str(cluster, "tls-server-name", what=what) or None,
+        proxy_url=proxy,
+    )
+    return config, ca_data
+
+
+_YAML_TYPES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def _yaml_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return _YAML_TYPES.get(type(value), f"a YAML {type(value).__name__}")
+
+
+def _named_field(what: str, field: str, *, nested: bool) -> str:
+    """``cluster 'c': server``, or for a nested section ``user 'u': exec.command``."""
+    return f"{what}.{field}" if nested else f"{what}: {field}"
+
+
+def _bool(entry: Entry, field: str, *, what: str, nested: bool = False) -> bool:
+    """A boolean field as client-go reads it: a YAML boolean, or absent/null for false.
+
+    A string is refused, not converted: ``bool("false")`` is True. The value is shown (the
+    boolean fields hold no secrets), shortened."""
+    value = entry.get(field)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    shown = f"{_yaml_type(value)} {str(value)[:40]!r}"
+    raise KubeConfigError(
+        f"{_named_field(what, field, nested=nested)} must be true or false "
+        f"(a YAML boolean), not {shown}"
+    )
+
+
+def _str(entry: Entry, field: str, *, what: str, nested: bool = False) -> str:
+    """A string field as client-go reads it: a YAML string, or absent/null for "".
+
+    A number, a boolean or a list is refused, not converted with ``str()`` (client-go refuses
+    the file). The value is not shown: the field may be a token or a password."""
+    value = entry.get(field)
+    if value is None or isinstance(value, str):
+        return value or ""
+    raise KubeConfigError(
+        f"{_named_field(what, field, nested=nested)} must be a string, not {_yaml_type(value)}"
+    )
+
+
+def _strings(entry: Entry, field: str, *, what: str) -> list[str]:
+    """A list-of-strings field (exec ``args``); absent or null is empty."""
+    value = entry.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise KubeConfigError(f"{what}.{field} must be a list of strings")
+    return value
+
+
+def _path(value: str, base: Path) -> str | None:
     if not value:
         return None
-    path = Path(str(value))
+    path = Path(value)
     return str(path if path.is_absolute() else base / path)
 
 
 def _data(entry: Entry, field: str, base: Path, *, what: str) -> bytes | None:
     """The bytes of ``field-data`` (base64) or of the file ``field`` names; None if neither."""
-    data = entry.get(f"{field}-data")
+    data = _str(entry, f"{field}-data", what=what)
     if data:
         try:
-            return base64.b64decode(str(data), validate=True)
+            return base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             raise KubeConfigError(f"{what}: {field}-data is not valid base64") from None
-    path = _path(entry.get(field), base)
+    path = _path(_str(entry, field, what=what), base)
     if path is None:
         return None
     try:
@@ -305,11 +378,13 @@ def _credentials(
     refused = [key for key in IMPERSONATION if user.get(key)]
     if refused:
         raise KubeConfigError(f"{what}: impersonation ({', '.join(refused)}) is not supported")
+    token, token_file = _str(user, "token", what=what), _str(user, "tokenFile", what=what)
+    username, password = _str(user, "username", what=what), _str(user, "password", what=what)
     kinds = [
         kind
         for kind, present in (
-            ("token", user.get("token") or user.get("tokenFile")),
-            ("username/password", user.get("username") or user.get("password")),
+            ("token", token or token_file),
+            ("username/password", username or password),
             ("exec", user.get("exec")),
         )
         if present
@@ -320,14 +395,12 @@ def _credentials(
         return ExecCredentials(
             _exec_config(user_name, user["exec"], base, cluster_info), environ=environ
         )
-    if user.get("tokenFile"):
-        return TokenFileCredentials(Path(str(_path(user["tokenFile"], base)))).load()
-    if user.get("token"):
-        return StaticCredentials(bearer(str(user["token"])))
-    if user.get("username") or user.get("password"):
-        return StaticCredentials(
-            basic(str(user.get("username", "")), str(user.get("password", "")))
-        )
+    if token_file:
+        return TokenFileCredentials(Path(str(_path(token_file, base)))).load()
+    if token:
+        return StaticCredentials(bearer(token))
+    if username or password:
+        return StaticCredentials(basic(username, password))
     return StaticCredentials()
 
 
@@ -335,31 +408,57 @@ def _exec_config(
     user_name: str, spec: Any, base: Path, cluster_info: Mapping[str, Any]
 ) -> ExecConfig:
     what = f"user {user_name!r}: exec"
-    if not isinstance(spec, dict) or not spec.get("command"):
+    if not isinstance(spec, dict):
+        raise KubeConfigError(f"{what}.command is required")
+    command = _str(spec, "command", what=what, nested=True)
+    if not command:
         raise KubeConfigError(f"{what}.command is required")
     if spec.get("apiVersion") not in API_VERSIONS:
         raise KubeConfigError(
             f"{what}.apiVersion {spec.get('apiVersion')!r} is not supported "
             f"(use one of {', '.join(API_VERSIONS)})"
         )
-    if spec.get("interactiveMode") == "Always":
-        raise KubeConfigError(
-            f"{what}.interactiveMode Always needs a terminal; the operator has none"
-        )
-    command = str(spec["command"])
+    _interactive_mode(spec, what=what)
     if os.sep in command and not os.path.isabs(command):
         command = str(base / command)  # as client-go: relative to the kubeconfig's directory
-    env = spec.get("env") or []
-    if not isinstance(env, list) or not all(isinstance(e, dict) and "name" in e for e in env):
-        raise KubeConfigError(f"{what}.env must be a list of name/value entries")
     return ExecConfig(
         user=user_name,
         command=command,
-        args=tuple(str(a) for a in spec.get("args") or ()),
-        env={str(e["name"]): str(e.get("value", "")) for e in env},
+        args=tuple(_strings(spec, "args", what=what)),
+        env=_exec_env(spec, what=what),
         api_version=spec["apiVersion"],
-        cluster_info=cluster_info if spec.get("provideClusterInfo") else None,
+        cluster_info=cluster_info
+        if _bool(spec, "provideClusterInfo", what=what, nested=True)
+        else None,
     )
+
+
+INTERACTIVE_MODES = ("Never", "IfAvailable", "Always")
+
+
+def _interactive_mode(spec: Entry, *, what: str) -> None:
+    """client-go's three values (absent: its default); ``Always`` needs a terminal."""
+    mode = _str(spec, "interactiveMode", what=what, nested=True)
+    if mode and mode not in INTERACTIVE_MODES:
+        raise KubeConfigError(
+            f"{what}.interactiveMode {mode!r} is not one of {', '.join(INTERACTIVE_MODES)}"
+        )
+    if mode == "Always":
+        raise KubeConfigError(
+            f"{what}.interactiveMode Always needs a terminal; the operator has none"
+        )
+
+
+def _exec_env(spec: Entry, *, what: str) -> dict[str, str]:
+    env = spec.get("env") or []
+    if not isinstance(env, list) or not all(
+        isinstance(e, dict)
+        and isinstance(e.get("name"), str)
+        and isinstance(e.get("value", ""), str)
+        for e in env
+    ):
+        raise KubeConfigError(f"{what}.env must be a list of name/value entries, both strings")
+    return {e["name"]: e.get("value", "") for e in env}
 
 
 def _exec_cluster_info(config: ClusterConfig, ca: bytes | None, cluster: Entry) -> Entry:

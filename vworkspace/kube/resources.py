@@ -2,6 +2,13 @@
 
 The operator talks to a handful of fixed kinds, so it skips API discovery entirely (kubernetes-
 asyncio's dynamic client needs discovery and cannot ask for watch bookmarks).
+
+Paths are :class:`~vworkspace.kube.paths.ApiPath` segments, never joined strings, and every
+namespace, name and subresource is checked before it becomes one (api/names.py): a namespace
+must be a DNS-1123 label, a subresource too, and a name a valid path segment (not ``.`` or
+``..``, no ``/`` or ``%``). A failure is an :class:`~vworkspace.api.names.InvalidNameError`
+naming ``namespace``, ``name`` or ``subresource``; callers that take names from data (a job, a
+spec) check them first with a field name of their own.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import attrs
 
 from vworkspace.api import constants
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.names import check_label, check_namespace, check_path_segment
+from vworkspace.kube.paths import ApiPath
 
 
 @attrs.frozen
@@ -28,15 +37,27 @@ class ResourceType:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    def collection_path(self, namespace: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        return f"{base}/{self.plural}"
+    def group_version_path(self) -> ApiPath:
+        """``/apis/GROUP/VERSION`` (``/api/VERSION`` for the core group)."""
+        if self.group:
+            return ApiPath.of("apis", self.group, self.version)
+        return ApiPath.of("api", self.version)
 
-    def path(self, key: ObjectKey, subresource: str | None = None) -> str:
-        path = f"{self.collection_path(key.namespace if self.namespaced else None)}/{key.name}"
-        return f"{path}/{subresource}" if subresource else path
+    def collection_path(self, namespace: str | None = None) -> ApiPath:
+        """The collection, in ``namespace`` if the kind is namespaced and one is given (else
+        across all namespaces)."""
+        base = self.group_version_path()
+        if self.namespaced and namespace:
+            base = base.child("namespaces", check_namespace(namespace, field="namespace"))
+        return base.child(self.plural)
+
+    def path(self, key: ObjectKey, subresource: str | None = None) -> ApiPath:
+        """One object (and optionally its subresource); InvalidNameError naming the field."""
+        name = check_path_segment(key.name, field="name")
+        path = self.collection_path(key.namespace if self.namespaced else None).child(name)
+        if subresource:
+            path = path.child(check_label(subresource, field="subresource", what="subresource"))
+        return path
 
     def __str__(self) -> str:
         return f"{self.plural}.{self.group}" if self.group else self.plural

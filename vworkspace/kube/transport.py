@@ -17,6 +17,10 @@ the next request. A client certificate an exec plugin hands out is loaded into t
 context, so new connections use it while open ones finish with the old one. Proxies: the
 kubeconfig's ``proxy-url``, else the proxy the app resolved from the environment once at start
 (client-go also reads ``HTTPS_PROXY``/``NO_PROXY`` once); nothing here reads the environment.
+
+URLs are built here, from an :class:`~vworkspace.kube.paths.ApiPath`: each segment
+percent-encoded, and the URL handed to aiohttp as already encoded (``yarl.URL(...,
+encoded=True)``), so aiohttp cannot resolve ``..`` or cut at ``#``/``?`` (issue 24, F1).
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined
 
 import aiohttp
 import attrs
+import yarl
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from vworkspace.kube.credentials import ClientCertificate, load_certificate
 from vworkspace.kube.kubeconfig import ClusterConfig
+from vworkspace.kube.paths import ApiPath
 
 # client-go's rest_client_request_duration_seconds buckets.
 REQUEST_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
@@ -103,6 +109,8 @@ class Transport:
     ) -> None:
         self.config = config
         self.host = config.server.rstrip("/")
+        # The server URL (a kubeconfig may give a path prefix, e.g. a proxy's) in encoded form.
+        self._base = str(yarl.URL(self.host))
         self._host_label = urlsplit(self.host).netloc or self.host
         self._pool_size = pool_size
         self._proxy = config.proxy_url or proxy_for(self.host, proxies or {})
@@ -137,10 +145,18 @@ class Transport:
             await self._session.close()
             self._session = None
 
+    def url(self, path: ApiPath, query: Mapping[str, str] | None = None) -> yarl.URL:
+        """The request URL: the segments encoded here, and marked encoded so that yarl keeps
+        them exactly (no ``..`` resolution, no second decoding)."""
+        text = self._base + path.encoded
+        if query:
+            text += "?" + urlencode(list(query.items()))
+        return yarl.URL(text, encoded=True)
+
     async def send(
         self,
         method: str,
-        path: str,
+        path: ApiPath,
         *,
         query: Mapping[str, str] | None,
         body: Any,
@@ -149,9 +165,7 @@ class Transport:
     ) -> aiohttp.ClientResponse:
         """Send a request; the caller reads and releases the response. Connection errors are
         aiohttp's own exceptions, as before."""
-        url = self.host + path
-        if query:
-            url += "?" + urlencode(list(query.items()))
+        url = self.url(path, query)
         credential = await self.config.credentials.current()
         sent_headers = {**headers, **credential.headers}
         session = self._open()

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from vworkspace.kube import safejson
 from vworkspace.mockcontrolplane.signer import MODES
 from vworkspace.mockcontrolplane.state import Fault, MockState, wire_job
 
@@ -93,8 +94,8 @@ async def _json_body(request: web.Request, *, required: bool = True) -> Any:
             raise _RejectError(error(400, "InvalidJSON", "request body is empty"))
         return {}
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return safejson.loads(raw)
+    except safejson.JsonError as err:
         raise _RejectError(error(400, "InvalidJSON", f"invalid JSON: {err}")) from None
 
 

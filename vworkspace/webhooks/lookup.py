@@ -16,6 +16,7 @@ from vworkspace.api.admission import World
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.paths import ApiPath
 from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS
 
 JsonObj = dict[str, Any]
@@ -54,7 +55,7 @@ class ClusterLookup:
             operations=list(operations.get("items") or []),
         )
 
-    async def _get_or_none(self, path: str) -> JsonObj | None:
+    async def _get_or_none(self, path: ApiPath) -> JsonObj | None:
         try:
             return await self._client.request("GET", path, timeout_s=self._timeout)
         except NotFoundError:

@@ -6,6 +6,11 @@ only (Go's ``--enable-http2=false`` default; aiohttp has no HTTP/2 server anyway
 Certificates: :class:`~vworkspace.kube.tls.CertificateReloader` (shared with the secure metrics
 listener) follows the mounted serving pair on disk, so cert-manager rotations need no restart.
 
+Slow clients (issue 24, F7): the listener closes a connection whose TLS handshake or request
+line and headers take longer than 10 s, and caps open connections
+(:mod:`vworkspace.kube.listener`); the handler reads the body within ``body_timeout`` (30 s,
+the API server's longest webhook timeout) or answers 408 and closes the connection.
+
 The handlers never log object contents (values may hold secrets): only kind, namespace, name,
 operation, the user and the decision.
 """
@@ -27,8 +32,16 @@ from vworkspace.api.admission import (
     review_application_instance,
     review_operation,
 )
+from vworkspace.api.names import InvalidNameError, check_subdomain
+from vworkspace.kube import safejson
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.errors import ApiError
+from vworkspace.kube.listener import (
+    DEFAULT_LIMITS,
+    BoundedSite,
+    ListenerLimits,
+    bounded_runner,
+)
 from vworkspace.kube.tls import CertificateReloader
 from vworkspace.webhooks import review
 from vworkspace.webhooks.lookup import WorldLookup
@@ -40,6 +53,9 @@ INSTANCE_PATH = "/validate-apps-vworkspace-io-v1alpha1-applicationinstance"
 OPERATION_PATH = "/validate-ops-vworkspace-io-v1alpha1-operation"
 # An AdmissionReview carries the new and the old object; etcd allows 1.5 MiB each.
 MAX_BODY = 8 * 1024 * 1024
+# The API server waits at most 30 s for a webhook (timeoutSeconds' maximum); a body still
+# arriving after that is nobody's request any more.
+BODY_TIMEOUT = 30.0
 
 
 @attrs.frozen
@@ -92,7 +108,11 @@ class WebhookServer:
         clock: Clock,
         metrics: WebhookMetrics,
         reload_interval: float = 10.0,
+        limits: ListenerLimits = DEFAULT_LIMITS,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
+        """``limits``: the listener's header and handshake deadlines and connection cap;
+        ``body_timeout``: how long one request's body may take to arrive."""
         self._host = host
         self._port = port
         self.certificates = certificates
@@ -101,6 +121,8 @@ class WebhookServer:
         self._clock = clock
         self._metrics = metrics
         self._reload_interval = reload_interval
+        self._limits = limits
+        self._body_timeout = body_timeout
         self.port = 0
         self.started = asyncio.Event()
 
@@ -111,11 +133,15 @@ class WebhookServer:
         return app
 
     async def run(self, stop: asyncio.Event) -> None:
-        runner = web.AppRunner(self.application(), access_log=None, shutdown_timeout=2.0)
+        runner = bounded_runner(self.application(), limits=self._limits)
         await runner.setup()
         try:
-            site = web.TCPSite(
-                runner, self._host, self._port, ssl_context=self.certificates.context
+            site = BoundedSite(
+                runner,
+                self._host,
+                self._port,
+                ssl_context=self.certificates.context,
+                limits=self._limits,
             )
             await site.start()
             self.port = int(runner.addresses[0][1])
@@ -143,7 +169,16 @@ class WebhookServer:
 
     async def _serve(self, request: web.Request, decide: Decide) -> web.Response:
         try:
-            admission = review.parse_review(await request.json())
+            async with asyncio.timeout(self._body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            response = web.Response(
+                status=408, text=f"request body not received within {self._body_timeout:g}s\n"
+            )
+            response.force_close()
+            return response
+        try:
+            admission = review.parse_review(safejson.loads(raw))
         except (ValueError, review.MalformedReviewError) as err:
             return web.Response(status=400, text=f"bad AdmissionReview: {err}\n")
         log = _log.bind(
@@ -177,6 +212,12 @@ class WebhookServer:
         if old is not None and is_controller_write(new, old):
             return None  # no lookups for finalizer and label writes
         target = ((new.get("spec") or {}).get("targetRef") or {}).get("name") or ""
+        if isinstance(target, str) and target:
+            # The name becomes a path segment of the lookup (issue 24, F1): refuse, don't send.
+            try:
+                check_subdomain(target, field="spec.targetRef.name")
+            except InvalidNameError as err:
+                return str(err)
         world = await self._lookup.world(
             namespace=admission.namespace, target=target if isinstance(target, str) else ""
         )
