@@ -81,6 +81,7 @@ def operator_for(
         log,
         *("--agent-enabled", "--control-plane-base-url", mock.url, "--cluster-id", CLUSTER),
         *("--agent-token", TOKEN, "--agent-poll-interval", "2s", "--agent-require-signed-jobs"),
+        "--allow-insecure-control-plane",  # the mock is plain http on 127.0.0.1
         *args,
     )
 
