@@ -236,7 +236,12 @@ async def test_signed_jobs_refusals_named_nothing_applied_and_rotation_without_r
             lambda: '"key_ids": ["k2"]' in operator.output(),
             20,
         )
-        rotated = signed(instance_job("t-rotated", ns, "rotated", **base), k2, "k2")
+        # With signatures required a signed job carries an idempotencyKey (issue 24, F3).
+        rotated = signed(
+            instance_job("t-rotated", ns, "rotated", idempotencyKey=f"ai/{ns}/rotated@1", **base),
+            k2,
+            "k2",
+        )
         await admin.enqueue(CLUSTER, rotated, signing="as-is")
         await admin.enqueue(
             CLUSTER, instance_job("t-old", ns, "old-key")

@@ -1,6 +1,11 @@
 """The long-poll loop: fetch jobs, then ack -> apply -> exactly one result per job.
 
 * **Waits for credentials**, and picks up new ones (a rotated token) for the very next request.
+* **Waits for the trusted keys** before its first fetch (the verifier's informer has listed the
+  keys ConfigMap or Secret): a signed job fetched right after a start is checked against the keys
+  that exist, not against an empty cache that would fail it for good as ``unknown_key``.
+* **Loads the idempotency store** before its first fetch, so after a restart (or a change of
+  leader) every key and job id recorded before is known to the first job.
 * **Concurrency**: up to ``concurrency`` jobs at once across objects, but jobs that target the
   same object run strictly in the order they arrived (a per-object chain), so "create then patch"
   never becomes "patch then create".
@@ -11,6 +16,10 @@
   result is posted, so a crash in between yields ``noop`` when the job is delivered again. The
   store group-commits the keys of jobs finishing together (agent/idempotency.py): a job waits
   for the write holding its key, and a failed write fails every job of that batch.
+* **Replays** (signatures required, agent/replay.py): a signed job whose id was answered before,
+  or is in hand right now, is ``noop`` / ``replayed`` and never applied. Otherwise its id is
+  reserved before the apply (refused, ``replay_capacity``, when the store is full: fail closed)
+  and recorded in the same write as its key, whatever the outcome, before the result is posted.
 * A job whose ack fails is left for redelivery (no result); a result that cannot be posted after
   the client's retries is logged; the control plane redelivers it and the idempotency key makes
   the second pass a ``noop``: no job lost, none applied twice.
@@ -27,6 +36,7 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import attrs
 import structlog
 
 from vworkspace.agent.applier import Applier, JobError
@@ -39,7 +49,7 @@ from vworkspace.agent.client import (
 from vworkspace.agent.credentials import CredentialStore
 from vworkspace.agent.idempotency import IdempotencyStore
 from vworkspace.agent.metrics import CONNECTED, DISCONNECTED, RECONNECTING, AgentMetrics
-from vworkspace.agent.signing import SignatureError
+from vworkspace.agent.signing import REPLAY_CAPACITY, REPLAYED, SignatureError
 from vworkspace.agent.verifier import JobVerifier
 from vworkspace.agent.wire import Job, JobDecodeError, JobResult, Outcome
 from vworkspace.kube.clock import Clock
@@ -47,6 +57,8 @@ from vworkspace.kube.errors import ApiError
 
 JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.agent.poller")
+# The ``error`` of a replayed signed job's ``noop`` result.
+REPLAYED_ERROR = "replayed"
 # What reading or writing the idempotency ConfigMap may raise; a transport error fails the job
 # like an API error instead of ending its task without a result.
 _STORE_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError)
@@ -129,8 +141,11 @@ class Poller:
         except (JobError, ApiError, aiohttp.ClientError, TimeoutError) as err:
             # Not fatal: recording keys fails (and says so) until the namespace exists.
             log.warning("cannot ensure the operator namespace", error=str(err))
+        await self._load_store()
         stopping = asyncio.ensure_future(stop.wait())
         try:
+            if not await self._keys_synced(stopping):
+                return
             while not stop.is_set():
                 credentials = self._credentials.current()
                 if credentials is None:
@@ -178,6 +193,25 @@ class Poller:
             stopping.cancel()
         await self._drain()
         await self._idempotency.close()
+
+    async def _load_store(self) -> None:
+        """Read the idempotency store afresh before the first job. A failure is not fatal: the
+        first lookup reads it again, and a job whose lookup fails is ``failed``, never applied
+        unchecked."""
+        try:
+            await self._idempotency.load()
+        except _STORE_ERRORS as err:
+            _log.warning("cannot read the idempotency store yet", error=str(err))
+
+    async def _keys_synced(self, stopping: asyncio.Future[Any]) -> bool:
+        """Wait until the verifier's trusted keys are listed; False when stopped first."""
+        if self._verifier is None or self._verifier.ready:
+            return True
+        _log.info("waiting for the trusted job-signing keys before fetching jobs")
+        synced = asyncio.ensure_future(self._verifier.wait_ready())
+        await asyncio.wait({synced, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        synced.cancel()
+        return not stopping.done()
 
     async def _back_off(self, err: ControlPlaneError, stopping: asyncio.Future[Any]) -> None:
         delay = (
@@ -275,19 +309,62 @@ class Poller:
         if key and (problem := self._idempotency.problem(key)):
             # Refused before applying: recording it would fail after the apply.
             return JobResult(outcome=Outcome.FAILED, timestamp=now, error=problem)
+        if not self._guards_replay(job):
+            return await self._apply_once(job, key)
+        assert job.expires_at is not None  # the verifier requires it
+        try:
+            if await self._idempotency.seen(job.id):
+                self._metrics.rejections.labels(REPLAYED).inc()
+                return JobResult(outcome=Outcome.NOOP, timestamp=now, error=REPLAYED_ERROR)
+        except _STORE_ERRORS as err:
+            return self._store_failed("check job id", err)
+        if problem := self._idempotency.reserve(job.id, job.expires_at):
+            self._metrics.rejections.labels(REPLAY_CAPACITY).inc()
+            return JobResult(outcome=Outcome.FAILED, timestamp=now, error=problem)
+        try:
+            return await self._apply_once(job, key, remember_id=True)
+        finally:
+            # Recorded by now, or given up (a cancelled job is delivered again).
+            self._idempotency.release(job.id)
+
+    def _guards_replay(self, job: Job) -> bool:
+        """Replay protection holds for signed jobs when signatures are required: only then is
+        every job signed with a bounded ``expiresAt`` (with them optional, a hop could strip the
+        signature and replay the job unsigned anyway)."""
+        return self._verifier is not None and self._verifier.require and job.signed
+
+    async def _apply_once(self, job: Job, key: str, *, remember_id: bool = False) -> JobResult:
+        """The idempotency lookup, the apply, then the record (the key on success; the job id,
+        when ``remember_id``, whatever the outcome) before the result may be posted."""
+        seen = False
         if key:
             try:
-                if await self._idempotency.contains(key):
-                    return JobResult(outcome=Outcome.NOOP, timestamp=self._clock.now())
+                seen = await self._idempotency.contains(key)
             except _STORE_ERRORS as err:
                 return self._store_failed("check idempotency key", err)
-        result = await self._applier.process(job)
-        if result.outcome is Outcome.SUCCEEDED and key:
-            try:
-                # Returns once the key is durable: only then may the result be posted.
-                await self._idempotency.record(key)
-            except _STORE_ERRORS as err:
+        if seen:
+            result = JobResult(outcome=Outcome.NOOP, timestamp=self._clock.now())
+        else:
+            result = await self._applier.process(job)
+        return await self._recorded(job, result, key=key, remember_id=remember_id)
+
+    async def _recorded(
+        self, job: Job, result: JobResult, *, key: str, remember_id: bool
+    ) -> JobResult:
+        """``result`` once what must survive it is durable; a ``failed`` result naming the write
+        otherwise (the control plane learns that the job may run again)."""
+        record_key = key if result.outcome is Outcome.SUCCEEDED else ""
+        if not (record_key or remember_id):
+            return result
+        try:
+            # Returns once the key and id are durable: only then may the result be posted.
+            await self._idempotency.record(record_key, job_id=job.id if remember_id else "")
+        except _STORE_ERRORS as err:
+            if record_key:
                 return self._store_failed("record idempotency key", err)
+            failed = self._store_failed("record job id", err)
+            original = result.outcome.value + (f": {result.error}" if result.error else "")
+            return attrs.evolve(failed, error=f"{failed.error} (the job itself: {original})")
         return result
 
     def _store_failed(self, what: str, err: Exception) -> JobResult:

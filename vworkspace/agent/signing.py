@@ -52,6 +52,11 @@ UNKNOWN_KEY = "unknown_key"
 BAD_SIGNATURE = "bad_signature"
 NO_EXPIRY = "no_expiry"
 EXPIRY_TOO_FAR = "expiry_too_far"
+NO_IDEMPOTENCY_KEY = "no_idempotency_key"
+# Replay protection (agent/replay.py): a job id answered before (its result is ``noop`` /
+# ``replayed``), and a new signed job refused because the remembered ids are at their bound.
+REPLAYED = "replayed"
+REPLAY_CAPACITY = "replay_capacity"
 
 
 class SignatureError(ValueError):

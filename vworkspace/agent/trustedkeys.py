@@ -9,7 +9,10 @@ in use, so one typo does not turn verification off or on for every key. A missin
 "no trusted keys" (then every signed job fails with an unknown key id).
 
 The object is watched by an informer with a name field selector (as the credentials Secret),
-which needs ``list`` and ``watch`` on the kind in the operator namespace.
+which needs ``list`` and ``watch`` on the kind in the operator namespace. Until the informer has
+listed it once, :attr:`TrustedKeys.synced` is False and the keys are not known yet (an empty
+mapping that means "not read", not "none trusted"): the poller waits for
+:meth:`TrustedKeys.wait_synced` before it fetches a job (agent/verifier.py).
 """
 
 from __future__ import annotations
@@ -107,6 +110,14 @@ class TrustedKeys:
 
     def current(self) -> Mapping[str, Ed25519PublicKey]:
         return self._keys
+
+    @property
+    def synced(self) -> bool:
+        """Whether the keys were read: the informer listed the object (or found none)."""
+        return self.informer.has_synced
+
+    async def wait_synced(self) -> None:
+        await self.informer.wait_synced()
 
     def _on_object(self, obj: JsonObj, initial: bool) -> None:
         # A delete is reported with the last known object; the cache tells whether it exists.

@@ -437,7 +437,7 @@ def add_agent(
             on_rejected=lambda reason: metrics.rejections.labels(reason).inc(),
         ),
         idempotency=IdempotencyStore(
-            client, namespace=namespace, max_keys=agent.idempotency_max_keys
+            client, namespace=namespace, max_keys=agent.idempotency_max_keys, clock=clock
         ),
         clock=clock,
         metrics=metrics,
@@ -501,6 +501,9 @@ def add_verifier(
         clock=clock,
         require=hardening.require_signed_jobs,
         max_age=hardening.signed_job_max_age,
+        # The poller fetches no job before the keys are listed (agent/verifier.py).
+        synced=lambda: keys.synced,
+        wait_synced=keys.wait_synced,
     )
 
 
