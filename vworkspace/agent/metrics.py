@@ -50,7 +50,8 @@ class AgentMetrics:
         self.rejections = Counter(
             "vworkspace_agent_job_rejections",
             "Jobs refused before anything was applied, by reason: unsigned, malformed, "
-            "unknown_key, bad_signature, no_expiry, expiry_too_far, policy_<rule>",
+            "unknown_key, bad_signature, no_expiry, expiry_too_far, no_idempotency_key, "
+            "replayed, replay_capacity, policy_<rule> (policy_metadata included)",
             ["reason"],
             registry=registry,
         )
