@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -39,12 +39,22 @@ def _child_setup(parent_pid: int, *, die_with_parent: bool) -> Callable[[], None
 
 
 class ManagedProcess:
-    """One long-running child with its output in a log file."""
+    """One long-running child with its output in a log file. ``env``: the child's whole
+    environment (None: inherit ours); for programs configured only through it (Flux's
+    controllers take the cluster from ``KUBECONFIG``)."""
 
-    def __init__(self, *, name: str, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.env = dict(env) if env is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,6 +71,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 close_fds=True,
+                env=self.env,
                 preexec_fn=_child_setup(os.getpid(), die_with_parent=die_with_parent),
             )
 

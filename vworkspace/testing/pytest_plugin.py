@@ -13,6 +13,11 @@ Fixtures:
 * ``third_party_crds`` (session): the upstream Flux, Velero and Argo Workflows CRDs, Established.
 * ``kube_api`` (function): an admin kubernetes-asyncio ``ApiClient``.
 * ``vworkspace_crds`` (session): the operator's own CRDs, generated from the models, Established.
+* ``flux`` (session): Flux's real source-controller and helm-controller
+  (:mod:`vworkspace.testing.flux`), ready, against ``control_plane``; built by
+  ``scripts/build-test-assets.sh``. Missing binaries skip (or, with the variable above, fail).
+* ``chart_repo`` (session): the project's test charts (``tests/fixtures/charts``) packaged and
+  served as a Helm HTTP repository on 127.0.0.1 (:mod:`vworkspace.testing.chartrepo`).
 
 ``VWORKSPACE_TEST_KEEP=1`` keeps the data directory and the namespaces and prints the kubeconfig.
 When a test that used a namespace fails, its report names the namespace with a kubectl command.
@@ -33,6 +38,7 @@ import pytest
 
 from vworkspace.testing import assets as assets_mod
 from vworkspace.testing.asyncclient import api_client
+from vworkspace.testing.chartrepo import ChartRepoError, ChartRepository, start_chart_repository
 from vworkspace.testing.controlplane import ControlPlane
 from vworkspace.testing.crds import (
     ThirdPartyCrdsError,
@@ -40,6 +46,7 @@ from vworkspace.testing.crds import (
     install_crds,
     load_crds,
 )
+from vworkspace.testing.flux import Flux, FluxError, find_controllers
 from vworkspace.testing.rest import ApiError
 
 KEEP_ENV = "VWORKSPACE_TEST_KEEP"
@@ -49,6 +56,7 @@ NAMESPACE_LABEL = "testing.vworkspace.io/test"
 _plane_key = pytest.StashKey[ControlPlane]()
 _namespace_key = pytest.StashKey[str]()
 _report_key = pytest.StashKey[dict[str, pytest.TestReport]]()
+_flux_key = pytest.StashKey[Flux]()
 
 
 def _flag(name: str) -> bool:
@@ -136,6 +144,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"vworkspace testenv: Kubernetes from {plane.assets.directory} ({plane.assets.source}), "
         f"ready in {secs}, controller-manager: {'yes' if plane.with_controller_manager else 'no'}"
     )
+    flux = terminalreporter.config.stash.get(_flux_key, None)
+    if flux is not None and flux.startup_seconds is not None:
+        terminalreporter.write_line(
+            f"vworkspace testenv: Flux (source-controller, helm-controller) ready in "
+            f"{flux.startup_seconds:.1f}s, logs in {flux.data_dir / 'logs'}"
+        )
     if _flag(KEEP_ENV):
         terminalreporter.write_line(f"vworkspace testenv: kept data directory {plane.data_dir}")
         terminalreporter.write_line(
@@ -202,3 +216,36 @@ def vworkspace_crds(control_plane: ControlPlane) -> list[str]:
     from vworkspace.api import crdgen
 
     return install_crds(control_plane.rest(), [crdgen.crd(info) for info in crdgen.RESOURCES])
+
+
+@pytest.fixture(scope="session")
+def flux(
+    control_plane: ControlPlane, third_party_crds: list[str], request: pytest.FixtureRequest
+) -> Iterator[Flux]:
+    """Flux's source-controller and helm-controller, ready (their ``/readyz`` answers 200).
+
+    With ``VWORKSPACE_TEST_KEEP=1`` their data directory (logs, artifacts) is kept."""
+    try:
+        binaries = find_controllers(os.environ, beside=control_plane.assets.directory)
+    except FluxError as err:
+        _unavailable(str(err))
+    running = Flux(plane=control_plane, binaries=binaries)
+    running.start()
+    request.config.stash[_flux_key] = running
+    try:
+        yield running
+    finally:
+        running.stop(keep_data_dir=_flag(KEEP_ENV))
+
+
+@pytest.fixture(scope="session")
+def chart_repo() -> Iterator[ChartRepository]:
+    """The test charts as a Helm HTTP repository on 127.0.0.1 (``chart_repo.url``)."""
+    try:
+        repo = start_chart_repository(os.environ)
+    except ChartRepoError as err:
+        _unavailable(str(err))
+    try:
+        yield repo
+    finally:
+        repo.stop()

@@ -1,0 +1,319 @@
+"""Flux's real source-controller and helm-controller install the project's own chart from the
+local chart repository; then the operator's ApplicationInstance goes Ready through them.
+
+No hand-written status here: every condition is what the real controllers wrote. Each test
+records the HelmRelease's condition sequence (type=status/reason, in the order they appeared)
+and prints it as one ``flux-conditions:`` line (run with ``-s`` to see them), the observed
+truth the other tiers' fixtures are checked against.
+
+No simulated nodes run in these tests, so the charts' Deployments have ``replicas: 0``. The
+direct HelmReleases set ``install.disableWait``; the operator's HelmRelease waits (as in
+production), so that test also runs kube-controller-manager's deployment and replicaset
+controllers, which make a zero-replica Deployment Available without any Pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from vworkspace.api.meta import ObjectKey
+from vworkspace.app.engines import HELM_RELEASE_KIND
+from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
+from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES
+from vworkspace.kube.client import KubeClient
+from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.resources import APPLICATION_INSTANCES, ResourceType
+from vworkspace.testing import ControlPlane
+from vworkspace.testing.chartrepo import DEMO_CHART, FAILING_HOOK_CHART, ChartRepository
+from vworkspace.testing.flux import Flux
+from vworkspace.testing.objects import managed_instance
+from vworkspace.testing.processes import ManagedProcess
+
+CONFIG_MAPS = ResourceType("", "v1", "configmaps", "ConfigMap")
+DEPLOYMENTS = ResourceType("apps", "v1", "deployments", "Deployment")
+SERVICES = ResourceType("", "v1", "services", "Service")
+JsonObj = dict[str, Any]
+
+
+@pytest.fixture
+async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
+    client = await KubeClient.from_kubeconfig(str(control_plane.kubeconfig_path))
+    yield client
+    await client.close()
+
+
+class ConditionLog:
+    """The distinct ``Type=Status/Reason`` states of an object's conditions, in order seen.
+
+    Polled (every 50 ms), so a state that lasted less than that can be missed; the sequence is
+    what a client watching the object would have seen at that resolution.
+    """
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self._last: dict[str, str] = {}
+
+    def record(self, obj: JsonObj) -> None:
+        for cond in (obj.get("status") or {}).get("conditions") or []:
+            state = f"{cond['type']}={cond['status']}/{cond.get('reason', '')}"
+            if self._last.get(cond["type"]) != state:
+                self._last[cond["type"]] = state
+                self.seen.append(state)
+
+
+async def watch_until(
+    kube: KubeClient,
+    resource: ResourceType,
+    key: ObjectKey,
+    done: Any,
+    *,
+    log: ConditionLog,
+    timeout: float,
+    flux: Flux | None = None,
+) -> JsonObj:
+    """Poll the object, recording its conditions, until ``done(obj)``; fail with the sequence
+    seen and the controllers' log tails on timeout."""
+    deadline = time.monotonic() + timeout
+    obj: JsonObj = {}
+    while time.monotonic() < deadline:
+        try:
+            obj = await kube.get(resource, key)
+        except NotFoundError:
+            obj = {}
+        log.record(obj)
+        if obj and done(obj):
+            return obj
+        await asyncio.sleep(0.05)
+    tails = flux.log_tails() if flux is not None else ""
+    raise AssertionError(
+        f"{resource.kind} {key} not done after {timeout}s; conditions seen {log.seen}; "
+        f"status {obj.get('status')}\n{tails}"
+    )
+
+
+def condition(obj: JsonObj, type_: str) -> JsonObj:
+    conds = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conds if c["type"] == type_), {})
+
+
+def ready_is(status: str) -> Any:
+    return lambda obj: condition(obj, "Ready").get("status") == status
+
+
+def report(what: str, log: ConditionLog, seconds: float) -> None:
+    print(f"\nflux-conditions: {what} ({seconds:.1f}s): {' -> '.join(log.seen)}")
+
+
+def helm_repository(namespace: str, url: str) -> JsonObj:
+    return {
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "HelmRepository",
+        "metadata": {"name": "charts", "namespace": namespace},
+        "spec": {"interval": "1m0s", "url": url},
+    }
+
+
+def helm_release(namespace: str, name: str, chart: str, values: JsonObj) -> JsonObj:
+    return {
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "interval": "5m0s",
+            "chart": {
+                "spec": {
+                    "chart": chart,
+                    "version": "0.1.0",
+                    "sourceRef": {"kind": "HelmRepository", "name": "charts"},
+                }
+            },
+            # No nodes run Pods here: do not wait for them. No retries: fail at the first error.
+            "install": {"disableWait": True, "remediation": {"retries": 0}},
+            "values": values,
+        },
+    }
+
+
+async def install(
+    kube: KubeClient, chart_repo: ChartRepository, namespace: str, release: JsonObj
+) -> None:
+    await kube.create(
+        HELM_REPOSITORIES, helm_repository(namespace, chart_repo.url), field_manager="test"
+    )
+    await kube.create(HELM_RELEASES, release, field_manager="test")
+
+
+async def test_a_helm_release_of_demo_app_is_installed_by_the_real_controllers(
+    flux: Flux, chart_repo: ChartRepository, kube: KubeClient, kube_namespace: str
+) -> None:
+    values = {"replicas": 0, "message": "installed by the real helm-controller"}
+    started = time.monotonic()
+    await install(
+        kube, chart_repo, kube_namespace, helm_release(kube_namespace, "demo", DEMO_CHART, values)
+    )
+    log = ConditionLog()
+    hr = await watch_until(
+        kube,
+        HELM_RELEASES,
+        ObjectKey(kube_namespace, "demo"),
+        ready_is("True"),
+        log=log,
+        timeout=60,
+        flux=flux,
+    )
+    report("HelmRelease demo-app 0.1.0 install", log, time.monotonic() - started)
+    assert condition(hr, "Ready")["reason"] == "InstallSucceeded"
+    assert hr["status"]["history"][0]["chartVersion"] == "0.1.0"
+    assert hr["status"]["history"][0]["status"] == "deployed"
+    name = ObjectKey(kube_namespace, "demo-demo-app")
+    config = await kube.get(CONFIG_MAPS, name)
+    assert config["data"] == {"message": values["message"], "chartVersion": "0.1.0"}
+    deployment = await kube.get(DEPLOYMENTS, name)
+    assert deployment["spec"]["replicas"] == 0
+    assert (
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "registry.example/demo-app:1.0.0"
+    )
+    assert (await kube.get(SERVICES, name))["spec"]["ports"][0]["port"] == 80
+    # helm-controller labels what it installed with the release's name and namespace.
+    assert deployment["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"] == "demo"
+    assert chart_repo.index_downloads() >= 1
+
+
+async def test_a_failing_post_install_hook_ends_with_helm_controllers_own_reason(
+    flux: Flux, chart_repo: ChartRepository, kube: KubeClient, kube_namespace: str
+) -> None:
+    started = time.monotonic()
+    await install(
+        kube,
+        chart_repo,
+        kube_namespace,
+        helm_release(kube_namespace, "hooked", FAILING_HOOK_CHART, {}),
+    )
+    log = ConditionLog()
+    hr = await watch_until(
+        kube,
+        HELM_RELEASES,
+        ObjectKey(kube_namespace, "hooked"),
+        lambda obj: condition(obj, "Stalled").get("status") == "True",
+        log=log,
+        timeout=60,
+        flux=flux,
+    )
+    report("HelmRelease with a failing post-install hook", log, time.monotonic() - started)
+    ready = condition(hr, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InstallFailed"), ready
+    assert "post-install" in ready["message"], ready["message"]
+    assert "Ready=False/InstallFailed" in log.seen
+    assert hr["status"]["history"][0]["status"] == "failed"
+
+
+async def test_a_value_that_renders_an_invalid_object_ends_with_helm_controllers_own_reason(
+    flux: Flux, chart_repo: ChartRepository, kube: KubeClient, kube_namespace: str
+) -> None:
+    started = time.monotonic()
+    values = {"replicas": "many"}
+    await install(
+        kube, chart_repo, kube_namespace, helm_release(kube_namespace, "bad", DEMO_CHART, values)
+    )
+    log = ConditionLog()
+    hr = await watch_until(
+        kube,
+        HELM_RELEASES,
+        ObjectKey(kube_namespace, "bad"),
+        lambda obj: condition(obj, "Stalled").get("status") == "True",
+        log=log,
+        timeout=60,
+        flux=flux,
+    )
+    report("HelmRelease of demo-app with replicas: many", log, time.monotonic() - started)
+    ready = condition(hr, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InstallFailed"), ready
+    assert "replicas" in ready["message"], ready["message"]
+    with pytest.raises(NotFoundError):
+        await kube.get(DEPLOYMENTS, ObjectKey(kube_namespace, "bad-demo-app"))
+
+
+@pytest.fixture(scope="module")
+def deployment_controllers(control_plane: ControlPlane) -> Iterator[None]:
+    """kube-controller-manager's deployment and replicaset controllers, beside the session's
+    (which runs only garbage collection and namespaces): helm waits for Deployments to be ready,
+    and a zero-replica Deployment gets there through these two without nodes."""
+    binary = control_plane.assets.kube_controller_manager
+    if binary is None:
+        pytest.skip(f"no kube-controller-manager in {control_plane.assets.directory}")
+    proc = ManagedProcess(
+        name="kube-controller-manager (deployments)",
+        argv=[
+            str(binary),
+            f"--kubeconfig={control_plane.kubeconfig_path}",
+            "--controllers=deployment-controller,replicaset-controller",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--use-service-account-credentials=false",
+        ],
+        log_path=control_plane.data_dir / "logs" / "kube-controller-manager-deployments.log",
+    )
+    proc.start()
+    try:
+        yield
+    finally:
+        proc.stop()
+
+
+async def test_an_application_instance_goes_ready_through_the_real_helm_controller(
+    flux: Flux,
+    chart_repo: ChartRepository,
+    deployment_controllers: None,
+    vworkspace_crds: list[str],
+    kube: KubeClient,
+    kube_namespace: str,
+) -> None:
+    settings = OperatorSettings(namespace=kube_namespace, workers=2)
+    served = await served_kinds(kube)
+    assert HELM_RELEASE_KIND in served, served
+    manager = build_manager(settings, kube, registry=CollectorRegistry(), served=served)
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
+    try:
+        for informer in manager.informers:
+            await asyncio.wait_for(informer.wait_synced(), 20)
+        instance = managed_instance(
+            "shop",
+            kube_namespace,
+            chart=DEMO_CHART,
+            version="0.1.0",
+            values={"source": "inline", "inline": {"replicas": 0, "message": "from the operator"}},
+        )
+        instance["spec"]["chart"]["url"] = chart_repo.url
+        started = time.monotonic()
+        await kube.create(APPLICATION_INSTANCES, instance, field_manager="test")
+        hr_log, ai_log = ConditionLog(), ConditionLog()
+        key = ObjectKey(kube_namespace, "shop")
+        hr = await watch_until(
+            kube, HELM_RELEASES, key, ready_is("True"), log=hr_log, timeout=90, flux=flux
+        )
+        report(
+            "the operator's HelmRelease (waits for the Deployment)",
+            hr_log,
+            time.monotonic() - started,
+        )
+        ai = await watch_until(
+            kube, APPLICATION_INSTANCES, key, ready_is("True"), log=ai_log, timeout=30
+        )
+        report("the ApplicationInstance", ai_log, time.monotonic() - started)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+    assert condition(hr, "Ready")["reason"] == "InstallSucceeded"
+    assert condition(ai, "Ready")["reason"] == "HelmReleaseReady"
+    config = await kube.get(CONFIG_MAPS, ObjectKey(kube_namespace, "shop-demo-app"))
+    assert config["data"]["message"] == "from the operator"
+    deployment = await kube.get(DEPLOYMENTS, ObjectKey(kube_namespace, "shop-demo-app"))
+    assert condition(deployment, "Available")["status"] == "True"
