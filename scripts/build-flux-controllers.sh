@@ -71,7 +71,9 @@ build_one() {  # name module version
   start=$(date +%s)
   scratch=$(mktemp -d "$bin/.$name-build.XXXXXX")
   # Runs in a subshell (see the caller), so this trap removes the scratch folder on any exit.
-  trap 'chmod -R u+w "$scratch" 2>/dev/null; rm -rf "$scratch"' EXIT
+  # Expanded now: $scratch is local and gone by the time the trap runs.
+  # shellcheck disable=SC2064
+  trap "chmod -R u+w '$scratch' 2>/dev/null; rm -rf '$scratch'" EXIT
   printf '%s: %s %s ... ' "$me" "$name" "$version"
   if ! (compile "$name" "$module" "$version" "$scratch") >>"$log" 2>&1; then
     echo "FAILED after $(( $(date +%s) - start ))s; the end of $log:"

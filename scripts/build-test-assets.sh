@@ -35,6 +35,7 @@ if [ "${1:-}" = "--print-dir" ]; then
 fi
 
 bash "$here/fetch-third-party-crds.sh" ${1:+"$1"}
+bash "$here/build-flux-controllers.sh" ${1:+"$1"}  # stamps of its own; before the exit below
 
 minor=${version#1.}; minor=${minor%%.*}
 ldflags="-s -w"

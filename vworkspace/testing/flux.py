@@ -22,6 +22,7 @@ controller's ``/readyz`` answering 200, which controller-runtime does once its c
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -30,9 +31,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from vworkspace.testing.assets import cache_dir
+from vworkspace.testing.assets import cache_dir, checkout_script
 from vworkspace.testing.controlplane import ControlPlane, _free_port
-from vworkspace.testing.crds import ensure_third_party_crds, install_crds, load_crds
+from vworkspace.testing.crds import (
+    FIELD_MANAGER,
+    ensure_third_party_crds,
+    install_crds,
+    load_crds,
+)
 from vworkspace.testing.processes import ManagedProcess
 
 SOURCE_CONTROLLER = "source-controller"
@@ -41,6 +47,7 @@ HELM_CONTROLLER = "helm-controller"
 VERSIONS = {SOURCE_CONTROLLER: "v1.9.1", HELM_CONTROLLER: "v1.4.5"}
 RUNTIME_NAMESPACE = "flux-system"
 FLUX_GROUP_SUFFIX = ".toolkit.fluxcd.io"
+BUILD_SCRIPT = "build-flux-controllers.sh"
 
 
 class FluxError(RuntimeError):
@@ -61,6 +68,20 @@ def find_controllers(env: Mapping[str, str], *, beside: Path | None = None) -> d
         f"{' nor '.join(map(str, dict.fromkeys(directories)))}: run scripts/build-test-assets.sh "
         "(it calls scripts/build-flux-controllers.sh; needs Go >= 1.26)"
     )
+
+
+def ensure_controllers(env: Mapping[str, str], *, beside: Path | None = None) -> dict[str, Path]:
+    """:func:`find_controllers`, building them first when they are missing and this is a
+    checkout with Go (as the ``control_plane`` fixture does for Kubernetes). The build prints
+    one line per controller; its failure leaves :class:`FluxError` to say what is missing."""
+    try:
+        return find_controllers(env, beside=beside)
+    except FluxError:
+        script = checkout_script(BUILD_SCRIPT)
+        if script is None or shutil.which("go", path=env.get("PATH")) is None:
+            raise
+    subprocess.run(["bash", str(script)], env=dict(env), check=False)
+    return find_controllers(env, beside=beside)
 
 
 def install_flux_crds(plane: ControlPlane, env: Mapping[str, str]) -> list[str]:
@@ -117,6 +138,12 @@ class Flux:
 
     def start(self) -> None:
         started = time.monotonic()
+        # Their own namespace, as in a cluster (events about themselves go there).
+        self.plane.rest().apply(
+            f"/api/v1/namespaces/{RUNTIME_NAMESPACE}",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RUNTIME_NAMESPACE}},
+            field_manager=FIELD_MANAGER,
+        )
         self.storage_addr = f"127.0.0.1:{_free_port()}"
         storage = self.data_dir / "storage"
         storage.mkdir(parents=True, exist_ok=True)
@@ -222,7 +249,7 @@ def start_flux(
 
     For ``testenv start --with flux`` and anything else outside pytest; the caller stops it.
     """
-    binaries = find_controllers(env, beside=plane.assets.directory)
+    binaries = ensure_controllers(env, beside=plane.assets.directory)
     install_flux_crds(plane, env)
     flux = Flux(plane=plane, binaries=binaries, data_dir=data_dir)
     flux.start()

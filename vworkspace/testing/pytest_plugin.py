@@ -15,7 +15,8 @@ Fixtures:
 * ``vworkspace_crds`` (session): the operator's own CRDs, generated from the models, Established.
 * ``flux`` (session): Flux's real source-controller and helm-controller
   (:mod:`vworkspace.testing.flux`), ready, against ``control_plane``; built by
-  ``scripts/build-test-assets.sh``. Missing binaries skip (or, with the variable above, fail).
+  ``scripts/build-flux-controllers.sh`` (run by the fixture when they are missing in a checkout
+  with Go). Missing binaries skip (or, with the variable above, fail).
 * ``chart_repo`` (session): the project's test charts (``tests/fixtures/charts``) packaged and
   served as a Helm HTTP repository on 127.0.0.1 (:mod:`vworkspace.testing.chartrepo`).
 
@@ -46,7 +47,7 @@ from vworkspace.testing.crds import (
     install_crds,
     load_crds,
 )
-from vworkspace.testing.flux import Flux, FluxError, find_controllers
+from vworkspace.testing.flux import Flux, FluxError, ensure_controllers
 from vworkspace.testing.rest import ApiError
 
 KEEP_ENV = "VWORKSPACE_TEST_KEEP"
@@ -226,7 +227,7 @@ def flux(
 
     With ``VWORKSPACE_TEST_KEEP=1`` their data directory (logs, artifacts) is kept."""
     try:
-        binaries = find_controllers(os.environ, beside=control_plane.assets.directory)
+        binaries = ensure_controllers(os.environ, beside=control_plane.assets.directory)
     except FluxError as err:
         _unavailable(str(err))
     running = Flux(plane=control_plane, binaries=binaries)
