@@ -291,7 +291,7 @@ async def test_an_application_instance_goes_ready_through_the_real_helm_controll
             version="0.1.0",
             values={"source": "inline", "inline": {"replicas": 0, "message": "from the operator"}},
         )
-        instance["spec"]["chart"]["url"] = chart_repo.url
+        instance["spec"]["chart"] = chart_repo.chart("0.1.0")
         started = time.monotonic()
         await kube.create(APPLICATION_INSTANCES, instance, field_manager="test")
         hr_log, ai_log = ConditionLog(), ConditionLog()

@@ -131,8 +131,10 @@ class ChartRepository:
     HelmRepository's ``spec.url`` (or an ApplicationInstance's ``spec.chart.url``) takes.
     """
 
-    def __init__(self, *, helm: Path, work_dir: Path | None = None) -> None:
+    def __init__(self, *, helm: Path, work_dir: Path | None = None, port: int = 0) -> None:
+        """``port`` 0 picks a free one; a fixed port gives a stable URL (a sample, a demo)."""
         self._helm = helm
+        self._port = port
         self._own_dir = work_dir is None
         self.directory = work_dir or Path(tempfile.mkdtemp(prefix="vworkspace-charts-"))
         self.hits: dict[str, int] = {}
@@ -145,6 +147,10 @@ class ChartRepository:
             raise ChartRepoError("the chart repository has not been started")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    def chart(self, version: str = "0.1.0", name: str = DEMO_CHART) -> dict[str, str]:
+        """An ApplicationInstance's ``spec.chart`` for a chart of this repository."""
+        return {"sourceType": "helm", "url": self.url, "name": name, "version": version}
+
     def index_downloads(self) -> int:
         """How many times ``index.yaml`` was fetched so far."""
         return self.hits.get("/index.yaml", 0)
@@ -154,7 +160,7 @@ class ChartRepository:
         # A subclass per repository, so each counts its own requests.
         counting = type("_Handler", (_QuietHandler,), {"hits": self.hits})
         handler = functools.partial(counting, directory=str(self.directory))
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="chart-repository", daemon=True
@@ -183,10 +189,12 @@ class ChartRepository:
 
 
 def start_chart_repository(
-    env: Mapping[str, str], *, work_dir: Path | None = None
+    env: Mapping[str, str], *, work_dir: Path | None = None, port: int = 0
 ) -> ChartRepository:
     """Package the test charts and serve them; for the pytest fixture ``chart_repo``, the demo
-    and ``testenv start``. The caller stops it."""
-    repo = ChartRepository(helm=find_helm(env), work_dir=work_dir)
+    and ``testenv start``. The caller stops it (or lets the daemon thread end with the process).
+    Raises :class:`ChartRepoError` (no helm, a chart that does not package) or ``OSError`` (the
+    port is taken)."""
+    repo = ChartRepository(helm=find_helm(env), work_dir=work_dir, port=port)
     repo.start()
     return repo
