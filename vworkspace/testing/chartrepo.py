@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from vworkspace.testing.assets import cache_dir
+from vworkspace.testing.assets import candidate_dirs
 
 HELM_ENV = "VWORKSPACE_HELM"
 DEMO_CHART = "demo-app"
@@ -61,17 +61,20 @@ def charts_dir() -> Path:
 
 
 def find_helm(env: Mapping[str, str]) -> Path:
-    """``$VWORKSPACE_HELM``, else the helm beside the cached test binaries, else helm on PATH."""
+    """``$VWORKSPACE_HELM``, else the helm beside the test binaries (where they are looked for,
+    in the same order), else helm on PATH."""
     named = env.get(HELM_ENV)
-    candidates = [Path(named)] if named else [cache_dir(env) / "helm"]
-    on_path = shutil.which("helm", path=env.get("PATH"))
-    if not named and on_path:
-        candidates.append(Path(on_path))
+    if named:
+        candidates = [Path(named)]
+    else:
+        candidates = [directory / "helm" for _source, directory in candidate_dirs(env)]
+        on_path = shutil.which("helm", path=env.get("PATH"))
+        candidates += [Path(on_path)] if on_path else []
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise ChartRepoError(
-        f"no helm binary (looked at {', '.join(map(str, candidates)) or 'PATH'}); "
+        f"no helm binary (looked at {', '.join(map(str, candidates))} and PATH); "
         f"scripts/build-test-assets.sh builds one, or set ${HELM_ENV}"
     )
 

@@ -221,6 +221,14 @@ class Flux:
         if self._own_dir and not keep_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def summary(self) -> str:
+        """One line for ``testenv start --with flux``."""
+        secs = f"{self.startup_seconds:.1f}s" if self.startup_seconds is not None else "?"
+        return (
+            f"flux: {SOURCE_CONTROLLER} {VERSIONS[SOURCE_CONTROLLER]} + {HELM_CONTROLLER} "
+            f"{VERSIONS[HELM_CONTROLLER]} ready in {secs} (logs in {self.data_dir / 'logs'})"
+        )
+
     def describe(self) -> list[str]:
         """Lines for a terminal: what runs where."""
         logs = self.data_dir / "logs"
