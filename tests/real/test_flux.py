@@ -267,14 +267,11 @@ def deployment_controllers(control_plane: ControlPlane) -> Iterator[None]:
         proc.stop()
 
 
-async def test_an_application_instance_goes_ready_through_the_real_helm_controller(
-    flux: Flux,
-    chart_repo: ChartRepository,
-    deployment_controllers: None,
-    vworkspace_crds: list[str],
-    kube: KubeClient,
-    kube_namespace: str,
-) -> None:
+@pytest.fixture
+async def operator(
+    deployment_controllers: None, vworkspace_crds: list[str], kube: KubeClient, kube_namespace: str
+) -> AsyncIterator[None]:
+    """The operator in-process (as tests/integration/test_reconcilers.py runs it), admin client."""
     settings = OperatorSettings(namespace=kube_namespace, workers=2)
     served = await served_kinds(kube)
     assert HELM_RELEASE_KIND in served, served
@@ -284,36 +281,90 @@ async def test_an_application_instance_goes_ready_through_the_real_helm_controll
     try:
         for informer in manager.informers:
             await asyncio.wait_for(informer.wait_synced(), 20)
-        instance = managed_instance(
-            "shop",
-            kube_namespace,
-            chart=DEMO_CHART,
-            version="0.1.0",
-            values={"source": "inline", "inline": {"replicas": 0, "message": "from the operator"}},
-        )
-        instance["spec"]["chart"] = chart_repo.chart("0.1.0")
-        started = time.monotonic()
-        await kube.create(APPLICATION_INSTANCES, instance, field_manager="test")
-        hr_log, ai_log = ConditionLog(), ConditionLog()
-        key = ObjectKey(kube_namespace, "shop")
-        hr = await watch_until(
-            kube, HELM_RELEASES, key, ready_is("True"), log=hr_log, timeout=90, flux=flux
-        )
-        report(
-            "the operator's HelmRelease (waits for the Deployment)",
-            hr_log,
-            time.monotonic() - started,
-        )
-        ai = await watch_until(
-            kube, APPLICATION_INSTANCES, key, ready_is("True"), log=ai_log, timeout=30
-        )
-        report("the ApplicationInstance", ai_log, time.monotonic() - started)
+        yield
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 30) == 0
-    assert condition(hr, "Ready")["reason"] == "InstallSucceeded"
+
+
+async def instance_ready(
+    kube: KubeClient, flux: Flux, key: ObjectKey, *, what: str, hr_reason: str
+) -> tuple[JsonObj, JsonObj]:
+    """Wait for the HelmRelease, then the instance, to be Ready at their current generation;
+    print both condition sequences."""
+    started = time.monotonic()
+    hr_log, ai_log = ConditionLog(), ConditionLog()
+
+    def hr_done(obj: JsonObj) -> bool:
+        ready = condition(obj, "Ready")
+        return (ready.get("status"), ready.get("reason")) == ("True", hr_reason) and ready.get(
+            "observedGeneration"
+        ) == obj["metadata"]["generation"]
+
+    def ai_done(obj: JsonObj) -> bool:
+        ready = condition(obj, "Ready")
+        return (
+            ready.get("status") == "True"
+            and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
+        )
+
+    hr = await watch_until(kube, HELM_RELEASES, key, hr_done, log=hr_log, timeout=90, flux=flux)
+    report(f"the operator's HelmRelease, {what}", hr_log, time.monotonic() - started)
+    ai = await watch_until(kube, APPLICATION_INSTANCES, key, ai_done, log=ai_log, timeout=30)
+    report(f"the ApplicationInstance, {what}", ai_log, time.monotonic() - started)
+    return hr, ai
+
+
+async def create_instance(
+    kube: KubeClient, chart_repo: ChartRepository, namespace: str, name: str
+) -> ObjectKey:
+    instance = managed_instance(
+        name,
+        namespace,
+        values={"source": "inline", "inline": {"replicas": 0, "message": "from the operator"}},
+    )
+    instance["spec"]["chart"] = chart_repo.chart("0.1.0")
+    await kube.create(APPLICATION_INSTANCES, instance, field_manager="test")
+    return ObjectKey(namespace, name)
+
+
+async def test_an_application_instance_goes_ready_through_the_real_helm_controller(
+    flux: Flux,
+    chart_repo: ChartRepository,
+    operator: None,
+    kube: KubeClient,
+    kube_namespace: str,
+) -> None:
+    key = await create_instance(kube, chart_repo, kube_namespace, "shop")
+    # The operator's HelmRelease waits for the Deployment (no disableWait), as in production.
+    hr, ai = await instance_ready(kube, flux, key, what="install", hr_reason="InstallSucceeded")
     assert condition(ai, "Ready")["reason"] == "HelmReleaseReady"
+    assert hr["status"]["history"][0]["chartVersion"] == "0.1.0"
     config = await kube.get(CONFIG_MAPS, ObjectKey(kube_namespace, "shop-demo-app"))
-    assert config["data"]["message"] == "from the operator"
+    assert config["data"] == {"message": "from the operator", "chartVersion": "0.1.0"}
     deployment = await kube.get(DEPLOYMENTS, ObjectKey(kube_namespace, "shop-demo-app"))
     assert condition(deployment, "Available")["status"] == "True"
+
+
+async def test_a_new_chart_version_on_the_instance_is_upgraded_by_the_real_helm_controller(
+    flux: Flux,
+    chart_repo: ChartRepository,
+    operator: None,
+    kube: KubeClient,
+    kube_namespace: str,
+) -> None:
+    key = await create_instance(kube, chart_repo, kube_namespace, "shop")
+    await instance_ready(kube, flux, key, what="install", hr_reason="InstallSucceeded")
+    await kube.merge_patch(
+        APPLICATION_INSTANCES,
+        key,
+        {"spec": {"chart": {"version": "0.2.0"}}},
+        field_manager="test",
+    )
+    hr, ai = await instance_ready(
+        kube, flux, key, what="0.1.0 -> 0.2.0", hr_reason="UpgradeSucceeded"
+    )
+    assert [h["chartVersion"] for h in hr["status"]["history"]] == ["0.2.0", "0.1.0"]
+    assert ai["status"]["lastAppliedChart"]["version"] == "0.2.0"
+    config = await kube.get(CONFIG_MAPS, ObjectKey(kube_namespace, "shop-demo-app"))
+    assert config["data"]["chartVersion"] == "0.2.0"
