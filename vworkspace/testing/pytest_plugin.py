@@ -17,6 +17,9 @@ Fixtures:
   (:mod:`vworkspace.testing.flux`), ready, against ``control_plane``; built by
   ``scripts/build-flux-controllers.sh`` (run by the fixture when they are missing in a checkout
   with Go). Missing binaries skip (or, with the variable above, fail).
+  Once it has started, every HelmRelease of a later test in the session gets real status, so
+  tests that write that status by hand must not share its session (``tests/real`` sorts after
+  ``tests/integration``; run it on its own when in doubt).
 * ``chart_repo`` (session): the project's test charts (``tests/fixtures/charts``) packaged and
   served as a Helm HTTP repository on 127.0.0.1 (:mod:`vworkspace.testing.chartrepo`).
 
