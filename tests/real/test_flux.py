@@ -106,6 +106,13 @@ def ready_is(status: str) -> Any:
     return lambda obj: condition(obj, "Ready").get("status") == status
 
 
+def latest_release(obj: JsonObj) -> JsonObj:
+    """The newest ``status.history`` entry, or {}. Seen here: a poll can find Ready=True before
+    helm-controller has written the history (it patches the status more than once)."""
+    history = (obj.get("status") or {}).get("history") or []
+    return history[0] if history else {}
+
+
 def report(what: str, log: ConditionLog, seconds: float) -> None:
     print(f"\nflux-conditions: {what} ({seconds:.1f}s): {' -> '.join(log.seen)}")
 
@@ -162,7 +169,7 @@ async def test_a_helm_release_of_demo_app_is_installed_by_the_real_controllers(
         kube,
         HELM_RELEASES,
         ObjectKey(kube_namespace, "demo"),
-        ready_is("True"),
+        lambda obj: ready_is("True")(obj) and latest_release(obj).get("status") == "deployed",
         log=log,
         timeout=60,
         flux=flux,
@@ -201,7 +208,10 @@ async def test_a_failing_post_install_hook_ends_with_helm_controllers_own_reason
         kube,
         HELM_RELEASES,
         ObjectKey(kube_namespace, "hooked"),
-        lambda obj: condition(obj, "Stalled").get("status") == "True",
+        lambda obj: (
+            condition(obj, "Stalled").get("status") == "True"
+            and latest_release(obj).get("status") == "failed"
+        ),
         log=log,
         timeout=60,
         flux=flux,
@@ -288,7 +298,7 @@ async def operator(
 
 
 async def instance_ready(
-    kube: KubeClient, flux: Flux, key: ObjectKey, *, what: str, hr_reason: str
+    kube: KubeClient, flux: Flux, key: ObjectKey, *, what: str, hr_reason: str, version: str
 ) -> tuple[JsonObj, JsonObj]:
     """Wait for the HelmRelease, then the instance, to be Ready at their current generation;
     print both condition sequences."""
@@ -297,9 +307,11 @@ async def instance_ready(
 
     def hr_done(obj: JsonObj) -> bool:
         ready = condition(obj, "Ready")
-        return (ready.get("status"), ready.get("reason")) == ("True", hr_reason) and ready.get(
-            "observedGeneration"
-        ) == obj["metadata"]["generation"]
+        current = ready.get("observedGeneration") == obj["metadata"]["generation"]
+        reached = (ready.get("status"), ready.get("reason")) == ("True", hr_reason)
+        latest = latest_release(obj)
+        deployed = (latest.get("status"), latest.get("chartVersion")) == ("deployed", version)
+        return current and reached and deployed
 
     def ai_done(obj: JsonObj) -> bool:
         ready = condition(obj, "Ready")
@@ -337,7 +349,9 @@ async def test_an_application_instance_goes_ready_through_the_real_helm_controll
 ) -> None:
     key = await create_instance(kube, chart_repo, kube_namespace, "shop")
     # The operator's HelmRelease waits for the Deployment (no disableWait), as in production.
-    hr, ai = await instance_ready(kube, flux, key, what="install", hr_reason="InstallSucceeded")
+    hr, ai = await instance_ready(
+        kube, flux, key, what="install", hr_reason="InstallSucceeded", version="0.1.0"
+    )
     assert condition(ai, "Ready")["reason"] == "HelmReleaseReady"
     assert hr["status"]["history"][0]["chartVersion"] == "0.1.0"
     config = await kube.get(CONFIG_MAPS, ObjectKey(kube_namespace, "shop-demo-app"))
@@ -354,7 +368,9 @@ async def test_a_new_chart_version_on_the_instance_is_upgraded_by_the_real_helm_
     kube_namespace: str,
 ) -> None:
     key = await create_instance(kube, chart_repo, kube_namespace, "shop")
-    await instance_ready(kube, flux, key, what="install", hr_reason="InstallSucceeded")
+    await instance_ready(
+        kube, flux, key, what="install", hr_reason="InstallSucceeded", version="0.1.0"
+    )
     await kube.merge_patch(
         APPLICATION_INSTANCES,
         key,
@@ -362,7 +378,7 @@ async def test_a_new_chart_version_on_the_instance_is_upgraded_by_the_real_helm_
         field_manager="test",
     )
     hr, ai = await instance_ready(
-        kube, flux, key, what="0.1.0 -> 0.2.0", hr_reason="UpgradeSucceeded"
+        kube, flux, key, what="0.1.0 -> 0.2.0", hr_reason="UpgradeSucceeded", version="0.2.0"
     )
     assert [h["chartVersion"] for h in hr["status"]["history"]] == ["0.2.0", "0.1.0"]
     assert ai["status"]["lastAppliedChart"]["version"] == "0.2.0"
