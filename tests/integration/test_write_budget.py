@@ -86,11 +86,32 @@ def drained(manager: Manager) -> bool:
     )
 
 
-async def settled(kube: KubeClient, manager: Manager) -> bool:
+class NotSettled(str):
+    """Falsy, but says what is still going on, so a timeout names the namespace that hangs."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+async def settled(kube: KubeClient, manager: Manager) -> bool | NotSettled:
     """No namespace terminating and nothing queued or in flight."""
     namespaces = (await kube.list(NAMESPACES))["items"]
-    if any((ns.get("status") or {}).get("phase") == "Terminating" for ns in namespaces):
-        return False
+    terminating = [
+        ns for ns in namespaces if (ns.get("status") or {}).get("phase") == "Terminating"
+    ]
+    if terminating:
+        # The namespace controller's conditions say what holds each one (content, finalizers).
+        return NotSettled(
+            "; ".join(
+                f"{ns['metadata']['name']}: "
+                + ", ".join(
+                    c.get("message", "")
+                    for c in (ns.get("status") or {}).get("conditions") or []
+                    if c.get("status") == "True"
+                )
+                for ns in terminating
+            )
+        )
     return drained(manager)
 
 
