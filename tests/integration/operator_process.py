@@ -72,6 +72,7 @@ class OperatorProcess:
         env = _environ(
             plane, namespace, identity=identity, in_cluster=in_cluster, directory=log.parent
         )
+        self.env = env
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             [
