@@ -33,7 +33,11 @@ from vworkspace.engines.workload import workload_name
 from vworkspace.mockcontrolplane import AdminClient
 from vworkspace.testing import ApiError, ControlPlane, RestClient
 from vworkspace.testing.crds import install_crds, load_crds
-from vworkspace.testing.identity import ShippedIdentity, install_shipped_identity
+from vworkspace.testing.identity import (
+    ShippedIdentity,
+    install_shipped_identity,
+    remove_cluster_rbac,
+)
 from vworkspace.testing.objects import managed_instance, operation
 
 from .operator_process import MockProcess, OperatorProcess, wait_until
@@ -387,14 +391,9 @@ async def test_the_403_check_fails_and_names_a_rule_taken_out_of_the_shipped_rba
         if operator.proc.poll() is None:
             operator.proc.kill()
             operator.proc.wait()
-        rbac = "/apis/rbac.authorization.k8s.io/v1"
-        for path in (
-            f"{rbac}/clusterrolebindings/vworkspace-operator-negative-{suffix}",
-            f"{rbac}/clusterroles/vworkspace-operator-negative-{suffix}",
-            f"/api/v1/namespaces/{identity.namespace}",
-        ):
-            with contextlib.suppress(ApiError):
-                rest.delete(path)
+        remove_cluster_rbac(control_plane, identity)
+        with contextlib.suppress(ApiError):
+            rest.delete(f"/api/v1/namespaces/{identity.namespace}")
     message = str(failed.value)
     assert 'rest_client_requests_total{code="403",method="PATCH"}' in message
     assert (

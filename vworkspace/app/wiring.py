@@ -48,12 +48,12 @@ from vworkspace.engines.base import EngineRegistry
 from vworkspace.engines.flux import HELM_REPOSITORIES, OCI_REPOSITORIES
 from vworkspace.engines.seaweed import S3_CREDENTIALS
 from vworkspace.kube.client import KubeClient, KubeConfigError
-from vworkspace.kube.kubeconfig import SERVICE_ACCOUNT
 from vworkspace.kube.clock import Clock, RealClock
 from vworkspace.kube.controller import Controller, Reconciler
 from vworkspace.kube.errors import ApiError
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.informer import Informer
+from vworkspace.kube.kubeconfig import SERVICE_ACCOUNT
 from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
 from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.predicates import spec_or_metadata_changed

@@ -278,6 +278,17 @@ def install_shipped_identity(
     )
 
 
+def remove_cluster_rbac(plane: ControlPlane, identity: ShippedIdentity) -> None:
+    """Delete the identity's ClusterRoles and ClusterRoleBindings (its namespaced objects go
+    with their namespace); for identities installed with a ``name_suffix``, which would
+    otherwise outlive the test. Missing objects are fine."""
+    rest = plane.rest()
+    for doc in identity.rbac:
+        if doc["kind"] in _CLUSTER_SCOPED:
+            with contextlib.suppress(ApiError):
+                rest.delete(_path(doc))
+
+
 # -- 403s ------------------------------------------------------------------------------------
 
 
