@@ -18,7 +18,7 @@ import pytest
 
 from tests.chaos.harness import ChaosControlPlane, Operators
 from vworkspace.testing import ControlPlane
-from vworkspace.testing.identity import install_shipped_identity, remove_cluster_rbac
+from vworkspace.testing.identity import install_shipped_identity, remove_shipped_identity
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -69,4 +69,4 @@ def operators(
             ops.stop_all()
         finally:
             if identity is not None:
-                remove_cluster_rbac(control_plane, identity)
+                remove_shipped_identity(control_plane, identity)

@@ -36,7 +36,7 @@ from vworkspace.testing.crds import install_crds, load_crds
 from vworkspace.testing.identity import (
     ShippedIdentity,
     install_shipped_identity,
-    remove_cluster_rbac,
+    remove_shipped_identity,
 )
 from vworkspace.testing.objects import managed_instance, operation
 
@@ -391,7 +391,7 @@ async def test_the_403_check_fails_and_names_a_rule_taken_out_of_the_shipped_rba
         if operator.proc.poll() is None:
             operator.proc.kill()
             operator.proc.wait()
-        remove_cluster_rbac(control_plane, identity)
+        remove_shipped_identity(control_plane, identity)
         with contextlib.suppress(ApiError):
             rest.delete(f"/api/v1/namespaces/{identity.namespace}")
     message = str(failed.value)

@@ -74,9 +74,12 @@ class IdentityError(RuntimeError):
     """The shipped identity cannot be installed: no kubectl, a rendering that fails, a refusal."""
 
 
-def find_kubectl(environ: Mapping[str, str]) -> str | None:
+def find_kubectl(environ: Mapping[str, str] | None = None) -> str | None:
     """``$VWORKSPACE_KUBECTL``, else the kubectl built beside the test binaries (the API
-    server's version; scripts/build-test-assets.sh), else kubectl on PATH; None if none."""
+    server's version; scripts/build-test-assets.sh), else kubectl on PATH; None if none.
+    ``environ``: the process environment unless given."""
+    if environ is None:
+        environ = os.environ
     if environ.get("VWORKSPACE_KUBECTL"):
         return environ["VWORKSPACE_KUBECTL"]
     with contextlib.suppress(assets_mod.AssetsNotFoundError):
@@ -139,7 +142,24 @@ def _path(doc: Doc) -> str:
     return f"{_RBAC}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
 
 
-def _ensure_namespace(rest: RestClient, namespace: str) -> None:
+def _ensure_namespace(rest: RestClient, namespace: str, *, timeout: float = 60) -> None:
+    """Create ``namespace`` unless it exists. One being deleted (an earlier test's) is waited
+    out first: nothing can be created in a terminating namespace."""
+    path = f"/api/v1/namespaces/{namespace}"
+
+    def usable() -> bool:
+        try:
+            found = rest.get(path)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            return False
+        return (found.get("status") or {}).get("phase") != "Terminating"
+
+    def gone_or_usable() -> bool:
+        return usable() or not rest.exists(path)
+
+    rest.wait_for(f"namespace {namespace} deleted or usable", gone_or_usable, timeout=timeout)
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
     try:
         rest.post("/api/v1/namespaces", body)
@@ -278,15 +298,14 @@ def install_shipped_identity(
     )
 
 
-def remove_cluster_rbac(plane: ControlPlane, identity: ShippedIdentity) -> None:
-    """Delete the identity's ClusterRoles and ClusterRoleBindings (its namespaced objects go
-    with their namespace); for identities installed with a ``name_suffix``, which would
-    otherwise outlive the test. Missing objects are fine."""
+def remove_shipped_identity(plane: ControlPlane, identity: ShippedIdentity) -> None:
+    """Delete what :func:`install_shipped_identity` applied (not the namespace), so that later
+    tests of the session (a server-side dry run of the chart, say) find the cluster as before.
+    Missing objects are fine."""
     rest = plane.rest()
     for doc in identity.rbac:
-        if doc["kind"] in _CLUSTER_SCOPED:
-            with contextlib.suppress(ApiError):
-                rest.delete(_path(doc))
+        with contextlib.suppress(ApiError):
+            rest.delete(_path(doc))
 
 
 # -- 403s ------------------------------------------------------------------------------------

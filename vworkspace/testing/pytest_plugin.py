@@ -17,7 +17,7 @@ Fixtures:
   ``vworkspace_manifests`` (default: ``manifests/`` under pytest's rootdir; override the fixture
   to point elsewhere), installed in ``vworkspace-system``, with a fresh token: a
   :class:`~vworkspace.testing.identity.ShippedIdentity` that writes a token-only kubeconfig or the
-  in-cluster service-account files. Needs kubectl (``kubectl kustomize``); without it the test
+  in-cluster service-account files; its RBAC is deleted afterwards. Needs kubectl (``kubectl kustomize``); without it the test
   skips, or fails under ``VWORKSPACE_REQUIRE_TESTENV=1``.
 
 ``VWORKSPACE_TEST_KEEP=1`` keeps the data directory and the namespaces and prints the kubeconfig.
@@ -51,6 +51,7 @@ from vworkspace.testing.identity import (
     ShippedIdentity,
     find_kubectl,
     install_shipped_identity,
+    remove_shipped_identity,
     render_manifests,
 )
 from vworkspace.testing.rest import ApiError
@@ -242,10 +243,14 @@ def shipped_rendering(vworkspace_manifests: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def shipped_identity(
     control_plane: ControlPlane, shipped_rendering: list[dict[str, Any]]
-) -> ShippedIdentity:
-    """The shipped RBAC applied (server-side apply: idempotent, and a test that changed a rule
-    gets it back) and a fresh token of the operator's ServiceAccount."""
+) -> Iterator[ShippedIdentity]:
+    """The shipped RBAC applied and a fresh token of the operator's ServiceAccount; the RBAC
+    is deleted afterwards (the namespace stays), so later tests find the cluster as before."""
     try:
-        return install_shipped_identity(control_plane, shipped_rendering)
+        identity = install_shipped_identity(control_plane, shipped_rendering)
     except IdentityError as err:
         pytest.fail(str(err), pytrace=False)
+    try:
+        yield identity
+    finally:
+        remove_shipped_identity(control_plane, identity)
