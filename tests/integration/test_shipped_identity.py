@@ -41,6 +41,8 @@ from vworkspace.testing.identity import (
 from vworkspace.testing.objects import managed_instance, operation
 
 from .operator_process import MockProcess, OperatorProcess, wait_until
+from .test_install_manifests import get
+from .test_seaweed import seaweedfs
 
 pytestmark = pytest.mark.integration
 
@@ -56,14 +58,6 @@ Doc = dict[str, Any]
 @pytest.fixture
 def seaweed_crds(control_plane: ControlPlane) -> list[str]:
     return install_crds(control_plane.rest(), load_crds([SEAWEED_CRDS]))
-
-
-def get(rest: RestClient, path: str) -> Doc | None:
-    try:
-        found: Doc = rest.get(path)
-    except ApiError:
-        return None
-    return found
 
 
 def condition(obj: Doc | None, kind: str) -> Doc:
@@ -116,22 +110,6 @@ def job_complete(rest: RestClient, path: str) -> None:
         path,
         {"conditions": conditions, "startTime": now, "completionTime": now, "succeeded": 1},
     )
-
-
-def seaweed_instance(name: str, namespace: str) -> Doc:
-    return {
-        "apiVersion": "apps.vworkspace.io/v1alpha1",
-        "kind": "ApplicationInstance",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "appRef": {"catalogId": "seaweedfs"},
-            "release": {"name": name, "namespace": namespace},
-            "values": {
-                "source": "inline",
-                "inline": {"seaweedfs": {"master": {"replicas": 1}, "s3": {"replicas": 1}}},
-            },
-        },
-    }
 
 
 def phase(rest: RestClient, path: str) -> str | None:
@@ -206,7 +184,7 @@ async def test_the_pull_loop_runs_end_to_end_as_the_operators_service_account(
                     "ops.vworkspace.io/backup": "velero",
                 },
             ),
-            "weed": seaweed_instance("weed", ns),
+            "weed": seaweedfs("weed", ns),
             "shell": operation(
                 "shell-1",
                 ns,

@@ -17,8 +17,9 @@ Fixtures:
   ``vworkspace_manifests`` (default: ``manifests/`` under pytest's rootdir; override the fixture
   to point elsewhere), installed in ``vworkspace-system``, with a fresh token: a
   :class:`~vworkspace.testing.identity.ShippedIdentity` that writes a token-only kubeconfig or the
-  in-cluster service-account files; its RBAC is deleted afterwards. Needs kubectl (``kubectl kustomize``); without it the test
-  skips, or fails under ``VWORKSPACE_REQUIRE_TESTENV=1``.
+  in-cluster service-account files; its RBAC is deleted afterwards. Needs kubectl
+  (``kubectl kustomize``); without it the test skips, or fails under
+  ``VWORKSPACE_REQUIRE_TESTENV=1``.
 
 ``VWORKSPACE_TEST_KEEP=1`` keeps the data directory and the namespaces and prints the kubeconfig.
 When a test that used a namespace fails, its report names the namespace with a kubectl command.
