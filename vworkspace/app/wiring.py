@@ -53,6 +53,7 @@ from vworkspace.kube.controller import Controller, Reconciler
 from vworkspace.kube.errors import ApiError
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.informer import Informer
+from vworkspace.kube.kubeconfig import SERVICE_ACCOUNT
 from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
 from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.predicates import spec_or_metadata_changed
@@ -118,6 +119,9 @@ class OperatorSettings:
     # plugin runs with; read by run_cmd (kube/kubeconfig.py, kube/execplugin.py).
     service_host: str = ""
     service_port: str = ""
+    # The in-cluster service-account files (token, ca.crt); $VWORKSPACE_SERVICE_ACCOUNT_DIR
+    # overrides the kubelet's path, read by run_cmd.
+    service_account_dir: Path = SERVICE_ACCOUNT
     exec_environ: Mapping[str, str] = attrs.field(factory=dict, repr=False, eq=False)
     namespace: str = DEFAULT_NAMESPACE
     identity: str = "vworkspace-operator"
@@ -165,6 +169,7 @@ async def connect(settings: OperatorSettings) -> KubeClient:
         return KubeClient.in_cluster(
             host=settings.service_host,
             port=settings.service_port,
+            service_account=settings.service_account_dir,
             pool_size=pool,
             proxies=settings.proxies,
         )

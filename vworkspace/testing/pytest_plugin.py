@@ -13,6 +13,13 @@ Fixtures:
 * ``third_party_crds`` (session): the upstream Flux, Velero and Argo Workflows CRDs, Established.
 * ``kube_api`` (function): an admin kubernetes-asyncio ``ApiClient``.
 * ``vworkspace_crds`` (session): the operator's own CRDs, generated from the models, Established.
+* ``shipped_identity`` (function): the operator's ServiceAccount with only the RBAC rendered from
+  ``vworkspace_manifests`` (default: ``manifests/`` under pytest's rootdir; override the fixture
+  to point elsewhere), installed in ``vworkspace-system``, with a fresh token: a
+  :class:`~vworkspace.testing.identity.ShippedIdentity` that writes a token-only kubeconfig or the
+  in-cluster service-account files; its RBAC is deleted afterwards. Needs kubectl
+  (``kubectl kustomize``); without it the test skips, or fails under
+  ``VWORKSPACE_REQUIRE_TESTENV=1``.
 
 ``VWORKSPACE_TEST_KEEP=1`` keeps the data directory and the namespaces and prints the kubeconfig.
 When a test that used a namespace fails, its report names the namespace with a kubectl command.
@@ -39,6 +46,14 @@ from vworkspace.testing.crds import (
     ensure_third_party_crds,
     install_crds,
     load_crds,
+)
+from vworkspace.testing.identity import (
+    IdentityError,
+    ShippedIdentity,
+    find_kubectl,
+    install_shipped_identity,
+    remove_shipped_identity,
+    render_manifests,
 )
 from vworkspace.testing.rest import ApiError
 
@@ -202,3 +217,41 @@ def vworkspace_crds(control_plane: ControlPlane) -> list[str]:
     from vworkspace.api import crdgen
 
     return install_crds(control_plane.rest(), [crdgen.crd(info) for info in crdgen.RESOURCES])
+
+
+@pytest.fixture(scope="session")
+def vworkspace_manifests(request: pytest.FixtureRequest) -> Path:
+    """The install manifests the shipped identity is rendered from: ``manifests/`` under the
+    rootdir. Override this fixture to test another kustomization."""
+    return Path(request.config.rootpath) / "manifests"
+
+
+@pytest.fixture(scope="session")
+def shipped_rendering(vworkspace_manifests: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize`` of ``vworkspace_manifests``, once per session."""
+    kubectl = find_kubectl(os.environ)
+    if kubectl is None:
+        _unavailable(
+            "kubectl is not on PATH nor beside the test binaries, and VWORKSPACE_KUBECTL is "
+            "unset (the shipped RBAC is rendered with `kubectl kustomize`)"
+        )
+    try:
+        return render_manifests(kubectl, vworkspace_manifests)
+    except IdentityError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture
+def shipped_identity(
+    control_plane: ControlPlane, shipped_rendering: list[dict[str, Any]]
+) -> Iterator[ShippedIdentity]:
+    """The shipped RBAC applied and a fresh token of the operator's ServiceAccount; the RBAC
+    is deleted afterwards (the namespace stays), so later tests find the cluster as before."""
+    try:
+        identity = install_shipped_identity(control_plane, shipped_rendering)
+    except IdentityError as err:
+        pytest.fail(str(err), pytrace=False)
+    try:
+        yield identity
+    finally:
+        remove_shipped_identity(control_plane, identity)
