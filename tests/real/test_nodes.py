@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from vworkspace.testing import ControlPlane
-from vworkspace.testing.kwok import FAIL_ANNOTATION, KwokNodes, node_ready
+from vworkspace.testing.kwok import FAIL_ANNOTATION, KwokNodes, node_schedulable
 from vworkspace.testing.rest import RestClient
 
 TIMEOUT = 60.0
@@ -65,7 +65,7 @@ def test_nodes_are_ready_and_managed_by_kwok(
     rest = control_plane.rest()
     for name in kwok_nodes.names:
         node = rest.get(f"/api/v1/nodes/{name}")
-        assert node_ready(node), node.get("status")
+        assert node_schedulable(node), node
         # Written by kwok's node-initialize stage, not by us.
         assert node["status"]["nodeInfo"]["kubeletVersion"].startswith("kwok-")
     assert len(kwok_nodes.names) == 3

@@ -27,13 +27,17 @@ from typing import Any
 from vworkspace.testing.assets import Assets
 from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError
 from vworkspace.testing.processes import ManagedProcess
-from vworkspace.testing.rest import ApiError
+from vworkspace.testing.rest import MERGE_PATCH, ApiError
 
 NODE_LABEL = "testing.vworkspace.io/kwok"
 # A running Pod with this annotation fails with the annotation's value as exit code (our stage,
 # scripts/testenv/kwok-stages/pod-fail.yaml).
 FAIL_ANNOTATION = "pod-fail.stage.vworkspace.io/exit-code"
 DEFAULT_NODES = 3
+# The API server's TaintNodesByCondition admission taints every new Node with this until the
+# node-lifecycle-controller sees it Ready and lifts it. That controller does not run here (it
+# would also mark kwok's Nodes NotReady when their heartbeats stop), so we lift it ourselves.
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 _FIELD_MANAGER = "vworkspace-testing-kwok"
 
 
@@ -71,6 +75,18 @@ def node_manifest(name: str) -> dict[str, Any]:
 def node_ready(node: dict[str, Any]) -> bool:
     conditions = node.get("status", {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def node_schedulable(node: dict[str, Any]) -> bool:
+    """Ready and without the not-ready taint: the scheduler will place Pods on it."""
+    taints = node.get("spec", {}).get("taints") or []
+    return node_ready(node) and not any(t.get("key") == NOT_READY_TAINT for t in taints)
+
+
+def _without_not_ready(node: dict[str, Any]) -> list[dict[str, Any]] | None:
+    taints = node.get("spec", {}).get("taints") or []
+    kept = [t for t in taints if t.get("key") != NOT_READY_TAINT]
+    return kept or None
 
 
 class KwokNodes:
@@ -204,7 +220,20 @@ class KwokNodes:
 
         def all_ready() -> bool:
             self.check_alive()
-            return all(node_ready(rest.get(f"/api/v1/nodes/{name}")) for name in self.names)
+            ready = True
+            for name in self.names:
+                node = rest.get(f"/api/v1/nodes/{name}")
+                if node_ready(node) and not node_schedulable(node):
+                    # What the node-lifecycle-controller does once a Node is Ready.
+                    rest.request(
+                        "PATCH",
+                        f"/api/v1/nodes/{name}",
+                        body={"spec": {"taints": _without_not_ready(node)}},
+                        content_type=MERGE_PATCH,
+                    )
+                    node = rest.get(f"/api/v1/nodes/{name}")
+                ready = ready and node_schedulable(node)
+            return ready
 
         try:
             rest.wait_for(
