@@ -41,6 +41,18 @@ def pods(rest: RestClient, namespace: str, selector: str) -> list[dict[str, Any]
     return items
 
 
+def scheduled_pods(rest: RestClient, namespace: str) -> set[str]:
+    """The Pods default-scheduler reported as Scheduled (bound to a Node)."""
+    events = rest.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+    return {
+        e["involvedObject"]["name"]
+        for e in events
+        if e.get("reason") == "Scheduled"
+        and (e.get("reportingComponent") or e.get("source", {}).get("component"))
+        == "default-scheduler"
+    }
+
+
 def job(name: str, *, annotations: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
@@ -99,16 +111,14 @@ def test_deployment_becomes_available_with_pods_running_on_kwok_nodes(
     for pod in running:
         assert pod["status"]["phase"] == "Running"
         assert pod["spec"]["nodeName"] in kwok_nodes.names
-    # Bound by the real scheduler: it reports each binding as an event of its own.
-    events = rest.get(f"/api/v1/namespaces/{kube_namespace}/events")["items"]
-    scheduled = {
-        e["involvedObject"]["name"]
-        for e in events
-        if e.get("reason") == "Scheduled"
-        and (e.get("reportingComponent") or e.get("source", {}).get("component"))
-        == "default-scheduler"
-    }
-    assert scheduled == {pod["metadata"]["name"] for pod in running}
+    # Bound by the real scheduler: it reports each binding as an event of its own (sent
+    # asynchronously, so it may land after the Deployment is Available).
+    names = {pod["metadata"]["name"] for pod in running}
+    rest.wait_for(
+        f"default-scheduler's Scheduled events for {sorted(names)}",
+        lambda: scheduled_pods(rest, kube_namespace) >= names,
+        timeout=TIMEOUT,
+    )
 
 
 def test_job_completes_through_the_job_controller(
