@@ -6,12 +6,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_testenv_process import child_pids, env_for, wait_dead
+from tests.integration.test_testenv_process import (
+    child_pids,
+    env_for,
+    read_until_ready,
+    wait_dead,
+)
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.kwok import KwokNodes, node_schedulable
 from vworkspace.testing.rest import RestClient
@@ -32,17 +36,7 @@ def test_testenv_start_with_kwok_has_ready_nodes_and_stops_everything(
         env=env_for(control_plane),
     )
     try:
-        assert proc.stdout is not None
-        output = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        text = "".join(output)
+        text = read_until_ready(proc)
         assert "kube-scheduler + kube-controller-manager-workloads: running" in text, text
         assert "kwok: 3 Nodes Ready in" in text, text
         children = child_pids(proc.pid)

@@ -86,7 +86,8 @@ def _require(path: Path | None, name: str, assets: Assets) -> Path:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port free right now (it may be taken before it is bound: callers retry)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -223,9 +224,9 @@ class ControlPlane:
         self._processes.clear()
 
     def _start_once(self, attempt: int) -> None:
-        self.etcd_port = _free_port()
-        peer_port = _free_port()
-        self.apiserver_port = _free_port()
+        self.etcd_port = free_port()
+        peer_port = free_port()
+        self.apiserver_port = free_port()
         logs = self.data_dir / "logs"
         etcd_dir = self.data_dir / "etcd"
         shutil.rmtree(etcd_dir, ignore_errors=True)
@@ -333,7 +334,7 @@ class ControlPlane:
 
     def _start_component(self, name: str, attempt: int) -> None:
         assert self._pki is not None
-        port = _free_port()
+        port = free_port()
         if name == SCHEDULER:
             binary = _require(self.assets.kube_scheduler, SCHEDULER, self.assets)
             specific = ["--v=1"]

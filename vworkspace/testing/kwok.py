@@ -16,7 +16,6 @@ taint, so any Pod (a Helm chart's too) lands on them.
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from vworkspace.testing.assets import Assets
-from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError
+from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError, free_port
 from vworkspace.testing.processes import ManagedProcess
 from vworkspace.testing.rest import MERGE_PATCH, ApiError
 
@@ -43,13 +42,6 @@ _FIELD_MANAGER = "vworkspace-testing-kwok"
 
 class KwokError(ControlPlaneError):
     """kwok did not start, or its Nodes did not go Ready; the message carries kwok's log tail."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def node_manifest(name: str) -> dict[str, Any]:
@@ -145,7 +137,7 @@ class KwokNodes:
         started = time.monotonic()
         self.plane.start_workload_controllers()
         self.plane.start_scheduler()
-        port = _free_port()
+        port = free_port()
         argv = [
             str(self.binary),
             f"--kubeconfig={self.plane.kubeconfig_path}",
