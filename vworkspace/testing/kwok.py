@@ -33,6 +33,7 @@ NODE_LABEL = "testing.vworkspace.io/kwok"
 # scripts/testenv/kwok-stages/pod-fail.yaml).
 FAIL_ANNOTATION = "pod-fail.stage.vworkspace.io/exit-code"
 DEFAULT_NODES = 3
+_START_ATTEMPTS = 3
 # The API server's TaintNodesByCondition admission taints every new Node with this until the
 # node-lifecycle-controller sees it Ready and lifts it. That controller does not run here (it
 # would also mark kwok's Nodes NotReady when their heartbeats stop), so we lift it ourselves.
@@ -137,6 +138,23 @@ class KwokNodes:
         started = time.monotonic()
         self.plane.start_workload_controllers()
         self.plane.start_scheduler()
+        # A free port can be taken between the pick and kwok's bind: retry, as the plane does.
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                self._start_kwok(attempt)
+                break
+            except KwokError as err:
+                if "address already in use" not in str(err) or attempt == _START_ATTEMPTS:
+                    raise
+        try:
+            self._create_nodes()
+            self._wait_nodes_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_seconds = time.monotonic() - started
+
+    def _start_kwok(self, attempt: int) -> None:
         port = free_port()
         argv = [
             str(self.binary),
@@ -148,17 +166,14 @@ class KwokNodes:
         for stage in self.stages:
             argv += ["-c", str(stage)]
         self._proc = ManagedProcess(
-            name="kwok", argv=argv, log_path=self.plane.data_dir / "logs" / "kwok.log"
+            name="kwok", argv=argv, log_path=self.plane.data_dir / "logs" / f"kwok.{attempt}.log"
         )
         self._proc.start()
         try:
             self._wait_healthy(f"http://127.0.0.1:{port}/healthz")
-            self._create_nodes()
-            self._wait_nodes_ready()
         except BaseException:
             self.stop()
             raise
-        self.ready_seconds = time.monotonic() - started
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
