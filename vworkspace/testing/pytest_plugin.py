@@ -21,6 +21,13 @@ Fixtures:
   (``kubectl kustomize``); without it the test skips, or fails under
   ``VWORKSPACE_REQUIRE_TESTENV=1``.
 
+
+* ``kwok_nodes`` (session): kube-scheduler, the workload controllers and kwok with three
+  simulated Nodes, Ready, on the session's ``control_plane``
+  (:class:`~vworkspace.testing.kwok.KwokNodes`). Once it has started, Deployments and Jobs of
+  every later test in the session get real status, so run the tests that use it in a session of
+  their own (tests/real is one); they never start for sessions that do not ask for it.
+
 ``VWORKSPACE_TEST_KEEP=1`` keeps the data directory and the namespaces and prints the kubeconfig.
 When a test that used a namespace fails, its report names the namespace with a kubectl command.
 """
@@ -40,7 +47,7 @@ import pytest
 
 from vworkspace.testing import assets as assets_mod
 from vworkspace.testing.asyncclient import api_client
-from vworkspace.testing.controlplane import ControlPlane
+from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError
 from vworkspace.testing.crds import (
     ThirdPartyCrdsError,
     ensure_third_party_crds,
@@ -55,6 +62,7 @@ from vworkspace.testing.identity import (
     remove_shipped_identity,
     render_manifests,
 )
+from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.rest import ApiError
 
 KEEP_ENV = "VWORKSPACE_TEST_KEEP"
@@ -62,6 +70,7 @@ REQUIRE_ENV = "VWORKSPACE_REQUIRE_TESTENV"
 NAMESPACE_LABEL = "testing.vworkspace.io/test"
 
 _plane_key = pytest.StashKey[ControlPlane]()
+_kwok_key = pytest.StashKey[KwokNodes]()
 _namespace_key = pytest.StashKey[str]()
 _report_key = pytest.StashKey[dict[str, pytest.TestReport]]()
 
@@ -151,6 +160,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"vworkspace testenv: Kubernetes from {plane.assets.directory} ({plane.assets.source}), "
         f"ready in {secs}, controller-manager: {'yes' if plane.with_controller_manager else 'no'}"
     )
+    nodes = terminalreporter.config.stash.get(_kwok_key, None)
+    if nodes is not None and nodes.ready_seconds is not None:
+        terminalreporter.write_line(
+            f"vworkspace testenv: kube-scheduler, workload controllers and kwok with "
+            f"{len(nodes.names)} Nodes ready in {nodes.ready_seconds:.1f}s"
+        )
     if _flag(KEEP_ENV):
         terminalreporter.write_line(f"vworkspace testenv: kept data directory {plane.data_dir}")
         terminalreporter.write_line(
@@ -255,3 +270,45 @@ def shipped_identity(
         yield identity
     finally:
         remove_shipped_identity(control_plane, identity)
+
+
+def _assets_for_nodes(plane: ControlPlane) -> assets_mod.Assets:
+    """The plane's assets, built first when the cache lacks the scheduler or kwok (from a
+    checkout with Go; never into a directory a variable named)."""
+    assets = plane.assets
+    missing = assets.missing_for_nodes()
+    if not missing:
+        return assets
+    env = dict(os.environ)
+    if assets.source != "cache" or not assets_mod.can_build(env):
+        _unavailable(
+            f"simulated nodes need {', '.join(missing)} in {assets.directory} ({assets.source}); "
+            "build them with scripts/build-test-assets.sh"
+        )
+    try:
+        assets = assets_mod.build_assets(env)
+    except Exception as build_err:  # the build's own output already went to the terminal
+        _unavailable(f"building the test assets failed: {build_err}")
+    missing = assets.missing_for_nodes()
+    if missing:
+        _unavailable(f"the build finished without {', '.join(missing)} in {assets.directory}")
+    return assets
+
+
+@pytest.fixture(scope="session")
+def kwok_nodes(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[KwokNodes]:
+    """Simulated Nodes, Ready, with the real kube-scheduler and workload controllers on the
+    session's control plane (see the module docstring for what that means to later tests)."""
+    assets = _assets_for_nodes(control_plane)
+    # A fresh build added binaries the plane did not know of when it started.
+    control_plane.assets = assets
+    nodes = KwokNodes(plane=control_plane, assets=assets)
+    try:
+        nodes.start()
+    except ControlPlaneError as err:  # KwokError too; a scheduler that did not start
+        pytest.fail(str(err), pytrace=False)
+    request.config.stash[_kwok_key] = nodes
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
