@@ -11,6 +11,7 @@ import pytest
 
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.wiring import source_drifted, source_users
+from vworkspace.engines.base import EngineError
 from vworkspace.engines.flux import (
     HELM_REPOSITORIES,
     OCI_REPOSITORIES,
@@ -179,3 +180,8 @@ def test_only_drift_of_what_users_apply_wakes_them() -> None:
     assert source_drifted(base, edited)
     assert source_drifted(base, relabelled)
     assert source_drifted(base, going)
+
+
+def test_a_url_that_cannot_be_parsed_is_an_engine_error_naming_the_field() -> None:
+    with pytest.raises(EngineError, match=r"^spec\.chart\.url: 'https://\[::1' is not a URL"):
+        desired_objects(instance("a", url="https://[::1"))

@@ -58,6 +58,7 @@ from vworkspace.api.applicationinstance import Reason as Why
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.base import (
     ConditionView,
+    EngineError,
     EngineRef,
     EngineRequest,
     InstanceStatus,
@@ -112,8 +113,12 @@ def controller_ref(obj: JsonObj) -> JsonObj:
 def normalised_url(url: str) -> str:
     """``url`` in one spelling per repository: scheme and host lower-cased, the scheme's default
     port, the fragment and trailing slashes dropped. The path and query keep their case (servers
-    may tell them apart), so only spellings that reach the same server and path meet."""
-    parts = urllib.parse.urlsplit(url.strip())
+    may tell them apart), so only spellings that reach the same server and path meet. Raises
+    :class:`EngineError` naming ``spec.chart.url`` for what cannot be parsed."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+    except ValueError as err:  # e.g. an unclosed IPv6 bracket
+        raise EngineError(f"spec.chart.url: {url!r} is not a URL: {err}") from None
     scheme = parts.scheme.lower()
     userinfo, at, hostport = parts.netloc.rpartition("@")
     hostport = hostport.lower()
@@ -517,12 +522,15 @@ class FluxEngine:
             return
         with contextlib.suppress(NotFoundError):
             await self._client.delete(HELM_RELEASES, ObjectKey(namespace, name))
-        if ai["spec"].get("chart"):
+        keep = ""
+        with contextlib.suppress(EngineError, KeyError, TypeError):  # a chart that made no source
             resource, source = desired_source(ai)
+            keep = source["metadata"]["name"]
+        if keep:
             live = self._cached_source(resource, key_of(source))
             if live is not None and not owner_uids(live):
                 await _delete_if_unchanged(self._client, resource, live)
-            await self._leave_other_sources(ai, keep=source["metadata"]["name"])
+        await self._leave_other_sources(ai, keep=keep)
 
 
 def _bare(obj: JsonObj) -> JsonObj:
