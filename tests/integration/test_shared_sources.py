@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from tests.integration.waits import eventually
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
-from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES
+from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES, desired_source
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES
@@ -31,27 +31,36 @@ JsonObj = dict[str, Any]
 GC_TIMEOUT = 60  # the garbage collector acts within seconds; a loaded CI machine is slower
 
 
-@pytest.fixture
-async def operator(
-    kube: KubeClient,
-    control_plane: ControlPlane,
-    third_party_crds: list[str],
-    vworkspace_crds: list[str],
-    kube_namespace: str,
-) -> AsyncIterator[None]:
-    if not control_plane.with_controller_manager:
-        pytest.skip("kube-controller-manager is not among the test assets: no garbage collector")
-    settings = OperatorSettings(namespace=kube_namespace, workers=2)
+@contextlib.asynccontextmanager
+async def running(kube: KubeClient, namespace: str) -> AsyncIterator[None]:
+    """An operator, its caches synced."""
+    settings = OperatorSettings(namespace=namespace, workers=2)
     manager = build_manager(
         settings, kube, registry=CollectorRegistry(), served=await served_kinds(kube)
     )
     stop = asyncio.Event()
     task = asyncio.create_task(manager.run(stop))
-    for informer in manager.informers:
-        await asyncio.wait_for(informer.wait_synced(), 20)
-    yield
-    stop.set()
-    assert await asyncio.wait_for(task, 30) == 0
+    try:
+        for informer in manager.informers:
+            await asyncio.wait_for(informer.wait_synced(), 20)
+        yield
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+@pytest.fixture
+def gc(
+    control_plane: ControlPlane, third_party_crds: list[str], vworkspace_crds: list[str]
+) -> None:
+    if not control_plane.with_controller_manager:
+        pytest.skip("kube-controller-manager is not among the test assets: no garbage collector")
+
+
+@pytest.fixture
+async def operator(gc: None, kube: KubeClient, kube_namespace: str) -> AsyncIterator[None]:
+    async with running(kube, kube_namespace):
+        yield
 
 
 @pytest.fixture
@@ -257,3 +266,24 @@ async def test_a_per_instance_source_of_an_older_version_moves_to_the_shared_one
     await eventually(lambda: gone(kube, HELM_REPOSITORIES, legacy), what="legacy source gone")
     # Another instance's source is not this one's to delete.
     assert not await gone(kube, HELM_REPOSITORIES, ObjectKey(kube_namespace, "someone-else-source"))
+
+
+async def test_a_source_left_without_owner_by_a_stopped_operator_goes_with_its_instance(
+    gc: None, kube: KubeClient, kube_namespace: str
+) -> None:
+    # The operator stopped between the shared source's two writes (spec, then owner entry),
+    # and its instance was deleted meanwhile: the collector can never delete an unowned object.
+    ai = instance("orphan", kube_namespace, "https://charts.example.com/orphan")
+    _, source = desired_source(ai)
+    await kube.apply(HELM_REPOSITORIES, source, field_manager="vworkspace-operator")
+    ai["metadata"]["finalizers"] = ["apps.vworkspace.io/finalizer"]
+    await create(kube, ai)
+    await kube.delete(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "orphan"))
+    key = ObjectKey(kube_namespace, source["metadata"]["name"])
+    assert not await gone(kube, HELM_REPOSITORIES, key)
+    async with running(kube, kube_namespace):
+        await eventually(
+            lambda: gone(kube, APPLICATION_INSTANCES, ObjectKey(kube_namespace, "orphan")),
+            what="instance finalized",
+        )
+        await eventually(lambda: gone(kube, HELM_REPOSITORIES, key), what="unowned source gone")
