@@ -116,7 +116,7 @@ class EngineFinder:
     def _labelled(
         self, resource: ResourceType, label: str = LABEL_APPLICATION_INSTANCE
     ) -> Informer:
-        # Only objects we made (they carry the instance label) are cached.
+        # Only objects we made (they carry the label: the instance label, else managed-by).
         return Informer(
             self._client,
             resource,
