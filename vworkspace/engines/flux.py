@@ -342,6 +342,8 @@ class FluxEngine:
         self._sources = sources
         self._remember = remember
         self._service_account = service_account
+        # (plural, key) -> resourceVersion of the cached state we deleted (see _delete_once).
+        self._deleted: dict[tuple[str, ObjectKey], str] = {}
 
     def _cached_source(self, resource: ResourceType, key: ObjectKey) -> JsonObj | None:
         for obj in self._sources(resource, key.namespace or ""):
@@ -428,9 +430,12 @@ class FluxEngine:
         version before shared sources (deleted: it was never owned, only labelled). Costs
         nothing when the cache shows none: the usual case."""
         uid, name = ai["metadata"]["uid"], ai["metadata"]["name"]
+        namespace = ai["metadata"]["namespace"]
         legacy = f"{((ai.get('spec') or {}).get('release') or {}).get('name', '')}-source"
-        for resource in SOURCE_KINDS:
-            for obj in self._sources(resource, ai["metadata"]["namespace"]):
+        cached = {resource: self._sources(resource, namespace) for resource in SOURCE_KINDS}
+        self._forget_deleted(namespace, cached)
+        for resource, objs in cached.items():
+            for obj in objs:
                 meta = obj["metadata"]
                 labels = meta.get("labels") or {}
                 if meta["name"] == keep:
@@ -441,8 +446,33 @@ class FluxEngine:
                     meta["name"] == legacy
                     and labels.get(constants.LABEL_APPLICATION_INSTANCE) == name
                 ):
-                    with contextlib.suppress(NotFoundError):
-                        await self._client.delete(resource, key_of(obj))
+                    await self._delete_once(resource, obj, unchanged=False)
+
+    async def _delete_once(self, resource: ResourceType, obj: JsonObj, *, unchanged: bool) -> None:
+        """Delete ``obj`` (``unchanged``: only if it still is at the resourceVersion read, else
+        a 409 is ignored), once per cached state. Until the watch reports the deletion the
+        cache still shows the object, and the reconciles in between (the instance's own writes
+        bring some) would send the same DELETE again: five per instance when 100 instances
+        moved to a shared source at once, one with this."""
+        memo = (resource.plural, key_of(obj))
+        version = obj["metadata"].get("resourceVersion", "")
+        if self._deleted.get(memo) == version:
+            return
+        if unchanged:
+            await _delete_if_unchanged(self._client, resource, obj)
+        else:
+            with contextlib.suppress(NotFoundError):
+                await self._client.delete(resource, key_of(obj))
+        self._deleted[memo] = version
+
+    def _forget_deleted(self, namespace: str, cached: dict[ResourceType, list[JsonObj]]) -> None:
+        """Drop the memos of the namespace's deletions the cache has seen through."""
+        present = {
+            (resource.plural, key_of(obj)) for resource, objs in cached.items() for obj in objs
+        }
+        for memo in [m for m in self._deleted if m[1].namespace == namespace]:
+            if memo not in present:
+                del self._deleted[memo]
 
     async def _leave(self, ai: JsonObj, resource: ResourceType, obj: JsonObj) -> None:
         """Remove ``ai``'s owner entry from a source it no longer uses (by applying an empty
@@ -458,7 +488,7 @@ class FluxEngine:
                     )
                     self._remember(resource, obj)
                 if not owner_uids(obj) - {ai["metadata"]["uid"]}:
-                    await _delete_if_unchanged(self._client, resource, obj)
+                    await self._delete_once(resource, obj, unchanged=True)
                 return
             except NotFoundError:
                 return
@@ -529,7 +559,7 @@ class FluxEngine:
         if keep:
             live = self._cached_source(resource, key_of(source))
             if live is not None and not owner_uids(live):
-                await _delete_if_unchanged(self._client, resource, live)
+                await self._delete_once(resource, live, unchanged=True)
         await self._leave_other_sources(ai, keep=keep)
 
 
