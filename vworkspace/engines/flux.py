@@ -454,6 +454,8 @@ class FluxEngine:
         cache still shows the object, and the reconciles in between (the instance's own writes
         bring some) would send the same DELETE again: five per instance when 100 instances
         moved to a shared source at once, one with this."""
+        if obj["metadata"].get("deletionTimestamp"):
+            return  # already going: source-controller's finalizer holds it while it cleans up
         memo = (resource.plural, key_of(obj))
         version = obj["metadata"].get("resourceVersion", "")
         if self._deleted.get(memo) == version:
