@@ -35,6 +35,7 @@ if [ "${1:-}" = "--print-dir" ]; then
 fi
 
 bash "$here/fetch-third-party-crds.sh" ${1:+"$1"}
+bash "$here/build-kwok.sh" ${1:+"$1"}
 bash "$here/build-flux-controllers.sh" ${1:+"$1"}  # stamps of its own; before the exit below
 
 minor=${version#1.}; minor=${minor%%.*}
@@ -43,8 +44,15 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags="$ldflags -X $p.gitVersion=v$version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
 done
 
-stamp_value=$( (cat "$module/go.sum"; echo "$ldflags"; cat "$module"/cmd/*/main.go) | sha256sum | cut -d' ' -f1)
+# The four original binaries, named (not cmd/*) so that adding a binary with a stamp of its own,
+# as kube-scheduler has, does not rebuild them.
+kube_cmds=(etcd kube-apiserver kube-controller-manager kubectl)
+stamp_value=$( (cat "$module/go.sum"; echo "$ldflags"; for c in "${kube_cmds[@]}"; do cat "$module/cmd/$c/main.go"; done) \
+  | sha256sum | cut -d' ' -f1)
 stamp="$bin/.stamp"
+scheduler_stamp="$bin/.stamp-kube-scheduler"
+scheduler_stamp_value=$( (cat "$module/go.sum"; echo "$ldflags"; cat "$module/cmd/kube-scheduler/main.go") \
+  | sha256sum | cut -d' ' -f1)
 helm_version=${HELM_VERSION:-v3.22.0}
 helm_stamp="$bin/.stamp-helm"
 kube_current=false
@@ -58,7 +66,12 @@ if [ "${1:-}" != "--force" ] && [ -f "$helm_stamp" ] && [ "$(cat "$helm_stamp")"
    && [ -x "$bin/helm" ]; then
   helm_current=true
 fi
-if $kube_current && $helm_current; then
+scheduler_current=false
+if [ "${1:-}" != "--force" ] && [ -f "$scheduler_stamp" ] \
+   && [ "$(cat "$scheduler_stamp")" = "$scheduler_stamp_value" ] && [ -x "$bin/kube-scheduler" ]; then
+  scheduler_current=true
+fi
+if $kube_current && $helm_current && $scheduler_current; then
   echo "build-test-assets: Kubernetes v$version binaries and helm $helm_version are current in $bin"
   exit 0
 fi
@@ -77,10 +90,29 @@ if ! $kube_current; then
   start=$(date +%s)
   echo "build-test-assets: building Kubernetes v$version (kube-apiserver, kube-controller-manager, etcd, kubectl) into $bin"
   echo "build-test-assets: a cold build takes tens of minutes on 2 cores; later builds reuse Go's caches"
-  (cd "$module" && go mod download && go build -trimpath -ldflags "$ldflags" -o "$bin/" ./cmd/...)
+  (cd "$module" && go mod download && go build -trimpath -ldflags "$ldflags" -o "$bin/" "${kube_cmds[@]/#/./cmd/}")
   echo "$stamp_value" > "$stamp"
   echo "build-test-assets: done in $(( $(date +%s) - start ))s"
   "$bin/kube-apiserver" --version
+fi
+if ! $scheduler_current; then
+  start=$(date +%s)
+  printf 'build-test-assets: kube-scheduler v%s ... ' "$version"
+  # Scratch directory + mv, as for helm: tests may be running the binaries in $bin right now.
+  scratch_sched=$(mktemp -d "$bin/.kube-scheduler-build.XXXXXX")
+  log="$cache_root/logs/build-kube-scheduler.log"
+  mkdir -p "$(dirname "$log")"
+  if ! (cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$scratch_sched/" ./cmd/kube-scheduler) > "$log" 2>&1; then
+    echo "failed"
+    echo "build-test-assets: building kube-scheduler failed; the go command's output is in $log, its end:" >&2
+    tail -n 20 "$log" >&2
+    rm -rf "$scratch_sched"
+    exit 1
+  fi
+  mv -f "$scratch_sched/kube-scheduler" "$bin/kube-scheduler"
+  rm -rf "$scratch_sched"
+  echo "$scheduler_stamp_value" > "$scheduler_stamp"
+  echo "done in $(( $(date +%s) - start ))s"
 fi
 if ! $helm_current; then
   start=$(date +%s)

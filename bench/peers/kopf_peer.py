@@ -2,8 +2,9 @@
 
 Per managed Helm ApplicationInstance it makes exactly vworkspace's writes (bench/peers/objects.py
 spells out the shapes): the finalizer ``apps.vworkspace.io/finalizer``, the Flux HelmRepository
-and HelmRelease by server-side apply with force as ``vworkspace-operator``, and a status with the
-Ready condition and ``helmReleaseRef``. Deleting an instance deletes both Flux objects.
+(shared by the namespace's instances) and HelmRelease by server-side apply with force as
+``vworkspace-operator``, and a status with the Ready condition and ``helmReleaseRef``. Deleting
+an instance deletes its HelmRelease; the shared HelmRepository stays.
 
     KUBECONFIG=... python -m bench.peers.kopf_peer --namespace bench
 
@@ -108,10 +109,9 @@ async def reconcile(
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=managed_helm)
 async def uninstall(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     namespace, release = body.metadata.namespace, body.spec["release"]["name"]
-    for resource, name in (
-        (objects.HELM_RELEASES, release),
-        (objects.HELM_REPOSITORIES, f"{release}-source"),
-    ):
+    # The HelmRepository is shared by the namespace's instances (vworkspace's garbage
+    # collector-owned source): it stays, the benchmark's namespace goes with it.
+    for resource, name in ((objects.HELM_RELEASES, release),):
         group, version, plural = resource.split("/")
         try:
             await memo.custom.delete_namespaced_custom_object(

@@ -11,6 +11,8 @@ Only ``chart.sourceType: helm`` with inline values is covered: that is what the 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 from typing import Any
 
 JsonObj = dict[str, Any]
@@ -41,15 +43,26 @@ def labels(ai: JsonObj) -> dict[str, str]:
     return result
 
 
+def source_name(ai: JsonObj) -> str:
+    """The shared HelmRepository's name (vworkspace's ``source_name``; the benchmarks' URL is
+    already in normalised form)."""
+    fetched = {"url": ai["spec"]["chart"]["url"]}
+    canonical = json.dumps(
+        {"kind": "HelmRepository", "spec": fetched}, sort_keys=True, separators=(",", ":")
+    )
+    return "vws-src-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
 def helm_repository(ai: JsonObj) -> JsonObj:
-    release = ai["spec"]["release"]
+    """The HelmRepository all instances of a namespace share (vworkspace also adds each user's
+    owner reference, under a field manager of its own; the peers leave it to their delete)."""
     return {
         "apiVersion": "source.toolkit.fluxcd.io/v1",
         "kind": "HelmRepository",
         "metadata": {
-            "name": f"{release['name']}-source",
+            "name": source_name(ai),
             "namespace": ai["metadata"]["namespace"],
-            "labels": labels(ai),
+            "labels": {LABEL_MANAGED_BY: "vworkspace-operator"},
         },
         "spec": {"interval": "1m0s", "url": ai["spec"]["chart"]["url"]},
     }
@@ -64,7 +77,7 @@ def helm_release(ai: JsonObj) -> JsonObj:
             "spec": {
                 "chart": chart["name"],
                 "version": chart["version"],
-                "sourceRef": {"kind": "HelmRepository", "name": f"{release['name']}-source"},
+                "sourceRef": {"kind": "HelmRepository", "name": source_name(ai)},
             }
         },
     }

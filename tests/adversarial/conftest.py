@@ -13,7 +13,7 @@ import pytest
 
 from tests.adversarial import tier
 from tests.adversarial.corpus import TARGET_GLOB, Victims
-from tests.adversarial.victims import make_victims, plant, remove
+from tests.adversarial.victims import make_victims, plant, remove, remove_namespaces
 from tests.chaos.harness import ChaosControlPlane, Operators
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.crds import install_crds, load_crds
@@ -65,7 +65,11 @@ def adv_operators(
     try:
         yield ops
     finally:
-        ops.stop_all()
+        try:
+            # What the jobs and the black-box tests made, removed while the operator runs.
+            remove_namespaces(control_plane.rest(), (TARGET_GLOB.rstrip("*"), "adv-f1-"))
+        finally:
+            ops.stop_all()
 
 
 @pytest.fixture(scope="session")

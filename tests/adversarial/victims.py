@@ -190,3 +190,34 @@ def replant(rest: Any, v: Victims, secret_value: str) -> None:
 
     wait_until("deleted victims to be gone before re-planting", none_terminating, timeout=90)
     plant(rest, v, secret_value)
+
+
+def remove_namespaces(rest: Any, prefixes: tuple[str, ...]) -> None:
+    """Delete every namespace whose name starts with one of ``prefixes`` and wait until they are
+    gone; called while the operator still runs, so it releases its finalizers on the way out.
+    Left behind, the blocked Operations of a target namespace would be looked at again every
+    30 s by every later operator of the session (which shares this API server), whose work queue
+    would then never be empty (tests/integration/test_write_budget.py waits for exactly that)."""
+    paths = [
+        f"/api/v1/namespaces/{ns['metadata']['name']}"
+        for ns in rest.get("/api/v1/namespaces")["items"]
+        if ns["metadata"]["name"].startswith(prefixes)
+    ]
+    for path in paths:
+        try:
+            rest.delete(path)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+
+    def gone() -> bool:
+        for path in paths:
+            try:
+                rest.get(path)
+                return False
+            except ApiError as err:
+                if err.status != 404:
+                    raise
+        return True
+
+    wait_until(f"namespaces {', '.join(prefixes)}* to be gone", gone, timeout=120)

@@ -24,6 +24,7 @@ from tests.integration.operator_process import OperatorProcess, wait_until
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.testing import ApiError, ControlPlane
 from vworkspace.testing.faultproxy import HttpFaultProxy
+from vworkspace.testing.identity import ShippedIdentity
 from vworkspace.testing.proxy import Mode, TcpProxy
 
 T = TypeVar("T")
@@ -104,9 +105,17 @@ class Operators:
     """Incarnations of the operator process; every log is kept for the secrets grep."""
 
     def __init__(
-        self, plane: ControlPlane, namespace: str, logs: Path, chaos: ChaosControlPlane
+        self,
+        plane: ControlPlane,
+        namespace: str,
+        logs: Path,
+        chaos: ChaosControlPlane,
+        *,
+        identity: ShippedIdentity | None = None,
     ) -> None:
         self.plane = plane
+        # None: the admin kubeconfig; else the shipped ServiceAccount (a 403 fails the test).
+        self.identity = identity
         self.namespace = namespace
         self.logs = logs
         self.chaos = chaos
@@ -132,15 +141,24 @@ class Operators:
 
     def start(self, *extra: str, ready: bool = True) -> OperatorProcess:
         log = self.logs / f"operator-{len(self.all)}.log"
-        proc = OperatorProcess(self.plane, self.namespace, log, *self.args(*extra))
+        proc = OperatorProcess(
+            self.plane, self.namespace, log, *self.args(*extra), identity=self.identity
+        )
         self.all.append(proc)
         if ready:
             proc.wait_ready(timeout=60)
         return proc
 
     def stop_all(self) -> None:
+        """Stop every incarnation; then fail with the first 403 report (shipped identity)."""
+        failures: list[AssertionError] = []
         for proc in self.all:
-            proc.stop()
+            try:
+                proc.stop()
+            except AssertionError as err:
+                failures.append(err)
+        if failures:
+            raise failures[0]
 
     def log_paths(self) -> list[Path]:
         return [proc.log_path for proc in self.all]

@@ -22,7 +22,6 @@ import base64
 import contextlib
 import os
 import secrets
-import shutil
 import ssl
 import subprocess
 import urllib.error
@@ -40,7 +39,7 @@ from vworkspace.app.http import Address
 from vworkspace.engines.workload import workload_name
 from vworkspace.mockcontrolplane import AdminClient
 from vworkspace.testing import ApiError, ControlPlane
-from vworkspace.testing import assets as assets_mod
+from vworkspace.testing.identity import ShippedIdentity, find_kubectl
 from vworkspace.testing.objects import managed_instance
 from vworkspace.webhooks.server import INSTANCE_PATH, OPERATION_PATH
 
@@ -62,21 +61,9 @@ Doc = dict[str, Any]
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def find_kubectl() -> str | None:
-    """$VWORKSPACE_KUBECTL, else the one built beside the test binaries (same version as the
-    API server; scripts/build-test-assets.sh), else kubectl on PATH."""
-    if os.environ.get("VWORKSPACE_KUBECTL"):
-        return os.environ["VWORKSPACE_KUBECTL"]
-    with contextlib.suppress(assets_mod.AssetsNotFoundError):
-        beside = assets_mod.find_assets(os.environ).directory / "kubectl"
-        if os.access(beside, os.X_OK):
-            return str(beside)
-    return shutil.which("kubectl")
-
-
 @pytest.fixture(scope="module")
 def kubectl() -> str:
-    path = find_kubectl()
+    path = find_kubectl(os.environ)
     if path is None:
         reason = (
             "kubectl is not on PATH nor beside the test binaries, and VWORKSPACE_KUBECTL is "
@@ -606,14 +593,6 @@ def test_the_pods_are_admitted_under_the_restricted_pod_security_level(
 # -- the operator under the manifests' RBAC ------------------------------------------------------
 
 
-def service_account_kubeconfig(plane: ControlPlane, token: str, path: Path) -> Path:
-    config = yaml.safe_load(plane.kubeconfig_yaml())
-    config["users"][0]["user"] = {"token": token}
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
 def allowed(rest: Any, verb: str, resource: str, namespace: str = "", group: str = "") -> bool:
     review = rest.post(
         "/apis/authorization.k8s.io/v1/subjectaccessreviews",
@@ -678,26 +657,20 @@ def condition(obj: Doc | None, kind: str) -> str | None:
 
 
 async def test_the_operator_runs_with_nothing_but_the_manifests_rbac(
-    kubectl: str,
     control_plane: ControlPlane,
-    base: list[Doc],
+    shipped_identity: ShippedIdentity,
     install_namespace: str,
     vworkspace_crds: list[str],
     third_party_crds: list[str],
     kube_namespace: str,
     tmp_path: Path,
 ) -> None:
+    # shipped_identity (vworkspace/testing/identity.py) applied the rendered RBAC and holds a
+    # token of the ServiceAccount; the operator runs with a kubeconfig of that token alone, and
+    # OperatorProcess.stop() fails on any 403 it received.
     rest = control_plane.rest()
-    rbac = [
-        d
-        for d in base
-        if d["kind"]
-        in {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
-    ]
-    done = run(
-        kubectl, "apply", "-f", "-", stdin=to_yaml(rbac), kubeconfig=control_plane.kubeconfig_path
-    )
-    assert done.returncode == 0, done.stderr
+    assert shipped_identity.namespace == NAMESPACE
+    assert shipped_identity.service_account == SERVICE_ACCOUNT
     # Least privilege, as the API server's authorizer sees it.
     assert allowed(rest, "create", "secrets", NAMESPACE)
     assert allowed(rest, "get", "secrets", kube_namespace)  # by name: SeaweedFS credentials
@@ -707,12 +680,6 @@ async def test_the_operator_runs_with_nothing_but_the_manifests_rbac(
     assert not allowed(rest, "create", "clusterroles", group="rbac.authorization.k8s.io")
     assert not allowed(rest, "create", "pods", kube_namespace)
     assert allowed(rest, "list", "helmreleases", group="helm.toolkit.fluxcd.io")
-
-    token = rest.post(
-        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{SERVICE_ACCOUNT}/token",
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
-    )["status"]["token"]
-    kubeconfig = service_account_kubeconfig(control_plane, token, tmp_path / "sa.kubeconfig")
 
     suffix = secrets.token_hex(3)
     cluster_id = f"cluster-install-{suffix}"
@@ -743,8 +710,6 @@ async def test_the_operator_runs_with_nothing_but_the_manifests_rbac(
             control_plane,
             NAMESPACE,
             tmp_path / "operator.log",
-            "--kubeconfig",
-            str(kubeconfig),
             "--leader-elect",
             "--agent-enabled",
             "--agent-poll-interval",
@@ -755,6 +720,7 @@ async def test_the_operator_runs_with_nothing_but_the_manifests_rbac(
             # As installed: secure metrics (OperatorProcess turns them off; the last flag wins),
             # so the TokenReview and SubjectAccessReview rules are exercised too.
             "--metrics-secure",
+            identity=shipped_identity,
         )
         operator.wait_ready()
         # Leader election with the namespaced Role (create, then get/update of one name).
@@ -902,6 +868,7 @@ async def test_the_operator_runs_with_nothing_but_the_manifests_rbac(
         output = operator.output()
         for word in ("forbidden", "Forbidden"):
             assert word not in output, f"the operator was refused something:\n{output}"
+        assert operator.forbidden_so_far() == []  # its rest_client_requests_total too
     finally:
         with contextlib.suppress(ApiError, AssertionError):
             rest.delete(f"{clusters}/{cluster_name}")
@@ -919,9 +886,9 @@ async def test_the_operator_runs_with_nothing_but_the_manifests_rbac(
                 body={"metadata": {"finalizers": None}},
                 content_type="application/merge-patch+json",
             )
-        if operator is not None:
-            operator.stop()
         mock.stop()
+        if operator is not None:
+            operator.stop()  # fails on any 403 the operator received
         for name in (agent_namespace, velero):
             with contextlib.suppress(ApiError):
                 rest.delete(f"/api/v1/namespaces/{name}")

@@ -26,6 +26,7 @@ from vworkspace.engines.workload import workload_name
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, EVENTS, NAMESPACES, OPERATIONS, SECRETS
+from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance, operation
 
 pytestmark = pytest.mark.integration
@@ -132,13 +133,16 @@ async def test_a_helm_repository_instance_becomes_a_source_and_a_helm_release(
     )
     key = ObjectKey(kube_namespace, "shop")
     hr = await eventually(lambda: kube.get(HELM_RELEASES, key), what="HelmRelease")
-    repo = await kube.get(HELM_REPOSITORIES, ObjectKey(kube_namespace, "shop-source"))
+    source = hr["spec"]["chart"]["spec"]["sourceRef"]["name"]
+    assert source.startswith("vws-src-")
+    repo = await kube.get(HELM_REPOSITORIES, ObjectKey(kube_namespace, source))
     assert repo["spec"]["url"] == "https://charts.example.com"
+    assert repo["metadata"]["labels"] == {"app.vworkspace.io/managed-by": "vworkspace-operator"}
     assert hr["spec"]["chart"]["spec"] == {
         "chart": "odoo",
         "version": "1.0.0",
         "reconcileStrategy": "ChartVersion",
-        "sourceRef": {"kind": "HelmRepository", "name": "shop-source"},
+        "sourceRef": {"kind": "HelmRepository", "name": source},
     }
     assert hr["spec"]["values"] == {"replicaCount": 1}
     assert hr["metadata"]["labels"] == {
@@ -172,9 +176,11 @@ async def test_an_oci_instance_uses_an_oci_repository_and_chart_ref(
     hr = await eventually(
         lambda: kube.get(HELM_RELEASES, ObjectKey(kube_namespace, "oci-app")), what="HelmRelease"
     )
-    assert hr["spec"]["chartRef"] == {"kind": "OCIRepository", "name": "oci-app-source"}
+    source = hr["spec"]["chartRef"]["name"]
+    assert hr["spec"]["chartRef"] == {"kind": "OCIRepository", "name": source}
+    assert source.startswith("vws-src-")
     assert "chart" not in hr["spec"]
-    repo = await kube.get(OCI_REPOSITORIES, ObjectKey(kube_namespace, "oci-app-source"))
+    repo = await kube.get(OCI_REPOSITORIES, ObjectKey(kube_namespace, source))
     assert repo["spec"]["url"] == "oci://registry.example.com/charts/odoo"
     assert repo["spec"]["ref"] == {"tag": "6.9.2"}
 
@@ -345,18 +351,24 @@ async def test_helm_release_status_rolls_up_to_the_instance_conditions(
     )
 
 
+@pytest.mark.controller_manager
 async def test_deleting_an_instance_removes_its_flux_objects_and_finalizer(
-    operator: Operator, kube: KubeClient, kube_namespace: str
+    operator: Operator, kube: KubeClient, kube_namespace: str, control_plane: ControlPlane
 ) -> None:
+    if not control_plane.with_controller_manager:
+        pytest.skip("kube-controller-manager is not among the test assets: no garbage collector")
     await kube.create(APPLICATION_INSTANCES, managed("gone", kube_namespace), field_manager="test")
     key = ObjectKey(kube_namespace, "gone")
-    await eventually(lambda: kube.get(HELM_RELEASES, key), what="HelmRelease")
+    hr = await eventually(lambda: kube.get(HELM_RELEASES, key), what="HelmRelease")
     await eventually(lambda: _finalized(kube, key), what="finalizer")
     await kube.delete(APPLICATION_INSTANCES, key)
     await eventually(lambda: _absent(kube, APPLICATION_INSTANCES, key), what="instance gone")
-    for resource, name in ((HELM_RELEASES, "gone"), (HELM_REPOSITORIES, "gone-source")):
-        with pytest.raises(NotFoundError):
-            await kube.get(resource, ObjectKey(kube_namespace, name))
+    with pytest.raises(NotFoundError):
+        await kube.get(HELM_RELEASES, key)
+    # The shared source goes with its last owner, by the garbage collector
+    # (tests/integration/test_shared_sources.py).
+    source = ObjectKey(kube_namespace, hr["spec"]["chart"]["spec"]["sourceRef"]["name"])
+    await eventually(lambda: _absent(kube, HELM_REPOSITORIES, source), timeout=60, what="source")
 
 
 async def _finalized(kube: KubeClient, key: ObjectKey) -> bool:

@@ -52,6 +52,21 @@ def wait_dead(pids: set[int], timeout: float) -> set[int]:
     return {p for p in pids if alive(p)}
 
 
+def read_until_ready(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+    """What ``testenv start`` printed up to its "Press Ctrl-C" line (or its exit)."""
+    assert proc.stdout is not None
+    output = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if "Press Ctrl-C" in line:
+            break
+    return "".join(output)
+
+
 def env_for(plane: ControlPlane) -> dict[str, str]:
     env = dict(os.environ)
     env["VWORKSPACE_TEST_ASSETS"] = str(plane.assets.directory)
@@ -79,17 +94,7 @@ def test_testenv_start_serves_kubectl_and_stops_on_sigterm(
         env=env_for(control_plane),
     )
     try:
-        assert proc.stdout is not None
-        output = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        text = "".join(output)
+        text = read_until_ready(proc)
         assert "control plane ready in" in text, text
         assert f"kubectl --kubeconfig {kubeconfig} get --raw /readyz" in text
         children = child_pids(proc.pid)

@@ -8,15 +8,16 @@ truth the other tiers' fixtures are checked against.
 
 No simulated nodes run in these tests, so the charts' Deployments have ``replicas: 0``. The
 direct HelmReleases set ``install.disableWait``; the operator's HelmRelease waits (as in
-production), so that test also runs kube-controller-manager's deployment and replicaset
-controllers, which make a zero-replica Deployment Available without any Pod.
+production), so those tests also start the workload controllers
+(``ControlPlane.start_workload_controllers``), which make a zero-replica Deployment Available
+without any Pod.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -33,7 +34,6 @@ from vworkspace.testing import ControlPlane
 from vworkspace.testing.chartrepo import DEMO_CHART, FAILING_HOOK_CHART, ChartRepository
 from vworkspace.testing.flux import Flux
 from vworkspace.testing.objects import managed_instance
-from vworkspace.testing.processes import ManagedProcess
 
 CONFIG_MAPS = ResourceType("", "v1", "configmaps", "ConfigMap")
 DEPLOYMENTS = ResourceType("apps", "v1", "deployments", "Deployment")
@@ -251,30 +251,11 @@ async def test_a_value_that_renders_an_invalid_object_ends_with_helm_controllers
 
 
 @pytest.fixture(scope="module")
-def deployment_controllers(control_plane: ControlPlane) -> Iterator[None]:
-    """kube-controller-manager's deployment and replicaset controllers, beside the session's
-    (which runs only garbage collection and namespaces): helm waits for Deployments to be ready,
-    and a zero-replica Deployment gets there through these two without nodes."""
-    binary = control_plane.assets.kube_controller_manager
-    if binary is None:
-        pytest.skip(f"no kube-controller-manager in {control_plane.assets.directory}")
-    proc = ManagedProcess(
-        name="kube-controller-manager (deployments)",
-        argv=[
-            str(binary),
-            f"--kubeconfig={control_plane.kubeconfig_path}",
-            "--controllers=deployment-controller,replicaset-controller",
-            "--leader-elect=false",
-            "--secure-port=0",
-            "--use-service-account-credentials=false",
-        ],
-        log_path=control_plane.data_dir / "logs" / "kube-controller-manager-deployments.log",
-    )
-    proc.start()
-    try:
-        yield
-    finally:
-        proc.stop()
+def deployment_controllers(control_plane: ControlPlane) -> None:
+    """The workload controllers (a second kube-controller-manager; a no-op if they run): helm
+    waits for Deployments to be ready, and a zero-replica Deployment gets there through the
+    deployment and replicaset controllers without nodes. They run until the session ends."""
+    control_plane.start_workload_controllers()
 
 
 @pytest.fixture

@@ -105,3 +105,41 @@ def test_non_executable_files_do_not_count(tmp_path: Path) -> None:
         (directory / name).write_text("not executable")
     with pytest.raises(assets.AssetsNotFoundError):
         assets.find_assets({assets.ASSETS_ENV: str(directory)})
+
+
+def test_scheduler_and_kwok_are_optional_and_found_next_to_the_apiserver(tmp_path: Path) -> None:
+    plain = fake_binaries(tmp_path / "plain", *ALL)
+    found = assets.find_assets({assets.ASSETS_ENV: str(plain)})
+    assert found.kube_scheduler is None
+    assert found.kwok is None
+    assert found.missing_for_nodes() == [assets.SCHEDULER, assets.KWOK]
+
+    full = fake_binaries(tmp_path / "full", *ALL, assets.SCHEDULER, assets.KWOK)
+    found = assets.find_assets({assets.ASSETS_ENV: str(full)})
+    assert found.kube_scheduler == full / assets.SCHEDULER
+    assert found.kwok == full / assets.KWOK
+    # kwok refuses to start without stages: their absence is named too.
+    assert found.missing_for_nodes() == [f"{assets.KWOK_STAGES}/*.yaml"]
+    stages = full / assets.KWOK_STAGES
+    stages.mkdir()
+    (stages / "b.yaml").write_text("kind: Stage\n")
+    (stages / "a.yaml").write_text("kind: Stage\n")
+    assert found.missing_for_nodes() == []
+    assert found.kwok_stages == [stages / "a.yaml", stages / "b.yaml"]
+
+
+def test_build_script_keeps_the_kubernetes_stamp_apart_from_the_scheduler() -> None:
+    # Adding cmd/kube-scheduler must not change the stamp of the four original binaries, or
+    # every cache would rebuild them (tens of minutes cold).
+    script = (REPO / "scripts" / "build-test-assets.sh").read_text()
+    assert "cmd/*/main.go" not in script
+    assert "kube_cmds=(etcd kube-apiserver kube-controller-manager kubectl)" in script
+    assert ".stamp-kube-scheduler" in script
+    mains = sorted(p.parent.name for p in (REPO / "scripts" / "testenv" / "cmd").glob("*/main.go"))
+    assert mains == [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        assets.SCHEDULER,
+        "kubectl",
+    ]

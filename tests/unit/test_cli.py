@@ -112,9 +112,23 @@ def test_run_settings_precedence_flag_over_env() -> None:
     assert (settings.namespace, settings.kubeconfig) == ("from-env", "/flag/kc")
     settings = settings_from(run_args(), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})  # type: ignore[arg-type]
     assert settings.in_cluster
+    assert settings.service_account_dir == Path("/var/run/secrets/kubernetes.io/serviceaccount")
     assert settings.namespace == "vworkspace-system"
     assert settings.metrics is None  # "0" disables the metrics listener
     assert str(settings.probes) == "0.0.0.0:8081"
+
+
+def test_the_service_account_directory_can_be_pointed_elsewhere(tmp_path: Path) -> None:
+    # The in-cluster loader's files somewhere else (tests/integration/test_shipped_identity.py
+    # runs the real in-cluster path this way); blank means the kubelet's path.
+    from vworkspace.app.run_cmd import settings_from
+
+    env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "VWORKSPACE_SERVICE_ACCOUNT_DIR": str(tmp_path)}
+    settings = settings_from(run_args(), env)  # type: ignore[arg-type]
+    assert settings.in_cluster
+    assert settings.service_account_dir == tmp_path
+    blank = settings_from(run_args(), {**env, "VWORKSPACE_SERVICE_ACCOUNT_DIR": " "})  # type: ignore[arg-type]
+    assert blank.service_account_dir == Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 def test_run_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:

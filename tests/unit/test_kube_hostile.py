@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import InvalidResponseError, NotFoundError, RetryableError
+from vworkspace.kube.errors import ApiError, InvalidResponseError, NotFoundError, RetryableError
 from vworkspace.kube.informer import WatchDecodeError, _decode_event
 from vworkspace.kube.kubeconfig import ClusterConfig
 from vworkspace.kube.paths import ApiPath
@@ -136,3 +136,35 @@ def test_bookmarks_and_errors_decode() -> None:
     assert _decode_event(bookmark)["type"] == "BOOKMARK"
     error = b'{"type": "ERROR", "object": {"code": 410, "message": "too old"}}'
     assert _decode_event(error)["object"]["code"] == 410
+
+
+async def test_a_403_is_logged_with_the_servers_message(kube: tuple[KubeClient, Script]) -> None:
+    # A 403 is a missing RBAC rule: it must show in the log even when the caller only turns it
+    # into a status condition (vworkspace/testing/identity.py reads the verb and resource).
+    from structlog.testing import capture_logs
+
+    client, script = kube
+    message = (
+        'helmreleases.helm.toolkit.fluxcd.io "shop" is forbidden: User '
+        '"system:serviceaccount:ns:op" cannot patch resource "helmreleases" in API group '
+        '"helm.toolkit.fluxcd.io" in the namespace "team"'
+    )
+    script.append(
+        web.json_response(
+            {"kind": "Status", "status": "Failure", "reason": "Forbidden", "message": message},
+            status=403,
+        )
+    )
+    path = "/apis/helm.toolkit.fluxcd.io/v2/namespaces/team/helmreleases/shop"
+    with capture_logs() as logs, pytest.raises(ApiError) as err:
+        await client.request("PATCH", ApiPath.parse(path))
+    assert err.value.status == 403
+    assert logs == [
+        {
+            "event": "forbidden by the API server",
+            "log_level": "warning",
+            "method": "PATCH",
+            "path": path,
+            "error": message,
+        }
+    ]

@@ -23,9 +23,9 @@ from collections.abc import Callable
 
 import structlog
 
-from vworkspace.api.constants import LABEL_APPLICATION_INSTANCE
+from vworkspace.api.constants import LABEL_APPLICATION_INSTANCE, LABEL_MANAGED_BY
 from vworkspace.engines.base import EngineRegistry
-from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES, OCI_REPOSITORIES, FluxEngine
+from vworkspace.engines.flux import HELM_RELEASES, SOURCE_KINDS, FluxEngine
 from vworkspace.engines.helm import HelmUpgradeEngine
 from vworkspace.engines.job import HelmHookJobEngine, JobEngine
 from vworkspace.engines.seaweed import S3_CREDENTIALS, SEAWEEDS, SeaweedEngine
@@ -113,26 +113,30 @@ class EngineFinder:
             self._registry.register(WorkflowEngine(self._client))
         return []
 
-    def _labelled(self, resource: ResourceType) -> Informer:
-        # Only objects we made (they carry the instance label) are cached.
+    def _labelled(
+        self, resource: ResourceType, label: str = LABEL_APPLICATION_INSTANCE
+    ) -> Informer:
+        # Only objects we made (they carry the label: the instance label, else managed-by).
         return Informer(
             self._client,
             resource,
-            label_selector=LABEL_APPLICATION_INSTANCE,
+            label_selector=label,
             clock=self._clock,
             metrics=self._metrics,
         )
 
     def _register_flux(self) -> list[Informer]:
         self.helm_releases = self._labelled(HELM_RELEASES)
-        sources = {r: self._labelled(r) for r in (HELM_REPOSITORIES, OCI_REPOSITORIES)}
+        # Shared chart sources belong to no single instance: they carry only the managed-by
+        # label, as did the per-instance sources of older versions (found for migration).
+        sources = {r: self._labelled(r, LABEL_MANAGED_BY) for r in SOURCE_KINDS}
         lookup = self.helm_releases.store.get
         caches = {HELM_RELEASES: self.helm_releases, **sources}
         self._registry.register(
             FluxEngine(
                 self._client,
                 helm_releases=lookup,
-                sources=lambda resource, key: sources[resource].store.get(key),
+                sources=lambda resource, ns: sources[resource].store.by_index(INDEX_NAMESPACE, ns),
                 remember=lambda resource, obj: caches[resource].record_write(obj),
                 service_account=self._flux_service_account,
             )

@@ -48,6 +48,7 @@ from vworkspace.app.wiring import (
     WebhookSettings,
     run_operator,
 )
+from vworkspace.kube.kubeconfig import SERVICE_ACCOUNT
 from vworkspace.kube.leaderelection import LeaseTiming
 
 # controller-runtime's default, which the Go chart and kustomize overlay mount the Secret into.
@@ -465,6 +466,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         proxies=proxies_from(env),
         service_host=env.get("KUBERNETES_SERVICE_HOST", ""),
         service_port=env.get("KUBERNETES_SERVICE_PORT", ""),
+        service_account_dir=service_account_dir_from(env),
         exec_environ=env,
         namespace=namespace,
         identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
@@ -487,6 +489,19 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         ).strip(),
         flux_service_account=hardening.flux_service_account,
     )
+
+
+SERVICE_ACCOUNT_DIR_ENV = "VWORKSPACE_SERVICE_ACCOUNT_DIR"
+
+
+def service_account_dir_from(env: Mapping[str, str]) -> Path:
+    """Where the in-cluster loader finds ``token``, ``ca.crt`` and ``namespace``: the kubelet's
+    ``/var/run/secrets/kubernetes.io/serviceaccount`` unless $VWORKSPACE_SERVICE_ACCOUNT_DIR
+    names another directory. The override exists so tests (and an unusual Pod mounting the
+    projected token elsewhere) can run the real in-cluster path outside a Pod; it is read here,
+    in the app, never below it."""
+    override = env.get(SERVICE_ACCOUNT_DIR_ENV, "").strip()
+    return Path(override) if override else SERVICE_ACCOUNT
 
 
 def metrics_cert_from(args: argparse.Namespace) -> ServingCert:

@@ -45,7 +45,7 @@ from vworkspace.controllers.initial import InitialReconciler
 from vworkspace.controllers.operation import OperationReconciler, waiting_on_same_target
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.engines.base import EngineRegistry
-from vworkspace.engines.flux import HELM_REPOSITORIES, OCI_REPOSITORIES
+from vworkspace.engines.flux import SOURCE_KINDS
 from vworkspace.engines.seaweed import S3_CREDENTIALS
 from vworkspace.kube.client import KubeClient, KubeConfigError
 from vworkspace.kube.clock import Clock, RealClock
@@ -53,6 +53,7 @@ from vworkspace.kube.controller import Controller, Reconciler
 from vworkspace.kube.errors import ApiError
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.informer import Informer
+from vworkspace.kube.kubeconfig import SERVICE_ACCOUNT
 from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
 from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.predicates import spec_or_metadata_changed
@@ -118,6 +119,9 @@ class OperatorSettings:
     # plugin runs with; read by run_cmd (kube/kubeconfig.py, kube/execplugin.py).
     service_host: str = ""
     service_port: str = ""
+    # The in-cluster service-account files (token, ca.crt); $VWORKSPACE_SERVICE_ACCOUNT_DIR
+    # overrides the kubelet's path, read by run_cmd.
+    service_account_dir: Path = SERVICE_ACCOUNT
     exec_environ: Mapping[str, str] = attrs.field(factory=dict, repr=False, eq=False)
     namespace: str = DEFAULT_NAMESPACE
     identity: str = "vworkspace-operator"
@@ -165,6 +169,7 @@ async def connect(settings: OperatorSettings) -> KubeClient:
         return KubeClient.in_cluster(
             host=settings.service_host,
             port=settings.service_port,
+            service_account=settings.service_account_dir,
             pool_size=pool,
             proxies=settings.proxies,
         )
@@ -350,14 +355,38 @@ def labelled_instance(obj: JsonObj) -> list[ObjectKey]:
     return [ObjectKey(meta.get("namespace"), name)] if name else []
 
 
+def source_users(obj: JsonObj) -> list[ObjectKey]:
+    """The instances using a chart source: its ApplicationInstance owners (shared sources),
+    or the instance of its label (a per-instance source of an older version)."""
+    meta = obj.get("metadata") or {}
+    owners = [
+        ObjectKey(meta.get("namespace"), ref["name"])
+        for ref in meta.get("ownerReferences") or []
+        if ref.get("kind") == "ApplicationInstance" and ref.get("name")
+    ]
+    return owners or labelled_instance(obj)
+
+
+def source_drifted(previous: JsonObj, current: JsonObj) -> bool:
+    """A chart source's update is worth waking its users only when what they apply (spec,
+    labels, annotations) changed or it is being deleted; not for its status (the instance
+    reads the HelmRelease's), nor when only its owner list changed (every user of a source
+    would be reconciled each time one joins or leaves)."""
+    before, after = previous.get("metadata") or {}, current.get("metadata") or {}
+    return previous.get("spec") != current.get("spec") or any(
+        before.get(field) != after.get(field)
+        for field in ("labels", "annotations", "deletionTimestamp")
+    )
+
+
 def watch_foreign(controller: Controller, informer: Informer, instances: Informer) -> None:
     """Engine objects enqueue their instance: owned ones (HelmRelease, Seaweed) their owner,
-    chart sources the instance of their label, S3Credentials the seaweedfs instances of their
-    release (app/seaweedwatch.py)."""
+    chart sources their users (:func:`source_users`), S3Credentials the seaweedfs instances of
+    their release (app/seaweedwatch.py)."""
     if informer.resource == S3_CREDENTIALS:
         controller.watch_mapped(informer, credentials_mapper(instances))
-    elif informer.resource in (HELM_REPOSITORIES, OCI_REPOSITORIES):
-        controller.watch_mapped(informer, labelled_instance)  # chart sources have no owner
+    elif informer.resource in SOURCE_KINDS:
+        controller.watch_mapped(informer, source_users, on_update=source_drifted)
     else:
         controller.watch_owned(informer, owner_kind="ApplicationInstance")
 

@@ -3,6 +3,12 @@
 For trying the operator (or kubectl) against a real API server without a cluster. The binaries
 are found as the tests find them (VWORKSPACE_TEST_ASSETS, KUBEBUILDER_ASSETS, the cache); with
 ``--build`` an empty cache is filled from the Go module proxy first.
+
+``--with kwok[,...]`` adds components on top of the control plane, each ready-checked before the
+kubeconfig is printed. They are a small registry (:data:`COMPONENTS`): a component names the
+ones it implies (kwok implies the scheduler: simulated Nodes nobody schedules onto are of no use)
+and a start function returning something that can be checked and stopped, so adding one (Flux,
+Velero, ...) is one entry.
 """
 
 from __future__ import annotations
@@ -14,12 +20,115 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
+
+import attrs
 
 from vworkspace.testing import assets as assets_mod
-from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError
+from vworkspace.testing.controlplane import (
+    SCHEDULER,
+    WORKLOAD_CONTROLLER_MANAGER,
+    ControlPlane,
+    ControlPlaneError,
+)
+from vworkspace.testing.kwok import KwokNodes
+
+
+class Running(Protocol):
+    """A started component: checked every second while the control plane runs, stopped on exit
+    (in reverse start order)."""
+
+    def check_alive(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@attrs.frozen
+class Component:
+    """One ``--with`` choice."""
+
+    summary: str
+    start: Callable[[ControlPlane, assets_mod.Assets], tuple[Running, str]]
+    """Start it against a running control plane; returns it and one line for the summary."""
+    implies: tuple[str, ...] = ()
+
+
+class _PlaneParts:
+    """The scheduler and the workload controllers live and die with the control plane."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    def check_alive(self) -> None:
+        self.plane.check_alive()
+
+    def stop(self) -> None:
+        """Nothing: :meth:`ControlPlane.stop` stops them."""
+
+
+def _start_scheduler(plane: ControlPlane, assets: assets_mod.Assets) -> tuple[Running, str]:
+    plane.start_workload_controllers()
+    plane.start_scheduler()
+    return _PlaneParts(plane), f"{SCHEDULER} + {WORKLOAD_CONTROLLER_MANAGER}: running"
+
+
+def _start_kwok(plane: ControlPlane, assets: assets_mod.Assets) -> tuple[Running, str]:
+    nodes = KwokNodes(plane=plane, assets=assets)
+    nodes.start()
+    return nodes, (
+        f"kwok: {len(nodes.names)} Nodes Ready in {nodes.ready_seconds:.1f}s "
+        f"({', '.join(nodes.names)}; log {nodes.log_path})"
+    )
+
+
+COMPONENTS: dict[str, Component] = {
+    "scheduler": Component(
+        summary="kube-scheduler and the workload controllers (Deployment, Job, ...)",
+        start=_start_scheduler,
+    ),
+    "kwok": Component(
+        summary="kwok with simulated Nodes that go Ready; Pods run on them",
+        start=_start_kwok,
+        implies=("scheduler",),
+    ),
+}
+
+
+def resolve_components(spec: str) -> list[str]:
+    """The components a ``--with`` value asks for, each after the ones it implies, no repeats.
+
+    Raises ValueError naming an unknown component and the known ones.
+    """
+    order: list[str] = []
+
+    def add(name: str) -> None:
+        if name in order:
+            return
+        component = COMPONENTS.get(name)
+        if component is None:
+            raise ValueError(
+                f"--with: unknown component {name!r} (known: {', '.join(sorted(COMPONENTS))})"
+            )
+        for implied in component.implies:
+            add(implied)
+        order.append(name)
+
+    for raw in spec.split(","):
+        name = raw.strip()
+        if name:
+            add(name)
+    return order
+
+
+def _components_arg(value: str) -> list[str]:
+    try:
+        return resolve_components(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
 
 EPILOG = """\
 The binaries are looked up in $VWORKSPACE_TEST_ASSETS, then $KUBEBUILDER_ASSETS, then
@@ -65,6 +174,15 @@ def add_parser(commands: Any, *, summary: str) -> None:
         default=90.0,
         metavar="SECONDS",
         help="how long to wait for /readyz (default: %(default)s)",
+    )
+    start.add_argument(
+        "--with",
+        dest="components",
+        type=_components_arg,
+        default=[],
+        metavar="A,B",
+        help="also start these components, comma-separated: "
+        + "; ".join(f"{name} ({c.summary})" for name, c in COMPONENTS.items()),
     )
     start.add_argument(
         "--build",
@@ -135,11 +253,18 @@ def run_start(args: argparse.Namespace) -> int:
         f"starting Kubernetes control plane from {assets.directory} ({assets.source}) ...",
         flush=True,
     )
+    running: list[Running] = []
+    lines: list[str] = []
     try:
         plane.start()
+        for name in args.components:
+            print(f"starting {name} ...", flush=True)
+            component, line = COMPONENTS[name].start(plane, assets)
+            running.append(component)
+            lines.append(line)
     except ControlPlaneError as err:
         print(f"error: {err}", file=sys.stderr)
-        plane.stop()
+        _stop_all(running, plane)
         return 1
     kubeconfig = plane.kubeconfig_path
     if args.kubeconfig_out is not None:
@@ -149,7 +274,8 @@ def run_start(args: argparse.Namespace) -> int:
         f"control plane ready in {plane.startup_seconds:.1f}s\n"
         f"  API server:              {plane.server}\n"
         f"  kube-controller-manager: {kcm}\n"
-        f"  data directory:          {plane.data_dir}\n"
+        + "".join(f"  {line}\n" for line in lines)
+        + f"  data directory:          {plane.data_dir}\n"
         f"  kubeconfig:              {kubeconfig}\n"
         f"\n  export KUBECONFIG={kubeconfig}\n"
         f"  kubectl --kubeconfig {kubeconfig} get --raw /readyz\n"
@@ -159,11 +285,19 @@ def run_start(args: argparse.Namespace) -> int:
     try:
         while not stop.wait(1.0):
             plane.check_alive()
+            for component in running:
+                component.check_alive()
     except ControlPlaneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
         started = time.monotonic()
-        plane.stop()
+        _stop_all(running, plane)
         print(f"stopped in {time.monotonic() - started:.1f}s", flush=True)
     return 0
+
+
+def _stop_all(running: list[Running], plane: ControlPlane) -> None:
+    for component in reversed(running):
+        component.stop()
+    plane.stop()

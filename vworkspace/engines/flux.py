@@ -1,24 +1,52 @@
 """The Flux engine: an ApplicationInstance becomes a HelmRelease plus its chart source.
 
-* ``helm`` charts: a ``HelmRepository`` ``<release>-source`` and a HelmRelease whose
-  ``spec.chart.spec.sourceRef`` points at it (docs/api.md, "What the operator makes of it").
-* ``oci`` charts: an ``OCIRepository`` ``<release>-source`` with ``url: <chart.url>/<chart.name>``
-  and ``ref.tag: <version>``, referenced by ``HelmRelease.spec.chartRef``. The Go operator's OCI
+* ``helm`` charts: a ``HelmRepository`` and a HelmRelease whose ``spec.chart.spec.sourceRef``
+  points at it (docs/api.md, "What the operator makes of it").
+* ``oci`` charts: an ``OCIRepository`` with ``url: <chart.url>/<chart.name>`` and
+  ``ref.tag: <version>``, referenced by ``HelmRelease.spec.chartRef``. The Go operator's OCI
   objects are rejected by current Flux CRDs (docs/api.md, deviation 10); this fixes that.
 * Values: ``inline`` -> ``spec.values``; ``secretRef`` / ``configMapRef`` -> ``spec.valuesFrom``,
   so Secret material never lands in the HelmRelease (Go copied it into ``spec.values``).
 * Everything is written with server-side apply as ``vworkspace-operator`` (only the fields we
-  own), with Go's labels; the HelmRelease has a controller owner reference to the instance
-  and the sources are deleted explicitly on cancel.
+  own), with Go's labels; the HelmRelease has a controller owner reference to the instance.
+
+Shared chart sources. source-controller fetches each source once per interval, so one source per
+instance meant 1,000 downloads of the same index for 1,000 instances of one catalog. A source
+is shared by every instance of a namespace that needs the same one: it is named ``vws-src-``
+plus a hash of its kind and of what changes the fetch (:func:`source_name`; the URL normalised
+first, :func:`normalised_url`), and each user puts its own owner reference on it. The
+Kubernetes garbage collector deletes it when the last owner is gone. Why owner references rather
+than a reference count kept by our finalizer:
+
+* no code of ours decides when a source is unused, and the decision survives restarts of the
+  operator (it lives in the object) and a finalizer removed by hand;
+* race-free by construction: each instance applies only its own entry, under a field manager
+  of its own (``vworkspace-operator-source-<uid>``; ``ownerReferences`` is a map keyed by uid
+  for server-side apply, so concurrent users add to the list, never overwrite it), with the
+  source's uid as a precondition; the garbage collector deletes with the resourceVersion it
+  judged as a precondition, so an owner added meanwhile cancels the deletion.
+
+Costs: the first instance of a source writes it twice (spec, then its owner entry, which needs
+the source's uid); every further instance once (its entry), as much as a per-instance source
+cost; a warm restart nothing (both are skipped when the cache already has them). Each user adds
+an owner reference and a managedFields entry (some 400 bytes) to the source, so 1,000 users
+of one source in one namespace make a ~400 kB object (etcd's limit is 1.5 MB).
+Trade-off accepted: an owner entry removed by hand is restored at the instance's next
+reconcile, not at once (the watch ignores owner-only changes, which would otherwise wake every
+user of a source each time one joins or leaves).
 
 Status is a roll-up of the HelmRelease (docs/api.md, "HelmRelease status roll-up"), read from the
-informer cache.
+informer cache; a source that is not ready shows there (``SourceNotReady``, ``ArtifactFailed``),
+shared or not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +58,7 @@ from vworkspace.api.applicationinstance import Reason as Why
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.base import (
     ConditionView,
+    EngineError,
     EngineRef,
     EngineRequest,
     InstanceStatus,
@@ -38,8 +67,8 @@ from vworkspace.engines.base import (
 )
 from vworkspace.kube.applied import apply_if_changed
 from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.errors import ConflictError, NotFoundError
+from vworkspace.kube.resources import ResourceType, key_of
 
 JsonObj = dict[str, Any]
 HELM_RELEASES = ResourceType("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease")
@@ -49,7 +78,12 @@ HELM_REPOSITORIES = ResourceType(
 OCI_REPOSITORIES = ResourceType(
     "source.toolkit.fluxcd.io", "v1", "ocirepositories", "OCIRepository"
 )
+SOURCE_KINDS = (HELM_REPOSITORIES, OCI_REPOSITORIES)
 WAITING_REASONS = frozenset({"DependencyNotReady", "SourceNotReady", "ArtifactFailed"})
+SOURCE_PREFIX = "vws-src-"
+SOURCE_OWNER_MANAGER = f"{constants.FIELD_MANAGER_OPERATOR}-source-"  # + the instance's uid
+SCHEDULE_FIELDS = frozenset({"interval", "timeout", "suspend"})
+DEFAULT_PORTS = {"http": "80", "https": "443", "oci": "443"}
 
 
 def owner_labels(ai: JsonObj) -> dict[str, str]:
@@ -76,52 +110,109 @@ def controller_ref(obj: JsonObj) -> JsonObj:
     }
 
 
+def normalised_url(url: str) -> str:
+    """``url`` in one spelling per repository: scheme and host lower-cased, the scheme's default
+    port, the fragment and trailing slashes dropped. The path and query keep their case (servers
+    may tell them apart), so only spellings that reach the same server and path meet. Raises
+    :class:`EngineError` naming ``spec.chart.url`` for what cannot be parsed."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+    except ValueError as err:  # e.g. an unclosed IPv6 bracket
+        raise EngineError(f"spec.chart.url: {url!r} is not a URL: {err}") from None
+    scheme = parts.scheme.lower()
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    hostport = hostport.lower()
+    default = DEFAULT_PORTS.get(scheme)
+    if default and hostport.endswith(f":{default}"):
+        hostport = hostport[: -len(default) - 1]
+    netloc = f"{userinfo}{at}{hostport}"
+    return urllib.parse.urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+def source_name(kind: str, spec: JsonObj) -> str:
+    """The shared source's name: ``vws-src-`` and 20 hex digits (80 bits) of the SHA-256 of the
+    kind and every spec field that changes what is fetched or how (URL, ``ref``, ``type``,
+    ``secretRef``, ``certSecretRef``, ``provider``, ``insecure``, ...), but not the schedule
+    (``interval``, ``timeout``, ``suspend``): a new interval in a later version keeps the name.
+    A valid DNS-1123 label of 28 characters; the same repository and credentials give the
+    same name in any namespace (the namespace is the object's own)."""
+    fetched = {k: v for k, v in spec.items() if k not in SCHEDULE_FIELDS}
+    canonical = json.dumps({"kind": kind, "spec": fetched}, sort_keys=True, separators=(",", ":"))
+    return SOURCE_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def desired_source(ai: JsonObj) -> tuple[ResourceType, JsonObj]:
+    """The chart source an instance needs, shared with every instance of its namespace that
+    needs the same one. It carries no owner here: each user adds its own owner reference
+    (:func:`owner_entry`). Labelled managed by the operator, without the instance label (it
+    belongs to no single instance) nor the cluster id (instances would fight over it)."""
+    chart = ai["spec"]["chart"]
+    resource, spec = (
+        (
+            OCI_REPOSITORIES,
+            {
+                "interval": "1m0s",
+                "url": normalised_url(f"{chart['url'].rstrip('/')}/{chart['name']}"),
+                "ref": {"tag": chart["version"]},
+            },
+        )
+        if chart["sourceType"] == "oci"
+        else (HELM_REPOSITORIES, {"interval": "1m0s", "url": normalised_url(chart["url"])})
+    )
+    meta = {
+        "name": source_name(resource.kind, spec),
+        "namespace": ai["metadata"]["namespace"],
+        "labels": {constants.LABEL_MANAGED_BY: constants.MANAGED_BY_OPERATOR},
+    }
+    source = {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": resource.kind}
+    return resource, {**source, "metadata": meta, "spec": spec}
+
+
+def owner_entry(ai: JsonObj) -> JsonObj:
+    """An instance's owner reference on a shared source: not a controller, and not blocking the
+    instance's deletion (the garbage collector deletes the source after its last owner)."""
+    meta = ai["metadata"]
+    return {
+        "apiVersion": ai["apiVersion"],
+        "kind": ai["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+    }
+
+
+def owner_uids(obj: JsonObj) -> set[str]:
+    return {ref.get("uid", "") for ref in (obj.get("metadata") or {}).get("ownerReferences") or []}
+
+
+def owner_manager(ai: JsonObj) -> str:
+    """The field manager that owns one instance's entry in a shared source's owner list."""
+    return f"{SOURCE_OWNER_MANAGER}{ai['metadata']['uid']}"
+
+
 def desired_objects(
     ai: JsonObj, *, service_account: str = ""
 ) -> tuple[tuple[ResourceType, JsonObj], tuple[ResourceType, JsonObj]]:
-    """The (source, HelmRelease) an instance asks for. ``service_account``: Flux impersonates
-    this ServiceAccount of the release namespace to install the chart, instead of using
-    helm-controller's own (typically cluster-admin) identity (docs/operations.md, "Hardening")."""
+    """The (shared source, HelmRelease) an instance asks for. ``service_account``: Flux
+    impersonates this ServiceAccount of the release namespace to install the chart, instead of
+    using helm-controller's own (typically cluster-admin) identity (docs/operations.md,
+    "Hardening")."""
     spec = ai["spec"]
     chart, release = spec["chart"], spec["release"]
     namespace = ai["metadata"]["namespace"]
     labels = owner_labels(ai)
-    source_name = f"{release['name']}-source"
-    meta = {"name": source_name, "namespace": namespace, "labels": labels}
+    source = desired_source(ai)
+    shared = source[1]["metadata"]["name"]
     hr_spec: JsonObj = {"interval": "5m0s"}
     if service_account:
         hr_spec["serviceAccountName"] = service_account
-    source: tuple[ResourceType, JsonObj]
     if chart["sourceType"] == "oci":
-        source = (
-            OCI_REPOSITORIES,
-            {
-                "apiVersion": "source.toolkit.fluxcd.io/v1",
-                "kind": "OCIRepository",
-                "metadata": meta,
-                "spec": {
-                    "interval": "1m0s",
-                    "url": f"{chart['url'].rstrip('/')}/{chart['name']}",
-                    "ref": {"tag": chart["version"]},
-                },
-            },
-        )
-        hr_spec["chartRef"] = {"kind": "OCIRepository", "name": source_name}
+        hr_spec["chartRef"] = {"kind": "OCIRepository", "name": shared}
     else:
-        source = (
-            HELM_REPOSITORIES,
-            {
-                "apiVersion": "source.toolkit.fluxcd.io/v1",
-                "kind": "HelmRepository",
-                "metadata": meta,
-                "spec": {"interval": "1m0s", "url": chart["url"]},
-            },
-        )
         hr_spec["chart"] = {
             "spec": {
                 "chart": chart["name"],
                 "version": chart["version"],
-                "sourceRef": {"kind": "HelmRepository", "name": source_name},
+                "sourceRef": {"kind": "HelmRepository", "name": shared},
             }
         }
     values = spec["values"]
@@ -238,32 +329,42 @@ class FluxEngine:
         client: KubeClient,
         *,
         helm_releases: Callable[[ObjectKey], JsonObj | None],
-        sources: Callable[[ResourceType, ObjectKey], JsonObj | None] = lambda _t, _k: None,
+        sources: Callable[[ResourceType, str], list[JsonObj]] = lambda _t, _ns: [],
         remember: Callable[[ResourceType, JsonObj], None] = lambda _t, _o: None,
         service_account: str = "",
     ) -> None:
-        """``helm_releases`` and ``sources`` read the informer caches of the objects this engine
-        made; an object already as desired is not applied again (kube/applied.py).
-        ``remember`` hands each applied object back to its cache (``Informer.record_write``)."""
+        """``helm_releases`` and ``sources`` (the chart sources of one namespace) read the
+        informer caches of the objects this engine made; an object already as desired is not
+        applied again (kube/applied.py). ``remember`` hands each applied object back to its
+        cache (``Informer.record_write``)."""
         self._client = client
         self._helm_releases = helm_releases
         self._sources = sources
         self._remember = remember
         self._service_account = service_account
+        # (plural, key) -> resourceVersion of the cached state we deleted (see _delete_once).
+        self._deleted: dict[tuple[str, ObjectKey], str] = {}
+
+    def _cached_source(self, resource: ResourceType, key: ObjectKey) -> JsonObj | None:
+        for obj in self._sources(resource, key.namespace or ""):
+            if obj["metadata"]["name"] == key.name:
+                return obj
+        return None
 
     async def materialize(self, request: EngineRequest) -> EngineRef:
-        assert request.target is not None  # an instance's own engine always has its instance
+        ai = request.target
+        assert ai is not None  # an instance's own engine always has its instance
         (source_type, source), (hr_type, helm_release) = desired_objects(
-            request.target, service_account=self._service_account
+            ai, service_account=self._service_account
         )
         meta = helm_release["metadata"]
-        source_key = ObjectKey(meta["namespace"], source["metadata"]["name"])
         release_key = ObjectKey(meta["namespace"], meta["name"])
-        # Both at once: neither refers to the other's existence (Flux waits for the source),
-        # so a new instance waits one round trip instead of two.
+        # All at once: none refers to another's existence (Flux waits for the source), so a
+        # new instance waits for its source's two writes, not for three in a row.
         outcomes = await asyncio.gather(
-            self._apply(source_type, source, self._sources(source_type, source_key)),
+            self._share_source(ai, source_type, source),
             self._apply(hr_type, helm_release, self._helm_releases(release_key)),
+            self._leave_other_sources(ai, keep=source["metadata"]["name"]),
             return_exceptions=True,
         )
         for outcome in outcomes:
@@ -271,7 +372,9 @@ class FluxEngine:
                 raise outcome  # the first failure, as if applied one after the other
         return EngineRef("HelmRelease", meta["name"], meta["namespace"])
 
-    async def _apply(self, resource: ResourceType, desired: JsonObj, live: JsonObj | None) -> None:
+    async def _apply(
+        self, resource: ResourceType, desired: JsonObj, live: JsonObj | None
+    ) -> JsonObj | None:
         stored = await apply_if_changed(
             self._client,
             resource,
@@ -281,6 +384,123 @@ class FluxEngine:
         )
         if stored is not None:
             self._remember(resource, stored)
+        return stored
+
+    async def _share_source(self, ai: JsonObj, resource: ResourceType, source: JsonObj) -> None:
+        """Make sure the shared source is as desired and lists ``ai`` among its owners.
+
+        The spec and labels are applied by ``vworkspace-operator`` (skipped when the cache
+        already has them); the instance's owner entry by a field manager of its own, so that
+        the owner list is the union of every user's entry (``ownerReferences`` is a map keyed
+        by uid for server-side apply: no user's apply removes another's). The entry carries the
+        source's uid, so it can neither create a source without spec nor land on a namesake
+        re-created meanwhile (409); then the source is applied afresh, once."""
+        live = self._cached_source(resource, key_of(source))
+        for attempt in range(2):
+            current = await self._apply(resource, source, live) or live
+            assert current is not None  # applying to an absent source returns what it created
+            if ai["metadata"]["uid"] in owner_uids(current):
+                return
+            try:
+                await self._add_owner(ai, resource, current)
+                return
+            except (ConflictError, NotFoundError):
+                if attempt:
+                    raise
+                live = None  # gone or replaced since the cache saw it
+
+    async def _add_owner(self, ai: JsonObj, resource: ResourceType, current: JsonObj) -> None:
+        entry = {
+            "apiVersion": current["apiVersion"],
+            "kind": current["kind"],
+            "metadata": {
+                "name": current["metadata"]["name"],
+                "namespace": current["metadata"]["namespace"],
+                "uid": current["metadata"]["uid"],
+                "ownerReferences": [owner_entry(ai)],
+            },
+        }
+        stored = await self._client.apply(resource, entry, field_manager=owner_manager(ai))
+        self._remember(resource, stored)
+
+    async def _leave_other_sources(self, ai: JsonObj, *, keep: str) -> None:
+        """Let go of the sources this instance used before and uses no more: a shared source
+        of a previous repository or chart version (its owner entry is removed, or the source
+        deleted when no other owner is left), and a per-instance ``<release>-source`` of a
+        version before shared sources (deleted: it was never owned, only labelled). Costs
+        nothing when the cache shows none: the usual case."""
+        uid, name = ai["metadata"]["uid"], ai["metadata"]["name"]
+        namespace = ai["metadata"]["namespace"]
+        legacy = f"{((ai.get('spec') or {}).get('release') or {}).get('name', '')}-source"
+        cached = {resource: self._sources(resource, namespace) for resource in SOURCE_KINDS}
+        self._forget_deleted(namespace, cached)
+        for resource, objs in cached.items():
+            for obj in objs:
+                meta = obj["metadata"]
+                labels = meta.get("labels") or {}
+                if meta["name"] == keep:
+                    continue
+                if uid in owner_uids(obj):
+                    await self._leave(ai, resource, obj)
+                elif (
+                    meta["name"] == legacy
+                    and labels.get(constants.LABEL_APPLICATION_INSTANCE) == name
+                ):
+                    await self._delete_once(resource, obj, unchanged=False)
+
+    async def _delete_once(self, resource: ResourceType, obj: JsonObj, *, unchanged: bool) -> None:
+        """Delete ``obj`` (``unchanged``: only if it still is at the resourceVersion read, else
+        a 409 is ignored), once per cached state. Until the watch reports the deletion the
+        cache still shows the object, and the reconciles in between (the instance's own writes
+        bring some) would send the same DELETE again: five per instance when 100 instances
+        moved to a shared source at once, one with this."""
+        if obj["metadata"].get("deletionTimestamp"):
+            return  # already going: source-controller's finalizer holds it while it cleans up
+        memo = (resource.plural, key_of(obj))
+        version = obj["metadata"].get("resourceVersion", "")
+        if self._deleted.get(memo) == version:
+            return
+        if unchanged:
+            await _delete_if_unchanged(self._client, resource, obj)
+        else:
+            with contextlib.suppress(NotFoundError):
+                await self._client.delete(resource, key_of(obj))
+        self._deleted[memo] = version
+
+    def _forget_deleted(self, namespace: str, cached: dict[ResourceType, list[JsonObj]]) -> None:
+        """Drop the memos of the namespace's deletions the cache has seen through."""
+        present = {
+            (resource.plural, key_of(obj)) for resource, objs in cached.items() for obj in objs
+        }
+        for memo in [m for m in self._deleted if m[1].namespace == namespace]:
+            if memo not in present:
+                del self._deleted[memo]
+
+    async def _leave(self, ai: JsonObj, resource: ResourceType, obj: JsonObj) -> None:
+        """Remove ``ai``'s owner entry from a source it no longer uses (by applying an empty
+        entry set as its own field manager), or delete the source if ``ai`` was its last owner.
+        Deleting carries the uid and resourceVersion seen: an owner added meanwhile makes it a
+        409, and the source is looked at again (a fresh read), as the garbage collector does."""
+        for attempt in range(3):
+            others = owner_uids(obj) - {ai["metadata"]["uid"], ""}
+            try:
+                if others:
+                    obj = await self._client.apply(
+                        resource, _bare(obj), field_manager=owner_manager(ai)
+                    )
+                    self._remember(resource, obj)
+                if not owner_uids(obj) - {ai["metadata"]["uid"]}:
+                    await self._delete_once(resource, obj, unchanged=True)
+                return
+            except NotFoundError:
+                return
+            except ConflictError:
+                if attempt == 2:
+                    raise  # the owners keep changing: the next reconcile tries again
+                try:
+                    obj = await self._client.get(resource, key_of(obj))
+                except NotFoundError:
+                    return
 
     def helm_release(self, ai: JsonObj) -> JsonObj | None:
         release = (ai.get("spec") or {}).get("release") or {}
@@ -319,6 +539,11 @@ class FluxEngine:
         )
 
     async def cancel(self, request: EngineRequest) -> None:
+        """Delete the HelmRelease. The shared source stays for its other owners; the garbage
+        collector deletes it once the last owner is gone. A source that lists no owner at all
+        (the operator stopped between creating it and adding the instance's entry) would never
+        be collected: it is deleted here if nobody was added since. A per-instance
+        ``<release>-source`` of an older version is deleted too."""
         ai = request.target
         if ai is None:
             return
@@ -327,10 +552,37 @@ class FluxEngine:
         name = release.get("name")
         if not name:
             return
-        for resource, obj_name in (
-            (HELM_RELEASES, name),
-            (HELM_REPOSITORIES, f"{name}-source"),
-            (OCI_REPOSITORIES, f"{name}-source"),
-        ):
-            with contextlib.suppress(NotFoundError):
-                await self._client.delete(resource, ObjectKey(namespace, obj_name))
+        with contextlib.suppress(NotFoundError):
+            await self._client.delete(HELM_RELEASES, ObjectKey(namespace, name))
+        keep = ""
+        with contextlib.suppress(EngineError, KeyError, TypeError):  # a chart that made no source
+            resource, source = desired_source(ai)
+            keep = source["metadata"]["name"]
+        if keep:
+            live = self._cached_source(resource, key_of(source))
+            if live is not None and not owner_uids(live):
+                await self._delete_once(resource, live, unchanged=True)
+        await self._leave_other_sources(ai, keep=keep)
+
+
+def _bare(obj: JsonObj) -> JsonObj:
+    """An apply body that names ``obj`` (uid included, as a precondition) and sets nothing."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+    }
+
+
+async def _delete_if_unchanged(client: KubeClient, resource: ResourceType, obj: JsonObj) -> None:
+    """Delete ``obj`` unless it changed since it was read (409: e.g. an owner was added)."""
+    meta = obj["metadata"]
+    options = {
+        "kind": "DeleteOptions",
+        "apiVersion": "v1",
+        "propagationPolicy": "Background",
+        "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+    }
+    with contextlib.suppress(NotFoundError, ConflictError):
+        await client.request("DELETE", resource.path(key_of(obj)), body=options)

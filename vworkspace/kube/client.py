@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import structlog
 
 from vworkspace import __version__
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube import safejson
-from vworkspace.kube.errors import InvalidResponseError, error_for, parse_retry_after
+from vworkspace.kube.errors import ApiError, InvalidResponseError, error_for, parse_retry_after
 from vworkspace.kube.kubeconfig import (
     SERVICE_ACCOUNT,
     ClusterConfig,
@@ -43,6 +44,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"vworkspace-operator/{__version__}"
+_log = structlog.get_logger("vworkspace.kube")
 
 JsonObj = dict[str, Any]
 __all__ = ["ApiPath", "KubeApi", "KubeClient", "KubeConfigError"]
@@ -161,12 +163,14 @@ class KubeClient:
         )
         raw = await _read(response)
         if response.status >= 300:
-            raise error_for(
-                status=response.status,
-                body=_json_or_message(raw),
-                method=method,
-                path=str(path),
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            raise _logged_if_forbidden(
+                error_for(
+                    status=response.status,
+                    body=_json_or_message(raw),
+                    method=method,
+                    path=str(path),
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                )
             )
         return _decode_success(raw, status=response.status, method=method, path=str(path))
 
@@ -192,12 +196,14 @@ class KubeClient:
         try:
             if response.status >= 300:
                 body = await response.read()
-                raise error_for(
-                    status=response.status,
-                    body=_json_or_message(body),
-                    method="GET",
-                    path=str(path),
-                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                raise _logged_if_forbidden(
+                    error_for(
+                        status=response.status,
+                        body=_json_or_message(body),
+                        method="GET",
+                        path=str(path),
+                        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                    )
                 )
             yield _lines(response)
         finally:
@@ -293,6 +299,19 @@ class KubeClient:
             content_type=APPLY_PATCH,
             query=query,
         )
+
+
+def _logged_if_forbidden(error: ApiError) -> ApiError:
+    """A 403 from the API server is an RBAC rule the operator lacks (or a namespace being
+    deleted), never a transient state: it is logged here, once per request, with the server's
+    message, which names the user, the verb and the resource. Callers often turn the error into
+    a status condition only, and a missing rule must not hide there
+    (vworkspace/testing/identity.py fails the shipped-identity tests on any such line)."""
+    if error.status == 403:
+        _log.warning(
+            "forbidden by the API server", method=error.method, path=error.path, error=error.message
+        )
+    return error
 
 
 async def _read(response: Any) -> bytes:

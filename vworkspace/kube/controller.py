@@ -112,15 +112,20 @@ class Controller:
         self._sources.append(informer)
 
     def watch_mapped(
-        self, informer: Informer, mapper: Callable[[JsonObj], list[ObjectKey]]
+        self,
+        informer: Informer,
+        mapper: Callable[[JsonObj], list[ObjectKey]],
+        *,
+        on_update: UpdatePredicate | None = None,
     ) -> None:
-        """Reconcile whatever keys ``mapper`` derives from each object of ``informer``."""
+        """Reconcile whatever keys ``mapper`` derives from each object of ``informer``; updates
+        only when ``on_update(previous, current)`` holds."""
 
         def handler(obj: JsonObj, initial: bool) -> None:
             for key in mapper(obj):
                 self.queue.add(key, low_priority=initial)
 
-        informer.add_handler(handler)
+        informer.add_handler(handler, on_update=on_update)
         self._sources.append(informer)
 
     # -- running ---------------------------------------------------------------------------

@@ -9,6 +9,10 @@ Lookup order (first directory that holds kube-apiserver and etcd wins):
 3. the project's cache, ``${XDG_CACHE_HOME:-~/.cache}/vworkspace/testenv/v<version>/bin``,
    filled by ``scripts/build-test-assets.sh`` from the Go module proxy.
 
+Optional binaries are looked up in the same directory: kube-scheduler and kwok (with the stage
+files kwok needs, in ``kwok-stages/``), built by ``scripts/build-test-assets.sh`` and
+``scripts/build-kwok.sh``; only the simulated-nodes fixtures need them.
+
 The environment is passed in as a mapping rather than read here, so callers (the pytest plugin,
 the CLI) decide what it is and tests can give their own.
 """
@@ -33,6 +37,10 @@ CACHE_ENV = "VWORKSPACE_TESTENV_CACHE"
 APISERVER = "kube-apiserver"
 ETCD = "etcd"
 CONTROLLER_MANAGER = "kube-controller-manager"
+SCHEDULER = "kube-scheduler"
+KWOK = "kwok"
+# kwok's stage files (kwok's own and ours), copied next to the binary by scripts/build-kwok.sh.
+KWOK_STAGES = "kwok-stages"
 
 
 class AssetsNotFoundError(LookupError):
@@ -48,10 +56,33 @@ class Assets:
     kube_apiserver: Path
     etcd: Path
     kube_controller_manager: Path | None
+    kube_scheduler: Path | None = None
+    kwok: Path | None = None
 
     @property
     def has_controller_manager(self) -> bool:
         return self.kube_controller_manager is not None
+
+    @property
+    def kwok_stages(self) -> list[Path]:
+        """kwok's stage files (empty when kwok was not built here)."""
+        folder = self.directory / KWOK_STAGES
+        return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+
+    def missing_for_nodes(self) -> list[str]:
+        """What simulated nodes would need and this directory lacks (empty: all there)."""
+        missing = [
+            name
+            for name, path in (
+                (CONTROLLER_MANAGER, self.kube_controller_manager),
+                (SCHEDULER, self.kube_scheduler),
+                (KWOK, self.kwok),
+            )
+            if path is None
+        ]
+        if self.kwok is not None and not self.kwok_stages:
+            missing.append(f"{KWOK_STAGES}/*.yaml")
+        return missing
 
 
 def cache_root(env: Mapping[str, str]) -> Path:
@@ -86,6 +117,8 @@ def assets_in(directory: Path, source: str) -> Assets | None:
         kube_apiserver=apiserver,
         etcd=etcd,
         kube_controller_manager=_executable(directory, CONTROLLER_MANAGER),
+        kube_scheduler=_executable(directory, SCHEDULER),
+        kwok=_executable(directory, KWOK),
     )
 
 

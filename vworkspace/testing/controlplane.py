@@ -10,6 +10,15 @@ The trade-offs, in short:
   owner-reference cascades and namespace deletion, nothing that would schedule workloads. Its
   garbage collector re-reads discovery every 30 s, so objects of a CRD installed after it started
   can take that long to be collected.
+* On request (``with_scheduler``/``with_workload_controllers``, or
+  :meth:`ControlPlane.start_scheduler` and :meth:`ControlPlane.start_workload_controllers` on a
+  running plane) kube-scheduler and a
+  second kube-controller-manager running the workload controllers (Deployment, ReplicaSet,
+  StatefulSet, DaemonSet, Job, CronJob) join: with kwok's simulated Nodes
+  (:mod:`vworkspace.testing.kwok`) Pods get placed and workloads report real status. Off by
+  default: the other tiers write those statuses themselves and must not race a controller. Both
+  serve /healthz on their own loopback port with the control plane's serving certificate and
+  are ready-checked there; leader election is off.
 * ``podtemplates`` are served without the apiserver's watch cache (``--watch-cache-sizes``), so
   a watch on them goes straight to etcd and a compacted resourceVersion yields 410 Gone at once.
   Every other resource keeps the watch cache, exactly as in a real cluster.
@@ -48,6 +57,17 @@ ADMIN_USER = "admin"
 KUBECONFIG_NAME = "vworkspace-testenv"
 # The one resource served without the watch cache; see the module docstring.
 UNCACHED_RESOURCE = "podtemplates"
+SCHEDULER = "kube-scheduler"
+WORKLOAD_CONTROLLER_MANAGER = "kube-controller-manager-workloads"
+# What Deployments, Jobs and Helm charts' usual workloads need to report real status.
+WORKLOAD_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
+)
 
 _START_ATTEMPTS = 3
 _live: weakref.WeakSet[ControlPlane] = weakref.WeakSet()
@@ -57,7 +77,17 @@ class ControlPlaneError(RuntimeError):
     """The control plane did not come up; the message carries the failing process's log tail."""
 
 
-def _free_port() -> int:
+def _require(path: Path | None, name: str, assets: Assets) -> Path:
+    if path is None:
+        raise ControlPlaneError(
+            f"{name} is not in {assets.directory} ({assets.source}); "
+            "build it with scripts/build-test-assets.sh"
+        )
+    return path
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (it may be taken before it is bound: callers retry)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -79,6 +109,8 @@ class ControlPlane:
         keep_data_dir: bool = False,
         start_timeout: float = 90.0,
         with_controller_manager: bool = True,
+        with_scheduler: bool = False,
+        with_workload_controllers: bool = False,
         extra_apiserver_args: tuple[str, ...] = (),
     ) -> None:
         if with_controller_manager and assets.kube_controller_manager is None:
@@ -86,12 +118,18 @@ class ControlPlane:
                 f"kube-controller-manager is not in {assets.directory} ({assets.source}); "
                 "pass with_controller_manager=False to run without garbage collection"
             )
+        if with_scheduler:
+            _require(assets.kube_scheduler, SCHEDULER, assets)
+        if with_workload_controllers:
+            _require(assets.kube_controller_manager, "kube-controller-manager", assets)
         self.assets = assets
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="vworkspace-testenv-"))
         self.keep_data_dir = keep_data_dir
         self.start_timeout = start_timeout
         self.with_controller_manager = with_controller_manager
+        self.with_scheduler = with_scheduler
+        self.with_workload_controllers = with_workload_controllers
         self.extra_apiserver_args = extra_apiserver_args
         self.token = secrets.token_urlsafe(24)
         self.apiserver_port = 0
@@ -186,9 +224,9 @@ class ControlPlane:
         self._processes.clear()
 
     def _start_once(self, attempt: int) -> None:
-        self.etcd_port = _free_port()
-        peer_port = _free_port()
-        self.apiserver_port = _free_port()
+        self.etcd_port = free_port()
+        peer_port = free_port()
+        self.apiserver_port = free_port()
         logs = self.data_dir / "logs"
         etcd_dir = self.data_dir / "etcd"
         shutil.rmtree(etcd_dir, ignore_errors=True)
@@ -259,6 +297,82 @@ class ControlPlane:
                         f"kube-controller-manager exited with {kcm.exit_code()}:\n{kcm.log_tail()}"
                     )
                 time.sleep(0.1)
+        if self.with_workload_controllers:
+            self._start_component(WORKLOAD_CONTROLLER_MANAGER, attempt)
+        if self.with_scheduler:
+            self._start_component(SCHEDULER, attempt)
+
+    # -- optional components: kube-scheduler, workload controllers -------------------------
+
+    def running(self, name: str) -> bool:
+        """Whether the process called ``name`` (e.g. ``kube-scheduler``) is running."""
+        return any(p.name == name and p.running() for p in self._processes)
+
+    def start_scheduler(self) -> None:
+        """Start kube-scheduler on this running control plane (a no-op if it runs)."""
+        self._start_late(SCHEDULER)
+
+    def start_workload_controllers(self) -> None:
+        """Start the workload controllers (:data:`WORKLOAD_CONTROLLERS`) in a second
+        kube-controller-manager on this running control plane (a no-op if they run)."""
+        self._start_late(WORKLOAD_CONTROLLER_MANAGER)
+
+    def _start_late(self, name: str) -> None:
+        with self._lock:
+            if self._pki is None or not self.running("kube-apiserver"):
+                raise ControlPlaneError(f"start the control plane before {name}")
+            if self.running(name):
+                return
+            # A free port can be taken between the pick and the bind: retry, as start() does.
+            for attempt in range(1, _START_ATTEMPTS + 1):
+                try:
+                    self._start_component(name, attempt)
+                    return
+                except ControlPlaneError as err:
+                    if "address already in use" not in str(err) or attempt == _START_ATTEMPTS:
+                        raise
+
+    def _start_component(self, name: str, attempt: int) -> None:
+        assert self._pki is not None
+        port = free_port()
+        if name == SCHEDULER:
+            binary = _require(self.assets.kube_scheduler, SCHEDULER, self.assets)
+            specific = ["--v=1"]
+        else:
+            binary = _require(
+                self.assets.kube_controller_manager, "kube-controller-manager", self.assets
+            )
+            specific = [
+                f"--controllers={','.join(WORKLOAD_CONTROLLERS)}",
+                "--use-service-account-credentials=false",
+                "--v=1",
+            ]
+        kubeconfig = str(self.kubeconfig_path)
+        proc = ManagedProcess(
+            name=name,
+            argv=[
+                str(binary),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--tls-cert-file={self._pki.serving_cert}",
+                f"--tls-private-key-file={self._pki.serving_key}",
+                *specific,
+            ],
+            log_path=self.data_dir / "logs" / f"{name}.{attempt}.log",
+        )
+        proc.start()
+        try:
+            self._wait_http(
+                proc, f"https://127.0.0.1:{port}/healthz", expect=b"ok", timeout=self.start_timeout
+            )
+        except ControlPlaneError:
+            proc.stop()
+            raise
+        self._processes.append(proc)
 
     def _apiserver_args(self) -> list[str]:
         assert self._pki is not None

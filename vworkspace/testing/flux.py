@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from vworkspace.testing.assets import cache_dir, checkout_script
-from vworkspace.testing.controlplane import ControlPlane, _free_port
+from vworkspace.testing.controlplane import ControlPlane, free_port
 from vworkspace.testing.crds import (
     FIELD_MANAGER,
     ensure_third_party_crds,
@@ -120,7 +120,7 @@ class Flux:
         self._processes: list[ManagedProcess] = []
 
     def _process(self, name: str, extra: list[str], env: Mapping[str, str]) -> ManagedProcess:
-        metrics, health = _free_port(), _free_port()
+        metrics, health = free_port(), free_port()
         self._health[name] = f"http://127.0.0.1:{health}/readyz"
         return ManagedProcess(
             name=name,
@@ -144,7 +144,7 @@ class Flux:
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RUNTIME_NAMESPACE}},
             field_manager=FIELD_MANAGER,
         )
-        self.storage_addr = f"127.0.0.1:{_free_port()}"
+        self.storage_addr = f"127.0.0.1:{free_port()}"
         storage = self.data_dir / "storage"
         storage.mkdir(parents=True, exist_ok=True)
         home = self.data_dir / "home"

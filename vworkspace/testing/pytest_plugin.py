@@ -13,6 +13,20 @@ Fixtures:
 * ``third_party_crds`` (session): the upstream Flux, Velero and Argo Workflows CRDs, Established.
 * ``kube_api`` (function): an admin kubernetes-asyncio ``ApiClient``.
 * ``vworkspace_crds`` (session): the operator's own CRDs, generated from the models, Established.
+* ``shipped_identity`` (function): the operator's ServiceAccount with only the RBAC rendered from
+  ``vworkspace_manifests`` (default: ``manifests/`` under pytest's rootdir; override the fixture
+  to point elsewhere), installed in ``vworkspace-system``, with a fresh token: a
+  :class:`~vworkspace.testing.identity.ShippedIdentity` that writes a token-only kubeconfig or the
+  in-cluster service-account files; its RBAC is deleted afterwards. Needs kubectl
+  (``kubectl kustomize``); without it the test skips, or fails under
+  ``VWORKSPACE_REQUIRE_TESTENV=1``.
+
+
+* ``kwok_nodes`` (session): kube-scheduler, the workload controllers and kwok with three
+  simulated Nodes, Ready, on the session's ``control_plane``
+  (:class:`~vworkspace.testing.kwok.KwokNodes`). Once it has started, Deployments and Jobs of
+  every later test in the session get real status, so run the tests that use it in a session of
+  their own (tests/real is one); they never start for sessions that do not ask for it.
 * ``flux`` (session): Flux's real source-controller and helm-controller
   (:mod:`vworkspace.testing.flux`), ready, against ``control_plane``; built by
   ``scripts/build-flux-controllers.sh`` (run by the fixture when they are missing in a checkout
@@ -43,7 +57,7 @@ import pytest
 from vworkspace.testing import assets as assets_mod
 from vworkspace.testing.asyncclient import api_client
 from vworkspace.testing.chartrepo import ChartRepoError, ChartRepository, start_chart_repository
-from vworkspace.testing.controlplane import ControlPlane
+from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError
 from vworkspace.testing.crds import (
     ThirdPartyCrdsError,
     ensure_third_party_crds,
@@ -51,6 +65,15 @@ from vworkspace.testing.crds import (
     load_crds,
 )
 from vworkspace.testing.flux import Flux, FluxError, ensure_controllers
+from vworkspace.testing.identity import (
+    IdentityError,
+    ShippedIdentity,
+    find_kubectl,
+    install_shipped_identity,
+    remove_shipped_identity,
+    render_manifests,
+)
+from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.rest import ApiError
 
 KEEP_ENV = "VWORKSPACE_TEST_KEEP"
@@ -58,6 +81,7 @@ REQUIRE_ENV = "VWORKSPACE_REQUIRE_TESTENV"
 NAMESPACE_LABEL = "testing.vworkspace.io/test"
 
 _plane_key = pytest.StashKey[ControlPlane]()
+_kwok_key = pytest.StashKey[KwokNodes]()
 _namespace_key = pytest.StashKey[str]()
 _report_key = pytest.StashKey[dict[str, pytest.TestReport]]()
 _flux_key = pytest.StashKey[Flux]()
@@ -148,6 +172,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"vworkspace testenv: Kubernetes from {plane.assets.directory} ({plane.assets.source}), "
         f"ready in {secs}, controller-manager: {'yes' if plane.with_controller_manager else 'no'}"
     )
+    nodes = terminalreporter.config.stash.get(_kwok_key, None)
+    if nodes is not None and nodes.ready_seconds is not None:
+        terminalreporter.write_line(
+            f"vworkspace testenv: kube-scheduler, workload controllers and kwok with "
+            f"{len(nodes.names)} Nodes ready in {nodes.ready_seconds:.1f}s"
+        )
     flux = terminalreporter.config.stash.get(_flux_key, None)
     if flux is not None and flux.startup_seconds is not None:
         terminalreporter.write_line(
@@ -220,6 +250,86 @@ def vworkspace_crds(control_plane: ControlPlane) -> list[str]:
     from vworkspace.api import crdgen
 
     return install_crds(control_plane.rest(), [crdgen.crd(info) for info in crdgen.RESOURCES])
+
+
+@pytest.fixture(scope="session")
+def vworkspace_manifests(request: pytest.FixtureRequest) -> Path:
+    """The install manifests the shipped identity is rendered from: ``manifests/`` under the
+    rootdir. Override this fixture to test another kustomization."""
+    return Path(request.config.rootpath) / "manifests"
+
+
+@pytest.fixture(scope="session")
+def shipped_rendering(vworkspace_manifests: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize`` of ``vworkspace_manifests``, once per session."""
+    kubectl = find_kubectl(os.environ)
+    if kubectl is None:
+        _unavailable(
+            "kubectl is not on PATH nor beside the test binaries, and VWORKSPACE_KUBECTL is "
+            "unset (the shipped RBAC is rendered with `kubectl kustomize`)"
+        )
+    try:
+        return render_manifests(kubectl, vworkspace_manifests)
+    except IdentityError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture
+def shipped_identity(
+    control_plane: ControlPlane, shipped_rendering: list[dict[str, Any]]
+) -> Iterator[ShippedIdentity]:
+    """The shipped RBAC applied and a fresh token of the operator's ServiceAccount; the RBAC
+    is deleted afterwards (the namespace stays), so later tests find the cluster as before."""
+    try:
+        identity = install_shipped_identity(control_plane, shipped_rendering)
+    except IdentityError as err:
+        pytest.fail(str(err), pytrace=False)
+    try:
+        yield identity
+    finally:
+        remove_shipped_identity(control_plane, identity)
+
+
+def _assets_for_nodes(plane: ControlPlane) -> assets_mod.Assets:
+    """The plane's assets, built first when the cache lacks the scheduler or kwok (from a
+    checkout with Go; never into a directory a variable named)."""
+    assets = plane.assets
+    missing = assets.missing_for_nodes()
+    if not missing:
+        return assets
+    env = dict(os.environ)
+    if assets.source != "cache" or not assets_mod.can_build(env):
+        _unavailable(
+            f"simulated nodes need {', '.join(missing)} in {assets.directory} ({assets.source}); "
+            "build them with scripts/build-test-assets.sh"
+        )
+    try:
+        assets = assets_mod.build_assets(env)
+    except Exception as build_err:  # the build's own output already went to the terminal
+        _unavailable(f"building the test assets failed: {build_err}")
+    missing = assets.missing_for_nodes()
+    if missing:
+        _unavailable(f"the build finished without {', '.join(missing)} in {assets.directory}")
+    return assets
+
+
+@pytest.fixture(scope="session")
+def kwok_nodes(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[KwokNodes]:
+    """Simulated Nodes, Ready, with the real kube-scheduler and workload controllers on the
+    session's control plane (see the module docstring for what that means to later tests)."""
+    assets = _assets_for_nodes(control_plane)
+    # A fresh build added binaries the plane did not know of when it started.
+    control_plane.assets = assets
+    nodes = KwokNodes(plane=control_plane, assets=assets)
+    try:
+        nodes.start()
+    except ControlPlaneError as err:  # KwokError too; a scheduler that did not start
+        pytest.fail(str(err), pytrace=False)
+    request.config.stash[_kwok_key] = nodes
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
 
 
 @pytest.fixture(scope="session")
