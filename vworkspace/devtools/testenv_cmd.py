@@ -4,11 +4,12 @@ For trying the operator (or kubectl) against a real API server without a cluster
 are found as the tests find them (VWORKSPACE_TEST_ASSETS, KUBEBUILDER_ASSETS, the cache); with
 ``--build`` an empty cache is filled from the Go module proxy first.
 
-``--with kwok[,...]`` adds components on top of the control plane, each ready-checked before the
+``--with kwok,flux`` adds components on top of the control plane, each ready-checked before the
 kubeconfig is printed. They are a small registry (:data:`COMPONENTS`): a component names the
 ones it implies (kwok implies the scheduler: simulated Nodes nobody schedules onto are of no use)
 and a start function returning something that can be checked and stopped, so adding one (Flux,
-Velero, ...) is one entry.
+Velero, ...) is one entry. ``flux`` implies ``charts`` (the local chart repository), so what it
+installs is at hand.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from typing import Any, Protocol
 import attrs
 
 from vworkspace.testing import assets as assets_mod
+from vworkspace.testing.chartrepo import ChartRepository, start_chart_repository
 from vworkspace.testing.controlplane import (
     SCHEDULER,
     WORKLOAD_CONTROLLER_MANAGER,
     ControlPlane,
     ControlPlaneError,
 )
+from vworkspace.testing.flux import start_flux
 from vworkspace.testing.kwok import KwokNodes
 
 
@@ -84,6 +87,32 @@ def _start_kwok(plane: ControlPlane, assets: assets_mod.Assets) -> tuple[Running
     )
 
 
+class _ServedCharts:
+    """The local chart repository, served from a thread of this process."""
+
+    def __init__(self, repo: ChartRepository) -> None:
+        self.repo = repo
+
+    def check_alive(self) -> None:
+        """Nothing to check: the thread lives as long as this process."""
+
+    def stop(self) -> None:
+        self.repo.stop()
+
+
+def _start_charts(plane: ControlPlane, assets: assets_mod.Assets) -> tuple[Running, str]:
+    repo = start_chart_repository(dict(os.environ))
+    return _ServedCharts(repo), (
+        f"charts: the project's demo-app chart (0.1.0, 0.2.0) served at {repo.url} "
+        "(an ApplicationInstance's spec.chart.url)"
+    )
+
+
+def _start_flux(plane: ControlPlane, assets: assets_mod.Assets) -> tuple[Running, str]:
+    flux = start_flux(plane, dict(os.environ))
+    return flux, flux.summary()
+
+
 COMPONENTS: dict[str, Component] = {
     "scheduler": Component(
         summary="kube-scheduler and the workload controllers (Deployment, Job, ...)",
@@ -93,6 +122,15 @@ COMPONENTS: dict[str, Component] = {
         summary="kwok with simulated Nodes that go Ready; Pods run on them",
         start=_start_kwok,
         implies=("scheduler",),
+    ),
+    "charts": Component(
+        summary="a Helm HTTP repository on 127.0.0.1 with the project's demo-app chart",
+        start=_start_charts,
+    ),
+    "flux": Component(
+        summary="Flux source-controller and helm-controller (built from their Go modules)",
+        start=_start_flux,
+        implies=("charts",),
     ),
 }
 
