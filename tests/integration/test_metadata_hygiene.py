@@ -17,6 +17,7 @@ from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.testing import ControlPlane
+from vworkspace.testing.pytest_plugin import require_controller_manager
 
 from .agent_harness import CLUSTER, TOKEN, Agent, instance, wait_result
 
@@ -80,8 +81,7 @@ async def test_a_namespace_with_a_missing_owner_is_refused_and_survives_the_coll
 ) -> None:
     """The F2 reproduction: on main the apply went out with the ownerReference and
     kube-controller-manager's garbage collector put the namespace into Terminating."""
-    if not control_plane.with_controller_manager:
-        pytest.skip("kube-controller-manager is not among the test assets (no garbage collector)")
+    require_controller_manager(control_plane)
     target, control = f"{kube_namespace}-owned", f"{kube_namespace}-control"
     try:
         assert (await apply(mock, "ns-plain", namespace(target)))["outcome"] == "succeeded"

@@ -28,6 +28,7 @@ from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, EVENTS, NAMESPACES, OPERATIONS, SECRETS
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance, operation
+from vworkspace.testing.pytest_plugin import require_controller_manager
 
 pytestmark = pytest.mark.integration
 SECRET = "approval-test-secret"
@@ -355,8 +356,7 @@ async def test_helm_release_status_rolls_up_to_the_instance_conditions(
 async def test_deleting_an_instance_removes_its_flux_objects_and_finalizer(
     operator: Operator, kube: KubeClient, kube_namespace: str, control_plane: ControlPlane
 ) -> None:
-    if not control_plane.with_controller_manager:
-        pytest.skip("kube-controller-manager is not among the test assets: no garbage collector")
+    require_controller_manager(control_plane)
     await kube.create(APPLICATION_INSTANCES, managed("gone", kube_namespace), field_manager="test")
     key = ObjectKey(kube_namespace, "gone")
     hr = await eventually(lambda: kube.get(HELM_RELEASES, key), what="HelmRelease")

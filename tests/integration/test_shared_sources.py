@@ -25,6 +25,7 @@ from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance
+from vworkspace.testing.pytest_plugin import require_controller_manager
 
 pytestmark = [pytest.mark.integration, pytest.mark.controller_manager]
 JsonObj = dict[str, Any]
@@ -53,8 +54,7 @@ async def running(kube: KubeClient, namespace: str) -> AsyncIterator[None]:
 def gc(
     control_plane: ControlPlane, third_party_crds: list[str], vworkspace_crds: list[str]
 ) -> None:
-    if not control_plane.with_controller_manager:
-        pytest.skip("kube-controller-manager is not among the test assets: no garbage collector")
+    require_controller_manager(control_plane)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.crds import install_crds
+from vworkspace.testing.pytest_plugin import require_controller_manager
 
 pytestmark = pytest.mark.integration
 
@@ -250,8 +251,7 @@ async def _wait_gone(read: Any, *args: Any, within: float) -> None:
 async def test_garbage_collector_removes_dependents(
     control_plane: ControlPlane, kube_api: client.ApiClient, kube_namespace: str
 ) -> None:
-    if not control_plane.with_controller_manager:
-        pytest.skip("kube-controller-manager is not among the test assets (e.g. setup-envtest's)")
+    require_controller_manager(control_plane)
     core = client.CoreV1Api(kube_api)
     owner = await core.create_namespaced_config_map(
         kube_namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"))
@@ -271,8 +271,7 @@ async def test_garbage_collector_removes_dependents(
 async def test_deleted_namespace_goes_away(
     control_plane: ControlPlane, kube_api: client.ApiClient
 ) -> None:
-    if not control_plane.with_controller_manager:
-        pytest.skip("kube-controller-manager is not among the test assets (e.g. setup-envtest's)")
+    require_controller_manager(control_plane)
     core = client.CoreV1Api(kube_api)
     name = f"t-ns-delete-{secrets.token_hex(3)}"
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))

@@ -100,6 +100,14 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(f"test control plane unavailable: {reason}")
 
 
+def require_controller_manager(plane: ControlPlane) -> None:
+    """For a test that needs kube-controller-manager (its garbage collector): skip, saying why,
+    when the test assets have none (e.g. setup-envtest's); fail instead under
+    VWORKSPACE_REQUIRE_TESTENV, as CI runs, so a missing binary never hides a test there."""
+    if not plane.with_controller_manager:
+        _unavailable("kube-controller-manager is not among the test assets: no garbage collector")
+
+
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     # pytest runs fixture finalizers on KeyboardInterrupt but dies at once on SIGTERM; turning
     # one into the other lets the control plane stop in order instead of relying on PDEATHSIG.
