@@ -21,11 +21,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
+from tests.integration.operator_process import OperatorProcess
 from vworkspace.api.meta import ObjectKey
-from vworkspace.app.engines import HELM_RELEASE_KIND
-from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
@@ -33,6 +31,7 @@ from vworkspace.kube.resources import APPLICATION_INSTANCES, ResourceType
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.chartrepo import DEMO_CHART, FAILING_HOOK_CHART, ChartRepository
 from vworkspace.testing.flux import Flux
+from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.objects import managed_instance
 
 CONFIG_MAPS = ResourceType("", "v1", "configmaps", "ConfigMap")
@@ -250,34 +249,6 @@ async def test_a_value_that_renders_an_invalid_object_ends_with_helm_controllers
         await kube.get(DEPLOYMENTS, ObjectKey(kube_namespace, "bad-demo-app"))
 
 
-@pytest.fixture(scope="module")
-def deployment_controllers(control_plane: ControlPlane) -> None:
-    """The workload controllers (a second kube-controller-manager; a no-op if they run): helm
-    waits for Deployments to be ready, and a zero-replica Deployment gets there through the
-    deployment and replicaset controllers without nodes. They run until the session ends."""
-    control_plane.start_workload_controllers()
-
-
-@pytest.fixture
-async def operator(
-    deployment_controllers: None, vworkspace_crds: list[str], kube: KubeClient, kube_namespace: str
-) -> AsyncIterator[None]:
-    """The operator in-process (as tests/integration/test_reconcilers.py runs it), admin client."""
-    settings = OperatorSettings(namespace=kube_namespace, workers=2)
-    served = await served_kinds(kube)
-    assert HELM_RELEASE_KIND in served, served
-    manager = build_manager(settings, kube, registry=CollectorRegistry(), served=served)
-    stop = asyncio.Event()
-    task = asyncio.create_task(manager.run(stop))
-    try:
-        for informer in manager.informers:
-            await asyncio.wait_for(informer.wait_synced(), 20)
-        yield
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == 0
-
-
 async def instance_ready(
     kube: KubeClient, flux: Flux, key: ObjectKey, *, what: str, hr_reason: str, version: str
 ) -> tuple[JsonObj, JsonObj]:
@@ -314,7 +285,7 @@ async def create_instance(
     instance = managed_instance(
         name,
         namespace,
-        values={"source": "inline", "inline": {"replicas": 0, "message": "from the operator"}},
+        values={"source": "inline", "inline": {"replicas": 2, "message": "from the operator"}},
     )
     instance["spec"]["chart"] = chart_repo.chart("0.1.0")
     await kube.create(APPLICATION_INSTANCES, instance, field_manager="test")
@@ -324,7 +295,8 @@ async def create_instance(
 async def test_an_application_instance_goes_ready_through_the_real_helm_controller(
     flux: Flux,
     chart_repo: ChartRepository,
-    operator: None,
+    real_operator: OperatorProcess,
+    kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,
 ) -> None:
@@ -344,7 +316,8 @@ async def test_an_application_instance_goes_ready_through_the_real_helm_controll
 async def test_a_new_chart_version_on_the_instance_is_upgraded_by_the_real_helm_controller(
     flux: Flux,
     chart_repo: ChartRepository,
-    operator: None,
+    real_operator: OperatorProcess,
+    kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,
 ) -> None:
