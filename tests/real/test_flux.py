@@ -1,21 +1,27 @@
 """Flux's real source-controller and helm-controller install the project's own chart from the
-local chart repository; then the operator's ApplicationInstance goes Ready through them.
+local chart repository; then the operator's ApplicationInstance goes Ready through them, and an
+Upgrade Operation (helm engine) takes it to the next chart version.
 
 No hand-written status here: every condition is what the real controllers wrote. Each test
-records the HelmRelease's condition sequence (type=status/reason, in the order they appeared)
-and prints it as one ``flux-conditions:`` line (run with ``-s`` to see them), the observed
-truth the other tiers' fixtures are checked against.
+records the condition sequence of the HelmRelease (and of the operator's own objects: the
+ApplicationInstance, the Operation with its phase), as type=status/reason in the order they
+appeared, and prints it as one ``flux-conditions:`` line (run with ``-s`` to see them): the
+observed truth the other tiers' fixtures are checked against.
 
-No simulated nodes run in these tests, so the charts' Deployments have ``replicas: 0``. The
-direct HelmReleases set ``install.disableWait``; the operator's HelmRelease waits (as in
-production), so those tests also start the workload controllers
-(``ControlPlane.start_workload_controllers``), which make a zero-replica Deployment Available
-without any Pod.
+The direct HelmReleases (no operator) set ``install.disableWait`` and ``replicas: 0``: they
+test helm-controller's own answers, not scheduling. The operator's instances have ``replicas:
+2`` and their HelmRelease waits (as in production), so those tests run kwok's simulated Nodes
+with the real kube-scheduler and workload controllers (``kwok_nodes``): the Deployment becomes
+Available because two real Pods are Running on kwok Nodes. The operator is the ``real_operator``
+fixture: a ``python -m vworkspace run`` process under the shipped ServiceAccount and RBAC (any
+403 fails the test), once through a token-only kubeconfig and once through the in-cluster
+loader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,20 +29,23 @@ from typing import Any
 import pytest
 
 from tests.integration.operator_process import OperatorProcess
+from tests.real.conftest import IN_CLUSTER, KUBECONFIG_TOKEN
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, ResourceType
+from vworkspace.kube.resources import APPLICATION_INSTANCES, OPERATIONS, ResourceType
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.chartrepo import DEMO_CHART, FAILING_HOOK_CHART, ChartRepository
 from vworkspace.testing.flux import Flux
 from vworkspace.testing.kwok import KwokNodes
-from vworkspace.testing.objects import managed_instance
+from vworkspace.testing.objects import managed_instance, operation
 
 CONFIG_MAPS = ResourceType("", "v1", "configmaps", "ConfigMap")
 DEPLOYMENTS = ResourceType("apps", "v1", "deployments", "Deployment")
 SERVICES = ResourceType("", "v1", "services", "Service")
+PODS = ResourceType("", "v1", "pods", "Pod")
+REPLICAS = 2
 JsonObj = dict[str, Any]
 
 
@@ -47,23 +56,55 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
     await client.close()
 
 
+@pytest.fixture
+async def removed_while_the_operator_runs(
+    real_operator: OperatorProcess, kube: KubeClient, kube_namespace: str
+) -> AsyncIterator[None]:
+    """At teardown, delete the test's Operations and ApplicationInstances and wait until the
+    operator has released their finalizers, before ``real_operator`` stops.
+
+    Why: ``kube_namespace`` only starts the namespace's deletion. An instance left in it keeps
+    its finalizer once its operator has stopped, so the next test's operator (which watches
+    every namespace) would reconcile it there and get 403 "being terminated" from the API
+    server's NamespaceLifecycle admission, which ``real_operator`` counts, like every 403, as
+    a missing RBAC rule. Torn down before ``real_operator`` because it depends on it."""
+    yield
+    for resource in (OPERATIONS, APPLICATION_INSTANCES):
+        for item in (await kube.list(resource, kube_namespace))["items"]:
+            with contextlib.suppress(NotFoundError):
+                await kube.delete(resource, ObjectKey(kube_namespace, item["metadata"]["name"]))
+        deadline = time.monotonic() + 60
+        while left := (await kube.list(resource, kube_namespace))["items"]:
+            if time.monotonic() > deadline:
+                names = [obj["metadata"]["name"] for obj in left]
+                raise AssertionError(f"{resource.kind} {names} still there 60s after deletion")
+            await asyncio.sleep(0.1)
+
+
 class ConditionLog:
     """The distinct ``Type=Status/Reason`` states of an object's conditions, in order seen.
 
     Polled (every 50 ms), so a state that lasted less than that can be missed; the sequence is
-    what a client watching the object would have seen at that resolution.
+    what a client watching the object would have seen at that resolution. With ``phase`` the
+    object's ``status.phase`` (an Operation's) is recorded too, as ``phase=<value>``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, phase: bool = False) -> None:
         self.seen: list[str] = []
         self._last: dict[str, str] = {}
+        self._phase = phase
 
     def record(self, obj: JsonObj) -> None:
-        for cond in (obj.get("status") or {}).get("conditions") or []:
-            state = f"{cond['type']}={cond['status']}/{cond.get('reason', '')}"
-            if self._last.get(cond["type"]) != state:
-                self._last[cond["type"]] = state
-                self.seen.append(state)
+        status = obj.get("status") or {}
+        if self._phase and status.get("phase"):
+            self._note("phase", f"phase={status['phase']}")
+        for cond in status.get("conditions") or []:
+            self._note(cond["type"], f"{cond['type']}={cond['status']}/{cond.get('reason', '')}")
+
+    def _note(self, key: str, state: str) -> None:
+        if self._last.get(key) != state:
+            self._last[key] = state
+            self.seen.append(state)
 
 
 async def watch_until(
@@ -282,41 +323,75 @@ async def instance_ready(
 async def create_instance(
     kube: KubeClient, chart_repo: ChartRepository, namespace: str, name: str
 ) -> ObjectKey:
+    """A managed instance of demo-app 0.1.0 with ``REPLICAS`` Pods, which allows Upgrade
+    Operations through the helm engine (its capability annotation)."""
     instance = managed_instance(
         name,
         namespace,
-        values={"source": "inline", "inline": {"replicas": 2, "message": "from the operator"}},
+        values={
+            "source": "inline",
+            "inline": {"replicas": REPLICAS, "message": "from the operator"},
+        },
+        annotations={"ops.vworkspace.io/upgrade": "helm"},
     )
     instance["spec"]["chart"] = chart_repo.chart("0.1.0")
     await kube.create(APPLICATION_INSTANCES, instance, field_manager="test")
     return ObjectKey(namespace, name)
 
 
+async def assert_running_on_kwok(kube: KubeClient, key: ObjectKey, kwok_nodes: KwokNodes) -> None:
+    """What a platform team checks: the release's Deployment is Available with all its replicas,
+    and each of its Pods is Running on one of kwok's Nodes (placed by the real scheduler)."""
+    name = f"{key.name}-demo-app"
+    deployment = await kube.get(DEPLOYMENTS, ObjectKey(key.namespace, name))
+    assert condition(deployment, "Available")["status"] == "True", deployment.get("status")
+    assert deployment["status"].get("availableReplicas") == REPLICAS, deployment["status"]
+    selector = f"app.kubernetes.io/name=demo-app,app.kubernetes.io/instance={key.name}"
+    pods = (await kube.list(PODS, key.namespace, labelSelector=selector))["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    placed = {
+        p["metadata"]["name"]: (p["status"].get("phase"), p["spec"].get("nodeName")) for p in live
+    }
+    assert len(placed) == REPLICAS, placed
+    for pod, (phase, node) in placed.items():
+        assert phase == "Running", (pod, phase)
+        assert node in kwok_nodes.names, (pod, node, kwok_nodes.names)
+
+
+@pytest.mark.parametrize("real_operator", [KUBECONFIG_TOKEN, IN_CLUSTER], indirect=True)
 async def test_an_application_instance_goes_ready_through_the_real_helm_controller(
     flux: Flux,
     chart_repo: ChartRepository,
     real_operator: OperatorProcess,
+    removed_while_the_operator_runs: None,
     kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    mode = request.node.callspec.params["real_operator"]
     key = await create_instance(kube, chart_repo, kube_namespace, "shop")
     # The operator's HelmRelease waits for the Deployment (no disableWait), as in production.
     hr, ai = await instance_ready(
-        kube, flux, key, what="install", hr_reason="InstallSucceeded", version="0.1.0"
+        kube,
+        flux,
+        key,
+        what=f"install, operator via {mode}",
+        hr_reason="InstallSucceeded",
+        version="0.1.0",
     )
     assert condition(ai, "Ready")["reason"] == "HelmReleaseReady"
     assert hr["status"]["history"][0]["chartVersion"] == "0.1.0"
     config = await kube.get(CONFIG_MAPS, ObjectKey(kube_namespace, "shop-demo-app"))
     assert config["data"] == {"message": "from the operator", "chartVersion": "0.1.0"}
-    deployment = await kube.get(DEPLOYMENTS, ObjectKey(kube_namespace, "shop-demo-app"))
-    assert condition(deployment, "Available")["status"] == "True"
+    await assert_running_on_kwok(kube, key, kwok_nodes)
 
 
 async def test_a_new_chart_version_on_the_instance_is_upgraded_by_the_real_helm_controller(
     flux: Flux,
     chart_repo: ChartRepository,
     real_operator: OperatorProcess,
+    removed_while_the_operator_runs: None,
     kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,
@@ -338,3 +413,67 @@ async def test_a_new_chart_version_on_the_instance_is_upgraded_by_the_real_helm_
     assert ai["status"]["lastAppliedChart"]["version"] == "0.2.0"
     config = await kube.get(CONFIG_MAPS, ObjectKey(kube_namespace, "shop-demo-app"))
     assert config["data"]["chartVersion"] == "0.2.0"
+    await assert_running_on_kwok(kube, key, kwok_nodes)
+
+
+def operation_finished(obj: JsonObj) -> bool:
+    return (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
+
+
+async def test_an_upgrade_operation_through_the_helm_engine_is_carried_out_by_the_real_helm_controller(
+    flux: Flux,
+    chart_repo: ChartRepository,
+    real_operator: OperatorProcess,
+    removed_while_the_operator_runs: None,
+    kwok_nodes: KwokNodes,
+    kube: KubeClient,
+    kube_namespace: str,
+) -> None:
+    key = await create_instance(kube, chart_repo, kube_namespace, "shop")
+    await instance_ready(
+        kube, flux, key, what="install", hr_reason="InstallSucceeded", version="0.1.0"
+    )
+    started = time.monotonic()
+    await kube.create(
+        OPERATIONS,
+        operation(
+            "upgrade-1",
+            kube_namespace,
+            type_="Upgrade",
+            engine="helm",
+            target=key.name,
+            parameters={"targetVersion": "0.2.0"},
+        ),
+        field_manager="test",
+    )
+    op_log = ConditionLog(phase=True)
+    # Both at once: the HelmRelease's sequence during the upgrade is part of the record too.
+    (hr, ai), op = await asyncio.gather(
+        instance_ready(
+            kube,
+            flux,
+            key,
+            what="Upgrade Operation 0.1.0 -> 0.2.0",
+            hr_reason="UpgradeSucceeded",
+            version="0.2.0",
+        ),
+        watch_until(
+            kube,
+            OPERATIONS,
+            ObjectKey(kube_namespace, "upgrade-1"),
+            operation_finished,
+            log=op_log,
+            timeout=120,
+            flux=flux,
+        ),
+    )
+    report("the Upgrade Operation (helm engine)", op_log, time.monotonic() - started)
+    assert op["status"]["phase"] == "Succeeded", op["status"]
+    assert "Ready at 0.2.0" in condition(op, "Succeeded")["message"], op["status"]
+    assert condition(hr, "Ready")["reason"] == "UpgradeSucceeded"
+    assert [h["chartVersion"] for h in hr["status"]["history"]] == ["0.2.0", "0.1.0"]
+    assert ai["spec"]["chart"]["version"] == "0.2.0"  # the engine changed the instance...
+    assert ai["status"]["lastAppliedChart"]["version"] == "0.2.0"  # ...and the operator applied it
+    config = await kube.get(CONFIG_MAPS, ObjectKey(kube_namespace, "shop-demo-app"))
+    assert config["data"]["chartVersion"] == "0.2.0"
+    await assert_running_on_kwok(kube, key, kwok_nodes)
