@@ -85,44 +85,54 @@ fi
 # CGO_ENABLED=0: static binaries, no C toolchain needed.
 # -modcacherw: leave the module cache deletable.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-modcacherw
+# One line per component; the go command's chatter (`go: downloading ...`, dozens of lines on a
+# cold module cache) goes to "$logs/build-<component>.log", whose end is printed if a build fails.
+# shellcheck source=testenv/quiet-build.sh
+source "$module/quiet-build.sh"
+logs="$cache_root/logs"
 mkdir -p "$bin"
+
+# Each built into a scratch directory and moved in: tests may be running the binaries in $bin
+# right now, and must never see half a binary. Steps chained with && (see quiet-build.sh).
+build_kubernetes() {  # scratch
+  cd "$module" && go mod download \
+    && go build -trimpath -ldflags "$ldflags" -o "$1/" "${kube_cmds[@]/#/./cmd/}"
+}
+build_scheduler() {  # scratch
+  cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$1/" ./cmd/kube-scheduler
+}
+build_helm() {  # scratch
+  cd "$1" && GOBIN="$1" go install "helm.sh/helm/v3/cmd/helm@$helm_version"
+}
+scratch=""
+trap '[ -z "$scratch" ] || rm -rf "$scratch"' EXIT
+# build <label> <log name> <function> <binaries...>: build, then move the binaries into $bin.
+build() {
+  local label=$1 name=$2 how=$3 binary
+  shift 3
+  build_start "$label"
+  scratch=$(mktemp -d "$bin/.$name-build.XXXXXX")
+  build_step "$logs/build-$name.log" "$how" "$scratch" || exit 1
+  for binary in "$@"; do
+    mv -f "$scratch/$binary" "$bin/$binary"
+  done
+  rm -rf "$scratch"
+  scratch=""
+}
+
 if ! $kube_current; then
-  start=$(date +%s)
-  echo "build-test-assets: building Kubernetes v$version (kube-apiserver, kube-controller-manager, etcd, kubectl) into $bin"
-  echo "build-test-assets: a cold build takes tens of minutes on 2 cores; later builds reuse Go's caches"
-  (cd "$module" && go mod download && go build -trimpath -ldflags "$ldflags" -o "$bin/" "${kube_cmds[@]/#/./cmd/}")
+  build "Kubernetes v$version (${kube_cmds[*]}; tens of minutes cold on 2 cores)" \
+    kubernetes build_kubernetes "${kube_cmds[@]}"
   echo "$stamp_value" > "$stamp"
-  echo "build-test-assets: done in $(( $(date +%s) - start ))s"
-  "$bin/kube-apiserver" --version
+  build_done "$("$bin/kube-apiserver" --version)"
 fi
 if ! $scheduler_current; then
-  start=$(date +%s)
-  printf 'build-test-assets: kube-scheduler v%s ... ' "$version"
-  # Scratch directory + mv, as for helm: tests may be running the binaries in $bin right now.
-  scratch_sched=$(mktemp -d "$bin/.kube-scheduler-build.XXXXXX")
-  log="$cache_root/logs/build-kube-scheduler.log"
-  mkdir -p "$(dirname "$log")"
-  if ! (cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$scratch_sched/" ./cmd/kube-scheduler) > "$log" 2>&1; then
-    echo "failed"
-    echo "build-test-assets: building kube-scheduler failed; the go command's output is in $log, its end:" >&2
-    tail -n 20 "$log" >&2
-    rm -rf "$scratch_sched"
-    exit 1
-  fi
-  mv -f "$scratch_sched/kube-scheduler" "$bin/kube-scheduler"
-  rm -rf "$scratch_sched"
+  build "kube-scheduler v$version" kube-scheduler build_scheduler kube-scheduler
   echo "$scheduler_stamp_value" > "$scheduler_stamp"
-  echo "done in $(( $(date +%s) - start ))s"
+  build_done "$("$bin/kube-scheduler" --version)"
 fi
 if ! $helm_current; then
-  start=$(date +%s)
-  echo "build-test-assets: building helm $helm_version into $bin (about 2 minutes on 2 cores)"
-  # Built into a scratch directory and moved in, so a concurrent reader never sees half a binary.
-  scratch=$(mktemp -d "$bin/.helm-build.XXXXXX")
-  trap 'rm -rf "$scratch"' EXIT
-  (cd "$scratch" && GOBIN="$scratch" go install "helm.sh/helm/v3/cmd/helm@$helm_version")
-  mv -f "$scratch/helm" "$bin/helm"
+  build "helm $helm_version (about 2 minutes on 2 cores)" helm build_helm helm
   echo "$helm_version" > "$helm_stamp"
-  echo "build-test-assets: helm done in $(( $(date +%s) - start ))s"
-  "$bin/helm" version --short
+  build_done "$("$bin/helm" version --short)"
 fi
