@@ -294,9 +294,12 @@ async def instance_ready(
     kube: KubeClient, flux: Flux, key: ObjectKey, *, what: str, hr_reason: str, version: str
 ) -> tuple[JsonObj, JsonObj]:
     """Wait for the HelmRelease, then the instance, to be Ready at their current generation;
-    print both condition sequences."""
+    print both condition sequences. Both are recorded from the start (the instance's states
+    while helm-controller works are what the mapping table compares), but the instance counts
+    as done only once the HelmRelease is: until then its Ready=True may still be the old one."""
     started = time.monotonic()
     hr_log, ai_log = ConditionLog(), ConditionLog()
+    hr_reached = asyncio.Event()
 
     def hr_done(obj: JsonObj) -> bool:
         ready = condition(obj, "Ready")
@@ -309,15 +312,25 @@ async def instance_ready(
     def ai_done(obj: JsonObj) -> bool:
         ready = condition(obj, "Ready")
         return (
-            ready.get("status") == "True"
+            hr_reached.is_set()
+            and ready.get("status") == "True"
             and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
         )
 
-    hr = await watch_until(kube, HELM_RELEASES, key, hr_done, log=hr_log, timeout=90, flux=flux)
-    report(f"the operator's HelmRelease, {what}", hr_log, time.monotonic() - started)
-    ai = await watch_until(kube, APPLICATION_INSTANCES, key, ai_done, log=ai_log, timeout=30)
+    async def release() -> JsonObj:
+        hr = await watch_until(kube, HELM_RELEASES, key, hr_done, log=hr_log, timeout=90, flux=flux)
+        hr_reached.set()
+        report(f"the operator's HelmRelease, {what}", hr_log, time.monotonic() - started)
+        return hr
+
+    # A TaskGroup, not gather: when one wait fails, the other is cancelled, not left running.
+    async with asyncio.TaskGroup() as group:
+        hr_task = group.create_task(release())
+        ai_task = group.create_task(
+            watch_until(kube, APPLICATION_INSTANCES, key, ai_done, log=ai_log, timeout=120)
+        )
     report(f"the ApplicationInstance, {what}", ai_log, time.monotonic() - started)
-    return hr, ai
+    return hr_task.result(), ai_task.result()
 
 
 async def create_instance(
@@ -448,25 +461,29 @@ async def test_an_upgrade_operation_through_the_helm_engine_is_carried_out_by_th
     )
     op_log = ConditionLog(phase=True)
     # Both at once: the HelmRelease's sequence during the upgrade is part of the record too.
-    (hr, ai), op = await asyncio.gather(
-        instance_ready(
-            kube,
-            flux,
-            key,
-            what="Upgrade Operation 0.1.0 -> 0.2.0",
-            hr_reason="UpgradeSucceeded",
-            version="0.2.0",
-        ),
-        watch_until(
-            kube,
-            OPERATIONS,
-            ObjectKey(kube_namespace, "upgrade-1"),
-            operation_finished,
-            log=op_log,
-            timeout=120,
-            flux=flux,
-        ),
-    )
+    async with asyncio.TaskGroup() as group:
+        rollout = group.create_task(
+            instance_ready(
+                kube,
+                flux,
+                key,
+                what="Upgrade Operation 0.1.0 -> 0.2.0",
+                hr_reason="UpgradeSucceeded",
+                version="0.2.0",
+            )
+        )
+        finished = group.create_task(
+            watch_until(
+                kube,
+                OPERATIONS,
+                ObjectKey(kube_namespace, "upgrade-1"),
+                operation_finished,
+                log=op_log,
+                timeout=120,
+                flux=flux,
+            )
+        )
+    (hr, ai), op = rollout.result(), finished.result()
     report("the Upgrade Operation (helm engine)", op_log, time.monotonic() - started)
     assert op["status"]["phase"] == "Succeeded", op["status"]
     assert "Ready at 0.2.0" in condition(op, "Succeeded")["message"], op["status"]
