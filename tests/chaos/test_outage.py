@@ -27,6 +27,7 @@ from tests.chaos.harness import (
     plant_secret,
     wait_for,
 )
+from tests.integration.test_reconcilers import flux_failed, flux_succeeded, stamped
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance
 from vworkspace.testing.proxy import Mode
@@ -73,18 +74,13 @@ def test_control_plane_down_while_conditions_change(
                 body={
                     "status": {
                         "observedGeneration": gen,
-                        "conditions": [
-                            {
-                                "type": "Ready",
-                                "status": status,
-                                "reason": "InstallSucceeded"
-                                if status == "True"
-                                else "UpgradeFailed",
-                                "message": f"round {round_no}",
-                                "lastTransitionTime": f"2026-11-22T10:{round_no // 60:02d}:{round_no % 60:02d}Z",
-                                "observedGeneration": gen,
-                            }
-                        ],
+                        "conditions": stamped(
+                            flux_succeeded("install", message=f"round {round_no}")
+                            if status == "True"
+                            else flux_failed("upgrade", f"round {round_no}"),
+                            gen,
+                            at=f"2026-11-22T10:{round_no // 60:02d}:{round_no % 60:02d}Z",
+                        ),
                     }
                 },
             )

@@ -14,6 +14,7 @@ from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance
 
 from .operator_process import OperatorProcess, free_port
+from .test_reconcilers import flux_succeeded, stamped
 
 pytestmark = pytest.mark.integration
 CLUSTER = "cluster-outage"
@@ -63,16 +64,7 @@ async def test_after_30_seconds_down_the_control_plane_learns_the_current_state(
                 body={
                     "status": {
                         "observedGeneration": gen,
-                        "conditions": [
-                            {
-                                "type": "Ready",
-                                "status": "True",
-                                "reason": "InstallSucceeded",
-                                "message": "ok",
-                                "lastTransitionTime": "2026-11-22T10:00:00Z",
-                                "observedGeneration": gen,
-                            }
-                        ],
+                        "conditions": stamped(flux_succeeded("install"), gen),
                     }
                 },
             )

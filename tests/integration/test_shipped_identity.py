@@ -42,6 +42,7 @@ from vworkspace.testing.objects import managed_instance, operation
 
 from .operator_process import MockProcess, OperatorProcess, wait_until
 from .test_install_manifests import get
+from .test_reconcilers import flux_succeeded, stamped
 from .test_seaweed import seaweedfs
 
 pytestmark = pytest.mark.integration
@@ -220,15 +221,8 @@ async def test_the_pull_loop_runs_end_to_end_as_the_operators_service_account(
         instance = f"{APPS}/{ns}/applicationinstances/crm"
         await waiting("the HelmRelease", lambda: get(rest, release), operator)
         generation = rest.get(release)["metadata"]["generation"]
-        ready = {
-            "type": "Ready",
-            "status": "True",
-            "reason": "InstallSucceeded",
-            "message": "Helm install succeeded",
-            "observedGeneration": generation,
-            "lastTransitionTime": "2026-01-01T00:00:00Z",
-        }
-        patch_status(rest, release, {"observedGeneration": generation, "conditions": [ready]})
+        ready = stamped(flux_succeeded("install"), generation)  # as helm-controller writes it
+        patch_status(rest, release, {"observedGeneration": generation, "conditions": ready})
         await waiting(
             "the instance Ready",
             lambda: condition(get(rest, instance), "Ready").get("status") == "True",

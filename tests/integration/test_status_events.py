@@ -19,7 +19,7 @@ from vworkspace.kube.resources import APPLICATION_INSTANCES
 from vworkspace.mockcontrolplane import Fault, MockControlPlane
 from vworkspace.testing.objects import operation
 
-from .test_reconcilers import eventually, managed, set_hr_status
+from .test_reconcilers import eventually, flux_failed, flux_succeeded, managed, set_hr_status
 
 pytestmark = pytest.mark.integration
 CLUSTER = "cluster-events"
@@ -82,17 +82,16 @@ async def test_transitions_reach_the_control_plane_and_a_flap_is_not_deduplicate
     assert first[0]["eventKey"].startswith(prefix + "Unknown@1#")
     assert first[0]["kind"] == "ConditionTransition"
     assert first[0]["resourceRef"]["uid"] == obj["metadata"]["uid"]
-    for status, flux in (
-        ("True", "InstallSucceeded"),
-        ("False", "UpgradeFailed"),
-        ("True", "UpgradeSucceeded"),
+    # Coherent statuses of the real helm-controller (tests/real): installed; an upgrade that
+    # failed and stalled (no remediation); a later upgrade that succeeded. All at one generation
+    # here (a spec change would add its own Ready=Unknown in between): the flap is the point.
+    # The control plane gets helm-controller's reason and Helm's message with the failure.
+    for status, flux, conditions in (
+        ("True", "Helm install succeeded", flux_succeeded("install")),
+        ("False", "UpgradeFailed: Helm upgrade failed", flux_failed("upgrade")),
+        ("True", "Helm upgrade succeeded", flux_succeeded("upgrade")),
     ):
-        await set_hr_status(
-            kube,
-            kube_namespace,
-            "flappy",
-            [{"type": "Ready", "status": status, "reason": flux, "message": flux}],
-        )
+        await set_hr_status(kube, kube_namespace, "flappy", conditions)
         await eventually(
             lambda s=status, f=flux: _async(
                 [
@@ -142,7 +141,7 @@ async def test_after_an_outage_the_control_plane_gets_the_final_state_of_everyth
             kube,
             kube_namespace,
             name,
-            [{"type": "Ready", "status": "True", "reason": "InstallSucceeded"}],
+            flux_succeeded("install"),
         )
     await asyncio.sleep(2)
     assert mock.events(CLUSTER, namespace=kube_namespace) == []

@@ -247,11 +247,25 @@ def _conditions(obj: JsonObj) -> dict[str, JsonObj]:
     return result
 
 
+def _failure(ready: JsonObj | None) -> JsonObj | None:
+    """Ready (of the current generation) if it says the release failed: False for a reason
+    other than waiting (a source being fetched, ``SourceNotReady``, or a dependency)."""
+    if ready is None or ready.get("status") != "False":
+        return None
+    return None if ready.get("reason") in WAITING_REASONS else ready
+
+
 def rollup(hr: JsonObj | None) -> Observation:
     """A HelmRelease's state as an engine-neutral observation (docs/api.md, "HelmRelease status
     roll-up"): only conditions of the current generation count. Succeeded = Ready at the current
     generation; failed + stalled = Flux gave up (Stalled); failed = Ready False for a reason other
-    than waiting on a dependency; otherwise running (progressing)."""
+    than waiting on a source or dependency; otherwise running (progressing).
+
+    A failure carries helm-controller's own reason and Helm's message (``InstallFailed``,
+    ``UpgradeFailed``: the hook that failed, the field that was invalid), from Ready. Stalled
+    only says that Flux stopped retrying (``RetriesExceeded``: "Failed to install after 1
+    attempt(s)", seen from the real helm-controller right after ``Ready=False/InstallFailed``),
+    so it sets ``stalled`` and lends its reason only when Ready has no failure to tell."""
     if hr is None:
         return Observation(
             State.RUNNING, "Reconciling", "waiting for the HelmRelease", progressing=True
@@ -270,10 +284,11 @@ def rollup(hr: JsonObj | None) -> Observation:
     stalled, ready, reconciling = current("Stalled"), current("Ready"), conds.get("Reconciling")
     busy = reconciling is not None and reconciling.get("status") == "True"
     if stalled is not None and stalled.get("status") == "True":
+        cause = _failure(ready) or stalled
         return Observation(
             State.FAILED,
-            stalled.get("reason") or "Stalled",
-            stalled.get("message", ""),
+            cause.get("reason") or "Stalled",
+            cause.get("message", ""),
             stalled=True,
         )
     if ready is not None and ready.get("status") == "True" and observed == generation and not busy:
@@ -284,10 +299,13 @@ def rollup(hr: JsonObj | None) -> Observation:
         reason = reconciling.get("reason") or "HelmReleaseInstalling"
         return Observation(State.RUNNING, reason, message, progressing=True)
     if ready is not None and ready.get("status") == "False":
-        reason = ready.get("reason") or "HelmReleaseFailed"
-        if reason in WAITING_REASONS:
+        failure = _failure(ready)
+        if failure is None:
+            reason = ready.get("reason") or ""
             return Observation(State.RUNNING, reason, ready.get("message", ""), progressing=True)
-        return Observation(State.FAILED, reason, ready.get("message", ""))
+        return Observation(
+            State.FAILED, failure.get("reason") or "HelmReleaseFailed", failure.get("message", "")
+        )
     return Observation(
         State.RUNNING,
         "Reconciling",
@@ -297,7 +315,11 @@ def rollup(hr: JsonObj | None) -> Observation:
 
 
 def instance_conditions(seen: Observation) -> tuple[ConditionView, ...]:
-    """The release's observation as the instance's Blocked, Ready, Reconciling and Degraded."""
+    """The release's observation as the instance's Blocked, Ready, Reconciling and Degraded.
+
+    A failure is ``Ready=False/HelmReleaseFailed`` (the reason the control plane knows) with
+    the Flux reason in front of Flux's message, e.g. ``InstallFailed: Helm install failed for
+    release ...``; Degraded says ``Stalled`` when Flux stopped retrying."""
     detail = f"{seen.reason}: {seen.message}"
     conds = [ConditionView(Cond.BLOCKED, "False", Why.UNBLOCKED)]
     if seen.state == State.SUCCEEDED:
