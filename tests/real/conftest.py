@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.operator_process import OperatorProcess
+from vworkspace.kube.resources import APPLICATION_INSTANCES, OPERATIONS
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.identity import ShippedIdentity
 
@@ -36,6 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def real_operator(
     control_plane: ControlPlane,
+    kube_namespace: str,
     shipped_identity: ShippedIdentity,
     vworkspace_crds: list[str],
     third_party_crds: list[str],
@@ -49,7 +51,8 @@ def real_operator(
     kubelet provides them). Teardown fails on any 403 (its metrics and its log), so a rule
     missing from manifests/rbac cannot hide behind a passing test. A subprocess rather than the
     in-process manager: that is the only way the operator's own client, loader and identity are
-    the ones under test."""
+    the ones under test. Before it stops, the test's Operations and ApplicationInstances are
+    deleted and awaited (:func:`remove_while_running`)."""
     mode = getattr(request, "param", KUBECONFIG_TOKEN)
     if mode not in (IN_CLUSTER, KUBECONFIG_TOKEN):
         raise ValueError(f"real_operator: unknown mode {mode!r}")
@@ -66,5 +69,27 @@ def real_operator(
     try:
         operator.wait_ready()
         yield operator
+        remove_while_running(control_plane, kube_namespace)
     finally:
         operator.stop()  # AssertionError naming every 403, after the test's own verdict
+
+
+def remove_while_running(plane: ControlPlane, namespace: str, *, timeout: float = 60) -> None:
+    """Delete the namespace's Operations and ApplicationInstances and wait until the running
+    operator has released their finalizers.
+
+    Why: ``kube_namespace`` only starts the namespace's deletion. An instance left there keeps
+    its finalizer once its operator has stopped, so the next test's operator (which watches
+    every namespace) would reconcile it in a terminating namespace and get 403 "being
+    terminated" from the API server's NamespaceLifecycle admission: no RBAC defect, yet a 403
+    that the 403 check must count."""
+    rest = plane.rest()
+    for resource in (OPERATIONS, APPLICATION_INSTANCES):
+        path = str(resource.collection_path(namespace))
+        rest.delete(path)  # deletecollection: each object then waits for its finalizer
+
+        def gone(path: str = path) -> bool:
+            return not rest.get(path)["items"]
+
+        what = f"the {resource.kind}s in {namespace} to be gone (their finalizers released)"
+        rest.wait_for(what, gone, timeout=timeout)

@@ -21,7 +21,6 @@ loader.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,31 +53,6 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
     client = await KubeClient.from_kubeconfig(str(control_plane.kubeconfig_path))
     yield client
     await client.close()
-
-
-@pytest.fixture
-async def removed_while_the_operator_runs(
-    real_operator: OperatorProcess, kube: KubeClient, kube_namespace: str
-) -> AsyncIterator[None]:
-    """At teardown, delete the test's Operations and ApplicationInstances and wait until the
-    operator has released their finalizers, before ``real_operator`` stops.
-
-    Why: ``kube_namespace`` only starts the namespace's deletion. An instance left in it keeps
-    its finalizer once its operator has stopped, so the next test's operator (which watches
-    every namespace) would reconcile it there and get 403 "being terminated" from the API
-    server's NamespaceLifecycle admission, which ``real_operator`` counts, like every 403, as
-    a missing RBAC rule. Torn down before ``real_operator`` because it depends on it."""
-    yield
-    for resource in (OPERATIONS, APPLICATION_INSTANCES):
-        for item in (await kube.list(resource, kube_namespace))["items"]:
-            with contextlib.suppress(NotFoundError):
-                await kube.delete(resource, ObjectKey(kube_namespace, item["metadata"]["name"]))
-        deadline = time.monotonic() + 60
-        while left := (await kube.list(resource, kube_namespace))["items"]:
-            if time.monotonic() > deadline:
-                names = [obj["metadata"]["name"] for obj in left]
-                raise AssertionError(f"{resource.kind} {names} still there 60s after deletion")
-            await asyncio.sleep(0.1)
 
 
 class ConditionLog:
@@ -376,7 +350,6 @@ async def test_an_application_instance_goes_ready_through_the_real_helm_controll
     flux: Flux,
     chart_repo: ChartRepository,
     real_operator: OperatorProcess,
-    removed_while_the_operator_runs: None,
     kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,
@@ -404,7 +377,6 @@ async def test_a_new_chart_version_on_the_instance_is_upgraded_by_the_real_helm_
     flux: Flux,
     chart_repo: ChartRepository,
     real_operator: OperatorProcess,
-    removed_while_the_operator_runs: None,
     kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,
@@ -437,7 +409,6 @@ async def test_an_upgrade_operation_through_the_helm_engine_is_carried_out_by_th
     flux: Flux,
     chart_repo: ChartRepository,
     real_operator: OperatorProcess,
-    removed_while_the_operator_runs: None,
     kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,

@@ -11,7 +11,6 @@ condition sequences it saw as ``flux-conditions:`` lines (run with ``-s``).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -47,25 +46,6 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
     client = await KubeClient.from_kubeconfig(str(control_plane.kubeconfig_path))
     yield client
     await client.close()
-
-
-@pytest.fixture
-async def tidy(
-    real_operator: OperatorProcess, kube: KubeClient, kube_namespace: str
-) -> AsyncIterator[None]:
-    """Delete the test's instances and Operations while its operator still runs, and wait for
-    them to be gone. Left to the namespace's deletion, a failed instance (its finalizer held)
-    would be reconciled in a terminating namespace, by this operator or the next test's, whose
-    writes there (events, a HelmRelease gone with the namespace) the API server refuses with a
-    403 that is no RBAC defect and fails the 403 check."""
-    yield
-    for resource in (OPERATIONS, APPLICATION_INSTANCES):
-        for obj in (await kube.list(resource, namespace=kube_namespace))["items"]:
-            await kube.delete(resource, ObjectKey(kube_namespace, obj["metadata"]["name"]))
-    deadline = time.monotonic() + 30
-    while (await kube.list(APPLICATION_INSTANCES, namespace=kube_namespace))["items"]:
-        assert time.monotonic() < deadline, "the instances were not deleted within 30 s"
-        await asyncio.sleep(0.1)
 
 
 async def create_instance(
@@ -165,7 +145,6 @@ async def test_an_instance_of_a_chart_with_a_failing_hook_fails_with_helm_contro
     kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,
-    tidy: None,
 ) -> None:
     key = ObjectKey(kube_namespace, "hooked")
     await create_instance(kube, chart_repo, key, chart=FAILING_HOOK_CHART, values={})
@@ -188,7 +167,6 @@ async def test_an_instance_whose_values_render_an_invalid_object_fails_then_reco
     kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,
-    tidy: None,
 ) -> None:
     key = ObjectKey(kube_namespace, "bad")
     await create_instance(kube, chart_repo, key, values={"replicas": "many"})
@@ -233,7 +211,6 @@ async def test_an_upgrade_operation_to_an_invalid_value_fails_with_upgrade_faile
     kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,
-    tidy: None,
 ) -> None:
     key = ObjectKey(kube_namespace, "shop")
     await create_instance(kube, chart_repo, key, values={"replicas": 1})
