@@ -107,9 +107,15 @@ async def _get(kube: KubeClient, resource: ResourceType, key: ObjectKey) -> Json
         return {}
 
 
+def _finished(job: JsonObj) -> bool:
+    return any(condition(job, t).get("status") == "True" for t in ("Complete", "Failed"))
+
+
 async def follow(kube: KubeClient, namespace: str, name: str, phase: str) -> Observed:
-    """Poll the Operation and its Job every 50 ms until the Operation reaches ``phase``;
-    fail with both sequences on timeout."""
+    """Poll the Operation and its Job every 50 ms until the Operation reaches ``phase`` and the
+    Job is finished (Complete / Failed) or gone (the operator deletes a failed Operation's Job,
+    possibly between the Job controller's FailureTarget and Failed); fail with both sequences
+    on timeout."""
     seen = Observed()
     op_key = ObjectKey(namespace, name)
     deadline = time.monotonic() + TIMEOUT
@@ -117,12 +123,14 @@ async def follow(kube: KubeClient, namespace: str, name: str, phase: str) -> Obs
         op = await _get(kube, OPERATIONS, op_key)
         job = await _get(kube, JOBS, ObjectKey(namespace, workload_name(op))) if op else {}
         seen.record(job, op, await job_pods(kube, namespace, job) if job else [])
-        if (op.get("status") or {}).get("phase") == phase:
+        reached = (op.get("status") or {}).get("phase") == phase
+        if reached and seen.last_job and (not job or _finished(job)):
             return seen
         await asyncio.sleep(0.05)
     raise AssertionError(
-        f"Operation {op_key} not {phase} after {TIMEOUT}s; Job {seen.job.seen}; "
-        f"Operation {seen.operation.seen}; Job status {seen.last_job.get('status')}; "
+        f"Operation {op_key} not {phase} or its Job not finished after {TIMEOUT}s; "
+        f"Job {seen.job.seen}; Operation {seen.operation.seen}; "
+        f"Job status {seen.last_job.get('status')}; "
         f"Operation status {seen.last_operation.get('status')}"
     )
 
@@ -264,18 +272,18 @@ async def test_a_failing_job_operation_fails_with_the_job_controllers_reason(
 
     job, op = seen.last_job, seen.last_operation
     assert job["spec"]["backoffLimit"] == 1
-    target = condition(job, "FailureTarget")
-    assert (target.get("status"), target.get("reason")) == ("True", BACKOFF_REASON), job
-    assert target["message"] == BACKOFF_MESSAGE
+    verdict = condition(job, "FailureTarget")
+    assert (verdict.get("status"), verdict.get("reason")) == ("True", BACKOFF_REASON), job
+    assert verdict["message"] == BACKOFF_MESSAGE
     assert condition(job, "Complete") == {}
     failed = condition(op, "Failed")
     assert (failed["status"], failed["reason"]) == ("True", "EngineFailed")
     assert failed["message"] == f"{BACKOFF_REASON}: {BACKOFF_MESSAGE}"
     assert op["status"]["outputs"] == {"jobName": job["metadata"]["name"]}
     assert f"FailureTarget=True/{BACKOFF_REASON}" in seen.job.seen
-    assert job["status"]["failed"] == 2  # the first Pod and its one retry
-    # Both Pods ran on kwok Nodes and failed with the exit code of their script, as a kubelet
-    # reports it (our stage), and the Job controller counted them.
+    # Two Pods, the first and its one retry, ran on kwok Nodes and failed with the exit code of
+    # their script, as a kubelet reports it (our stage). (The Job's own ``failed: 2`` may not be
+    # seen: the operator can delete the Job between FailureTarget and the controller's count.)
     assert len(seen.pods) == 2, sorted(seen.pods)
     for pod in seen.pods.values():
         assert pod["status"]["phase"] == "Failed"
