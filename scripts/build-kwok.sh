@@ -7,7 +7,9 @@
 #   * kwok's own, from the downloaded module (kustomize/stage/node/fast/node-initialize.yaml,
 #     kustomize/stage/pod/fast/{pod-ready,pod-complete,pod-delete}.yaml), unmodified;
 #   * ours, scripts/testenv/kwok-stages/*.yaml (pod-fail: a Pod annotated
-#     pod-fail.stage.vworkspace.io/exit-code fails with that exit code).
+#     pod-fail.stage.vworkspace.io/exit-code fails with that exit code; pod-shell-exit: a Job's
+#     Pod running `sh -c "exit N"` fails with exit code N). KwokNodes refuses a cache whose
+#     copies differ from the checkout's, so a changed stage needs a rerun of this script.
 #
 #   scripts/build-kwok.sh            build if missing or stale, else do nothing
 #   scripts/build-kwok.sh --force    rebuild

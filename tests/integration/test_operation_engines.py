@@ -2,6 +2,9 @@
 (Migration), workflow (Runbook), and the Velero naming fix. Nothing runs Pods here: the tests
 write the Job / Workflow / Backup status the way the Job controller, Argo and Velero would.
 
+The hand-written Job statuses are what the real Job controller wrote in tests/real/test_jobs.py
+(``set_job_condition``).
+
 The operator runs with a clock whose wall time a test can move forward (``ShiftedClock``), so
 the 60 s "workload missing" grace is tested without waiting a minute."""
 
@@ -148,28 +151,59 @@ async def start(
     return created, running
 
 
+# What the Kubernetes 1.36 Job controller writes, as observed in tests/real/test_jobs.py: the
+# target condition (SuccessCriteriaMet / FailureTarget) and then, once no Pod is left running or
+# terminating, Complete / Failed, both with the same reason and message. The API server refuses
+# Complete without SuccessCriteriaMet (and without completionTime), Failed without FailureTarget,
+# and a finished Job with active or terminating Pods (pkg/apis/batch/validation).
+BACKOFF = "BackoffLimitExceeded: Job has reached the specified backoff limit"
+JOB_VERDICTS = {
+    "Complete": (
+        "SuccessCriteriaMet",
+        "CompletionsReached",
+        "Reached expected number of succeeded pods",
+    ),
+    "Failed": (
+        "FailureTarget",
+        "BackoffLimitExceeded",
+        "Job has reached the specified backoff limit",
+    ),
+}
+
+
 async def set_job_condition(
-    kube: KubeClient, key: ObjectKey, type_: str, message: str = ""
+    kube: KubeClient, key: ObjectKey, type_: str, *, terminating: int = 0
 ) -> None:
-    """Write the terminal conditions the Job controller would (with the *Target / SuccessCriteria
-    condition the API server requires before Complete / Failed)."""
+    """Write the Job controller's verdict ``type_`` (Complete or Failed) as it writes it: with
+    ``terminating`` Pods still going, only the target condition (FailureTarget /
+    SuccessCriteriaMet), as the controller does until they are gone; else both conditions."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    first = "SuccessCriteriaMet" if type_ == "Complete" else "FailureTarget"
+    first, reason, message = JOB_VERDICTS[type_]
     conditions = [
         {
             "type": t,
             "status": "True",
-            "reason": "Test",
+            "reason": reason,
             "message": message,
+            "lastProbeTime": now,
             "lastTransitionTime": now,
         }
-        for t in (first, type_)
+        for t in ((first,) if terminating else (first, type_))
     ]
-    status: dict[str, Any] = {"conditions": conditions, "startTime": now}
+    status: dict[str, Any] = {
+        "conditions": conditions,
+        "startTime": now,
+        "ready": 0,
+        "terminating": terminating,
+        "uncountedTerminatedPods": {},
+    }
     if type_ == "Complete":
-        status.update({"completionTime": now, "succeeded": 1})
+        status["succeeded"] = 1
+        if not terminating:
+            status["completionTime"] = now
     else:
-        status["failed"] = 1
+        # One first Pod and every retry failed (the API server defaults backoffLimit to 6).
+        status["failed"] = (await kube.get(JOBS, key))["spec"]["backoffLimit"] + 1
     await kube.merge_patch(
         JOBS, key, {"status": status}, field_manager="job-controller", subresource="status"
     )
@@ -248,6 +282,9 @@ async def test_a_run_command_becomes_a_job_and_succeeds_with_its_name(
     done = await eventually(lambda: op_phase(kube, kube_namespace, "cmd", "Succeeded"))
     assert done["status"]["outputs"] == {"jobName": key.name}
     assert condition(done, "Succeeded")["reason"] == "EngineCompleted"
+    assert condition(done, "Succeeded")["message"] == (
+        "CompletionsReached: Reached expected number of succeeded pods"
+    )
     assert condition(done, "Running")["status"] == "False"
     await kube.get(JOBS, key)  # a succeeded Job is left to its TTL
 
@@ -264,9 +301,9 @@ async def test_a_failed_job_fails_the_operation_with_its_message_then_is_deleted
         {"name": "A", "value": "1"},
         {"name": "B", "value": "2"},
     ]
-    await set_job_condition(kube, key, "Failed", "Job has reached the specified backoff limit")
+    await set_job_condition(kube, key, "Failed")
     failed = await eventually(lambda: op_phase(kube, kube_namespace, "bad", "Failed"))
-    assert condition(failed, "Failed")["message"] == "Job has reached the specified backoff limit"
+    assert condition(failed, "Failed")["message"] == BACKOFF
     assert failed["status"]["outputs"] == {"jobName": key.name}
 
     async def gone() -> bool:
@@ -279,7 +316,19 @@ async def test_a_failed_job_fails_the_operation_with_its_message_then_is_deleted
     await eventually(gone, what="failed Job deleted after the verdict")
     await asyncio.sleep(1)
     again = await kube.get(OPERATIONS, ObjectKey(kube_namespace, "bad"))
-    assert condition(again, "Failed")["message"] == "Job has reached the specified backoff limit"
+    assert condition(again, "Failed")["message"] == BACKOFF
+
+
+async def test_a_job_failure_target_fails_the_operation_while_its_pods_still_terminate(
+    operator: Operator, kube: KubeClient, kube_namespace: str
+) -> None:
+    """FailureTarget is the Job controller's final word (Failed follows once the Pods are
+    gone, and the API server never lets FailureTarget be withdrawn): the Operation fails then."""
+    await target(kube, kube_namespace)
+    created, _ = await start(kube, kube_namespace, "slow", "RunCommand", {"image": "busybox"})
+    await set_job_condition(kube, job_key(created, kube_namespace), "Failed", terminating=1)
+    failed = await eventually(lambda: op_phase(kube, kube_namespace, "slow", "Failed"))
+    assert condition(failed, "Failed")["message"] == BACKOFF
 
 
 async def test_deleting_a_running_operation_deletes_its_job(

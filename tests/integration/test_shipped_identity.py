@@ -99,17 +99,32 @@ async def job_result(admin: AdminClient, job_id: str) -> Doc:
 
 
 def job_complete(rest: RestClient, path: str) -> None:
-    """The terminal conditions the Job controller writes (the API server wants
-    SuccessCriteriaMet before Complete)."""
+    """The terminal status the Kubernetes 1.36 Job controller writes, as tests/real/test_jobs.py
+    observed it (the API server wants SuccessCriteriaMet before Complete)."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     conditions = [
-        {"type": kind, "status": "True", "reason": "Test", "lastTransitionTime": now}
+        {
+            "type": kind,
+            "status": "True",
+            "reason": "CompletionsReached",
+            "message": "Reached expected number of succeeded pods",
+            "lastProbeTime": now,
+            "lastTransitionTime": now,
+        }
         for kind in ("SuccessCriteriaMet", "Complete")
     ]
     patch_status(
         rest,
         path,
-        {"conditions": conditions, "startTime": now, "completionTime": now, "succeeded": 1},
+        {
+            "conditions": conditions,
+            "startTime": now,
+            "completionTime": now,
+            "succeeded": 1,
+            "ready": 0,
+            "terminating": 0,
+            "uncountedTerminatedPods": {},
+        },
     )
 
 

@@ -1,6 +1,7 @@
 """Simulated nodes (issue 25, deliverable 1): the real kube-scheduler places Pods on kwok's Nodes,
-the real deployment and Job controllers write the status, and a Pod that fails makes the Job
-controller fail its Job with its own reason. Nothing here writes a status itself."""
+the real deployment and Job controllers write the status, and a Pod that fails (annotated, or
+running ``sh -c "exit N"``: our stages in scripts/testenv/kwok-stages) makes the Job controller
+fail its Job with its own reason. Nothing here writes a status itself."""
 
 from __future__ import annotations
 
@@ -53,7 +54,12 @@ def scheduled_pods(rest: RestClient, namespace: str) -> set[str]:
     }
 
 
-def job(name: str, *, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def job(
+    name: str, *, annotations: dict[str, str] | None = None, command: list[str] | None = None
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "main", "image": "registry.invalid/migrate:1"}
+    if command:
+        container["command"] = command
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -64,7 +70,7 @@ def job(name: str, *, annotations: dict[str, str] | None = None) -> dict[str, An
                 "metadata": {"labels": {"app": name}, "annotations": annotations or {}},
                 "spec": {
                     "restartPolicy": "Never",
-                    "containers": [{"name": "main", "image": "registry.invalid/migrate:1"}],
+                    "containers": [container],
                 },
             },
         },
@@ -154,3 +160,37 @@ def test_job_whose_pod_fails_ends_failed_with_the_job_controllers_reason(
     [status] = pod["status"]["containerStatuses"]
     assert status["state"]["terminated"]["exitCode"] == 3
     assert status["state"]["terminated"]["reason"] == "Error"
+
+
+def test_a_job_whose_shell_exits_non_zero_fails_with_that_exit_code(
+    control_plane: ControlPlane, kwok_nodes: KwokNodes, kube_namespace: str
+) -> None:
+    """Our pod-shell-exit stage: what an Operation can ask for (a command), no annotation."""
+    rest = control_plane.rest()
+    base = f"/apis/batch/v1/namespaces/{kube_namespace}/jobs"
+    rest.post(base, job("exits", command=["sh", "-c", "exit 7"]))
+
+    done = wait_condition(rest, f"{base}/exits", "Failed")
+    failed = condition(done, "Failed")
+    assert failed is not None
+    assert failed["reason"] == "BackoffLimitExceeded"
+    [pod] = pods(rest, kube_namespace, "app=exits")
+    assert pod["status"]["phase"] == "Failed"
+    [status] = pod["status"]["containerStatuses"]
+    assert status["state"]["terminated"]["exitCode"] == 7
+    assert status["state"]["terminated"]["reason"] == "Error"
+
+
+def test_a_job_whose_shell_script_is_not_just_exit_completes(
+    control_plane: ControlPlane, kwok_nodes: KwokNodes, kube_namespace: str
+) -> None:
+    """Only a script that is exactly ``exit N`` (N > 0) fails; kwok cannot run any other."""
+    rest = control_plane.rest()
+    base = f"/apis/batch/v1/namespaces/{kube_namespace}/jobs"
+    rest.post(base, job("echoes", command=["sh", "-c", "echo exit 7"]))
+
+    done = wait_condition(rest, f"{base}/echoes", "Complete")
+    assert done["status"]["succeeded"] == 1
+    [pod] = pods(rest, kube_namespace, "app=echoes")
+    [status] = pod["status"]["containerStatuses"]
+    assert status["state"]["terminated"]["exitCode"] == 0

@@ -34,26 +34,83 @@ def test_env_accepts_the_schema_list_in_order_and_the_go_map_sorted() -> None:
         env_list("A=1")
 
 
-def _job(*conditions: tuple[str, str, str]) -> dict[str, object]:
+def _job(*conditions: tuple[str, str, str, str]) -> dict[str, object]:
+    """A Job whose status has the (type, status, reason, message) conditions given."""
     return {
         "metadata": {"name": "j", "namespace": "ns"},
         "status": {
-            "conditions": [{"type": t, "status": s, "message": m} for t, s, m in conditions]
+            "conditions": [
+                {"type": t, "status": s, "reason": r, "message": m} for t, s, r, m in conditions
+            ]
         },
     }
 
 
-def test_job_conditions_map_to_the_operation_verdict() -> None:
+# What the Kubernetes 1.36 Job controller wrote in tests/real/test_jobs.py.
+SUCCESS_CRITERIA = (
+    "SuccessCriteriaMet",
+    "True",
+    "CompletionsReached",
+    "Reached expected number of succeeded pods",
+)
+COMPLETE = ("Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods")
+FAILURE_TARGET = (
+    "FailureTarget",
+    "True",
+    "BackoffLimitExceeded",
+    "Job has reached the specified backoff limit",
+)
+FAILED = ("Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+
+
+def test_a_job_without_a_true_terminal_condition_is_running() -> None:
     assert job_observation(_job()).state == State.RUNNING
-    assert job_observation(_job(("Failed", "False", ""))).state == State.RUNNING
-    done = job_observation(_job(("SuccessCriteriaMet", "True", ""), ("Complete", "True", "")))
-    assert (done.state, done.reason, done.outputs) == (
+    assert job_observation(_job(("Failed", "False", "", ""))).state == State.RUNNING
+    suspended = ("Suspended", "True", "JobSuspended", "Job suspended")
+    assert job_observation(_job(suspended)).state == State.RUNNING
+
+
+@pytest.mark.parametrize(
+    "conditions",
+    [(SUCCESS_CRITERIA,), (SUCCESS_CRITERIA, COMPLETE), (COMPLETE,)],
+    ids=["SuccessCriteriaMet", "SuccessCriteriaMet+Complete", "Complete (before 1.31)"],
+)
+def test_the_job_controllers_success_conditions_succeed_with_its_reason(
+    conditions: tuple[tuple[str, str, str, str], ...],
+) -> None:
+    done = job_observation(_job(*conditions))
+    assert (done.state, done.reason, done.message, done.outputs) == (
         State.SUCCEEDED,
         "EngineCompleted",
+        "CompletionsReached: Reached expected number of succeeded pods",
         {"jobName": "j"},
     )
-    failed = job_observation(_job(("Failed", "True", "BackoffLimitExceeded")))
-    assert (failed.state, failed.message) == (State.FAILED, "BackoffLimitExceeded")
+
+
+@pytest.mark.parametrize(
+    "conditions",
+    [(FAILURE_TARGET,), (FAILURE_TARGET, FAILED), (FAILED,)],
+    ids=["FailureTarget", "FailureTarget+Failed", "Failed (before 1.31)"],
+)
+def test_the_job_controllers_failure_conditions_fail_with_its_reason(
+    conditions: tuple[tuple[str, str, str, str], ...],
+) -> None:
+    """FailureTarget is final (the API server never lets it be withdrawn): the Operation fails
+    then, not only once every Pod has terminated and Failed follows."""
+    failed = job_observation(_job(*conditions))
+    assert (failed.state, failed.reason, failed.message) == (
+        State.FAILED,
+        "EngineFailed",
+        "BackoffLimitExceeded: Job has reached the specified backoff limit",
+    )
+
+
+def test_a_job_condition_without_reason_or_message_still_gives_a_message() -> None:
+    assert job_observation(_job(("Failed", "True", "", "exit 1"))).message == "exit 1"
+    assert job_observation(_job(("Failed", "True", "", ""))).message == "Job j failed"
+    assert job_observation(_job(("Complete", "True", "", ""))).message == "Job j complete"
+    deadline = ("FailureTarget", "True", "DeadlineExceeded", "")
+    assert job_observation(_job(deadline)).message == "DeadlineExceeded"
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,10 @@ the template schema has it, or Go's ``{name: value}`` map, sorted by name), ``ba
 ``ops.vworkspace.io/hook-name`` and annotation ``helm.sh/hook``) and its image from
 ``parameters.image`` or the target's ``ops.vworkspace.io/migration-image`` annotation.
 
-Status from the Job's conditions: ``Complete=True`` -> succeeded, ``Failed=True`` -> failed with
-the condition's message, else running; outputs ``{"jobName": <name>}``.
+Status from the Job's conditions (:func:`job_observation`): ``FailureTarget=True`` or
+``Failed=True`` -> failed, ``SuccessCriteriaMet=True`` or ``Complete=True`` -> succeeded, with
+the Job controller's ``<reason>: <message>`` as the Operation's message; else running; outputs
+``{"jobName": <name>}``.
 """
 
 from __future__ import annotations
@@ -81,19 +83,51 @@ def job_spec(
     return spec
 
 
+# The Job controller's terminal conditions, as Kubernetes >= 1.31 writes them (issue 25,
+# observed in tests/real/test_jobs.py): first the *target* condition, once the verdict is known
+# (SuccessCriteriaMet, FailureTarget), then Complete / Failed once every Pod has terminated. The
+# API server refuses Complete without SuccessCriteriaMet and Failed without FailureTarget, and
+# never lets a target condition be withdrawn, so the first one is already final. Older Job
+# controllers wrote only Complete / Failed. Each pair is read in order of preference.
+_SUCCESS = ("Complete", "SuccessCriteriaMet")
+_FAILURE = ("Failed", "FailureTarget")
+
+
+def _true_conditions(job: JsonObj) -> dict[str, JsonObj]:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return {
+        str(c.get("type")): c
+        for c in conditions
+        if isinstance(c, dict) and c.get("status") == "True"
+    }
+
+
+def _verdict(cond: JsonObj, fallback: str) -> str:
+    """``<reason>: <message>`` of the Job controller's condition (e.g. ``BackoffLimitExceeded:
+    Job has reached the specified backoff limit``), whichever parts it has."""
+    parts = [str(cond[k]) for k in ("reason", "message") if cond.get(k)]
+    return ": ".join(parts) or fallback
+
+
 def job_observation(job: JsonObj) -> Observation:
+    """The Operation's view of its Job: failed as soon as the Job controller has decided so
+    (``FailureTarget`` or ``Failed``), succeeded likewise (``SuccessCriteriaMet`` or
+    ``Complete``), else running. The message is the Job controller's reason and message, so an
+    Operation says *why* (``BackoffLimitExceeded``, ``DeadlineExceeded``, ``PodFailurePolicy``)
+    where the Operation's own reason (``EngineFailed``) cannot: the control plane depends on that
+    vocabulary. Failure is checked first; the API server forbids both at once anyway."""
     name = job["metadata"]["name"]
     outputs = {"jobName": name}
     ref = EngineRef("Job", name, job["metadata"]["namespace"])
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("status") != "True":
-            continue
-        if cond.get("type") == "Complete":
-            message = cond.get("message") or f"Job {name} complete"
-            return Observation(State.SUCCEEDED, "EngineCompleted", message, outputs, ref=ref)
-        if cond.get("type") == "Failed":
-            message = cond.get("message") or cond.get("reason") or f"Job {name} failed"
-            return Observation(State.FAILED, "EngineFailed", message, outputs, ref=ref)
+    true = _true_conditions(job)
+    failed = next((true[t] for t in _FAILURE if t in true), None)
+    if failed is not None:
+        message = _verdict(failed, f"Job {name} failed")
+        return Observation(State.FAILED, "EngineFailed", message, outputs, ref=ref)
+    complete = next((true[t] for t in _SUCCESS if t in true), None)
+    if complete is not None:
+        message = _verdict(complete, f"Job {name} complete")
+        return Observation(State.SUCCEEDED, "EngineCompleted", message, outputs, ref=ref)
     return Observation(State.RUNNING, "EngineStarted", f"Job {name} running", outputs, ref=ref)
 
 

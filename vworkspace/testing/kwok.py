@@ -2,9 +2,14 @@
 
 kwok (``sigs.k8s.io/kwok``) plays the kubelet for Nodes it manages: it marks them Ready and moves
 their Pods through the stages it is given (``-c`` files, built next to the binary by
-``scripts/build-kwok.sh``): Pods go Running at once, Pods owned by a Job then Succeeded, and a Pod
-annotated :data:`FAIL_ANNOTATION` ends Failed with that exit code (our stage, so the real Job
-controller can report a real failure). With kube-scheduler and the workload controllers of
+``scripts/build-kwok.sh``): Pods go Running at once, Pods owned by a Job then Succeeded. Two
+stages of ours (scripts/testenv/kwok-stages) let the real Job controller report a real failure:
+a Pod annotated :data:`FAIL_ANNOTATION` ends Failed with that exit code, and so does a Pod with
+``restartPolicy: Never`` whose container runs ``sh -c "exit N"`` (:data:`SHELL_EXIT_STAGE`, the
+trigger an Operation can ask for). :meth:`KwokNodes.start` refuses a cache whose copies of our
+stages are missing or older than the checkout's, naming the script that refreshes them.
+
+With kube-scheduler and the workload controllers of
 :class:`~vworkspace.testing.controlplane.ControlPlane`, Deployments become Available and Jobs
 Complete through the real controllers, without a container runtime.
 
@@ -32,6 +37,12 @@ NODE_LABEL = "testing.vworkspace.io/kwok"
 # A running Pod with this annotation fails with the annotation's value as exit code (our stage,
 # scripts/testenv/kwok-stages/pod-fail.yaml).
 FAIL_ANNOTATION = "pod-fail.stage.vworkspace.io/exit-code"
+# A Job's Pod whose container's command + args are [sh, -c, "exit N"] fails with exit code N
+# (scripts/testenv/kwok-stages/pod-shell-exit.yaml).
+SHELL_EXIT_STAGE = "pod-shell-exit.yaml"
+# Our stage files in a source checkout; scripts/build-kwok.sh copies each to the cache's
+# kwok-stages/ as vworkspace-<name>.
+CHECKOUT_STAGES = Path(__file__).resolve().parents[2] / "scripts" / "testenv" / "kwok-stages"
 DEFAULT_NODES = 3
 _START_ATTEMPTS = 3
 # The API server's TaintNodesByCondition admission taints every new Node with this until the
@@ -63,6 +74,20 @@ def node_manifest(name: str) -> dict[str, Any]:
             "annotations": {"kwok.x-k8s.io/node": "fake"},
         },
     }
+
+
+def stale_stages(installed: list[Path], ours: Path = CHECKOUT_STAGES) -> list[str]:
+    """Our stage files (in ``ours``, a checkout's) whose copy among ``installed`` is missing or
+    differs: the cache was built from an older checkout. Empty outside a checkout."""
+    if not ours.is_dir():
+        return []
+    copies = {path.name: path for path in installed}
+    stale = []
+    for stage in sorted(ours.glob("*.yaml")):
+        copy = copies.get(f"vworkspace-{stage.name}")
+        if copy is None or copy.read_bytes() != stage.read_bytes():
+            stale.append(stage.name)
+    return stale
 
 
 def node_ready(node: dict[str, Any]) -> bool:
@@ -135,6 +160,14 @@ class KwokNodes:
     def start(self) -> None:
         """Start the scheduler, the workload controllers and kwok; create the Nodes; wait until
         every Node is Ready. Sets :attr:`ready_seconds`."""
+        stale = stale_stages(self.stages)
+        if stale:
+            # Else a Pod meant to fail would complete, and a test would time out mysteriously.
+            raise KwokError(
+                f"kwok's stages next to {self.binary} are older than {CHECKOUT_STAGES} "
+                f"({', '.join(stale)} missing or different); refresh them with "
+                "scripts/build-kwok.sh"
+            )
         started = time.monotonic()
         self.plane.start_workload_controllers()
         self.plane.start_scheduler()
