@@ -19,7 +19,6 @@ statuses of the other tiers are checked against.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -138,32 +137,13 @@ async def follow(kube: KubeClient, namespace: str, name: str, phase: str) -> Obs
 @pytest.fixture
 async def target(
     kube_namespace: str, real_operator: OperatorProcess, kube: KubeClient
-) -> AsyncIterator[ObjectKey]:
-    """The Operations' ApplicationInstance ``shop``, with the capability annotations.
-
-    Deleted at teardown, while the operator still runs (this fixture is set up after
-    ``real_operator``, so torn down before it), and waited for: the operator's finalizers on the
-    instance and its Operations would otherwise keep the namespace Terminating after the test,
-    and the next test's operator, reconciling that instance, would get the API server's 403
-    "namespace is being terminated", which ``real_operator`` rightly counts as a failure."""
+) -> ObjectKey:
+    """The Operations' ApplicationInstance ``shop``, with the capability annotations
+    (``real_operator`` deletes it and its Operations, and waits, before the operator stops)."""
     key = ObjectKey(kube_namespace, "shop")
-    instance = managed_instance(key.name, key.namespace, annotations=CAPABILITIES)
+    instance = managed_instance(key.name, kube_namespace, annotations=CAPABILITIES)
     await kube.create(APPLICATION_INSTANCES, instance, field_manager="test")
-    yield key
-    for resource, name in ((OPERATIONS, OPERATION), (APPLICATION_INSTANCES, key.name)):
-        with contextlib.suppress(NotFoundError):
-            await kube.delete(resource, ObjectKey(kube_namespace, name))
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        left = [
-            item["metadata"]["name"]
-            for resource in (OPERATIONS, APPLICATION_INSTANCES)
-            for item in (await kube.list(resource, kube_namespace))["items"]
-        ]
-        if not left:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{left} in {kube_namespace} not deleted after {TIMEOUT}s")
+    return key
 
 
 async def start(kube: KubeClient, target: ObjectKey, type_: str, params: JsonObj) -> None:
