@@ -216,9 +216,6 @@ def run_demo(args: argparse.Namespace) -> int:
         _find_inputs(demo)
         _start_kubernetes(demo)
         _install_crds(demo)
-        _start_nodes(demo)
-        _serve_charts(demo)
-        _start_flux(demo)
         code = asyncio.run(_pull_loop(demo))
     except DemoFailedError as err:
         _report_failure(demo, err)
@@ -275,7 +272,7 @@ def _report_failure(demo: Demo, err: DemoFailedError) -> None:
     demo.out.say(f"FAILED {err.step}: {err.message}")
 
 
-# -- steps 1-6: synchronous, on the main thread -----------------------------------------------
+# -- steps 1-3, and 6-8 inside the loop: synchronous, on the main thread ------------------------
 
 
 def _find_inputs(demo: Demo) -> None:
@@ -350,15 +347,13 @@ def _start_kubernetes(demo: Demo) -> None:
 def _install_crds(demo: Demo) -> None:
     assert demo.plane is not None
     with demo.out.step("crds"):
-        rest = demo.plane.rest()
-        own = install_crds(
-            rest, [crdgen.crd(info) for info in crdgen.RESOURCES], timeout=demo.timeout
-        )
-        third = install_crds(rest, demo.third_party_crds, timeout=demo.timeout)
-        kinds = ", ".join(name.split(".", 1)[0] for name in own)
+        own = [crdgen.crd(info) for info in crdgen.RESOURCES]
+        # One call: every CRD applied, then all waited for together.
+        install_crds(demo.plane.rest(), [*own, *demo.third_party_crds], timeout=demo.timeout)
+        kinds = ", ".join(crd["spec"]["names"]["plural"] for crd in own)
         demo.out.detail(
-            f"{len(own)} vworkspace CRDs ({kinds}) and {len(third)} Flux/Velero/Argo CRDs "
-            "Established"
+            f"{len(own)} vworkspace CRDs ({kinds}) and {len(demo.third_party_crds)} "
+            "Flux/Velero/Argo CRDs Established"
         )
 
 
@@ -425,7 +420,7 @@ def _stop_cluster(demo: Demo) -> None:
     )
 
 
-# -- steps 7 on: one asyncio loop, so the in-process mock serves while the demo waits ---------
+# -- steps 4 on: one asyncio loop, so the in-process mock serves while the demo waits ---------
 
 
 async def _pull_loop(demo: Demo) -> int:
@@ -434,6 +429,11 @@ async def _pull_loop(demo: Demo) -> int:
     try:
         await _start_mock(demo)
         await _start_operator(demo)
+        # Synchronous, on the main thread (PDEATHSIG), while the operator boots: the loop does
+        # not serve the mock meanwhile, and nobody calls it before the cluster is registered.
+        _start_nodes(demo)
+        _serve_charts(demo)
+        _start_flux(demo)
         await _register(demo)
         await _enqueue(demo)
         await _await_ack(demo)
@@ -569,13 +569,18 @@ async def _start_operator(demo: Demo) -> None:
         log.unlink(missing_ok=True)
         demo.operator = ManagedProcess(name="operator", argv=[sys.executable, *argv], log_path=log)
         demo.operator.start()
+        demo.probes_url = f"http://{probes}/readyz"
         demo.out.detail(f"POD_NAMESPACE={OPERATOR_NAMESPACE} python {shlex.join(argv)}")
-        await wait_for(
-            demo, what="the operator's /readyz", probe=_http_ok(f"http://{probes}/readyz")
-        )
         demo.out.detail(
-            f"operator ready (pid {demo.operator.pid}, log {log}), as {demo.operator_identity}"
+            f"pid {demo.operator.pid}, log {log}, as {demo.operator_identity}; it boots while "
+            "the next steps run"
         )
+
+
+async def _await_operator(demo: Demo) -> None:
+    assert demo.operator is not None
+    await wait_for(demo, what="the operator's /readyz", probe=_http_ok(demo.probes_url))
+    demo.out.detail(f"operator ready (/readyz answers 200): {demo.operator_identity}")
 
 
 def _http_ok(url: str) -> Callable[[], Awaitable[bool | None]]:
@@ -604,7 +609,16 @@ async def _register(demo: Demo) -> None:
             "--allow-insecure-control-plane",
         ]
         demo.out.detail(f"python {shlex.join(argv)}")
-        code = await _run_child(demo, argv, what="`python -m vworkspace register` to finish")
+        # Both at once: register applies the Cluster and waits for the operator to act on it.
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(_await_operator(demo))
+                child = group.create_task(
+                    _run_child(demo, argv, what="`python -m vworkspace register` to finish")
+                )
+        except ExceptionGroup as errors:  # the first failure, as the step's own
+            raise errors.exceptions[0] from None
+        code = child.result()
         if code != 0:
             raise RuntimeError(f"`python -m vworkspace register` exited with {code}")
         if demo.mock.state.token_for(CLUSTER_ID) is None:

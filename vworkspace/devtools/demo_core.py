@@ -46,6 +46,7 @@ SCHEDULER_LOG = "kubernetes/logs/kube-scheduler.*.log"
 WORKLOADS_LOG = "kubernetes/logs/kube-controller-manager-workloads.*.log"
 SOURCE_LOG = "flux/logs/source-controller.log"
 HELM_LOG = "flux/logs/helm-controller.log"
+FLUX_LOGS = "flux/logs/"
 OPERATOR_LOG = "operator.log"
 MOCK_LOG = "mock-control-plane.log"
 
@@ -65,6 +66,10 @@ STEPS = {
         (KUBE_LOGS,),
     ),
     "crds": Step("install the CRDs: vworkspace's own, Flux, Velero, Argo Workflows", (KUBE_LOGS,)),
+    "mock": Step("start the mock vWorkspace control plane: it sends jobs, receives status"),
+    "operator": Step(
+        "start the operator (python -m vworkspace run) with its Pull agent", (OPERATOR_LOG,)
+    ),
     "nodes": Step(
         "start simulated Nodes: kube-scheduler, the Deployment controllers, kwok",
         (KWOK_LOG, SCHEDULER_LOG, WORKLOADS_LOG),
@@ -74,10 +79,6 @@ STEPS = {
         "start Flux: source-controller fetches charts, helm-controller installs them",
         (SOURCE_LOG, HELM_LOG),
     ),
-    "mock": Step("start the mock vWorkspace control plane: it sends jobs, receives status"),
-    "operator": Step(
-        "start the operator (python -m vworkspace run) with its Pull agent", (OPERATOR_LOG,)
-    ),
     "register": Step("register this cluster with the control plane", (OPERATOR_LOG,)),
     "enqueue": Step("control plane: queue an apply job for an ApplicationInstance", (MOCK_LOG,)),
     "ack": Step("agent: fetch the job over its long poll and ack it", (OPERATOR_LOG, MOCK_LOG)),
@@ -86,7 +87,9 @@ STEPS = {
     "source": Step(
         "operator: create the chart source (HelmRepository) and the HelmRelease", (OPERATOR_LOG,)
     ),
-    "fetched": Step("source-controller: fetch the repository index and the chart", (SOURCE_LOG,)),
+    "fetched": Step(
+        "source-controller: fetch the repository index and the chart", (SOURCE_LOG, HELM_LOG)
+    ),
     "installed": Step("helm-controller: install the chart (Deployment, Service, ...)", (HELM_LOG,)),
     "available": Step(
         "Kubernetes: the Deployment becomes Available, its Pods Running on kwok Nodes",
@@ -106,6 +109,15 @@ SIGNED_STEPS = {
         "enqueue a job changed after signing: the agent must refuse it", (OPERATOR_LOG,)
     ),
 }
+
+
+class ProcessDiedError(RuntimeError):
+    """A process the demo started has exited; ``logs`` are its logs (relative to the work
+    dir), which say more than the step's own."""
+
+    def __init__(self, message: str, *, logs: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.logs = logs
 
 
 class DemoFailedError(Exception):
@@ -145,6 +157,8 @@ class Reporter:
         except DemoFailedError:
             raise
         except Exception as err:  # every failure of a step is reported with the step's name
+            if isinstance(err, ProcessDiedError):
+                self.current_logs = err.logs
             raise DemoFailedError(self.current, _describe(err)) from err
 
 
@@ -180,6 +194,7 @@ class Demo:
     operator_identity: str = "the admin kubeconfig"
     shipped_rbac: bool = False
     metrics_url: str = ""
+    probes_url: str = ""
     kube: KubeClient | None = None
     events: list[JsonObj] = attrs.field(factory=list)
     enqueued_at: float = 0.0
@@ -230,15 +245,22 @@ async def wait_for(
 
 
 def check_processes(demo: Demo) -> None:
-    """Raise (naming the process and its log tail) if anything the demo started has died."""
+    """Raise :class:`ProcessDiedError` (naming the process, its log and the log's tail) if
+    anything the demo started has died."""
     if demo.operator is not None:
         code = demo.operator.exit_code()
         if code is not None:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
-            raise RuntimeError(
+            raise ProcessDiedError(
                 f"the operator {how}; the end of {demo.operator.log_path}:\n"
-                f"{demo.operator.log_tail(20)}"
+                f"{demo.operator.log_tail(20)}",
+                logs=(OPERATOR_LOG,),
             )
-    for part in (demo.plane, demo.nodes, demo.flux):
-        if part is not None:
+    parts = ((demo.plane, (KUBE_LOGS,)), (demo.nodes, (KWOK_LOG,)), (demo.flux, (FLUX_LOGS,)))
+    for part, logs in parts:
+        if part is None:
+            continue
+        try:
             part.check_alive()
+        except RuntimeError as err:  # ControlPlaneError, KwokError, FluxError
+            raise ProcessDiedError(str(err), logs=logs) from None

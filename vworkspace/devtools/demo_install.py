@@ -101,7 +101,10 @@ async def _source(demo: Demo, kube: KubeClient) -> None:
 
 
 async def _fetched(demo: Demo, kube: KubeClient) -> None:
+    """helm-controller makes a HelmChart of the HelmRelease (named in its status); source-
+    controller fetches the repository's index and then the chart into an artifact."""
     assert demo.release is not None
+    watches: dict[str, Watch] = {}
 
     async def fetched() -> tuple[JsonObj, JsonObj] | None:
         release = await _release_now(demo)
@@ -109,20 +112,26 @@ async def _fetched(demo: Demo, kube: KubeClient) -> None:
         if "/" not in name:
             return None
         namespace, chart_name = name.split("/", 1)
-        chart = Watch(kube, HELM_CHARTS, ObjectKey(namespace, chart_name))
-        found = await chart.fetch()
-        if found is None or not ready_now(found):
+        chart_watch = watches.setdefault(
+            "chart", Watch(kube, HELM_CHARTS, ObjectKey(namespace, chart_name))
+        )
+        chart = await chart_watch.fetch()
+        if chart is None:
             return None
-        repo_name = found["spec"]["sourceRef"]["name"]
-        repo = await Watch(kube, HELM_REPOSITORIES, ObjectKey(namespace, repo_name)).fetch()
-        return (repo, found) if repo is not None and ready_now(repo) else None
+        repo_key = ObjectKey(namespace, chart["spec"]["sourceRef"]["name"])
+        repo = await watches.setdefault("repo", Watch(kube, HELM_REPOSITORIES, repo_key)).fetch()
+        done = repo is not None and ready_now(repo) and ready_now(chart)
+        return (repo, chart) if done and repo is not None else None
+
+    def explain() -> str:
+        assert demo.release is not None
+        if "chart" not in watches:
+            return f"{demo.release.explain()}; no HelmChart yet (helm-controller makes it)"
+        return "; ".join(watch.explain() for watch in watches.values())
 
     with demo.out.step("fetched"):
         repo, chart = await wait_for(
-            demo,
-            what="the HelmRepository and HelmChart Ready",
-            probe=fetched,
-            explain=demo.release.explain,
+            demo, what="the HelmRepository and HelmChart Ready", probe=fetched, explain=explain
         )
         meta = chart["metadata"]
         demo.out.detail(
@@ -250,12 +259,12 @@ async def _reported(demo: Demo) -> None:
             what=f"a Ready=True condition event for {key} at the control plane",
             probe=delivered,
         )
-        readies = [
-            f"{c.get('status')}/{c.get('reason')}"
-            for event in demo.events
-            for c in event.get("conditions") or []
-            if c.get("type") == "Ready"
-        ]
+        readies: list[str] = []
+        for event in demo.events:
+            for cond in event.get("conditions") or []:
+                state = f"{cond.get('status')}/{cond.get('reason')}"
+                if cond.get("type") == "Ready" and readies[-1:] != [state]:
+                    readies.append(state)
         demo.out.detail(
             f"{len(demo.events)} condition events for ApplicationInstance {key} at the control "
             f"plane; Ready went {' -> '.join(readies)}, "

@@ -105,9 +105,12 @@ class Watch:
         """What it last said, for a step that timed out."""
         if self.last is None:
             return f"{self.name} does not exist"
+        seen = f"conditions seen {self.log.text()}" if self.log.seen else "no conditions yet"
         ready = condition(self.last, "Ready")
+        if not ready:
+            return f"{self.name}: {seen}"
         message = f": {ready['message']}" if ready.get("message") else ""
-        return f"{self.name}: conditions seen {self.log.text()}; now {state_of(ready)}{message}"
+        return f"{self.name}: {seen}; now {state_of(ready)}{message}"
 
 
 async def released_deployments(kube: KubeClient, release: ObjectKey) -> list[JsonObj]:
