@@ -120,7 +120,9 @@ async def _fetched(demo: Demo, kube: KubeClient) -> None:
             return None
         repo_key = ObjectKey(namespace, chart["spec"]["sourceRef"]["name"])
         repo = await watches.setdefault("repo", Watch(kube, HELM_REPOSITORIES, repo_key)).fetch()
-        done = repo is not None and ready_now(repo) and ready_now(chart)
+        # Ready can be written a moment before the artifact helm-controller downloads.
+        artifact = (chart.get("status") or {}).get("artifact")
+        done = repo is not None and ready_now(repo) and ready_now(chart) and bool(artifact)
         return (repo, chart) if done and repo is not None else None
 
     def explain() -> str:
