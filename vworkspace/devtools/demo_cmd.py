@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -79,6 +80,7 @@ from vworkspace.devtools.demo_core import (
     STEPS,
     Demo,
     DemoFailedError,
+    Prepared,
     Reporter,
     check_processes,
     wait_for,
@@ -287,23 +289,31 @@ def _find_inputs(demo: Demo) -> None:
             )
         demo.flux_binaries = find_controllers(env, beside=demo.assets.directory)
         helm = find_helm(env)
-        demo.third_party, demo.third_party_crds = _third_party_crds()
+        demo.third_party = ensure_third_party_crds(env)
         demo.instance = _instance(chart_url="")  # the chart's URL once the repository serves
+        demo.prepared = _prepare(demo, env)
         demo.out.detail(
             f"binaries: {demo.assets.directory} ({demo.assets.source}): Kubernetes, kwok, "
             f"{helm.name}, source-controller {VERSIONS['source-controller']}, helm-controller "
             f"{VERSIONS['helm-controller']}"
         )
-        crds = len(demo.third_party_crds)
-        demo.out.detail(f"CRDs: {crds} Flux/Velero/Argo in {demo.third_party}")
+        demo.out.detail(f"CRDs: Flux/Velero/Argo in {demo.third_party}")
 
 
-def _third_party_crds() -> tuple[Path, list[JsonObj]]:
-    folder = ensure_third_party_crds(os.environ)
-    crds = load_crds([folder])
-    if not crds:
-        raise RuntimeError(f"no CustomResourceDefinition in {folder} (set {THIRD_PARTY_ENV})")
-    return folder, crds
+def _prepare(demo: Demo, env: dict[str, str]) -> Prepared:
+    """Start what needs no cluster in worker threads, while Kubernetes starts: the CRDs parsed,
+    the charts packaged and served, the manifests rendered (about 2 s of work, off the critical
+    path). Each result is taken, and its failure reported, by the step that needs it."""
+    assert demo.third_party is not None
+    pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="demo-prepare")
+    kubectl = find_kubectl(env)
+    prepared = Prepared(
+        crds=pool.submit(load_crds, [demo.third_party]),
+        charts=pool.submit(start_chart_repository, env, work_dir=demo.workdir / "charts"),
+        rendering=pool.submit(render_manifests, kubectl, MANIFESTS) if kubectl else None,
+    )
+    pool.shutdown(wait=False)  # the threads end with their one task each
+    return prepared
 
 
 def _instance(*, chart_url: str) -> JsonObj:
@@ -347,13 +357,19 @@ def _start_kubernetes(demo: Demo) -> None:
 def _install_crds(demo: Demo) -> None:
     assert demo.plane is not None
     with demo.out.step("crds"):
+        assert demo.prepared is not None
+        third = demo.prepared.crds.result(timeout=demo.timeout)
+        if not third:
+            raise RuntimeError(
+                f"no CustomResourceDefinition in {demo.third_party} (set {THIRD_PARTY_ENV})"
+            )
         own = [crdgen.crd(info) for info in crdgen.RESOURCES]
         # One call: every CRD applied, then all waited for together.
-        install_crds(demo.plane.rest(), [*own, *demo.third_party_crds], timeout=demo.timeout)
+        install_crds(demo.plane.rest(), [*own, *third], timeout=demo.timeout)
         kinds = ", ".join(crd["spec"]["names"]["plural"] for crd in own)
         demo.out.detail(
-            f"{len(own)} vworkspace CRDs ({kinds}) and {len(demo.third_party_crds)} "
-            "Flux/Velero/Argo CRDs Established"
+            f"{len(own)} vworkspace CRDs ({kinds}) and {len(third)} Flux/Velero/Argo CRDs "
+            "Established"
         )
 
 
@@ -374,7 +390,8 @@ def _start_nodes(demo: Demo) -> None:
 
 def _serve_charts(demo: Demo) -> None:
     with demo.out.step("charts"):
-        demo.charts = start_chart_repository(dict(os.environ), work_dir=demo.workdir / "charts")
+        assert demo.prepared is not None
+        demo.charts = demo.prepared.charts.result(timeout=demo.timeout)
         demo.instance = _instance(chart_url=demo.charts.url)
         demo.out.detail(
             f"{demo.charts.url}/index.yaml: {DEMO_CHART} 0.1.0 and 0.2.0 "
@@ -402,6 +419,10 @@ def _start_flux(demo: Demo) -> None:
 def _stop_cluster(demo: Demo) -> None:
     """Everything the synchronous steps started, in reverse order."""
     started = time.monotonic()
+    if demo.charts is None and demo.prepared is not None:
+        # Started in the background but not taken yet (a failure or Ctrl-C before step 7).
+        with contextlib.suppress(Exception):
+            demo.charts = demo.prepared.charts.result()
     if demo.flux is not None:
         demo.flux.stop(keep_data_dir=True)
     if demo.nodes is not None:
@@ -523,12 +544,11 @@ def _operator_kubeconfig(demo: Demo) -> Path:
     applied; the admin kubeconfig when there is no kubectl to render them."""
     assert demo.plane is not None
     assert demo.kubeconfig is not None
-    kubectl = find_kubectl(os.environ)
-    if kubectl is None:
+    assert demo.prepared is not None
+    if demo.prepared.rendering is None:
         return demo.kubeconfig
-    identity = install_shipped_identity(
-        demo.plane, render_manifests(kubectl, MANIFESTS), namespace=OPERATOR_NAMESPACE
-    )
+    rendered = demo.prepared.rendering.result(timeout=demo.timeout)
+    identity = install_shipped_identity(demo.plane, rendered, namespace=OPERATOR_NAMESPACE)
     token = request_token(
         demo.plane.rest(),
         namespace=identity.namespace,

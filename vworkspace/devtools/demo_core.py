@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -168,6 +169,17 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+@attrs.frozen
+class Prepared:
+    """Work started at step 1 in worker threads, that needs no cluster: the third-party CRDs
+    parsed, the chart repository packaged and serving, ``manifests/`` rendered (None: no
+    kubectl, the operator then uses the admin kubeconfig)."""
+
+    crds: Future[list[JsonObj]]
+    charts: Future[ChartRepository]
+    rendering: Future[list[JsonObj]] | None
+
+
 @attrs.define
 class Demo:
     """What the steps create, for the later steps and for the shutdown."""
@@ -178,7 +190,7 @@ class Demo:
     assets: Assets | None = None
     flux_binaries: dict[str, Path] = attrs.field(factory=dict)
     third_party: Path | None = None
-    third_party_crds: list[JsonObj] = attrs.field(factory=list)
+    prepared: Prepared | None = None
     instance: JsonObj = attrs.field(factory=dict)
     plane: ControlPlane | None = None
     kubeconfig: Path | None = None
