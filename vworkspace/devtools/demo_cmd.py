@@ -35,9 +35,14 @@ Trade-offs:
   process it started is still alive, so a crash fails the step at once with the log tail
   instead of after the timeout; a HelmRelease Flux gave up on fails it at once too.
 
-Steps 1-6 run synchronously on the main thread (the children must be started from it for
-PDEATHSIG); the rest runs in one asyncio loop, because the in-process mock must keep serving
-the agent while the demo waits.
+Every long-running process is started from the main thread (PDEATHSIG is tied to the thread
+that forks): steps 1-3 before the asyncio loop, the rest inside it, which runs on the main thread
+too, because the in-process mock must keep serving the agent while the demo waits. Steps 6-8
+(kwok, the chart repository, Flux) block the loop for a second or two while the operator boots
+in its own process; nothing calls the mock before the cluster is registered. Work that needs no
+cluster (parsing the CRDs, packaging the charts with short-lived ``helm`` calls, rendering
+``manifests/`` with ``kubectl``) runs in worker threads while Kubernetes starts, as the pytest
+fixtures start processes while the chart repository's thread serves.
 """
 
 from __future__ import annotations
