@@ -1,35 +1,48 @@
-"""`python -m vworkspace demo`: one job through the whole Pull loop on this machine, one command.
+"""`python -m vworkspace demo`: one application through the whole Pull loop, installed for real.
 
 It starts a real local Kubernetes control plane (the test substrate: etcd, kube-apiserver,
-kube-controller-manager), installs the vworkspace, Flux and Velero CRDs, starts the mock
-vWorkspace control plane and the operator with its agent, registers the cluster, enqueues an
-``apply`` job for the sample ApplicationInstance and shows each hop: the job acked, the
-ApplicationInstance created, the operator's HelmRelease created, the result ``succeeded`` and the
-condition events back at the control plane. Then it prints where to look and keeps running until
-Ctrl-C (or stops at once with ``--exit``).
+kube-controller-manager), simulated Nodes (kube-scheduler, the Deployment controllers and kwok
+playing the kubelet), a Helm chart repository on 127.0.0.1 holding the project's demo-app chart,
+Flux's real source-controller and helm-controller, the mock vWorkspace control plane and the
+operator with its agent. It registers the cluster, queues one ``apply`` job for an
+ApplicationInstance of demo-app 0.1.0 with two replicas, and shows each hop as it happens:
+the job acked, the instance applied, the job's result, the operator's HelmRepository and
+HelmRelease, the chart fetched by source-controller, installed by helm-controller, the
+Deployment Available with its Pods on kwok Nodes, the HelmRelease Ready, the instance Ready, and
+Ready=True back at the control plane (:mod:`vworkspace.devtools.demo_install`). Then it prints
+where to look and keeps running until Ctrl-C (or stops at once with ``--exit``).
 
 Trade-offs:
 
-* The cluster is the test substrate, not kind: no Docker and ready in about 5 s, but nothing runs
-  Pods and no Flux controller exists, so the HelmRelease never becomes Ready. The output says so
-  rather than pretending otherwise.
+* The cluster is the test substrate, not kind: no Docker and ready in seconds, but no container
+  ever runs. kwok moves Pods to Running on its Nodes, so Deployments become Available and
+  helm-controller's wait succeeds exactly as on a cluster; what the container would do is not
+  simulated. The binaries come from the cache ``scripts/build-test-assets.sh`` fills.
 * The operator is a child process running exactly ``python -m vworkspace run`` (JSON logs to a
-  file in the work dir), so the demo shows what ``run`` does and its own output stays a short,
-  readable list of steps. Registration goes through ``python -m vworkspace register``, the
-  documented break-glass path, also as a child process.
+  file in the work dir), as its own ServiceAccount with only the RBAC rendered from
+  ``manifests/`` (``vworkspace.testing.identity``; a token kubeconfig, 24 h), so the demo shows
+  what an install on a cluster does and its own output stays a short, readable list of steps.
+  Without kubectl to render the manifests it falls back to the admin kubeconfig and says so.
+  Registration goes through ``python -m vworkspace register``, the documented break-glass path,
+  with the admin kubeconfig, also as a child process.
 * The mock control plane runs in this process. Jobs, results and events go through its admin API
   over HTTP, as a real tool would use it; the one-time registration token and the ack record are
   taken from its in-memory state because its admin API has no endpoints for them.
-* Processes cannot outlive the demo: etcd, kube-apiserver, kube-controller-manager and the operator
-  run in their own sessions (Ctrl-C reaches only this process, which stops them in order) and get
-  SIGKILL from the kernel if this process dies (``vworkspace.testing.processes``).
-* Every wait polls every 0.2 s with a per-step timeout (``--timeout``) and checks that the
-  operator and the control plane are still alive, so a crash fails the step at once with the
-  log tail instead of after the timeout.
+* Processes cannot outlive the demo: etcd, kube-apiserver, the controllers, kwok, Flux and the
+  operator run in their own sessions (Ctrl-C reaches only this process, which stops them in
+  order) and get SIGKILL from the kernel if this process dies (``vworkspace.testing.processes``).
+* Every wait polls every 0.2 s with a per-step timeout (``--timeout``) and checks that every
+  process it started is still alive, so a crash fails the step at once with the log tail
+  instead of after the timeout; a HelmRelease Flux gave up on fails it at once too.
 
-Steps 1-3 run synchronously on the main thread (the control plane's children must be started
-from it for PDEATHSIG); the rest runs in one asyncio loop, because the in-process mock must keep
-serving the agent while the demo waits.
+Every long-running process is started from the main thread (PDEATHSIG is tied to the thread
+that forks): steps 1-3 before the asyncio loop, the rest inside it, which runs on the main thread
+too, because the in-process mock must keep serving the agent while the demo waits. Steps 6-8
+(kwok, the chart repository, Flux) block the loop for a second or two while the operator boots
+in its own process; nothing calls the mock before the cluster is registered. Work that needs no
+cluster (parsing the CRDs, packaging the charts with short-lived ``helm`` calls, rendering
+``manifests/`` with ``kubectl``) runs in worker threads while Kubernetes starts, as the pytest
+fixtures start processes while the chart repository's thread serves.
 """
 
 from __future__ import annotations
@@ -47,178 +60,108 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import aiohttp
 import attrs
 import structlog
-import yaml
 
 from vworkspace.agent.trustedkeys import DEFAULT_NAME as TRUSTED_KEYS
 from vworkspace.api import crdgen
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.keys_cmd import PRIVATE_FILE, PUBLIC_FILE, write_key_pair
 from vworkspace.devtools import testenv_cmd
-from vworkspace.engines.flux import HELM_RELEASES
+from vworkspace.devtools.demo_core import (
+    CLUSTER_ID,
+    KUBE_LOGS,
+    MOCK_LOG,
+    OPERATOR_LOG,
+    POLL_SECONDS,
+    SIGNED_STEPS,
+    STEPS,
+    Demo,
+    DemoFailedError,
+    Prepared,
+    Reporter,
+    check_processes,
+    wait_for,
+)
+from vworkspace.devtools.demo_install import follow_install
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import AlreadyExistsError, NotFoundError
-from vworkspace.kube.resources import (
-    APPLICATION_INSTANCES,
-    CONFIG_MAPS,
-    NAMESPACES,
-    ResourceType,
-)
+from vworkspace.kube.resources import APPLICATION_INSTANCES, CONFIG_MAPS, NAMESPACES
 from vworkspace.mockcontrolplane import AdminClient, MockControlPlane
 from vworkspace.mockcontrolplane.server import ADMIN_HEADER
 from vworkspace.mockcontrolplane.signer import Signer
-from vworkspace.testing.assets import Assets
-from vworkspace.testing.controlplane import ControlPlane
+from vworkspace.testing.chartrepo import DEMO_CHART, find_helm, start_chart_repository
 from vworkspace.testing.crds import (
     THIRD_PARTY_ENV,
     ensure_third_party_crds,
     install_crds,
     load_crds,
 )
+from vworkspace.testing.flux import VERSIONS, Flux, find_controllers
+from vworkspace.testing.identity import (
+    find_kubectl,
+    forbidden_requests,
+    install_shipped_identity,
+    render_manifests,
+    request_token,
+)
+from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.processes import ManagedProcess
 
-T = TypeVar("T")
 JsonObj = dict[str, Any]
 
-CLUSTER_ID = "demo-cluster-1"
 JOB_ID = "demo-apply-1"
 OPERATOR_NAMESPACE = "vworkspace-system"
 FIELD_MANAGER = "vworkspace-demo"
-POLL_SECONDS = 0.2
-SAMPLE = Path(__file__).resolve().parents[2] / "manifests/samples/applicationinstance-helm.yaml"
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+# The application: demo-app (tests/fixtures/charts) with two replicas, on two simulated Nodes.
+INSTANCE = ObjectKey("demo", "hello")
+CHART_VERSION = "0.1.0"
+REPLICAS = 2
+NODES = 2
+# The operator's ServiceAccount token: long enough for a demo left running for a day.
+TOKEN_SECONDS = 24 * 3600
 # A user's agent settings would win over the credentials Secret that registration writes.
 AGENT_ENV_OVERRIDES = ("CONTROL_PLANE_BASE_URL", "VWORKSPACE_CLUSTER_ID", "VWORKSPACE_AGENT_TOKEN")
-
-STEPS = {
-    "inputs": "find the Kubernetes binaries, the CRDs and the sample application",
-    "kubernetes": "start the local Kubernetes control plane",
-    "crds": "install the CRDs (vworkspace, Flux, Velero, Argo Workflows)",
-    "mock": "start the mock vWorkspace control plane",
-    "operator": "start the operator with the Pull agent",
-    "register": "register the cluster with the control plane",
-    "enqueue": "enqueue an apply job at the control plane",
-    "ack": "wait for the agent to fetch and ack the job",
-    "instance": "wait for the ApplicationInstance",
-    "helmrelease": "wait for the operator's HelmRelease",
-    "result": "wait for the job result at the control plane",
-    "events": "wait for condition events at the control plane",
-}
-# --signed: one more step, after which a tampered job must be refused.
-SIGNED_STEPS = {
-    **STEPS,
-    "tampered": "enqueue a job changed after signing: the agent must refuse it",
-}
 KEY_ID = "demo-key-1"
 TAMPERED_JOB_ID = "demo-tampered-1"
 
 DESCRIPTION = """\
-Run the whole Pull loop on this machine: a real local Kubernetes control plane (etcd,
-kube-apiserver, kube-controller-manager), the vworkspace, Flux and Velero CRDs, the mock
-vWorkspace control plane, the operator with its agent (`python -m vworkspace run
---agent-enabled`, a child process), cluster registration (`python -m vworkspace register`), and
-one `apply` job for manifests/samples/applicationinstance-helm.yaml. Each step is printed as it
+Run the whole Pull loop on this machine, with real controllers: a local Kubernetes control
+plane (etcd, kube-apiserver, kube-controller-manager), simulated Nodes (kube-scheduler, the
+Deployment controllers, kwok), a Helm chart repository on 127.0.0.1 with the demo-app chart,
+Flux's source-controller and helm-controller, the mock vWorkspace control plane, and the operator
+with its agent (`python -m vworkspace run --agent-enabled`, a child process, as its own
+ServiceAccount). After cluster registration (`python -m vworkspace register`), one `apply` job
+for an ApplicationInstance of demo-app goes from the control plane to the agent, the operator
+makes a HelmRelease of it, Flux installs the chart, its Deployment becomes Available on the
+simulated Nodes, and Ready=True goes back to the control plane. Each step is printed as it
 happens; then the kubeconfig, the mock's admin URL and the log paths are printed and everything
 keeps running until Ctrl-C."""
 
 EPILOG = """\
 needs:
-  the Kubernetes binaries ($VWORKSPACE_TEST_ASSETS, $KUBEBUILDER_ASSETS or the cache filled by
-  scripts/build-test-assets.sh) and the Flux/Velero/Argo CRDs (the cache filled from the Go module
-  proxy by scripts/fetch-third-party-crds.sh; $VWORKSPACE_THIRD_PARTY_CRDS overrides).
+  the binaries ($VWORKSPACE_TEST_ASSETS, $KUBEBUILDER_ASSETS or the cache filled by
+  scripts/build-test-assets.sh: Kubernetes, kube-scheduler, kwok, helm, source-controller,
+  helm-controller) and the Flux/Velero/Argo CRDs (the cache filled from the Go module proxy by
+  scripts/fetch-third-party-crds.sh; $VWORKSPACE_THIRD_PARTY_CRDS overrides).
   scripts/dev-pull-loop.sh prepares .venv, the binaries and the CRDs, then runs this command.
 
-No Flux controller runs here, so the HelmRelease is created but never becomes Ready.
-Exit codes: 0 success (also after Ctrl-C), 1 a step failed, 130 interrupted during a step.
+Exit codes: 0 success (also after Ctrl-C), 1 a step failed (the message names the step and the
+log to read), 130 interrupted during a step.
 
 examples:
   python -m vworkspace demo                         run, then keep everything up until Ctrl-C
-  python -m vworkspace demo --exit                  stop right after the summary (CI)
+  python -m vworkspace demo --exit                  stop once Ready=True is at the control plane
   python -m vworkspace demo --signed --exit         signed jobs required; a tampered job refused
   python -m vworkspace demo --workdir ./demo --timeout 120"""
-
-
-class DemoFailedError(Exception):
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(f"{step}: {message}")
-        self.step = step
-        self.message = message
-
-
-class Reporter:
-    """Numbered step lines with the seconds since the demo started."""
-
-    def __init__(self, steps: dict[str, str] | None = None) -> None:
-        self.started = time.monotonic()
-        self.current = "startup"
-        self.steps = steps or STEPS
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def say(self, text: str) -> None:
-        print(f"[{self.elapsed():6.1f}s] {text}", flush=True)
-
-    def detail(self, text: str) -> None:
-        self.say(f"      {text}")
-
-    @contextlib.contextmanager
-    def step(self, key: str) -> Iterator[None]:
-        steps = self.steps
-        number = list(steps).index(key) + 1
-        self.current = f"step {number}/{len(steps)} ({steps[key]})"
-        self.say(f"{number:>2}/{len(steps)} {steps[key]}")
-        try:
-            yield
-        except DemoFailedError:
-            raise
-        except Exception as err:  # every failure of a step is reported with the step's name
-            raise DemoFailedError(self.current, _describe(err)) from err
-
-
-def _describe(err: BaseException) -> str:
-    if isinstance(err, (RuntimeError, TimeoutError, LookupError)):
-        return str(err)
-    return f"{type(err).__name__}: {err}"
-
-
-@attrs.define
-class Demo:
-    """What the steps create, for the later steps and for the shutdown."""
-
-    args: argparse.Namespace
-    workdir: Path
-    out: Reporter = attrs.field(factory=Reporter)
-    assets: Assets | None = None
-    third_party: Path | None = None
-    third_party_crds: list[JsonObj] = attrs.field(factory=list)
-    sample: JsonObj = attrs.field(factory=dict)
-    plane: ControlPlane | None = None
-    kubeconfig: Path | None = None
-    mock: MockControlPlane | None = None
-    mock_log: IO[str] | None = None
-    admin: AdminClient | None = None
-    admin_token: str = ""
-    registration_token: str = ""
-    operator: ManagedProcess | None = None
-    kube: KubeClient | None = None
-    events: list[JsonObj] = attrs.field(factory=list)
-    stop: asyncio.Event | None = None
-    interruptible: bool = True
-
-    @property
-    def timeout(self) -> float:
-        return float(self.args.timeout)
-
-    def sample_key(self) -> ObjectKey:
-        meta = self.sample["metadata"]
-        return ObjectKey(meta.get("namespace") or "demo", meta["name"])
 
 
 def _seconds(text: str) -> float:
@@ -273,11 +216,7 @@ def add_parser(commands: Any, *, summary: str) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     workdir = _workdir(args.workdir)
     demo = Demo(args=args, workdir=workdir, out=Reporter(SIGNED_STEPS if args.signed else STEPS))
-    signed = ", signed jobs only" if args.signed else ""
-    print(
-        f"vworkspace demo: one job through the Pull loop on this machine{signed} "
-        f"(work dir {workdir})"
-    )
+    _print_intro(demo)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     code = 1
     try:
@@ -294,15 +233,34 @@ def run_demo(args: argparse.Namespace) -> int:
         # The stop is bounded (SIGKILL after 10 s per process); a second Ctrl-C must not cut it.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _stop_kubernetes(demo)
+        _stop_cluster(demo)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, previous)
     if code == 1:
-        logs = f"; logs are in {workdir}" if demo.plane is not None else ""
-        print(f"demo failed at {demo.out.current}{logs}", flush=True)
+        print(f"demo failed: {demo.out.current} did not happen{_read_logs(demo)}", flush=True)
     if args.workdir is None and not any(workdir.iterdir()):
         workdir.rmdir()  # nothing was started: leave no empty temporary directory behind
     return code
+
+
+def _print_intro(demo: Demo) -> None:
+    signed = " Jobs must be signed (--signed)." if demo.args.signed else ""
+    print(
+        "vworkspace demo: a mock vWorkspace control plane sends one application job; the "
+        "operator\n"
+        "pulls it and Flux installs the chart for real, onto simulated Nodes, on a local "
+        f"Kubernetes.{signed}\n"
+        f"  work dir: {demo.workdir} (kubeconfig; every log: {OPERATOR_LOG}, {MOCK_LOG}, "
+        f"flux/logs/, {KUBE_LOGS})",
+        flush=True,
+    )
+
+
+def _read_logs(demo: Demo) -> str:
+    logs = demo.out.current_logs
+    if not logs or demo.plane is None:
+        return ""
+    return f"; read {demo.log_paths(logs)}"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -321,35 +279,70 @@ def _report_failure(demo: Demo, err: DemoFailedError) -> None:
     demo.out.say(f"FAILED {err.step}: {err.message}")
 
 
-# -- steps 1-3: synchronous, on the main thread -----------------------------------------------
+# -- steps 1-3, and 6-8 inside the loop: synchronous, on the main thread ------------------------
 
 
 def _find_inputs(demo: Demo) -> None:
     with demo.out.step("inputs"):
+        env = dict(os.environ)
         demo.assets = testenv_cmd.find_assets(build=False)
-        demo.third_party, demo.third_party_crds = _third_party_crds()
-        demo.sample = _load_sample(SAMPLE)
-        demo.out.detail(f"Kubernetes binaries: {demo.assets.directory} ({demo.assets.source})")
-        crds = demo.third_party_crds
-        demo.out.detail(f"Flux/Velero/Argo CRDs: {len(crds)} in {demo.third_party}")
-        demo.out.detail(f"sample: {SAMPLE}")
+        missing = demo.assets.missing_for_nodes()
+        if missing:
+            raise RuntimeError(
+                f"simulated Nodes need {', '.join(missing)} in {demo.assets.directory}: "
+                "run scripts/build-test-assets.sh"
+            )
+        demo.flux_binaries = find_controllers(env, beside=demo.assets.directory)
+        helm = find_helm(env)
+        demo.third_party = ensure_third_party_crds(env)
+        demo.instance = _instance(chart_url="")  # the chart's URL once the repository serves
+        demo.prepared = _prepare(demo, env)
+        demo.out.detail(
+            f"binaries: {demo.assets.directory} ({demo.assets.source}): Kubernetes, kwok, "
+            f"{helm.name}, source-controller {VERSIONS['source-controller']}, helm-controller "
+            f"{VERSIONS['helm-controller']}"
+        )
+        demo.out.detail(f"CRDs: Flux/Velero/Argo in {demo.third_party}")
 
 
-def _third_party_crds() -> tuple[Path, list[JsonObj]]:
-    folder = ensure_third_party_crds(os.environ)
-    crds = load_crds([folder])
-    if not crds:
-        raise RuntimeError(f"no CustomResourceDefinition in {folder} (set {THIRD_PARTY_ENV})")
-    return folder, crds
+def _prepare(demo: Demo, env: dict[str, str]) -> Prepared:
+    """Start what needs no cluster in worker threads, while Kubernetes starts: the CRDs parsed,
+    the charts packaged and served, the manifests rendered (about 2 s of work, off the critical
+    path). Each result is taken, and its failure reported, by the step that needs it."""
+    assert demo.third_party is not None
+    pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="demo-prepare")
+    kubectl = find_kubectl(env)
+    prepared = Prepared(
+        crds=pool.submit(load_crds, [demo.third_party]),
+        charts=pool.submit(start_chart_repository, env, work_dir=demo.workdir / "charts"),
+        rendering=pool.submit(render_manifests, kubectl, MANIFESTS) if kubectl else None,
+    )
+    pool.shutdown(wait=False)  # the threads end with their one task each
+    return prepared
 
 
-def _load_sample(path: Path) -> JsonObj:
-    if not path.is_file():
-        raise RuntimeError(f"the sample {path} is missing (run the demo from a checkout)")
-    sample = yaml.safe_load(path.read_text())
-    if not isinstance(sample, dict) or sample.get("kind") != "ApplicationInstance":
-        raise RuntimeError(f"{path} is not an ApplicationInstance")
-    return sample
+def _instance(*, chart_url: str) -> JsonObj:
+    """The ApplicationInstance the job carries: demo-app from the local chart repository."""
+    return {
+        "apiVersion": "apps.vworkspace.io/v1alpha1",
+        "kind": "ApplicationInstance",
+        "metadata": {"name": INSTANCE.name, "namespace": INSTANCE.namespace},
+        "spec": {
+            "appRef": {"catalogId": DEMO_CHART},
+            "mode": "managed",
+            "chart": {
+                "sourceType": "helm",
+                "url": chart_url,
+                "name": DEMO_CHART,
+                "version": CHART_VERSION,
+            },
+            "release": {"name": INSTANCE.name, "namespace": INSTANCE.namespace},
+            "values": {
+                "source": "inline",
+                "inline": {"replicas": REPLICAS, "message": "hello from the vworkspace demo"},
+            },
+        },
+    }
 
 
 def _start_kubernetes(demo: Demo) -> None:
@@ -360,40 +353,100 @@ def _start_kubernetes(demo: Demo) -> None:
         )
         demo.plane.start()
         demo.kubeconfig = testenv_cmd.copy_kubeconfig(demo.plane, demo.workdir / "kubeconfig")
-        parts = "etcd, kube-apiserver" + (
-            ", kube-controller-manager" if demo.plane.with_controller_manager else ""
-        )
         demo.out.detail(
-            f"API server {demo.plane.server} ready in {demo.plane.startup_seconds or 0:.1f}s "
-            f"({parts})"
+            f"API server {demo.plane.server} ready in {demo.plane.startup_seconds or 0:.1f}s; "
+            f"kubeconfig {demo.kubeconfig}"
         )
 
 
 def _install_crds(demo: Demo) -> None:
     assert demo.plane is not None
     with demo.out.step("crds"):
-        rest = demo.plane.rest()
-        own = install_crds(
-            rest, [crdgen.crd(info) for info in crdgen.RESOURCES], timeout=demo.timeout
+        assert demo.prepared is not None
+        third = demo.prepared.crds.result(timeout=demo.timeout)
+        if not third:
+            raise RuntimeError(
+                f"no CustomResourceDefinition in {demo.third_party} (set {THIRD_PARTY_ENV})"
+            )
+        own = [crdgen.crd(info) for info in crdgen.RESOURCES]
+        # One call: every CRD applied, then all waited for together.
+        install_crds(demo.plane.rest(), [*own, *third], timeout=demo.timeout)
+        kinds = ", ".join(crd["spec"]["names"]["plural"] for crd in own)
+        demo.out.detail(
+            f"{len(own)} vworkspace CRDs ({kinds}) and {len(third)} Flux/Velero/Argo CRDs "
+            "Established"
         )
-        third = install_crds(rest, demo.third_party_crds, timeout=demo.timeout)
-        demo.out.detail(f"{len(own)} vworkspace CRDs Established: {', '.join(own)}")
-        demo.out.detail(f"{len(third)} Flux/Velero/Argo CRDs Established: {', '.join(third)}")
 
 
-def _stop_kubernetes(demo: Demo) -> None:
+def _start_nodes(demo: Demo) -> None:
+    assert demo.plane is not None
+    assert demo.assets is not None
+    with demo.out.step("nodes"):
+        demo.nodes = KwokNodes(
+            plane=demo.plane, assets=demo.assets, count=NODES, ready_timeout=demo.timeout
+        )
+        demo.nodes.start()
+        demo.out.detail(
+            f"{len(demo.nodes.names)} Nodes Ready in {demo.nodes.ready_seconds or 0:.1f}s "
+            f"({', '.join(demo.nodes.names)}): kwok plays their kubelet, so Pods go Running "
+            "without containers"
+        )
+
+
+def _serve_charts(demo: Demo) -> None:
+    with demo.out.step("charts"):
+        assert demo.prepared is not None
+        demo.charts = demo.prepared.charts.result(timeout=demo.timeout)
+        demo.instance = _instance(chart_url=demo.charts.url)
+        demo.out.detail(
+            f"{demo.charts.url}/index.yaml: {DEMO_CHART} 0.1.0 and 0.2.0 "
+            "(tests/fixtures/charts/demo-app: a Deployment, a Service, a ConfigMap)"
+        )
+
+
+def _start_flux(demo: Demo) -> None:
+    assert demo.plane is not None
+    with demo.out.step("flux"):
+        demo.flux = Flux(
+            plane=demo.plane,
+            binaries=demo.flux_binaries,
+            data_dir=demo.workdir / "flux",
+            start_timeout=demo.timeout,
+        )
+        demo.flux.start()
+        demo.out.detail(
+            f"source-controller {VERSIONS['source-controller']} and helm-controller "
+            f"{VERSIONS['helm-controller']} ready in {demo.flux.startup_seconds or 0:.1f}s "
+            f"(logs {demo.workdir / 'flux' / 'logs'})"
+        )
+
+
+def _stop_cluster(demo: Demo) -> None:
+    """Everything the synchronous steps started, in reverse order."""
+    started = time.monotonic()
+    if demo.charts is None and demo.prepared is not None:
+        # Started in the background but not taken yet (a failure or Ctrl-C before step 7).
+        with contextlib.suppress(Exception):
+            demo.charts = demo.prepared.charts.result()
+    if demo.flux is not None:
+        demo.flux.stop(keep_data_dir=True)
+    if demo.nodes is not None:
+        with contextlib.suppress(Exception):  # deleting the Nodes needs a live API server
+            demo.nodes.stop()
+    if demo.charts is not None:
+        demo.charts.stop()
     if demo.plane is None:
         return
-    started = time.monotonic()
     demo.plane.stop()
     shutil.rmtree(demo.workdir / "kubernetes" / "etcd", ignore_errors=True)
+    shutil.rmtree(demo.workdir / "flux" / "storage", ignore_errors=True)
     demo.out.say(
-        f"stopped the Kubernetes control plane in {time.monotonic() - started:.1f}s; "
-        f"logs kept in {demo.workdir}"
+        f"stopped Flux, kwok and the Kubernetes control plane in "
+        f"{time.monotonic() - started:.1f}s; logs kept in {demo.workdir}"
     )
 
 
-# -- steps 4-12: one asyncio loop, so the in-process mock serves while the demo waits --------
+# -- steps 4 on: one asyncio loop, so the in-process mock serves while the demo waits ---------
 
 
 async def _pull_loop(demo: Demo) -> int:
@@ -402,12 +455,20 @@ async def _pull_loop(demo: Demo) -> int:
     try:
         await _start_mock(demo)
         await _start_operator(demo)
+        # Synchronous, on the main thread (PDEATHSIG), while the operator boots: the loop does
+        # not serve the mock meanwhile, and nobody calls it before the cluster is registered.
+        _start_nodes(demo)
+        _serve_charts(demo)
+        _start_flux(demo)
         await _register(demo)
         await _enqueue(demo)
-        await _observe(demo)
+        await _await_ack(demo)
+        await _await_instance(demo)
+        await _await_result(demo)
+        await follow_install(demo)
         if demo.args.signed:
             await _tampered(demo)
-        _print_summary(demo)
+        await _print_summary(demo)
         return await _wait_or_exit(demo)
     except DemoFailedError as err:
         _report_failure(demo, err)
@@ -452,7 +513,7 @@ def _configure_mock_log(path: Path) -> IO[str]:
 
 async def _start_mock(demo: Demo) -> None:
     with demo.out.step("mock"):
-        demo.mock_log = _configure_mock_log(demo.workdir / "mock-control-plane.log")
+        demo.mock_log = _configure_mock_log(demo.workdir / MOCK_LOG)
         demo.admin_token = secrets.token_hex(8)
         signer = _signing_key(demo) if demo.args.signed else None
         demo.mock = await MockControlPlane(
@@ -461,8 +522,10 @@ async def _start_mock(demo: Demo) -> None:
         demo.admin = AdminClient(demo.mock.url, admin_token=demo.admin_token, timeout=10)
         demo.registration_token = f"demo-registration-{secrets.token_hex(6)}"
         demo.mock.add_registration_token(demo.registration_token, CLUSTER_ID)
-        demo.out.detail(f"listening on {demo.mock.url} (agent API /api/agent, admin /api/admin)")
-        demo.out.detail(f"issued a one-time registration token for cluster {CLUSTER_ID}")
+        demo.out.detail(
+            f"{demo.mock.url} (agent API /api/agent, admin /api/admin); one-time registration "
+            f"token issued for cluster {CLUSTER_ID}"
+        )
 
 
 def _free_port() -> int:
@@ -481,6 +544,28 @@ def _operator_environment(demo: Demo) -> None:
             demo.out.detail(f"ignoring ${name} from your environment")
 
 
+def _operator_kubeconfig(demo: Demo) -> Path:
+    """A token kubeconfig of the operator's own ServiceAccount, with the RBAC of ``manifests/``
+    applied; the admin kubeconfig when there is no kubectl to render them."""
+    assert demo.plane is not None
+    assert demo.kubeconfig is not None
+    assert demo.prepared is not None
+    if demo.prepared.rendering is None:
+        return demo.kubeconfig
+    rendered = demo.prepared.rendering.result(timeout=demo.timeout)
+    identity = install_shipped_identity(demo.plane, rendered, namespace=OPERATOR_NAMESPACE)
+    token = request_token(
+        demo.plane.rest(),
+        namespace=identity.namespace,
+        service_account=identity.service_account,
+        seconds=TOKEN_SECONDS,
+    )
+    identity = attrs.evolve(identity, token=token)
+    demo.shipped_rbac = True
+    demo.operator_identity = f"ServiceAccount {identity.namespace}/{identity.service_account}"
+    return identity.write_kubeconfig(demo.workdir / "operator.kubeconfig")
+
+
 async def _start_operator(demo: Demo) -> None:
     assert demo.mock is not None
     assert demo.kubeconfig is not None
@@ -492,27 +577,35 @@ async def _start_operator(demo: Demo) -> None:
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
                 field_manager=FIELD_MANAGER,
             )
-        probes = f"127.0.0.1:{_free_port()}"
+        kubeconfig = await asyncio.to_thread(_operator_kubeconfig, demo)
+        probes, metrics = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+        demo.metrics_url = f"https://{metrics}/metrics"
         argv = [
-            *("-m", "vworkspace", "run", "--kubeconfig", str(demo.kubeconfig), "--agent-enabled"),
+            *("-m", "vworkspace", "run", "--kubeconfig", str(kubeconfig), "--agent-enabled"),
             *("--control-plane-base-url", demo.mock.url, "--log-format", "json"),
             "--allow-insecure-control-plane",  # the demo's mock is plain http on 127.0.0.1
-            *("--health-probe-bind-address", probes),
-            *("--metrics-bind-address", f"127.0.0.1:{_free_port()}"),
+            *("--health-probe-bind-address", probes, "--metrics-bind-address", metrics),
         ]
         if demo.args.signed:
             await _trust_key(demo)
             argv.append("--agent-require-signed-jobs")
         _operator_environment(demo)
-        log = demo.workdir / "operator.log"
+        log = demo.workdir / OPERATOR_LOG
         log.unlink(missing_ok=True)
         demo.operator = ManagedProcess(name="operator", argv=[sys.executable, *argv], log_path=log)
         demo.operator.start()
+        demo.probes_url = f"http://{probes}/readyz"
         demo.out.detail(f"POD_NAMESPACE={OPERATOR_NAMESPACE} python {shlex.join(argv)}")
-        await _wait_for(
-            demo, what="the operator's /readyz", probe=_http_ok(f"http://{probes}/readyz")
+        demo.out.detail(
+            f"pid {demo.operator.pid}, log {log}, as {demo.operator_identity}; it boots while "
+            "the next steps run"
         )
-        demo.out.detail(f"operator ready (pid {demo.operator.pid}, log {log})")
+
+
+async def _await_operator(demo: Demo) -> None:
+    assert demo.operator is not None
+    await wait_for(demo, what="the operator's /readyz", probe=_http_ok(demo.probes_url))
+    demo.out.detail(f"operator ready (/readyz answers 200): {demo.operator_identity}")
 
 
 def _http_ok(url: str) -> Callable[[], Awaitable[bool | None]]:
@@ -541,7 +634,16 @@ async def _register(demo: Demo) -> None:
             "--allow-insecure-control-plane",
         ]
         demo.out.detail(f"python {shlex.join(argv)}")
-        code = await _run_child(demo, argv, what="`python -m vworkspace register` to finish")
+        # Both at once: register applies the Cluster and waits for the operator to act on it.
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(_await_operator(demo))
+                child = group.create_task(
+                    _run_child(demo, argv, what="`python -m vworkspace register` to finish")
+                )
+        except ExceptionGroup as errors:  # the first failure, as the step's own
+            raise errors.exceptions[0] from None
+        code = child.result()
         if code != 0:
             raise RuntimeError(f"`python -m vworkspace register` exited with {code}")
         if demo.mock.state.token_for(CLUSTER_ID) is None:
@@ -550,8 +652,8 @@ async def _register(demo: Demo) -> None:
 
 
 async def _run_child(demo: Demo, argv: list[str], *, what: str) -> int:
-    """Run ``python argv``, printing its output as details; its exit code. Fails early when the
-    operator or the control plane dies meanwhile."""
+    """Run ``python argv``, printing its output as details; its exit code. Fails early when a
+    process the demo started dies meanwhile."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *argv,
@@ -564,12 +666,12 @@ async def _run_child(demo: Demo, argv: list[str], *, what: str) -> int:
     try:
         async with asyncio.timeout(limit):
             while not relay.done():
-                _check_processes(demo)
+                check_processes(demo)
                 await asyncio.wait({relay}, timeout=POLL_SECONDS)
             await relay
             return await proc.wait()
     except TimeoutError:
-        raise TimeoutError(f"timed out after {limit:g}s waiting for {what}") from None
+        raise TimeoutError(f"{what} did not happen within {limit:g}s") from None
     finally:
         relay.cancel()
         if proc.returncode is None:
@@ -584,14 +686,14 @@ async def _relay(demo: Demo, proc: asyncio.subprocess.Process) -> None:
 
 
 def _job(demo: Demo) -> JsonObj:
-    key = demo.sample_key()
+    key = demo.instance_key()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "id": JOB_ID,
         "kind": "apply",
         "idempotencyKey": f"applicationinstance/{key.namespace}/{key.name}@1",
         "createdAt": now,
-        "payload": demo.sample,
+        "payload": demo.instance,
     }
 
 
@@ -599,20 +701,13 @@ async def _enqueue(demo: Demo) -> None:
     assert demo.admin is not None
     with demo.out.step("enqueue"):
         await demo.admin.enqueue(CLUSTER_ID, _job(demo))
-        chart = demo.sample["spec"].get("chart") or {}
+        demo.enqueued_at = time.monotonic()
+        spec = demo.instance["spec"]
+        chart, values = spec["chart"], spec["values"]["inline"]
         demo.out.detail(
-            f"POST {demo.admin.base_url}/api/admin/enqueue: job {JOB_ID}, kind apply, "
-            f"ApplicationInstance {demo.sample_key()} (chart {chart.get('name')} "
-            f"{chart.get('version')} from {chart.get('url')})"
+            f"job {JOB_ID} (kind apply): ApplicationInstance {demo.instance_key()}, chart "
+            f"{chart['name']} {chart['version']} from {chart['url']}, values {values}"
         )
-
-
-async def _observe(demo: Demo) -> None:
-    await _await_ack(demo)
-    await _await_instance(demo)
-    await _await_helmrelease(demo)
-    await _await_result(demo)
-    await _await_events(demo)
 
 
 async def _await_ack(demo: Demo) -> None:
@@ -623,62 +718,34 @@ async def _await_ack(demo: Demo) -> None:
         return True if mock.was_acked(JOB_ID) else None
 
     with demo.out.step("ack"):
-        await _wait_for(demo, what=f"the agent to ack job {JOB_ID}", probe=acked)
+        await wait_for(demo, what=f"the agent's ack of job {JOB_ID}", probe=acked)
         demo.out.detail(f"job {JOB_ID} acked: delivered to the agent over its long poll")
 
 
-def _get(
-    demo: Demo, *, resource: ResourceType, key: ObjectKey
-) -> Callable[[], Awaitable[JsonObj | None]]:
-    kube = demo.kube
-    assert kube is not None
-
-    async def probe() -> JsonObj | None:
-        try:
-            return await kube.get(resource, key)
-        except NotFoundError:
-            return None
-
-    return probe
+async def _get_instance(demo: Demo, key: ObjectKey) -> JsonObj | None:
+    assert demo.kube is not None
+    try:
+        return await demo.kube.get(APPLICATION_INSTANCES, key)
+    except NotFoundError:
+        return None
 
 
 async def _await_instance(demo: Demo) -> None:
-    key = demo.sample_key()
+    key = demo.instance_key()
     with demo.out.step("instance"):
-        instance = await _wait_for(
-            demo,
-            what=f"ApplicationInstance {key}",
-            probe=_get(demo, resource=APPLICATION_INSTANCES, key=key),
+        instance = await wait_for(
+            demo, what=f"ApplicationInstance {key}", probe=lambda: _get_instance(demo, key)
         )
         labels = instance["metadata"].get("labels") or {}
         shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
         demo.out.detail(f"ApplicationInstance {key} created by the agent (labels: {shown})")
 
 
-async def _await_helmrelease(demo: Demo) -> None:
-    ns = demo.sample_key().namespace
-    key = ObjectKey(ns, demo.sample["spec"]["release"]["name"])
-    with demo.out.step("helmrelease"):
-        release = await _wait_for(
-            demo, what=f"HelmRelease {key}", probe=_get(demo, resource=HELM_RELEASES, key=key)
-        )
-        chart = ((release.get("spec") or {}).get("chart") or {}).get("spec") or {}
-        source = chart.get("sourceRef") or {}
-        demo.out.detail(
-            f"HelmRelease {key} created by the operator (chart {chart.get('chart')} "
-            f"{chart.get('version')} from {source.get('kind')} {ns}/{source.get('name')})"
-        )
-        demo.out.detail(
-            "no Flux controller runs in this demo, so the HelmRelease gets no status and will "
-            "not become Ready; on a cluster with Flux it would install the chart"
-        )
-
-
 async def _await_result(demo: Demo) -> None:
     admin = demo.admin
     assert admin is not None
     with demo.out.step("result"):
-        result = await _wait_for(
+        result = await wait_for(
             demo,
             what=f"the result of job {JOB_ID}",
             probe=lambda: admin.job_result(JOB_ID),
@@ -689,35 +756,9 @@ async def _await_result(demo: Demo) -> None:
             )
         ref = result.get("appliedRef") or {}
         demo.out.detail(
-            f"job result: succeeded (appliedRef {ref.get('kind')} {ref.get('namespace')}/"
-            f"{ref.get('name')}, uid {ref.get('uid')}, generation {ref.get('generation')})"
+            f"job result: succeeded (applied {ref.get('kind')} {ref.get('namespace')}/"
+            f"{ref.get('name')}, generation {ref.get('generation')}); the install follows"
         )
-
-
-async def _await_events(demo: Demo) -> None:
-    admin = demo.admin
-    assert admin is not None
-    key = demo.sample_key()
-
-    async def delivered() -> list[JsonObj] | None:
-        found = await admin.events(
-            CLUSTER_ID, kind="ApplicationInstance", namespace=key.namespace or "", name=key.name
-        )
-        return found or None
-
-    with demo.out.step("events"):
-        demo.events = await _wait_for(
-            demo, what=f"condition events of ApplicationInstance {key}", probe=delivered
-        )
-        demo.out.detail(
-            f"{len(demo.events)} condition events delivered for ApplicationInstance {key}:"
-        )
-        for event in demo.events:
-            for cond in event.get("conditions") or []:
-                message = f": {cond['message']}" if cond.get("message") else ""
-                demo.out.detail(
-                    f"  {cond.get('type')}={cond.get('status')} ({cond.get('reason')}){message}"
-                )
 
 
 def _signing_key(demo: Demo) -> Signer:
@@ -748,16 +789,16 @@ async def _tampered(demo: Demo) -> None:
     """A job a hostile hop changed after signing: failed, naming the cause; nothing applied."""
     admin = demo.admin
     assert admin is not None
-    sample = {**demo.sample, "metadata": {**demo.sample["metadata"], "name": "tampered-app"}}
-    key = ObjectKey(demo.sample_key().namespace, "tampered-app")
+    instance = {**demo.instance, "metadata": {**demo.instance["metadata"], "name": "tampered"}}
+    key = ObjectKey(demo.instance_key().namespace, "tampered")
     with demo.out.step("tampered"):
-        job = {"id": TAMPERED_JOB_ID, "kind": "apply", "payload": sample}
+        job = {"id": TAMPERED_JOB_ID, "kind": "apply", "payload": instance}
         await admin.enqueue(CLUSTER_ID, job, signing="tampered-payload")
         demo.out.detail(
             f"job {TAMPERED_JOB_ID}: signed by the mock, then its payload changed "
             f"(ApplicationInstance {key}, one label added)"
         )
-        result = await _wait_for(
+        result = await wait_for(
             demo,
             what=f"the result of job {TAMPERED_JOB_ID}",
             probe=lambda: admin.job_result(TAMPERED_JOB_ID),
@@ -766,59 +807,56 @@ async def _tampered(demo: Demo) -> None:
         if result.get("outcome") != "failed" or not error.startswith("signature:"):
             raise RuntimeError(f"the tampered job was not refused: {result}")
         demo.out.detail(f"job result: failed: {error}")
-        if await _get(demo, resource=APPLICATION_INSTANCES, key=key)() is not None:
+        if await _get_instance(demo, key) is not None:
             raise RuntimeError(f"ApplicationInstance {key} exists: the tampered job was applied")
         demo.out.detail(f"ApplicationInstance {key} does not exist: nothing was applied")
-
-
-async def _wait_for(demo: Demo, *, what: str, probe: Callable[[], Awaitable[T | None]]) -> T:
-    """Poll ``probe`` until it returns a value; fail naming ``what`` after the step timeout,
-    or at once when the operator or the control plane has died."""
-    deadline = time.monotonic() + demo.timeout
-    while True:
-        _check_processes(demo)
-        value = await probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {demo.timeout:g}s waiting for {what}")
-        await asyncio.sleep(POLL_SECONDS)
-
-
-def _check_processes(demo: Demo) -> None:
-    if demo.operator is not None:
-        code = demo.operator.exit_code()
-        if code is not None:
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
-            raise RuntimeError(
-                f"the operator {how}; the end of {demo.operator.log_path}:\n"
-                f"{demo.operator.log_tail(20)}"
-            )
-    if demo.plane is not None:
-        demo.plane.check_alive()
 
 
 # -- summary, wait, shutdown -----------------------------------------------------------------
 
 
-def _print_summary(demo: Demo) -> None:
+async def _forbidden(demo: Demo) -> str:
+    """One line on the 403s the operator got under its shipped RBAC (none expected): its
+    ``rest_client_requests_total{code="403"}``, scraped with the admin token, and its log."""
+    if demo.operator is None or demo.plane is None or not demo.shipped_rbac:
+        return f"operator identity:   {demo.operator_identity}"
+    headers = {"Authorization": f"Bearer {demo.plane.token}"}
+    metrics: str | None = None
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(demo.metrics_url, headers=headers, ssl=False) as resp,
+        ):
+            metrics = await resp.text() if resp.status == 200 else None
+    log = demo.operator.log_path.read_text(errors="replace")
+    findings = forbidden_requests(metrics_text=metrics, log_text=log)
+    verdict = "no request refused (403)" if not findings else "; ".join(findings)
+    checked = "its metrics and log" if metrics is not None else "its log (metrics unreadable)"
+    return f"operator identity:   {demo.operator_identity}, shipped RBAC: {verdict} ({checked})"
+
+
+async def _print_summary(demo: Demo) -> None:
     assert demo.mock is not None
     url, header = demo.mock.url, f"{ADMIN_HEADER}: {demo.admin_token}"
-    key = demo.sample_key()
+    key = demo.instance_key()
+    nodes = sorted({(p.get("spec") or {}).get("nodeName", "?") for p in demo.pods})
     lines = [
         "",
         f"  kubeconfig:          {demo.kubeconfig}",
-        f"    kubectl --kubeconfig {demo.kubeconfig} get applicationinstances,helmreleases -A",
+        f"    kubectl --kubeconfig {demo.kubeconfig} get applicationinstances,helmreleases,"
+        f"helmrepositories,helmcharts,deployments,pods -n {key.namespace} -o wide",
         f"  mock control plane:  {url}  (admin token {demo.admin_token}, header {ADMIN_HEADER})",
         f"    curl -H '{header}' '{url}/api/admin/events?cluster={CLUSTER_ID}'",
         f"    curl -H '{header}' {url}/api/admin/jobs/{JOB_ID}/result",
-        f"  operator log:        {demo.workdir / 'operator.log'}  (JSON lines)",
-        f"  mock request log:    {demo.workdir / 'mock-control-plane.log'}",
-        f"  Kubernetes logs:     {demo.workdir / 'kubernetes' / 'logs'}",
+        f"  operator log:        {demo.workdir / OPERATOR_LOG}  (JSON lines)",
+        f"  {await _forbidden(demo)}",
+        f"  Flux logs:           {demo.workdir / 'flux' / 'logs'}",
+        f"  Kubernetes logs:     {demo.workdir / KUBE_LOGS}  (kube-apiserver, kwok, scheduler)",
+        f"  mock request log:    {demo.workdir / MOCK_LOG}",
         "",
-        f"demo complete: job {JOB_ID} went from the control plane through the agent to "
-        f"ApplicationInstance {key} and its HelmRelease; result succeeded, "
-        f"{len(demo.events)} condition events back ({len(demo.out.steps)} steps in "
+        f"demo complete: job {JOB_ID} -> ApplicationInstance {key} -> HelmRelease installed by "
+        f"helm-controller -> Deployment Available ({len(demo.pods)} Pods on {', '.join(nodes)}) "
+        f"-> Ready=True at the control plane ({len(demo.out.steps)} steps in "
         f"{demo.out.elapsed():.1f}s)",
     ]
     if demo.args.signed:
@@ -840,7 +878,7 @@ async def _wait_or_exit(demo: Demo) -> int:
             async with asyncio.timeout(1.0):
                 await demo.stop.wait()
         try:
-            _check_processes(demo)
+            check_processes(demo)
         except RuntimeError as err:
             demo.out.say(f"FAILED while running: {err}")
             return 1
