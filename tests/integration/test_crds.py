@@ -85,7 +85,7 @@ def test_every_sample_is_accepted_and_reads_back_equal(
         assert got.metadata.labels == sent.metadata.labels
         assert got.metadata.annotations == sent.metadata.annotations
         checked += 1
-    assert checked == 9  # every ApplicationInstance, Operation and Cluster sample
+    assert checked == 10  # every ApplicationInstance, Operation and Cluster sample
 
 
 BASE_AI: dict[str, Any] = {

@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.operator_process import OperatorProcess
 from tests.real.conftest import IN_CLUSTER, KUBECONFIG_TOKEN
@@ -35,7 +37,12 @@ from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.resources import APPLICATION_INSTANCES, OPERATIONS, ResourceType
 from vworkspace.testing import ControlPlane
-from vworkspace.testing.chartrepo import DEMO_CHART, FAILING_HOOK_CHART, ChartRepository
+from vworkspace.testing.chartrepo import (
+    DEMO_CHART,
+    FAILING_HOOK_CHART,
+    SAMPLE_CHARTS_PORT,
+    ChartRepository,
+)
 from vworkspace.testing.flux import Flux
 from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.objects import managed_instance, operation
@@ -464,4 +471,34 @@ async def test_an_upgrade_operation_through_the_helm_engine_is_carried_out_by_th
     assert ai["status"]["lastAppliedChart"]["version"] == "0.2.0"  # ...and the operator applied it
     config = await kube.get(CONFIG_MAPS, ObjectKey(kube_namespace, "shop-demo-app"))
     assert config["data"]["chartVersion"] == "0.2.0"
+    await assert_running_on_kwok(kube, key, kwok_nodes)
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "manifests/samples/applicationinstance-demo-app.yaml"
+
+
+async def test_the_sample_instance_of_demo_app_goes_ready(
+    flux: Flux,
+    chart_repo: ChartRepository,
+    real_operator: OperatorProcess,
+    kwok_nodes: KwokNodes,
+    kube: KubeClient,
+    kube_namespace: str,
+) -> None:
+    """The sample a newcomer applies after ``testenv start --with kwok,flux`` installs for real.
+    Only its namespaces and the repository's port are changed: the fixture's repository listens
+    on a free port, testenv's on :data:`SAMPLE_CHARTS_PORT`, which the sample must name."""
+    sample = yaml.safe_load(SAMPLE.read_text())
+    chart = sample["spec"]["chart"]
+    assert chart["url"] == f"http://127.0.0.1:{SAMPLE_CHARTS_PORT}", chart
+    chart["url"] = chart_repo.url
+    sample["metadata"]["namespace"] = sample["spec"]["release"]["namespace"] = kube_namespace
+    await kube.create(APPLICATION_INSTANCES, sample, field_manager="test")
+    key = ObjectKey(kube_namespace, sample["metadata"]["name"])
+    _, ai = await instance_ready(
+        kube, flux, key, what="the sample", hr_reason="InstallSucceeded", version=chart["version"]
+    )
+    assert condition(ai, "Ready")["reason"] == "HelmReleaseReady"
+    config = await kube.get(CONFIG_MAPS, ObjectKey(kube_namespace, f"{key.name}-demo-app"))
+    assert config["data"]["message"] == sample["spec"]["values"]["inline"]["message"]
     await assert_running_on_kwok(kube, key, kwok_nodes)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
+import yaml
 
 from vworkspace.devtools import testenv_cmd
 
@@ -37,3 +39,29 @@ def test_cli_rejects_an_unknown_component_as_a_usage_error(
     assert "--with: unknown component 'nope'" in capsys.readouterr().err
     args = parser.parse_args(["testenv", "start", "--with", "kwok"])
     assert args.components == ["scheduler", "kwok"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("http", "--charts-port: 'http' is not a number"), ("70000", "70000 is not a port")],
+)
+def test_cli_rejects_a_charts_port_that_is_no_port(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    testenv_cmd.add_parser(parser.add_subparsers(), summary="x")
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["testenv", "start", "--charts-port", value])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_charts_default_port_is_the_one_the_sample_names() -> None:
+    parser = argparse.ArgumentParser()
+    testenv_cmd.add_parser(parser.add_subparsers(), summary="x")
+    args = parser.parse_args(["testenv", "start", "--with", "flux"])
+    sample = (
+        Path(__file__).resolve().parents[2] / "manifests/samples/applicationinstance-demo-app.yaml"
+    )
+    url = yaml.safe_load(sample.read_text())["spec"]["chart"]["url"]
+    assert url == f"http://127.0.0.1:{args.charts_port}"

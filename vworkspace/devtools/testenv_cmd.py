@@ -29,7 +29,11 @@ from typing import Any, Protocol
 import attrs
 
 from vworkspace.testing import assets as assets_mod
-from vworkspace.testing.chartrepo import ChartRepository, start_chart_repository
+from vworkspace.testing.chartrepo import (
+    SAMPLE_CHARTS_PORT,
+    ChartRepository,
+    start_chart_repository,
+)
 from vworkspace.testing.controlplane import (
     SCHEDULER,
     WORKLOAD_CONTROLLER_MANAGER,
@@ -50,11 +54,19 @@ class Running(Protocol):
 
 
 @attrs.frozen
+class Options:
+    """What the command line says about the components (one field per setting, so a start
+    function reads what it needs and nothing else)."""
+
+    charts_port: int = SAMPLE_CHARTS_PORT
+
+
+@attrs.frozen
 class Component:
     """One ``--with`` choice."""
 
     summary: str
-    start: Callable[[ControlPlane, assets_mod.Assets], tuple[Running, str]]
+    start: Callable[[ControlPlane, assets_mod.Assets, Options], tuple[Running, str]]
     """Start it against a running control plane; returns it and one line for the summary."""
     implies: tuple[str, ...] = ()
 
@@ -72,13 +84,17 @@ class _PlaneParts:
         """Nothing: :meth:`ControlPlane.stop` stops them."""
 
 
-def _start_scheduler(plane: ControlPlane, assets: assets_mod.Assets) -> tuple[Running, str]:
+def _start_scheduler(
+    plane: ControlPlane, assets: assets_mod.Assets, options: Options
+) -> tuple[Running, str]:
     plane.start_workload_controllers()
     plane.start_scheduler()
     return _PlaneParts(plane), f"{SCHEDULER} + {WORKLOAD_CONTROLLER_MANAGER}: running"
 
 
-def _start_kwok(plane: ControlPlane, assets: assets_mod.Assets) -> tuple[Running, str]:
+def _start_kwok(
+    plane: ControlPlane, assets: assets_mod.Assets, options: Options
+) -> tuple[Running, str]:
     nodes = KwokNodes(plane=plane, assets=assets)
     nodes.start()
     return nodes, (
@@ -100,15 +116,27 @@ class _ServedCharts:
         self.repo.stop()
 
 
-def _start_charts(plane: ControlPlane, assets: assets_mod.Assets) -> tuple[Running, str]:
-    repo = start_chart_repository(dict(os.environ))
+def _start_charts(
+    plane: ControlPlane, assets: assets_mod.Assets, options: Options
+) -> tuple[Running, str]:
+    """On a fixed port by default (:data:`SAMPLE_CHARTS_PORT`), so the URL in
+    ``manifests/samples/applicationinstance-demo-app.yaml`` is the one served here."""
+    try:
+        repo = start_chart_repository(dict(os.environ), port=options.charts_port)
+    except OSError as err:
+        raise ControlPlaneError(
+            f"the chart repository cannot listen on 127.0.0.1:{options.charts_port} ({err}); "
+            "pass --charts-port with a free port, or 0 for any"
+        ) from err
     return _ServedCharts(repo), (
         f"charts: the project's demo-app chart (0.1.0, 0.2.0) served at {repo.url} "
         "(an ApplicationInstance's spec.chart.url)"
     )
 
 
-def _start_flux(plane: ControlPlane, assets: assets_mod.Assets) -> tuple[Running, str]:
+def _start_flux(
+    plane: ControlPlane, assets: assets_mod.Assets, options: Options
+) -> tuple[Running, str]:
     flux = start_flux(plane, dict(os.environ))
     return flux, flux.summary()
 
@@ -223,11 +251,29 @@ def add_parser(commands: Any, *, summary: str) -> None:
         + "; ".join(f"{name} ({c.summary})" for name, c in COMPONENTS.items()),
     )
     start.add_argument(
+        "--charts-port",
+        type=_port_arg,
+        default=SAMPLE_CHARTS_PORT,
+        metavar="PORT",
+        help="the local chart repository's port on 127.0.0.1 (with charts or flux; default "
+        "%(default)s, the URL manifests/samples/applicationinstance-demo-app.yaml names; 0: any)",
+    )
+    start.add_argument(
         "--build",
         action="store_true",
         help="build the binaries from the Go module proxy if none are found",
     )
     start.set_defaults(handler=run_start)
+
+
+def _port_arg(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--charts-port: {value!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--charts-port: {port} is not a port (0-65535)")
+    return port
 
 
 def find_assets(*, build: bool) -> assets_mod.Assets:
@@ -293,11 +339,12 @@ def run_start(args: argparse.Namespace) -> int:
     )
     running: list[Running] = []
     lines: list[str] = []
+    options = Options(charts_port=args.charts_port)
     try:
         plane.start()
         for name in args.components:
             print(f"starting {name} ...", flush=True)
-            component, line = COMPONENTS[name].start(plane, assets)
+            component, line = COMPONENTS[name].start(plane, assets, options)
             running.append(component)
             lines.append(line)
     except ControlPlaneError as err:

@@ -127,6 +127,11 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
+SAMPLE_CHARTS_PORT = 8879
+"""Where ``testenv start --with charts`` serves by default: the URL the sample
+``manifests/samples/applicationinstance-demo-app.yaml`` names (8879 was ``helm serve``'s)."""
+
+
 class ChartRepository:
     """The packaged charts served on ``http://127.0.0.1:<free port>/``.
 
