@@ -32,7 +32,7 @@ import pytest
 
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.flux import FluxError, find_controllers
-from vworkspace.testing.pytest_plugin import REQUIRE_ENV
+from vworkspace.testing.pytest_plugin import unavailable
 
 pytestmark = [
     pytest.mark.integration,
@@ -68,10 +68,6 @@ MILESTONES = (
 JsonObj = dict[str, Any]
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 @pytest.fixture(scope="module")
 def demo_env(control_plane: ControlPlane, third_party_crds: list[str]) -> dict[str, str]:
     """The environment the demo runs in: the session's binaries (which must include kwok and
@@ -83,10 +79,9 @@ def demo_env(control_plane: ControlPlane, third_party_crds: list[str]) -> dict[s
     except FluxError as err:
         missing.append(str(err))
     if missing:
-        reason = f"the demo needs {'; '.join(missing)} (scripts/build-test-assets.sh builds them)"
-        if _flag(REQUIRE_ENV):
-            pytest.fail(f"{REQUIRE_ENV} is set: {reason}", pytrace=False)
-        pytest.skip(reason)
+        unavailable(
+            f"the demo needs {'; '.join(missing)} (scripts/build-test-assets.sh builds them)"
+        )
     return {**os.environ, "VWORKSPACE_TEST_ASSETS": str(assets.directory)}
 
 

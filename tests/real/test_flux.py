@@ -408,6 +408,23 @@ async def test_a_new_chart_version_on_the_instance_is_upgraded_by_the_real_helm_
     await assert_running_on_kwok(kube, key, kwok_nodes)
 
 
+async def start_upgrade(
+    kube: KubeClient, instance: ObjectKey, name: str, parameters: JsonObj
+) -> ObjectKey:
+    """Create Upgrade Operation ``name`` (engine helm) on ``instance``; its key."""
+    namespace = instance.namespace or ""
+    body = operation(
+        name,
+        namespace,
+        type_="Upgrade",
+        engine="helm",
+        target=instance.name,
+        parameters=parameters,
+    )
+    await kube.create(OPERATIONS, body, field_manager="test")
+    return ObjectKey(namespace, name)
+
+
 def operation_finished(obj: JsonObj) -> bool:
     return (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
 
@@ -425,18 +442,7 @@ async def test_an_upgrade_operation_through_the_helm_engine_is_carried_out_by_th
         kube, flux, key, what="install", hr_reason="InstallSucceeded", version="0.1.0"
     )
     started = time.monotonic()
-    await kube.create(
-        OPERATIONS,
-        operation(
-            "upgrade-1",
-            kube_namespace,
-            type_="Upgrade",
-            engine="helm",
-            target=key.name,
-            parameters={"targetVersion": "0.2.0"},
-        ),
-        field_manager="test",
-    )
+    await start_upgrade(kube, key, "upgrade-1", {"targetVersion": "0.2.0"})
     op_log = ConditionLog(phase=True)
     # Both at once: the HelmRelease's sequence during the upgrade is part of the record too.
     async with asyncio.TaskGroup() as group:

@@ -24,6 +24,7 @@ from tests.real.test_flux import (
     instance_ready,
     latest_release,
     report,
+    start_upgrade,
     watch_until,
 )
 from vworkspace.api.meta import ObjectKey
@@ -34,7 +35,7 @@ from vworkspace.testing import ControlPlane
 from vworkspace.testing.chartrepo import DEMO_CHART, FAILING_HOOK_CHART, ChartRepository
 from vworkspace.testing.flux import Flux
 from vworkspace.testing.kwok import KwokNodes
-from vworkspace.testing.objects import managed_instance, operation
+from vworkspace.testing.objects import managed_instance
 
 JsonObj = dict[str, Any]
 
@@ -218,18 +219,8 @@ async def test_an_upgrade_operation_to_an_invalid_value_fails_with_upgrade_faile
         kube, flux, key, what="install", hr_reason="InstallSucceeded", version="0.1.0"
     )
     started = time.monotonic()
-    await kube.create(
-        OPERATIONS,
-        operation(
-            "up-bad",
-            kube_namespace,
-            type_="Upgrade",
-            engine="helm",
-            target="shop",
-            parameters={"targetVersion": "0.2.0", "valuesPatch": {"replicas": "many"}},
-        ),
-        field_manager="test",
-    )
+    patch = {"targetVersion": "0.2.0", "valuesPatch": {"replicas": "many"}}
+    await start_upgrade(kube, key, "up-bad", patch)
     hr_log, op_log = ConditionLog(), ConditionLog()
     hr = await watch_until(
         kube,

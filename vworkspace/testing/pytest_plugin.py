@@ -91,7 +91,9 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _unavailable(reason: str) -> NoReturn:
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose test-environment part is missing, saying why; fail instead under
+    VWORKSPACE_REQUIRE_TESTENV (as CI runs), so a missing binary never hides a tier there."""
     if _flag(REQUIRE_ENV):
         pytest.fail(
             f"{REQUIRE_ENV} is set and the test control plane is unavailable: {reason}",
@@ -105,7 +107,7 @@ def require_controller_manager(plane: ControlPlane) -> None:
     when the test assets have none (e.g. setup-envtest's); fail instead under
     VWORKSPACE_REQUIRE_TESTENV, as CI runs, so a missing binary never hides a test there."""
     if not plane.with_controller_manager:
-        _unavailable("kube-controller-manager is not among the test assets: no garbage collector")
+        unavailable("kube-controller-manager is not among the test assets: no garbage collector")
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -152,11 +154,11 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
         assets = assets_mod.find_assets(env)
     except assets_mod.AssetsNotFoundError as err:
         if not assets_mod.can_build(env) or os.environ.get(assets_mod.ASSETS_ENV):
-            _unavailable(str(err))
+            unavailable(str(err))
         try:
             assets = assets_mod.build_assets(env)
         except Exception as build_err:  # the build's own output already went to the terminal
-            _unavailable(f"building the test assets failed: {build_err}")
+            unavailable(f"building the test assets failed: {build_err}")
     keep = _flag(KEEP_ENV)
     plane = ControlPlane(
         assets=assets,
@@ -237,10 +239,10 @@ def third_party_crds(control_plane: ControlPlane) -> list[str]:
     try:
         folder: Path = ensure_third_party_crds(os.environ)
     except ThirdPartyCrdsError as err:
-        _unavailable(str(err))
+        unavailable(str(err))
     crds = load_crds([folder])
     if not crds:
-        _unavailable(f"no CustomResourceDefinition in {folder}")
+        unavailable(f"no CustomResourceDefinition in {folder}")
     return install_crds(control_plane.rest(), crds)
 
 
@@ -272,7 +274,7 @@ def shipped_rendering(vworkspace_manifests: Path) -> list[dict[str, Any]]:
     """``kubectl kustomize`` of ``vworkspace_manifests``, once per session."""
     kubectl = find_kubectl(os.environ)
     if kubectl is None:
-        _unavailable(
+        unavailable(
             "kubectl is not on PATH nor beside the test binaries, and VWORKSPACE_KUBECTL is "
             "unset (the shipped RBAC is rendered with `kubectl kustomize`)"
         )
@@ -307,17 +309,17 @@ def _assets_for_nodes(plane: ControlPlane) -> assets_mod.Assets:
         return assets
     env = dict(os.environ)
     if assets.source != "cache" or not assets_mod.can_build(env):
-        _unavailable(
+        unavailable(
             f"simulated nodes need {', '.join(missing)} in {assets.directory} ({assets.source}); "
             "build them with scripts/build-test-assets.sh"
         )
     try:
         assets = assets_mod.build_assets(env)
     except Exception as build_err:  # the build's own output already went to the terminal
-        _unavailable(f"building the test assets failed: {build_err}")
+        unavailable(f"building the test assets failed: {build_err}")
     missing = assets.missing_for_nodes()
     if missing:
-        _unavailable(f"the build finished without {', '.join(missing)} in {assets.directory}")
+        unavailable(f"the build finished without {', '.join(missing)} in {assets.directory}")
     return assets
 
 
@@ -350,7 +352,7 @@ def flux(
     try:
         binaries = ensure_controllers(os.environ, beside=control_plane.assets.directory)
     except FluxError as err:
-        _unavailable(str(err))
+        unavailable(str(err))
     running = Flux(plane=control_plane, binaries=binaries)
     running.start()
     request.config.stash[_flux_key] = running
@@ -366,7 +368,7 @@ def chart_repo() -> Iterator[ChartRepository]:
     try:
         repo = start_chart_repository(os.environ)
     except ChartRepoError as err:
-        _unavailable(str(err))
+        unavailable(str(err))
     try:
         yield repo
     finally:
