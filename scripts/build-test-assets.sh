@@ -37,6 +37,7 @@ fi
 bash "$here/fetch-third-party-crds.sh" ${1:+"$1"}
 bash "$here/build-kwok.sh" ${1:+"$1"}
 bash "$here/build-flux-controllers.sh" ${1:+"$1"}  # stamps of its own; before the exit below
+bash "$here/build-backup-controllers.sh" ${1:+"$1"}  # weed, velero + aws plugin, argo
 
 minor=${version#1.}; minor=${minor%%.*}
 ldflags="-s -w"

@@ -3,7 +3,7 @@ component, the chatter in a log per component, the log's end shown when a build 
 
 Nothing is built: a fake ``go`` on the PATH prints chatter (``go: downloading ...``) and writes
 stand-in binaries, or fails. The script runs from a copy of ``scripts/`` whose sub-steps (the
-CRD fetch, kwok and the Flux controllers, which have tests of their own) are stubbed out, into a
+CRD fetch, kwok, the Flux controllers, weed, Velero and Argo, which have tests of their own) are stubbed out, into a
 temporary cache, so the developer's cache is never touched."""
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 HELPER = SCRIPTS / "testenv" / "quiet-build.sh"
 CHATTER = "go: downloading example.com/chatter v1.0.0"
-STUBBED = ("fetch-third-party-crds.sh", "build-kwok.sh", "build-flux-controllers.sh")
+STUBBED = (
+    "fetch-third-party-crds.sh",
+    "build-kwok.sh",
+    "build-flux-controllers.sh",
+    "build-backup-controllers.sh",
+)
 
 # A stand-in `go`: chatter on stderr, like the real one; `go build -o DIR/ ./cmd/X...` and
 # `go install` write executables that print a version. FAKE_GO_FAIL=<subcommand> makes that
