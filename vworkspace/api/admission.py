@@ -299,10 +299,36 @@ def template_problem(spec: JsonObj) -> str | None:
     return f"no built-in template for type {type_} with engine {engine}{_expected_engine(type_)}"
 
 
+def runs_without_target(spec: JsonObj) -> bool:
+    """A Restore through Velero may run while its target does not exist: bringing back a
+    deleted ApplicationInstance is what it is for (issue 26). Its approval claim is always
+    required, and it is confined to the Operation's namespace (the engine restores only that
+    namespace of the backup; :func:`targetless_problem` refuses a namespace mapping), so the
+    capability annotation, which went with the deleted instance, is not missed."""
+    return spec.get("type") == "Restore" and spec.get("engine") == "velero"
+
+
+def targetless_problem(op: JsonObj) -> str | None:
+    """For a Velero Restore whose target does not exist: a namespace mapping would let it write
+    outside the Operation's namespace with no instance to consent, so it is refused."""
+    params = _parameters(op)
+    if not isinstance(params, dict) or not params.get("namespaceMapping"):
+        return None
+    spec = op.get("spec") or {}
+    return (
+        "spec.parameters.namespaceMapping: a Restore whose target ApplicationInstance "
+        f"{spec['targetRef']['name']!r} does not exist restores into namespace "
+        f"{_namespace(op)!r} only; remove the mapping"
+    )
+
+
 def _target_missing_problem(op: JsonObj, target: JsonObj | None) -> str | None:
-    """Rule 6 (the reconciler has its own: ``TargetNotReady``, retried, as Go's)."""
+    """Rule 6 (the reconciler has its own: ``TargetNotReady``, retried, as Go's); a Velero
+    Restore may run without its target (:func:`runs_without_target`)."""
     if target is not None:
         return None
+    if runs_without_target(op.get("spec") or {}):
+        return targetless_problem(op)
     return (
         f"spec.targetRef.name: ApplicationInstance {op['spec']['targetRef']['name']!r} "
         f"not found in namespace {_namespace(op)!r}"

@@ -2,18 +2,19 @@
 
 Admission gates the *start* only. While the Operation has not started: the validating webhook's
 rules that keep an Operation inside what it may do (docs/webhooks.md, "Without the webhook"),
-target exists, approval claim, concurrency matrix (docs/api.md, "Concurrency matrix"), engine
-registered. Any of them failing is *Blocked*: phase Pending, ``Blocked=True`` and
-``Accepted=False`` with the reason, and a Warning Event. A rule on the Operation alone
-(ServiceAccount, type, template, parameter schema: ``ValidationFailed`` with the webhook's
-message) is looked at again only when the spec changes; the others (a missing or invalid target,
-the Namespace's allow-list, the target's capability annotation, approval, conflicts) in 30 s, as
-they change without the Operation changing.
-Then the engine materializes its workload (phase Running). A Running Operation follows its
-workload, polled every 5 s, whatever happens to its target, approvals or other Operations: the
-engine locates the workload by ``status.engineRef`` (back-filled when missing), the target or
-the UID label; a workload that cannot be found is tolerated for ``missing_grace`` (60 s) after
-``startedAt``, then the Operation fails.
+target exists (a Velero Restore may run without it: bringing a deleted instance back is its
+purpose; then it may not map namespaces), approval claim, concurrency matrix (docs/api.md,
+"Concurrency matrix"), engine registered. Any of them failing is *Blocked*: phase Pending,
+``Blocked=True`` and ``Accepted=False`` with the reason, and a Warning Event. A rule on the
+Operation alone (ServiceAccount, type, template, parameter schema: ``ValidationFailed`` with the
+webhook's message) is looked at again only when the spec changes; the others (a missing or
+invalid target, the Namespace's allow-list, the target's capability annotation, approval,
+conflicts) in 30 s, as they change without the Operation changing. Then the engine materializes
+its workload (phase Running). A Running Operation follows its workload, polled every 5 s,
+whatever happens to its target, approvals or other Operations: the engine locates the workload
+by ``status.engineRef`` (back-filled when missing), the target or the UID label; a workload that
+cannot be found is tolerated for ``missing_grace`` (60 s) after ``startedAt``, then the
+Operation fails.
 
 The terminal verdict (phase, reason, outputs) is written *before* the failed workload is
 cancelled, and a terminal phase is never looked at again, so a retried reconcile can never
@@ -34,9 +35,12 @@ from typing import Any
 import structlog
 
 from vworkspace.api.admission import (
+    allowed_type_problem,
     invalid_target_problem,
     operation_cluster_problem,
     operation_spec_problem,
+    runs_without_target,
+    targetless_problem,
 )
 from vworkspace.api.approvals import ClaimError, verify
 from vworkspace.api.conditions import Condition
@@ -178,11 +182,14 @@ class OperationReconciler:
             raise _BlockedError(Why.VALIDATION_FAILED, problem, retry=None)
         spec = op["spec"]
         target = self._target(op)
-        if target is None:
+        if target is not None:
+            await self._check_cluster_rules(op, target)
+        elif runs_without_target(spec):
+            await self._check_targetless_rules(op)
+        else:
             raise _BlockedError(
                 Why.TARGET_NOT_READY, f"ApplicationInstance {spec['targetRef']['name']} not found"
             )
-        await self._check_cluster_rules(op, target)
         self._check_approval(op)
         others = self._operations.store.by_index(INDEX_NAMESPACE, op["metadata"]["namespace"])
         other = conflicting_operation(op, others)
@@ -209,6 +216,16 @@ class OperationReconciler:
             op,
             namespace_annotations=await self._namespace_annotations(op["metadata"]["namespace"]),
             target=target,
+        )
+        if problem:
+            raise _BlockedError(Why.VALIDATION_FAILED, problem)
+
+    async def _check_targetless_rules(self, op: JsonObj) -> None:
+        """A Velero Restore whose target does not exist (bringing back a deleted instance): the
+        Namespace's allow-list, and no namespace mapping (:func:`targetless_problem`). Its
+        approval claim, always required, is checked next."""
+        problem = targetless_problem(op) or allowed_type_problem(
+            op, await self._namespace_annotations(op["metadata"]["namespace"])
         )
         if problem:
             raise _BlockedError(Why.VALIDATION_FAILED, problem)

@@ -8,12 +8,22 @@ carry ``app.vworkspace.io/managed-by=vworkspace-operator`` and
 when they share the Operation's namespace. Fields per docs/api.md (engine table); written with
 server-side apply (fields we do not set are left alone).
 
-Phase roll-up (docs/api.md, deviation 22): Completed -> succeeded; Failed, FailedValidation and
-PartiallyFailed -> failed (PartiallyFailed counts as success only with
-``parameters.allowPartialFailure: true``); a Backup being deleted -> failed; anything else,
-known or not -> running. An object that cannot be found is "workload missing" (the Operation
-reconciler's grace period, then failed); it is located by ``status.engineRef``, else by name,
-and found by the UID label only through the shared lookup (vworkspace/engines/workload.py).
+A Restore needs no live target: its spec names only the backup, and bringing back a deleted
+ApplicationInstance is what a Restore is for (the instance lives in its release namespace, which
+is the namespace a Backup includes, so the backup holds it). A Backup needs its target (it
+backs up the target's namespace).
+
+Phase roll-up (:func:`rollup`, docs/api.md, deviation 22), checked against the Velero v1.18.1
+server (issue 26): Completed -> succeeded; Failed, FailedValidation and PartiallyFailed ->
+failed (PartiallyFailed counts as success only with ``parameters.allowPartialFailure: true``);
+a Backup being deleted -> failed; New, Queued, ReadyToStart or none yet -> pending; anything
+else (InProgress, WaitingForPluginOperations[PartiallyFailed], Finalizing[PartiallyFailed], a
+phase we do not know) -> running. The real server sets ``failureReason`` only on Failed; a
+PartiallyFailed object carries only its ``errors`` / ``warnings`` counts (every error-level
+line of the backup's log counts), so the message names those counts and the command that shows
+the errors. An object that cannot be found is "workload missing" (the Operation reconciler's
+grace period, then failed); it is located by ``status.engineRef``, else by name, and found by
+the UID label only through the shared lookup (vworkspace/engines/workload.py).
 """
 
 from __future__ import annotations
@@ -66,7 +76,13 @@ def restore_spec(op: JsonObj) -> JsonObj:
     params = _params(op)
     if not params.get("backupName"):
         raise EngineError("spec.parameters.backupName is required for a Restore")
-    spec: JsonObj = {"backupName": params["backupName"]}
+    # Only the Operation's own namespace of the backup: the namespace a Backup Operation of
+    # this namespace includes (the target's release namespace is its own namespace), and
+    # nothing of another namespace the backup may hold (a cluster-wide backup of an admin).
+    spec: JsonObj = {
+        "backupName": params["backupName"],
+        "includedNamespaces": [op["metadata"]["namespace"]],
+    }
     if isinstance(params.get("namespaceMapping"), dict):
         spec["namespaceMapping"] = params["namespaceMapping"]
     if isinstance(params.get("restorePVs"), bool):
@@ -77,6 +93,82 @@ def restore_spec(op: JsonObj) -> JsonObj:
         if _nonempty_list(params.get(key)):
             spec[key] = _nonempty_list(params.get(key))
     return spec
+
+
+PENDING_PHASES = frozenset({"", "New", "Queued", "ReadyToStart"})
+FAILED_PHASES = frozenset({"Failed", "PartiallyFailed", "FailedValidation", "Deleting"})
+
+
+def _number(value: Any) -> int:
+    """A count Velero wrote; anything but a non-negative integer counts as 0 (never a crash)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _counts(status: JsonObj) -> str:
+    """``2 errors, 1 warning`` and, when hooks failed, ``1 of 1 hooks failed``."""
+    parts = [
+        _plural(_number(status.get("errors")), "error"),
+        _plural(_number(status.get("warnings")), "warning"),
+    ]
+    hooks = status.get("hookStatus")
+    failed = _number(hooks.get("hooksFailed")) if isinstance(hooks, dict) else 0
+    if failed and isinstance(hooks, dict):
+        parts.append(f"{failed} of {_number(hooks.get('hooksAttempted'))} hooks failed")
+    return ", ".join(parts)
+
+
+def _progress(kind: str, status: JsonObj) -> str:
+    """``: 12 of 12 items backed up`` (``restored``) from ``status.progress``, or nothing."""
+    progress = status.get("progress")
+    if not isinstance(progress, dict) or "totalItems" not in progress:
+        return ""
+    done = progress.get("itemsBackedUp" if kind == "Backup" else "itemsRestored")
+    verb = "backed up" if kind == "Backup" else "restored"
+    return f": {_number(done)} of {_number(progress.get('totalItems'))} items {verb}"
+
+
+def _logs_hint(kind: str, key: ObjectKey) -> str:
+    return f"velero {kind.lower()} logs {key.name} -n {key.namespace}"
+
+
+def rollup(
+    kind: str, status: JsonObj, *, key: ObjectKey, allow_partial: bool = False
+) -> tuple[State, str]:
+    """The state and message of a Velero ``kind`` (Backup or Restore) whose ``status`` is
+    given, for the object at ``key`` (named in the message's ``velero ... logs`` hint).
+
+    Velero writes ``failureReason`` only when the whole run failed (phase Failed) and the
+    reasons of FailedValidation in ``validationErrors``; a PartiallyFailed object says only how
+    many errors its log holds, so the message gives the counts and the command that prints
+    them (the log is in the object store, not in the object).
+    """
+    phase = str(status.get("phase") or "")
+    if phase == "Completed":
+        return State.SUCCEEDED, f"{kind} Completed{_progress(kind, status)}"
+    if phase == "PartiallyFailed":
+        detail = f"{_counts(status)}; see {_logs_hint(kind, key)}"
+        if allow_partial:
+            allowed = "allowed by parameters.allowPartialFailure"
+            return State.SUCCEEDED, f"{kind} PartiallyFailed ({detail}), {allowed}"
+        return State.FAILED, f"{kind} PartiallyFailed: {detail}"
+    if phase in FAILED_PHASES:
+        detail = (
+            status.get("failureReason")
+            or "; ".join(str(e) for e in _strings(status.get("validationErrors")))
+            or ("being deleted" if phase == "Deleting" else _counts(status))
+        )
+        return State.FAILED, f"{kind} {phase}: {detail}"
+    if phase in PENDING_PHASES:
+        return State.PENDING, f"{kind} {phase or 'New'}"
+    return State.RUNNING, f"{kind} {phase}"
 
 
 class VeleroEngine:
@@ -100,10 +192,13 @@ class VeleroEngine:
     async def materialize(self, request: EngineRequest) -> EngineRef:
         op, target = request.operation, request.target
         assert op is not None
-        if target is None:
-            raise EngineError("the target ApplicationInstance does not exist")
         resource, _ = self._kind(op)
-        spec = backup_spec(op, target) if resource is BACKUPS else restore_spec(op)
+        if resource is RESTORES:
+            spec = restore_spec(op)  # needs no target: restoring a deleted one is its purpose
+        elif target is None:
+            raise EngineError("the target ApplicationInstance does not exist")
+        else:
+            spec = backup_spec(op, target)
         key = self._key(op)
         obj: JsonObj = {
             "apiVersion": "velero.io/v1",
@@ -127,27 +222,16 @@ class VeleroEngine:
         obj = await workload.locate(self._client, resource, op, computed=self._key(op))
         name = obj["metadata"]["name"]
         ref = EngineRef("velero", name, obj["metadata"]["namespace"])
-        status = obj.get("status") or {}
-        phase = status.get("phase") or ""
-        allow_partial = _params(op).get("allowPartialFailure") is True
-        outputs = {output_key: name}
-        if phase == "Completed" or (phase == "PartiallyFailed" and allow_partial):
-            return Observation(
-                State.SUCCEEDED, "EngineCompleted", f"{resource.kind} {phase}", outputs, ref=ref
-            )
-        if phase in ("Failed", "PartiallyFailed", "FailedValidation", "Deleting"):
-            detail = (
-                status.get("failureReason")
-                or "; ".join(status.get("validationErrors") or [])
-                or phase
-            )
-            return Observation(
-                State.FAILED, "EngineFailed", f"{resource.kind} {phase}: {detail}", outputs, ref=ref
-            )
-        state = State.PENDING if phase in ("", "New", "Queued", "ReadyToStart") else State.RUNNING
-        return Observation(
-            state, "EngineStarted", f"{resource.kind} {phase or 'New'}", outputs, ref=ref
+        state, message = rollup(
+            resource.kind,
+            obj.get("status") or {},
+            key=ObjectKey(ref.namespace, name),
+            allow_partial=_params(op).get("allowPartialFailure") is True,
         )
+        reason = {State.SUCCEEDED: "EngineCompleted", State.FAILED: "EngineFailed"}.get(
+            state, "EngineStarted"
+        )
+        return Observation(state, reason, message, {output_key: name}, ref=ref)
 
     async def cancel(self, request: EngineRequest) -> None:
         """Delete every object of the kind carrying the Operation's UID label, in any namespace;

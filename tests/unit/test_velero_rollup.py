@@ -1,0 +1,225 @@
+"""The Velero engine's roll-up (vworkspace/engines/velero.py, :func:`rollup`) for every phase the
+Velero v1.18.1 server writes on a Backup or a Restore, with the status fields it writes with
+them (issue 26; tests/real/test_velero_ops.py watches the real server write them), and the
+Restore that runs without a live target (bringing a deleted instance back)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vworkspace.api.admission import (
+    World,
+    review_operation,
+    runs_without_target,
+    targetless_problem,
+)
+from vworkspace.api.meta import ObjectKey
+from vworkspace.engines.base import EngineError, EngineRequest, State
+from vworkspace.engines.velero import VeleroEngine, rollup
+from vworkspace.kube.errors import NotFoundError
+from vworkspace.testing import objects
+
+JsonObj = dict[str, Any]
+KEY = ObjectKey("velero", "team-a--nightly")
+BACKUP_LOGS = "see velero backup logs team-a--nightly -n velero"
+
+# (phase, the other status fields the real server writes with it, state)
+IN_FLIGHT = [
+    ("", {}, State.PENDING),
+    ("New", {}, State.PENDING),
+    ("Queued", {"queuePosition": 2}, State.PENDING),
+    ("ReadyToStart", {}, State.PENDING),
+    ("InProgress", {"progress": {"totalItems": 40, "itemsBackedUp": 3}}, State.RUNNING),
+    ("WaitingForPluginOperations", {}, State.RUNNING),
+    ("WaitingForPluginOperationsPartiallyFailed", {"errors": 1}, State.RUNNING),
+    ("Finalizing", {}, State.RUNNING),
+    ("FinalizingPartiallyFailed", {"errors": 2}, State.RUNNING),
+    ("SomethingNewer", {}, State.RUNNING),
+]
+
+
+@pytest.mark.parametrize(
+    ("phase", "fields", "state"), IN_FLIGHT, ids=[p[0] or "none" for p in IN_FLIGHT]
+)
+@pytest.mark.parametrize("kind", ["Backup", "Restore"])
+def test_phases_in_flight_are_pending_or_running(
+    kind: str, phase: str, fields: JsonObj, state: State
+) -> None:
+    seen, message = rollup(kind, {"phase": phase, **fields}, key=KEY)
+    assert seen == state
+    assert message == f"{kind} {phase or 'New'}"
+
+
+def test_completed_succeeds_with_the_item_count() -> None:
+    status = {"phase": "Completed", "progress": {"totalItems": 12, "itemsBackedUp": 12}}
+    assert rollup("Backup", status, key=KEY) == (
+        State.SUCCEEDED,
+        "Backup Completed: 12 of 12 items backed up",
+    )
+    restored = {"phase": "Completed", "progress": {"totalItems": 9, "itemsRestored": 9}}
+    assert rollup("Restore", restored, key=KEY) == (
+        State.SUCCEEDED,
+        "Restore Completed: 9 of 9 items restored",
+    )
+    assert rollup("Backup", {"phase": "Completed"}, key=KEY) == (
+        State.SUCCEEDED,
+        "Backup Completed",
+    )
+
+
+def test_partially_failed_names_the_counts_and_the_logs_command() -> None:
+    # What the real server writes: no failureReason, the error and warning counts of the
+    # backup's log, the hook counts (tests/real/test_velero_ops.py).
+    status = {
+        "phase": "PartiallyFailed",
+        "errors": 2,
+        "hookStatus": {"hooksAttempted": 1, "hooksFailed": 1},
+    }
+    assert rollup("Backup", status, key=KEY) == (
+        State.FAILED,
+        f"Backup PartiallyFailed: 2 errors, 0 warnings, 1 of 1 hooks failed; {BACKUP_LOGS}",
+    )
+    restore = {"phase": "PartiallyFailed", "errors": 1, "warnings": 3}
+    assert rollup("Restore", restore, key=KEY) == (
+        State.FAILED,
+        "Restore PartiallyFailed: 1 error, 3 warnings; "
+        "see velero restore logs team-a--nightly -n velero",
+    )
+
+
+def test_partially_failed_succeeds_when_the_operation_allows_it() -> None:
+    state, message = rollup(
+        "Backup", {"phase": "PartiallyFailed", "errors": 1}, key=KEY, allow_partial=True
+    )
+    assert state == State.SUCCEEDED
+    assert message == (
+        f"Backup PartiallyFailed (1 error, 0 warnings; {BACKUP_LOGS}), "
+        "allowed by parameters.allowPartialFailure"
+    )
+
+
+@pytest.mark.parametrize("kind", ["Backup", "Restore"])
+def test_failed_carries_velero_failure_reason(kind: str) -> None:
+    status = {"phase": "Failed", "failureReason": "error getting backup store: no such bucket"}
+    assert rollup(kind, status, key=KEY) == (
+        State.FAILED,
+        f"{kind} Failed: error getting backup store: no such bucket",
+    )
+    # Without a reason (not seen from the real server), the counts rather than nothing.
+    assert rollup(kind, {"phase": "Failed", "errors": 1}, key=KEY) == (
+        State.FAILED,
+        f"{kind} Failed: 1 error, 0 warnings",
+    )
+
+
+def test_failed_validation_carries_the_validation_errors() -> None:
+    status = {
+        "phase": "FailedValidation",
+        "validationErrors": [
+            "an existing backup storage location was not specified at backup creation time "
+            'and the default "default" was not found',
+            "invalid included/excluded resource lists",
+        ],
+    }
+    state, message = rollup("Backup", status, key=KEY)
+    assert state == State.FAILED
+    assert message.startswith("Backup FailedValidation: an existing backup storage location")
+    assert message.endswith("; invalid included/excluded resource lists")
+
+
+def test_a_backup_being_deleted_fails() -> None:
+    assert rollup("Backup", {"phase": "Deleting"}, key=KEY) == (
+        State.FAILED,
+        "Backup Deleting: being deleted",
+    )
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"phase": "PartiallyFailed", "errors": "many", "warnings": True, "hookStatus": "x"},
+        {"phase": "PartiallyFailed", "errors": -1, "hookStatus": {"hooksFailed": "one"}},
+    ],
+)
+def test_counts_of_the_wrong_type_count_as_zero_and_never_crash(status: JsonObj) -> None:
+    assert rollup("Backup", status, key=KEY) == (
+        State.FAILED,
+        f"Backup PartiallyFailed: 0 errors, 0 warnings; {BACKUP_LOGS}",
+    )
+
+
+def test_validation_errors_of_the_wrong_type_are_ignored() -> None:
+    status = {"phase": "FailedValidation", "validationErrors": "not a list"}
+    assert rollup("Backup", status, key=KEY) == (
+        State.FAILED,
+        "Backup FailedValidation: 0 errors, 0 warnings",
+    )
+
+
+# -- a Restore needs no live target --------------------------------------------------------------
+
+
+def restore(**parameters: Any) -> JsonObj:
+    op = objects.operation(
+        "bring-back", "team-a", type_="Restore", parameters={"backupName": "b", **parameters}
+    )
+    op["metadata"]["uid"] = "7d1e-uid"
+    return op
+
+
+class _Applied:
+    """A KubeClient stand-in that records the object the engine applies (no API server)."""
+
+    def __init__(self) -> None:
+        self.applied: list[JsonObj] = []
+
+    async def get(self, *_: Any) -> JsonObj:
+        raise NotFoundError(
+            status=404, reason="NotFound", message="not found", body={}, method="GET", path="/"
+        )
+
+    async def apply(self, _resource: Any, obj: JsonObj, **_: Any) -> JsonObj:
+        self.applied.append(obj)
+        return obj
+
+
+async def test_a_restore_materializes_without_its_target_confined_to_its_namespace() -> None:
+    client = _Applied()
+    engine = VeleroEngine(client, namespace="velero")  # type: ignore[arg-type]
+    ref = await engine.materialize(EngineRequest(target=None, operation=restore()))
+    assert (ref.name, ref.namespace) == ("team-a--bring-back", "velero")
+    assert client.applied[0]["spec"] == {"backupName": "b", "includedNamespaces": ["team-a"]}
+
+
+async def test_a_backup_still_needs_its_target() -> None:
+    engine = VeleroEngine(_Applied(), namespace="velero")  # type: ignore[arg-type]
+    backup = objects.operation("nightly", "team-a", type_="Backup")
+    backup["metadata"]["uid"] = "1a2b-uid"
+    with pytest.raises(EngineError, match="target ApplicationInstance does not exist"):
+        await engine.materialize(EngineRequest(target=None, operation=backup))
+
+
+def test_only_a_velero_restore_runs_without_its_target() -> None:
+    assert runs_without_target({"type": "Restore", "engine": "velero"})
+    assert not runs_without_target({"type": "Backup", "engine": "velero"})
+    assert not runs_without_target({"type": "Upgrade", "engine": "helm"})
+
+
+def test_a_restore_without_its_target_may_not_map_namespaces() -> None:
+    assert targetless_problem(restore()) is None
+    mapped = restore(namespaceMapping={"team-a": "kube-system"})
+    message = (
+        "spec.parameters.namespaceMapping: a Restore whose target ApplicationInstance 'shop' "
+        "does not exist restores into namespace 'team-a' only; remove the mapping"
+    )
+    assert targetless_problem(mapped) == message
+    # The webhook's rule 6 says the same; it admits the mapping-free Restore.
+    world = World(target=None)
+    assert review_operation(mapped, world=world, approval_secret="s", now=0.0) == message
+    assert review_operation(restore(), world=world, approval_secret="s", now=0.0) is None
+    backup = objects.operation("nightly", "team-a", type_="Backup")
+    assert review_operation(backup, world=world, approval_secret="s", now=0.0) == (
+        "spec.targetRef.name: ApplicationInstance 'shop' not found in namespace 'team-a'"
+    )
