@@ -596,17 +596,26 @@ async def test_restores_need_an_approval_and_report_velero_failures(
     await eventually(lambda: op_phase(kube, kube_namespace, "approved", "Running"), what="Running")
     name = workload_name(created)
     obj = await kube.get(RESTORES, ObjectKey(velero_ns, name))
-    assert obj["spec"] == {"backupName": "b1", "restorePVs": True, "namespaceMapping": {"a": "b"}}
+    assert obj["spec"] == {
+        "backupName": "b1",
+        "includedNamespaces": [kube_namespace],  # only the Operation's namespace of the backup
+        "restorePVs": True,
+        "namespaceMapping": {"a": "b"},
+    }
     await kube.merge_patch(
         RESTORES,
         ObjectKey(velero_ns, name),
-        {"status": {"phase": "PartiallyFailed", "failureReason": "2 items failed"}},
+        # As Velero v1.18.1 writes it: a PartiallyFailed Restore has no failureReason.
+        {"status": {"phase": "PartiallyFailed", "errors": 2}},
         field_manager="velero",
     )
     failed = await eventually(
         lambda: op_phase(kube, kube_namespace, "approved", "Failed"), what="Failed"
     )
-    assert condition(failed, "Failed")["message"] == "Restore PartiallyFailed: 2 items failed"
+    assert condition(failed, "Failed")["message"] == (
+        f"Restore PartiallyFailed: 2 errors, 0 warnings; see velero restore logs {name} "
+        f"-n {velero_ns}"
+    )
     assert condition(failed, "Running")["status"] == "False"
 
 
