@@ -776,6 +776,48 @@ async def test_a_backup_and_a_restore_created_together_run_one_after_the_other(
     await kube.get(RESTORES, ObjectKey(velero_ns, f"{kube_namespace}--b-restore"))
 
 
+async def test_a_restore_starts_without_its_target_but_may_not_map_namespaces_then(
+    operator: Operator, kube: KubeClient, kube_namespace: str, velero_ns: str
+) -> None:
+    # Bringing back a deleted instance is what a Restore is for (docs/api.md, deviation 33):
+    # no ApplicationInstance "gone" exists, yet the approved Restore starts, confined to its
+    # namespace; tests/real/test_velero_ops.py does it through the real Velero.
+    def restore(name: str, **extra: Any) -> dict[str, Any]:
+        params = dict(minimal_parameters(name)["Restore"])
+        claim = params.pop("_claim")
+        return operation(
+            name,
+            kube_namespace,
+            type_="Restore",
+            target="gone",
+            parameters={**params, **extra},
+            approvals={"claim": claim},
+        )
+
+    await kube.create(OPERATIONS, restore("back"), field_manager="test")
+    await kube.create(
+        OPERATIONS, restore("mapped", namespaceMapping={"a": "b"}), field_manager="test"
+    )
+    await eventually(lambda: op_phase(kube, kube_namespace, "back", "Running"))
+    created = await kube.get(RESTORES, ObjectKey(velero_ns, f"{kube_namespace}--back"))
+    assert created["spec"] == {"backupName": "b1", "includedNamespaces": [kube_namespace]}
+    held = await eventually(lambda: op_phase(kube, kube_namespace, "mapped", "Pending"))
+    assert condition(held, "Blocked")["reason"] == "ValidationFailed"
+    assert condition(held, "Blocked")["message"] == (
+        "spec.parameters.namespaceMapping: a Restore whose target ApplicationInstance 'gone' "
+        f"does not exist restores into namespace {kube_namespace!r} only; remove the mapping"
+    )
+    assert await _absent(kube, RESTORES, ObjectKey(velero_ns, f"{kube_namespace}--mapped"))
+    # Any other type still waits for its target.
+    await kube.create(
+        OPERATIONS,
+        operation("nightly", kube_namespace, type_="Backup", target="gone", parameters={}),
+        field_manager="test",
+    )
+    waiting = await eventually(lambda: op_phase(kube, kube_namespace, "nightly", "Pending"))
+    assert condition(waiting, "Blocked")["reason"] == "TargetNotReady"
+
+
 # -- engines found at run time ------------------------------------------------------------------
 
 
