@@ -722,19 +722,23 @@ async def test_same_named_backups_in_two_namespaces_get_two_velero_backups(
             field_manager="velero",
         )
         failed = await eventually(lambda: op_phase(kube, other, "nightly", "Failed"))
-        # The verdict is Velero's, recorded before the Backup is cancelled, and it stays.
+        # The verdict is Velero's and it stays.
         verdict = (
             "Backup PartiallyFailed: 2 errors, 1 warning; "
             f"see velero backup logs {names[1]} -n {velero_ns}"
         )
         assert condition(failed, "Failed")["message"] == verdict
         assert failed["status"]["outputs"] == {"backupName": names[1]}
-        await eventually(
-            lambda: _absent(kube, BACKUPS, ObjectKey(velero_ns, names[1])), what="cancelled"
-        )
         await asyncio.sleep(6)
         again = await kube.get(OPERATIONS, ObjectKey(other, "nightly"))
         assert condition(again, "Failed")["message"] == verdict
+        # A failed Velero object is kept (it is the record the message points to), until its
+        # Operation is deleted.
+        await kube.get(BACKUPS, ObjectKey(velero_ns, names[1]))
+        await kube.delete(OPERATIONS, ObjectKey(other, "nightly"))
+        await eventually(
+            lambda: _absent(kube, BACKUPS, ObjectKey(velero_ns, names[1])), what="deleted"
+        )
     finally:
         with contextlib.suppress(NotFoundError):
             await kube.delete(NAMESPACES, ObjectKey(None, other))

@@ -14,10 +14,11 @@ Where the instance lives: an ApplicationInstance's release namespace must be its
 holds the ApplicationInstance itself (its tarball is read here), and restoring it brings the
 instance back; the operator then renders it again through Flux.
 
-Instances: the restore test uses the demo-app chart through the real Flux (it must go Ready
-again) with ``replicas: 0`` (no Pods to schedule: kwok's nodes would add two processes and
-nothing the restore depends on); the others use a placeholder instance (no Helm release):
-Velero backs up a namespace, whatever the instance renders.
+Instances: the restore test uses the demo-app chart through the real Flux with two replicas on
+kwok's simulated Nodes, as tests/real/test_flux.py (it must go Ready again, its Pods Running:
+the operator's HelmRelease waits for the Deployment, which needs the workload controllers that
+``kwok_nodes`` starts); the others use a placeholder instance (no Helm release): Velero backs
+up a namespace, whatever the instance renders.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from typing import Any
 import pytest
 
 from tests.integration.operator_process import OperatorProcess
-from tests.real.test_flux import ConditionLog, condition, instance_ready, watch_until
+from tests.real.test_flux import (
+    REPLICAS,
+    ConditionLog,
+    assert_running_on_kwok,
+    condition,
+    instance_ready,
+    watch_until,
+)
 from vworkspace.api.approvals import sign
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.flux import HELM_RELEASES
@@ -44,7 +52,9 @@ from vworkspace.kube.resources import APPLICATION_INSTANCES, OPERATIONS, Resourc
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.chartrepo import ChartRepository
 from vworkspace.testing.flux import Flux
+from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.objects import managed_instance, operation
+from vworkspace.testing.rest import ApiError as RestApiError
 from vworkspace.testing.s3 import SeaweedS3
 from vworkspace.testing.velero import Velero
 
@@ -66,14 +76,48 @@ def approval_secret(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def velero_server(vworkspace_crds: list[str], velero: Velero) -> Velero:
-    """The ``velero`` fixture, started after the project's CRDs are installed. Velero discovers
-    the API's resources when it starts and then every 5 minutes
-    (pkg/cmd/server/server.go, ``initDiscoveryHelper``); a Velero started before the
-    ApplicationInstance CRD backs up no ApplicationInstance until then (seen here: the tarball
-    held only the Namespace and its Events). The same holds in a cluster where vworkspace is
-    installed after Velero."""
+def velero_server(
+    control_plane: ControlPlane, vworkspace_crds: list[str], velero: Velero
+) -> Velero:
+    """The ``velero`` fixture, started after the project's CRDs are installed, with the
+    Deployment ``velero`` that ``velero install`` would have made.
+
+    * Velero discovers the API's resources when it starts and then every 5 minutes
+      (pkg/cmd/server/server.go, ``initDiscoveryHelper``): a Velero started before the
+      ApplicationInstance CRD backs up no ApplicationInstance until then (seen here: the
+      tarball held only the Namespace and its Events). The same holds in a cluster where
+      vworkspace is installed after Velero.
+    * Restoring any Pod runs Velero's PodVolumeRestoreAction, whose constructor reads the
+      Deployment ``velero`` in Velero's namespace for its image
+      (pkg/restore/actions/pod_volume_restore_action.go); outside a cluster there is none, and
+      every Pod's restore is an error ("deployments.apps \"velero\" not found": the Restore ends
+      PartiallyFailed). An idle stand-in (no replicas) gives it the image of the version run.
+    """
+    try:
+        control_plane.rest().post(
+            f"/apis/apps/v1/namespaces/{velero.namespace}/deployments", velero_deployment()
+        )
+    except RestApiError as err:
+        if err.status != 409:
+            raise
     return velero
+
+
+def velero_deployment() -> JsonObj:
+    labels = {"component": "velero", "deploy": "velero"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "velero", "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "velero", "image": "velero/velero:v1.18.1"}]},
+            },
+        },
+    }
 
 
 @pytest.fixture
@@ -239,13 +283,14 @@ async def test_a_restore_operation_brings_a_deleted_instance_back_and_it_goes_re
     flux: Flux,
     chart_repo: ChartRepository,
     real_operator: OperatorProcess,
+    kwok_nodes: KwokNodes,
     kube: KubeClient,
     kube_namespace: str,
 ) -> None:
     body = managed_instance(
         "shop",
         kube_namespace,
-        values={"source": "inline", "inline": {"replicas": 0, "message": "backed up"}},
+        values={"source": "inline", "inline": {"replicas": REPLICAS, "message": "backed up"}},
         annotations=CAPABILITIES,
     )
     body["spec"]["chart"] = chart_repo.chart("0.1.0")
@@ -273,53 +318,70 @@ async def test_a_restore_operation_brings_a_deleted_instance_back_and_it_goes_re
     await kube.delete(APPLICATION_INSTANCES, key)
     # The operator's finalizer removes the HelmRelease; helm-controller uninstalls the release.
     await until("the instance gone", lambda: absent(kube, APPLICATION_INSTANCES, key))
+    await until("the HelmRelease gone", lambda: absent(kube, HELM_RELEASES, key))
     await until("the release uninstalled", lambda: absent(kube, CONFIG_MAPS, config))
     print(f"\nvelero-phases: instance deleted and uninstalled in {time.monotonic() - deleted:.1f}s")
 
-    op, restore = await run_operation(
-        kube,
-        velero_server,
-        restore_operation(kube_namespace, "bring-back", "shop", backup_name),
-        what="Restore of the deleted instance",
-    )
-    assert phase(restore) == "Completed", restore.get("status")
-    assert restore["spec"]["includedNamespaces"] == [kube_namespace]
-    assert phase(op) == "Succeeded", op["status"]
-    assert op["status"]["outputs"] == {"restoreName": f"{kube_namespace}--bring-back"}
-
+    # The Restore, and meanwhile the instance and its HelmRelease from their absence to Ready.
     ai_log, hr_log = ConditionLog(), ConditionLog()
     started = time.monotonic()
-
-    def ready(obj: JsonObj) -> bool:
-        return (
-            condition(obj, "Ready").get("status") == "True"
-            and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
-        )
-
     async with asyncio.TaskGroup() as group:
+        restoring = group.create_task(
+            run_operation(
+                kube,
+                velero_server,
+                restore_operation(kube_namespace, "bring-back", "shop", backup_name),
+                what="Restore of the deleted instance",
+            )
+        )
         ai_task = group.create_task(
-            watch_until(kube, APPLICATION_INSTANCES, key, ready, log=ai_log, timeout=90)
+            watch_until(
+                kube, APPLICATION_INSTANCES, key, instance_is_ready, log=ai_log, timeout=120
+            )
         )
         hr_task = group.create_task(
             watch_until(
-                kube,
-                HELM_RELEASES,
-                key,
-                lambda obj: condition(obj, "Ready").get("status") == "True",
-                log=hr_log,
-                timeout=90,
-                flux=flux,
+                kube, HELM_RELEASES, key, release_is_ready, log=hr_log, timeout=120, flux=flux
             )
         )
     seconds = time.monotonic() - started
-    report("the restored ApplicationInstance", ai_log, seconds)
-    report("the restored instance's HelmRelease", hr_log, seconds)
-    ai, hr = ai_task.result(), hr_task.result()
-    assert ai["metadata"]["labels"]["velero.io/restore-name"] == f"{kube_namespace}--bring-back"
+    report("the ApplicationInstance, from the Restore to Ready", ai_log, seconds)
+    report("its HelmRelease, from the Restore to Ready", hr_log, seconds)
+    (op, restore), ai, hr = restoring.result(), ai_task.result(), hr_task.result()
+    name = f"{kube_namespace}--bring-back"
+    results = await asyncio.to_thread(restore_results, seaweed_s3, name)
+    print(f"\nvelero-phases: the Restore's results: {results}")
+    assert phase(restore) == "Completed", (restore.get("status"), results)
+    assert restore["spec"]["includedNamespaces"] == [kube_namespace]
+    assert phase(op) == "Succeeded", op["status"]
+    assert op["status"]["outputs"] == {"restoreName": name}
+    assert condition(op, "Succeeded")["message"].startswith("Restore Completed: "), op["status"]
+    assert ai["metadata"]["labels"]["velero.io/restore-name"] == name
     assert condition(ai, "Ready")["reason"] == "HelmReleaseReady"
     assert [ref["uid"] for ref in hr["metadata"]["ownerReferences"]] == [ai["metadata"]["uid"]]
     restored = await kube.get(CONFIG_MAPS, config)
     assert restored["data"] == {"message": "backed up", "chartVersion": "0.1.0"}
+    await assert_running_on_kwok(kube, key, kwok_nodes)
+
+
+def instance_is_ready(obj: JsonObj) -> bool:
+    status = obj.get("status") or {}
+    current = status.get("observedGeneration") == obj["metadata"]["generation"]
+    return current and condition(obj, "Ready").get("status") == "True"
+
+
+def release_is_ready(obj: JsonObj) -> bool:
+    ready = condition(obj, "Ready")
+    current = ready.get("observedGeneration") == obj["metadata"]["generation"]
+    return current and ready.get("status") == "True"
+
+
+def restore_results(s3: SeaweedS3, name: str) -> str:
+    """Velero's results file of Restore ``name`` (errors and warnings by namespace), or what
+    the bucket holds under its prefix when there is none."""
+    keys = s3.list_objects(prefix=f"restores/{name}/")
+    found = [key for key in keys if key.endswith("-results.gz")]
+    return read_gzip(s3, found[0]) if found else f"no results file; objects: {keys}"
 
 
 def hooked_pod(namespace: str) -> JsonObj:
@@ -374,6 +436,8 @@ async def test_a_backup_velero_ends_partially_failed_fails_the_operation_with_ve
         f"{warnings} warning{'s' if warnings != 1 else ''}, 1 of 1 hooks failed; "
         f"see velero backup logs {name} -n {velero_server.namespace}"
     )
-    # The backup's log in the bucket (what `velero backup logs` prints) holds the hook's error.
+    # The failed Backup is kept (not cancelled): the command the message names reads its log,
+    # which in the bucket holds the hook's error.
+    await kube.get(BACKUPS, ObjectKey(velero_server.namespace, name))
     log = await asyncio.to_thread(read_gzip, seaweed_s3, f"backups/{name}/{name}-logs.gz")
     assert 'no such container: \\"no-such-container\\"' in log, log[-2000:]

@@ -329,7 +329,8 @@ class OperationReconciler:
         engine: Engine,
         request: EngineRequest,
     ) -> Result:
-        """Record the verdict, then (for a failure) cancel the workload, best effort."""
+        """Record the verdict, then (for a failure) cancel the workload, best effort, unless the
+        engine keeps it as the failure's record (``Observation.keep``)."""
         succeeded = result.state == State.SUCCEEDED
         started = status.get("phase") == "Running"
         status["phase"] = "Succeeded" if succeeded else "Failed"
@@ -343,7 +344,7 @@ class OperationReconciler:
         if conds.get(Cond.RUNNING) is not None:
             conds.set(Cond.RUNNING, FALSE, Why.ENGINE_NOT_STARTED, "")
         await self._status.write(op, status, conds)
-        if not succeeded and started:
+        if not succeeded and started and not result.keep:
             try:
                 await engine.cancel(request)
             except (ApiError, EngineError, InvalidNameError) as err:

@@ -66,7 +66,9 @@ class Observation:
     not recover without a change (e.g. Flux gave up retrying). ``progressing``: the engine is
     still working on the latest change (a release being installed); a failed state may still be
     progressing for long-lived workloads. ``ref``: the workload found, when the engine located
-    one (used to back-fill ``status.engineRef``).
+    one (used to back-fill ``status.engineRef``). ``keep``: a failed workload that has ended by
+    itself and is the record of the failure (a Velero Restore, whose logs its controller deletes
+    with it): the Operation reconciler does not cancel it after the verdict.
     """
 
     state: State
@@ -76,6 +78,7 @@ class Observation:
     stalled: bool = False
     progressing: bool = False
     ref: EngineRef | None = None
+    keep: bool = False
 
     @property
     def done(self) -> bool:

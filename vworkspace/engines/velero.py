@@ -222,16 +222,24 @@ class VeleroEngine:
         obj = await workload.locate(self._client, resource, op, computed=self._key(op))
         name = obj["metadata"]["name"]
         ref = EngineRef("velero", name, obj["metadata"]["namespace"])
+        status = obj.get("status") or {}
+        phase = status.get("phase")
         state, message = rollup(
             resource.kind,
-            obj.get("status") or {},
+            status,
             key=ObjectKey(ref.namespace, name),
             allow_partial=_params(op).get("allowPartialFailure") is True,
         )
         reason = {State.SUCCEEDED: "EngineCompleted", State.FAILED: "EngineFailed"}.get(
             state, "EngineStarted"
         )
-        return Observation(state, reason, message, {output_key: name}, ref=ref)
+        # A failed Velero object has ended and is the failure's record: deleting a Restore makes
+        # Velero delete its logs and results from the bucket (its external-resources
+        # finalizer), the logs the message points to; deleting a Backup object does not delete
+        # the backup (Velero's sync brings the object back). Deleting the Operation still
+        # deletes them (cancel).
+        ended = state == State.FAILED and phase != "Deleting"
+        return Observation(state, reason, message, {output_key: name}, ref=ref, keep=ended)
 
     async def cancel(self, request: EngineRequest) -> None:
         """Delete every object of the kind carrying the Operation's UID label, in any namespace;
