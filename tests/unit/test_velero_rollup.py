@@ -223,3 +223,44 @@ def test_a_restore_without_its_target_may_not_map_namespaces() -> None:
     assert review_operation(backup, world=world, approval_secret="s", now=0.0) == (
         "spec.targetRef.name: ApplicationInstance 'shop' not found in namespace 'team-a'"
     )
+
+
+class _Found(_Applied):
+    """A KubeClient stand-in whose ``get`` finds one Velero object with ``status``."""
+
+    def __init__(self, op: JsonObj, status: JsonObj) -> None:
+        super().__init__()
+        self.obj = {
+            "metadata": {
+                "name": "team-a--bring-back",
+                "namespace": "velero",
+                "labels": {"ops.vworkspace.io/operation": op["metadata"]["uid"]},
+            },
+            "status": status,
+        }
+
+    async def get(self, *_: Any) -> JsonObj:
+        return self.obj
+
+
+@pytest.mark.parametrize(
+    ("status", "keep"),
+    [
+        ({"phase": "PartiallyFailed", "errors": 1}, True),
+        ({"phase": "Failed", "failureReason": "x"}, True),
+        ({"phase": "FailedValidation", "validationErrors": ["x"]}, True),
+        ({"phase": "Deleting"}, False),
+        ({"phase": "Completed"}, False),
+        ({"phase": "InProgress"}, False),
+    ],
+)
+async def test_a_failed_velero_object_is_kept_as_the_failures_record(
+    status: JsonObj, keep: bool
+) -> None:
+    # Deleting a Restore makes Velero delete its logs from the bucket, the logs the message
+    # names (seen in tests/real/test_velero_ops.py): the reconciler must not cancel it.
+    op = restore()
+    engine = VeleroEngine(_Found(op, status), namespace="velero")  # type: ignore[arg-type]
+    seen = await engine.observe(EngineRequest(target=None, operation=op))
+    assert seen.keep is keep
+    assert seen.outputs == {"restoreName": "team-a--bring-back"}

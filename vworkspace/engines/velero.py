@@ -21,7 +21,8 @@ else (InProgress, WaitingForPluginOperations[PartiallyFailed], Finalizing[Partia
 phase we do not know) -> running. The real server sets ``failureReason`` only on Failed; a
 PartiallyFailed object carries only its ``errors`` / ``warnings`` counts (every error-level
 line of the backup's log counts), so the message names those counts and the command that shows
-the errors. An object that cannot be found is "workload missing" (the Operation reconciler's
+the errors; a failed object is kept after the verdict (``Observation.keep``: deleting a Restore
+deletes its logs from the bucket). An object that cannot be found is "workload missing" (the Operation reconciler's
 grace period, then failed); it is located by ``status.engineRef``, else by name, and found by
 the UID label only through the shared lookup (vworkspace/engines/workload.py).
 """
