@@ -15,16 +15,17 @@ backs up the target's namespace).
 
 Phase roll-up (:func:`rollup`, docs/api.md, deviation 22), checked against the Velero v1.18.1
 server (issue 26): Completed -> succeeded; Failed, FailedValidation and PartiallyFailed ->
-failed (PartiallyFailed counts as success only with ``parameters.allowPartialFailure: true``);
-a Backup being deleted -> failed; New, Queued, ReadyToStart or none yet -> pending; anything
-else (InProgress, WaitingForPluginOperations[PartiallyFailed], Finalizing[PartiallyFailed], a
-phase we do not know) -> running. The real server sets ``failureReason`` only on Failed; a
-PartiallyFailed object carries only its ``errors`` / ``warnings`` counts (every error-level
-line of the backup's log counts), so the message names those counts and the command that shows
-the errors; a failed object is kept after the verdict (``Observation.keep``: deleting a Restore
-deletes its logs from the bucket). An object that cannot be found is "workload missing" (the Operation reconciler's
-grace period, then failed); it is located by ``status.engineRef``, else by name, and found by
-the UID label only through the shared lookup (vworkspace/engines/workload.py).
+failed (PartiallyFailed counts as success only with ``parameters.allowPartialFailure: true``); a
+Backup being deleted -> failed; New, Queued, ReadyToStart or none yet -> pending; anything else
+(InProgress, WaitingForPluginOperations[PartiallyFailed], Finalizing[PartiallyFailed], a phase
+we do not know) -> running. The real server sets ``failureReason`` only on Failed; a
+PartiallyFailed object carries only its ``errors`` / ``warnings`` counts (every error-level line
+of the backup's log counts), so the message names those counts and the command that shows the
+errors; a failed object is kept after the verdict (``Observation.keep``: deleting a Restore
+deletes its logs from the bucket). An object that cannot be found is "workload missing" (the
+Operation reconciler's grace period, then failed); it is located by ``status.engineRef``, else
+by name, and found by the UID label only through the shared lookup
+(vworkspace/engines/workload.py).
 """
 
 from __future__ import annotations
