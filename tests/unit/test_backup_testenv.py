@@ -4,6 +4,7 @@ the keys, the BackupStorageLocation, and the errors when binaries are missing. T
 
 from __future__ import annotations
 
+import socket
 import stat
 from pathlib import Path
 
@@ -97,3 +98,46 @@ def test_the_location_points_at_the_bucket_path_style(s3: s3_mod.SeaweedS3) -> N
         },
     }
     assert s3.secret_key not in repr(bsl)
+
+
+def _velero(tmp_path: Path, s3: s3_mod.SeaweedS3) -> velero_mod.Velero:
+    return velero_mod.Velero(
+        plane=None,  # type: ignore[arg-type]  # the machine checks never reach the cluster
+        binaries={},
+        s3=s3,
+        data_dir=tmp_path / "velero",
+        lock_timeout=0.3,
+    )
+
+
+def test_a_second_velero_server_waits_for_the_first_then_says_why(
+    tmp_path: Path, s3: s3_mod.SeaweedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(velero_mod, "LOCK_FILE", tmp_path / "velero.lock")
+    with socket.socket() as spare:  # a free port stands in for 8080
+        spare.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(velero_mod, "CONTROLLER_RUNTIME_METRICS_PORT", spare.getsockname()[1])
+    first, second = _velero(tmp_path, s3), _velero(tmp_path, s3)
+    first._take_machine()
+    try:
+        with pytest.raises(velero_mod.VeleroError, match=r"another Velero server .* 0s"):
+            second._take_machine()
+    finally:
+        first._release_machine()
+    second._take_machine()  # free again once the first let go
+    second._release_machine()
+
+
+def test_a_taken_metrics_port_is_named(
+    tmp_path: Path, s3: s3_mod.SeaweedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(velero_mod, "LOCK_FILE", tmp_path / "velero.lock")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        monkeypatch.setattr(velero_mod, "CONTROLLER_RUNTIME_METRICS_PORT", port)
+        server = _velero(tmp_path, s3)
+        with pytest.raises(velero_mod.VeleroError, match=rf"port {port} is taken"):
+            server._take_machine()
+        server._release_machine()
