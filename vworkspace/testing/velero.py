@@ -238,7 +238,8 @@ class Velero:
     def _take_machine(self) -> None:
         """The machine-wide lock, then port 8080 free; :class:`VeleroError` says who is in
         the way after ``lock_timeout``."""
-        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        # Read-only is enough for flock, and works on a lock file another user created.
+        fd = os.open(LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
