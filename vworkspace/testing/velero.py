@@ -191,6 +191,7 @@ class Velero:
         self.start_timeout = start_timeout
         self.lock_timeout = lock_timeout
         self.startup_seconds: float | None = None
+        self.lock_wait_seconds = 0.0
         self.metrics_url = ""
         self._process: ManagedProcess | None = None
         self._lock: int | None = None
@@ -288,9 +289,13 @@ class Velero:
         )
 
     def start(self) -> None:
-        started = time.monotonic()
+        """Take the machine (waiting for another session's server, :attr:`lock_wait_seconds`),
+        then prepare and start; :attr:`startup_seconds` counts from after the wait."""
+        waited = time.monotonic()
         try:
             self._take_machine()
+            self.lock_wait_seconds = time.monotonic() - waited
+            started = time.monotonic()
             self._prepare_cluster()
             self._prepare_plugins()
             self._process = self._server_process()
@@ -364,6 +369,8 @@ class Velero:
     def summary(self) -> str:
         """One line for ``testenv start --with velero``."""
         secs = f"{self.startup_seconds:.1f}s" if self.startup_seconds is not None else "?"
+        if self.lock_wait_seconds >= 1:
+            secs += f" (after waiting {self.lock_wait_seconds:.0f}s for another Velero server)"
         return (
             f"velero: server {VERSIONS[VELERO]} + {AWS_PLUGIN} {VERSIONS[AWS_PLUGIN]} ready in "
             f"{secs}, namespace {self.namespace}, BackupStorageLocation {self.location} "
