@@ -26,17 +26,18 @@ applied before the server starts. "Ready" is Velero's metrics endpoint answering
 when its controllers start) and that location's ``status.phase`` being ``Available`` (Velero
 listed the bucket through the plugin).
 
-What ``velero server`` needs outside a cluster and does not get by itself (found by running it):
+What ``velero server`` needs outside a cluster and does not get by itself (the namespace, the
+CRDs and port 8080 seen by running it; the rest read in its v1.18.1 source):
 
 * its namespace must exist (it checks at start and exits otherwise): applied here;
 * every Velero CRD it knows, the eleven of ``velero.io/v1`` and the two of ``v2alpha1``, must be
   served, or it exits naming the missing kinds (``scripts/testenv/third-party-crds.txt`` pins all
   thirteen; :func:`install_velero_crds`);
 * the plugin folder (default ``/plugins``): our own, see above;
-* ``HOME`` (it reads ``~/.config/velero/config.json``, whose namespace and features would
-  override ours) and ``TMPDIR`` (its credentials folder is ``$TMPDIR/credentials`` and backup
-  tarballs are staged there): both point into the data directory, so two servers on one machine
-  share nothing and nothing of the user's is read;
+* ``HOME`` (it reads ``~/.config/velero/config.json``, whose features it adds to its own) and
+  ``TMPDIR`` (its credentials folder is ``$TMPDIR/credentials`` and backup tarballs are staged
+  there): both point into the data directory, so nothing of the user's is read and nothing is
+  left behind in ``/tmp``;
 * no POD_NAME/POD_NAMESPACE-style variables: the server reads none (only the node agent and the
   data movers, which do not run here, read ``NODE_NAME``);
 * controller-runtime's own metrics listener, which Velero v1.18.1 leaves at its default,
