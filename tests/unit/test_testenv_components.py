@@ -22,9 +22,20 @@ def test_repeats_and_blanks_are_dropped_in_order() -> None:
 
 def test_unknown_component_is_named_with_the_known_ones() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown component 'velero' \(known: charts, flux, kwok, scheduler\)"
+        ValueError,
+        match=r"unknown component 'minio' \(known: charts, flux, kwok, s3, scheduler, velero\)",
     ):
-        testenv_cmd.resolve_components("kwok,velero")
+        testenv_cmd.resolve_components("kwok,minio")
+
+
+def test_velero_implies_s3_first() -> None:
+    assert testenv_cmd.resolve_components("velero") == ["s3", "velero"]
+    assert testenv_cmd.resolve_components("velero,s3,kwok") == ["s3", "velero", "scheduler", "kwok"]
+
+
+def test_velero_without_a_started_s3_is_a_clear_error() -> None:
+    with pytest.raises(testenv_cmd.ControlPlaneError, match="velero needs the s3 component"):
+        testenv_cmd.COMPONENTS["velero"].start(None, None, testenv_cmd.Options())  # type: ignore[arg-type]
 
 
 def test_cli_rejects_an_unknown_component_as_a_usage_error(

@@ -9,7 +9,8 @@ kubeconfig is printed. They are a small registry (:data:`COMPONENTS`): a compone
 ones it implies (kwok implies the scheduler: simulated Nodes nobody schedules onto are of no use)
 and a start function returning something that can be checked and stopped, so adding one (Flux,
 Velero, ...) is one entry. ``flux`` implies ``charts`` (the local chart repository), so what it
-installs is at hand.
+installs is at hand. ``velero`` implies ``s3`` (SeaweedFS ``weed mini``, the bucket it backs up
+to) and reads that component's endpoint and credentials file from :attr:`Options.started`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from vworkspace.testing.controlplane import (
 )
 from vworkspace.testing.flux import start_flux
 from vworkspace.testing.kwok import KwokNodes
+from vworkspace.testing.s3 import SeaweedS3, start_seaweed_s3
+from vworkspace.testing.velero import start_velero
 
 
 class Running(Protocol):
@@ -56,9 +59,11 @@ class Running(Protocol):
 @attrs.frozen
 class Options:
     """What the command line says about the components (one field per setting, so a start
-    function reads what it needs and nothing else)."""
+    function reads what it needs and nothing else), and the components started so far."""
 
     charts_port: int = SAMPLE_CHARTS_PORT
+    started: dict[str, Running] = attrs.field(factory=dict, eq=False)
+    """By name, filled in start order; a component reads those it implies (velero: s3)."""
 
 
 @attrs.frozen
@@ -141,6 +146,23 @@ def _start_flux(
     return flux, flux.summary()
 
 
+def _start_s3(
+    plane: ControlPlane, assets: assets_mod.Assets, options: Options
+) -> tuple[Running, str]:
+    s3 = start_seaweed_s3(dict(os.environ), beside=assets.directory)
+    return s3, s3.summary()
+
+
+def _start_velero(
+    plane: ControlPlane, assets: assets_mod.Assets, options: Options
+) -> tuple[Running, str]:
+    s3 = options.started.get("s3")
+    if not isinstance(s3, SeaweedS3):  # resolve_components puts s3 first; this is a bug guard
+        raise ControlPlaneError("velero needs the s3 component started before it")
+    velero = start_velero(plane, dict(os.environ), s3)
+    return velero, velero.summary()
+
+
 COMPONENTS: dict[str, Component] = {
     "scheduler": Component(
         summary="kube-scheduler and the workload controllers (Deployment, Job, ...)",
@@ -159,6 +181,16 @@ COMPONENTS: dict[str, Component] = {
         summary="Flux source-controller and helm-controller (built from their Go modules)",
         start=_start_flux,
         implies=("charts",),
+    ),
+    "s3": Component(
+        summary="SeaweedFS weed mini: an S3 endpoint on 127.0.0.1 with its own keys and the "
+        "bucket velero",
+        start=_start_s3,
+    ),
+    "velero": Component(
+        summary="the Velero server with the AWS plugin, backing up to the s3 bucket",
+        start=_start_velero,
+        implies=("s3",),
     ),
 }
 
@@ -346,6 +378,7 @@ def run_start(args: argparse.Namespace) -> int:
             print(f"starting {name} ...", flush=True)
             component, line = COMPONENTS[name].start(plane, assets, options)
             running.append(component)
+            options.started[name] = component
             lines.append(line)
     except ControlPlaneError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -36,6 +36,18 @@ Fixtures:
   ``tests/integration``; run it on its own when in doubt).
 * ``chart_repo`` (session): the project's test charts (``tests/fixtures/charts``) packaged and
   served as a Helm HTTP repository on 127.0.0.1 (:mod:`vworkspace.testing.chartrepo`).
+* ``seaweed_s3`` (session): SeaweedFS ``weed mini`` as an S3 endpoint on 127.0.0.1 with its own
+  generated keys and the bucket ``velero`` (:class:`~vworkspace.testing.s3.SeaweedS3`:
+  ``endpoint_url``, ``region``, ``bucket``, ``credentials_file``, ``list_objects()``). Needs no
+  control plane.
+* ``velero`` (session): the real ``velero server`` (:class:`~vworkspace.testing.velero.Velero`)
+  against ``control_plane`` and ``seaweed_s3``, namespace ``velero``, BackupStorageLocation
+  ``default`` Available. Both are built by ``scripts/build-backup-controllers.sh`` (run by the
+  fixtures when missing in a checkout with Go); missing binaries skip (or, with the variable
+  above, fail). Once it has started, every Velero Backup/Restore of a later test in the session
+  gets real status (as ``flux`` for HelmReleases). Only one Velero server runs per machine
+  (:mod:`vworkspace.testing.velero` says why): a second session waits (up to 2 min) for the
+  first one's server to stop, then fails with that reason.
 
 ``VWORKSPACE_TEST_KEEP=1`` keeps the data directory and the namespaces and prints the kubeconfig.
 When a test that used a namespace fails, its report names the namespace with a kubectl command.
@@ -75,6 +87,8 @@ from vworkspace.testing.identity import (
 )
 from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.rest import ApiError
+from vworkspace.testing.s3 import S3Error, SeaweedS3, ensure_weed
+from vworkspace.testing.velero import Velero, VeleroError, ensure_binaries
 
 KEEP_ENV = "VWORKSPACE_TEST_KEEP"
 REQUIRE_ENV = "VWORKSPACE_REQUIRE_TESTENV"
@@ -85,6 +99,8 @@ _kwok_key = pytest.StashKey[KwokNodes]()
 _namespace_key = pytest.StashKey[str]()
 _report_key = pytest.StashKey[dict[str, pytest.TestReport]]()
 _flux_key = pytest.StashKey[Flux]()
+_s3_key = pytest.StashKey[SeaweedS3]()
+_velero_key = pytest.StashKey[Velero]()
 
 
 def _flag(name: str) -> bool:
@@ -194,6 +210,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"vworkspace testenv: Flux (source-controller, helm-controller) ready in "
             f"{flux.startup_seconds:.1f}s, logs in {flux.data_dir / 'logs'}"
         )
+    s3 = terminalreporter.config.stash.get(_s3_key, None)
+    if s3 is not None and s3.startup_seconds is not None:
+        terminalreporter.write_line(f"vworkspace testenv: {s3.summary()}")
+    velero = terminalreporter.config.stash.get(_velero_key, None)
+    if velero is not None and velero.startup_seconds is not None:
+        terminalreporter.write_line(f"vworkspace testenv: {velero.summary()}")
     if _flag(KEEP_ENV):
         terminalreporter.write_line(f"vworkspace testenv: kept data directory {plane.data_dir}")
         terminalreporter.write_line(
@@ -356,6 +378,63 @@ def flux(
     running = Flux(plane=control_plane, binaries=binaries)
     running.start()
     request.config.stash[_flux_key] = running
+    try:
+        yield running
+    finally:
+        running.stop(keep_data_dir=_flag(KEEP_ENV))
+
+
+def _assets_directory() -> Path | None:
+    """The test-asset directory the control plane would use, where the builds put everything;
+    None when there is none yet (the lookups then fall back to the cache)."""
+    try:
+        return assets_mod.find_assets(dict(os.environ)).directory
+    except assets_mod.AssetsNotFoundError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def seaweed_s3(request: pytest.FixtureRequest) -> Iterator[SeaweedS3]:
+    """SeaweedFS ``weed mini`` on 127.0.0.1, ready, with the bucket ``velero``.
+
+    With ``VWORKSPACE_TEST_KEEP=1`` its data directory (data, keys, log) is kept."""
+    try:
+        binary = ensure_weed(os.environ, beside=_assets_directory())
+    except S3Error as err:
+        unavailable(str(err))
+    running = SeaweedS3(binary=binary)
+    try:
+        running.start()
+    except S3Error as err:
+        pytest.fail(str(err), pytrace=False)
+    request.config.stash[_s3_key] = running
+    try:
+        yield running
+    finally:
+        running.stop(keep_data_dir=_flag(KEEP_ENV))
+
+
+@pytest.fixture(scope="session")
+def velero(
+    control_plane: ControlPlane,
+    third_party_crds: list[str],
+    seaweed_s3: SeaweedS3,
+    request: pytest.FixtureRequest,
+) -> Iterator[Velero]:
+    """The real ``velero server`` with the AWS plugin, its BackupStorageLocation ``default``
+    Available on ``seaweed_s3``'s bucket.
+
+    With ``VWORKSPACE_TEST_KEEP=1`` its data directory (log, plugin folder) is kept."""
+    try:
+        binaries = ensure_binaries(os.environ, beside=control_plane.assets.directory)
+    except VeleroError as err:
+        unavailable(str(err))
+    running = Velero(plane=control_plane, binaries=binaries, s3=seaweed_s3)
+    try:
+        running.start()
+    except VeleroError as err:
+        pytest.fail(str(err), pytrace=False)
+    request.config.stash[_velero_key] = running
     try:
         yield running
     finally:
