@@ -804,7 +804,11 @@ async def test_a_restore_starts_without_its_target_but_may_not_map_namespaces_th
     )
     await eventually(lambda: op_phase(kube, kube_namespace, "back", "Running"))
     created = await kube.get(RESTORES, ObjectKey(velero_ns, f"{kube_namespace}--back"))
-    assert created["spec"] == {"backupName": "b1", "includedNamespaces": [kube_namespace]}
+    assert created["spec"] == {
+        "backupName": "b1",
+        "includedNamespaces": [kube_namespace],
+        "excludedResources": ["operations.ops.vworkspace.io"],
+    }
     held = await eventually(lambda: op_phase(kube, kube_namespace, "mapped", "Pending"))
     assert condition(held, "Blocked")["reason"] == "ValidationFailed"
     assert condition(held, "Blocked")["message"] == (

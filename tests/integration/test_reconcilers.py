@@ -599,6 +599,7 @@ async def test_restores_need_an_approval_and_report_velero_failures(
     assert obj["spec"] == {
         "backupName": "b1",
         "includedNamespaces": [kube_namespace],  # only the Operation's namespace of the backup
+        "excludedResources": ["operations.ops.vworkspace.io"],  # never replayed
         "restorePVs": True,
         "namespaceMapping": {"a": "b"},
     }

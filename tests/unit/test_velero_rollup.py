@@ -17,7 +17,7 @@ from vworkspace.api.admission import (
 )
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.base import EngineError, EngineRequest, State
-from vworkspace.engines.velero import VeleroEngine, rollup
+from vworkspace.engines.velero import VeleroEngine, restore_spec, rollup
 from vworkspace.kube.errors import NotFoundError
 from vworkspace.testing import objects
 
@@ -190,7 +190,24 @@ async def test_a_restore_materializes_without_its_target_confined_to_its_namespa
     engine = VeleroEngine(client, namespace="velero")  # type: ignore[arg-type]
     ref = await engine.materialize(EngineRequest(target=None, operation=restore()))
     assert (ref.name, ref.namespace) == ("team-a--bring-back", "velero")
-    assert client.applied[0]["spec"] == {"backupName": "b", "includedNamespaces": ["team-a"]}
+    assert client.applied[0]["spec"] == {
+        "backupName": "b",
+        "includedNamespaces": ["team-a"],
+        "excludedResources": ["operations.ops.vworkspace.io"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        (["secrets"], ["secrets", "operations.ops.vworkspace.io"]),
+        (["operations.ops.vworkspace.io"], ["operations.ops.vworkspace.io"]),
+        ("not a list", ["operations.ops.vworkspace.io"]),
+    ],
+)
+def test_a_restore_never_brings_operations_back(given: Any, sent: list[str]) -> None:
+    # A restored Operation has no status (Velero drops it) and would run again.
+    assert restore_spec(restore(excludedResources=given))["excludedResources"] == sent
 
 
 async def test_a_backup_still_needs_its_target() -> None:

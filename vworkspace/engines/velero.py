@@ -38,10 +38,11 @@ from vworkspace.engines import workload
 from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
 from vworkspace.kube.client import KubeClient
 from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.resources import OPERATIONS, ResourceType
 
 JsonObj = dict[str, Any]
 BACKUPS = ResourceType("velero.io", "v1", "backups", "Backup")
+NEVER_RESTORED = f"{OPERATIONS.plural}.{OPERATIONS.group}"
 RESTORES = ResourceType("velero.io", "v1", "restores", "Restore")
 
 
@@ -91,9 +92,14 @@ def restore_spec(op: JsonObj) -> JsonObj:
         spec["restorePVs"] = params["restorePVs"]
     if params.get("existingResourcePolicy"):
         spec["existingResourcePolicy"] = params["existingResourcePolicy"]
-    for key in ("includedResources", "excludedResources"):
-        if _nonempty_list(params.get(key)):
-            spec[key] = _nonempty_list(params.get(key))
+    if _nonempty_list(params.get("includedResources")):
+        spec["includedResources"] = _nonempty_list(params.get("includedResources"))
+    # Never Operations: a backup holds the namespace's Operations, and one restored (Velero
+    # drops the status) would run again: an old Upgrade would take the instance back a version.
+    excluded = _nonempty_list(params.get("excludedResources")) or []
+    if NEVER_RESTORED not in excluded:
+        excluded.append(NEVER_RESTORED)
+    spec["excludedResources"] = excluded
     return spec
 
 
