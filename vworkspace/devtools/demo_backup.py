@@ -194,9 +194,10 @@ async def _backup_job(demo: Demo) -> None:
         await admin.enqueue(CLUSTER_ID, _job(demo))
         demo.backup_enqueued_at = time.monotonic()
         params = operation(demo)["spec"]["parameters"]
+        signed = ", signed by the mock like the install's" if demo.args.signed else ""
         demo.out.detail(
             f"job {BACKUP_JOB_ID} (kind apply): Operation {key}, type Backup, engine velero, "
-            f"target ApplicationInstance {demo.instance_key()}, parameters {params}"
+            f"target ApplicationInstance {demo.instance_key()}, parameters {params}{signed}"
         )
         result = await wait_for(
             demo, what=f"the ack and the result of job {BACKUP_JOB_ID}", probe=applied
