@@ -46,8 +46,8 @@ Fixtures:
   fixtures when missing in a checkout with Go); missing binaries skip (or, with the variable
   above, fail). Once it has started, every Velero Backup/Restore of a later test in the session
   gets real status (as ``flux`` for HelmReleases). Only one Velero server runs per machine
-  (:mod:`vworkspace.testing.velero` says why): parallel sessions that both start it fail with
-  that reason.
+  (:mod:`vworkspace.testing.velero` says why): a second session waits (up to 2 min) for the
+  first one's server to stop, then fails with that reason.
 
 ``VWORKSPACE_TEST_KEEP=1`` keeps the data directory and the namespaces and prints the kubeconfig.
 When a test that used a namespace fails, its report names the namespace with a kubectl command.

@@ -26,17 +26,18 @@ applied before the server starts. "Ready" is Velero's metrics endpoint answering
 when its controllers start) and that location's ``status.phase`` being ``Available`` (Velero
 listed the bucket through the plugin).
 
-What ``velero server`` needs outside a cluster and does not get by itself (found by running it):
+What ``velero server`` needs outside a cluster and does not get by itself (the namespace, the
+CRDs and port 8080 seen by running it; the rest read in its v1.18.1 source):
 
 * its namespace must exist (it checks at start and exits otherwise): applied here;
 * every Velero CRD it knows, the eleven of ``velero.io/v1`` and the two of ``v2alpha1``, must be
   served, or it exits naming the missing kinds (``scripts/testenv/third-party-crds.txt`` pins all
   thirteen; :func:`install_velero_crds`);
 * the plugin folder (default ``/plugins``): our own, see above;
-* ``HOME`` (it reads ``~/.config/velero/config.json``, whose namespace and features would
-  override ours) and ``TMPDIR`` (its credentials folder is ``$TMPDIR/credentials`` and backup
-  tarballs are staged there): both point into the data directory, so two servers on one machine
-  share nothing and nothing of the user's is read;
+* ``HOME`` (it reads ``~/.config/velero/config.json``, whose features it adds to its own) and
+  ``TMPDIR`` (its credentials folder is ``$TMPDIR/credentials`` and backup tarballs are staged
+  there): both point into the data directory, so nothing of the user's is read and nothing is
+  left behind in ``/tmp``;
 * no POD_NAME/POD_NAMESPACE-style variables: the server reads none (only the node agent and the
   data movers, which do not run here, read ``NODE_NAME``);
 * controller-runtime's own metrics listener, which Velero v1.18.1 leaves at its default,
@@ -191,6 +192,7 @@ class Velero:
         self.start_timeout = start_timeout
         self.lock_timeout = lock_timeout
         self.startup_seconds: float | None = None
+        self.lock_wait_seconds = 0.0
         self.metrics_url = ""
         self._process: ManagedProcess | None = None
         self._lock: int | None = None
@@ -288,9 +290,13 @@ class Velero:
         )
 
     def start(self) -> None:
-        started = time.monotonic()
+        """Take the machine (waiting for another session's server, :attr:`lock_wait_seconds`),
+        then prepare and start; :attr:`startup_seconds` counts from after the wait."""
+        waited = time.monotonic()
         try:
             self._take_machine()
+            self.lock_wait_seconds = time.monotonic() - waited
+            started = time.monotonic()
             self._prepare_cluster()
             self._prepare_plugins()
             self._process = self._server_process()
@@ -364,6 +370,8 @@ class Velero:
     def summary(self) -> str:
         """One line for ``testenv start --with velero``."""
         secs = f"{self.startup_seconds:.1f}s" if self.startup_seconds is not None else "?"
+        if self.lock_wait_seconds >= 1:
+            secs += f" (after waiting {self.lock_wait_seconds:.0f}s for another Velero server)"
         return (
             f"velero: server {VERSIONS[VELERO]} + {AWS_PLUGIN} {VERSIONS[AWS_PLUGIN]} ready in "
             f"{secs}, namespace {self.namespace}, BackupStorageLocation {self.location} "
