@@ -106,6 +106,9 @@ async def start_storage(demo: Demo) -> None:
             lock_timeout=demo.timeout,
         )
         demo.velero.start()
+        waited = demo.velero.lock_wait_seconds
+        if waited >= 1:
+            demo.out.detail(f"waited {waited:.0f}s for another Velero server on this machine")
         demo.out.detail(
             f"velero server {VERSIONS[VELERO]} with {AWS_PLUGIN} {VERSIONS[AWS_PLUGIN]} ready "
             f"in {demo.velero.startup_seconds or 0:.1f}s: BackupStorageLocation "
