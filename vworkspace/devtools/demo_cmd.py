@@ -220,7 +220,7 @@ def add_parser(commands: Any, *, summary: str) -> None:
         action="store_true",
         help="after the install, start SeaweedFS S3 and the Velero server, send a Backup "
         "Operation of the application through the same Pull path, wait for Velero to complete "
-        "it and list the backup's objects in the bucket (about 15 s more)",
+        "it and list the backup's objects in the bucket (about 16 s more)",
     )
     demo.add_argument(
         "--workdir",
