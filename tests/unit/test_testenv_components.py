@@ -22,7 +22,8 @@ def test_repeats_and_blanks_are_dropped_in_order() -> None:
 
 def test_unknown_component_is_named_with_the_known_ones() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown component 'velero' \(known: charts, flux, kwok, scheduler\)"
+        ValueError,
+        match=r"unknown component 'velero' \(known: argo, charts, flux, kwok, scheduler\)",
     ):
         testenv_cmd.resolve_components("kwok,velero")
 
