@@ -5,7 +5,9 @@ a :class:`~vworkspace.testing.processes.ManagedProcess`:
 
 * ``--kubeconfig`` (the admin one) and ``--namespace argo``, cluster-wide (no ``--namespaced``:
   Runbook Workflows run in each target's release namespace, which a test makes up);
-* ``LEADER_ELECTION_DISABLE=true`` (single instance, no Lease);
+* ``LEADER_ELECTION_DISABLE=true`` (single instance, no Lease) and ``DEFAULT_REQUEUE_TIME=1s``
+  (the controller looks at a Workflow at most every 10 s by default; 1 s is what Argo's own
+  Makefile runs its tests with);
 * its ConfigMap ``workflow-controller-configmap`` in ``argo`` (the controller exits without it)
   with ``metricsConfig.enabled: false``: the metrics server would bind ``:9090`` on every
   interface. Its pprof/healthz server has no flag and always tries ``:6060``; a second
@@ -84,6 +86,7 @@ ARGO_GROUP = "argoproj.io"
 BUILD_SCRIPT = "build-backup-controllers.sh"
 # Logged by the CronWorkflow controller, which Run starts once every informer has synced.
 READY_LINE = "Starting CronWorkflow controller"
+REQUEUE_TIME = "1s"
 # Never pulled (kwok runs no container); the controller's own default, made explicit.
 EXECUTOR_IMAGE = f"quay.io/argoproj/argoexec:{VERSION}"
 # The controller's configuration (config/config.go): no metrics server on :9090.
@@ -200,7 +203,13 @@ class ArgoController:
             ],
             log_path=self.log_path,
             # Its whole environment: no ARGO_* variable of the caller's reaches its flags.
-            env={"LEADER_ELECTION_DISABLE": "true", "HOME": str(home)},
+            env={
+                "LEADER_ELECTION_DISABLE": "true",
+                # How soon a Workflow is looked at again after a change (default 10 s; the
+                # value Argo's own Makefile runs its tests with).
+                "DEFAULT_REQUEUE_TIME": REQUEUE_TIME,
+                "HOME": str(home),
+            },
         )
         try:
             self._process.start()
@@ -273,12 +282,16 @@ def start_argo(
     """Install the Argo CRDs, then start the controller and wait until it is ready.
 
     For ``testenv start --with argo`` and anything else outside pytest; the caller stops it.
+    Its log goes to ``data_dir``, by default ``argo/`` in the plane's data directory (which
+    ``testenv start --data-dir`` keeps).
     """
     binary = ensure_controller(env, beside=plane.assets.directory)
     try:
         install_argo_crds(plane, env)
     except ThirdPartyCrdsError as err:
         raise ArgoError(f"the Argo CRDs: {err}") from err
-    controller = ArgoController(plane=plane, binary=binary, data_dir=data_dir)
+    controller = ArgoController(
+        plane=plane, binary=binary, data_dir=data_dir or plane.data_dir / "argo"
+    )
     controller.start()
     return controller
