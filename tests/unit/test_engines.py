@@ -149,8 +149,9 @@ def _node(name: str, type_: str, phase: str, message: str = "", **extra: Any) ->
     }
 
 
-# What workflow-controller v3.6.10 wrote for a steps Workflow whose step `restart` (retry
-# limit 1) ran `sh -c "exit 3"` twice (tests/real/test_argo.py, argo-phases lines).
+# The shape of what workflow-controller v3.6.10 wrote for a steps Workflow whose step `restart`
+# (retry limit 1) ran `sh -c "exit 3"` twice (tests/real/test_argo.py, argo-phases lines): the
+# Workflow's message names only the failed child's node id; StepGroup nodes left out.
 FAILED_STEPS_STATUS: JsonObj = {
     "phase": "Failed",
     "message": "child 'w-restart' failed",
