@@ -258,8 +258,9 @@ async def test_a_runbook_succeeds_through_the_real_workflow_controller(
         ["sh", "-c", "echo restarting 2.0.0"],
     ]
     assert all(p["status"]["phase"] == "Succeeded" for p in seen.pods.values())
-    assert "Workflow=Running" in seen.workflow.seen
-    assert "restart(Pod)=Running" in seen.workflow.seen
+    # (A Pod node's Running is usually seen too, but not always: the Pod runs 1 s and the
+    # controller looks at a Workflow at most once a second.)
+    assert seen.workflow.seen[0] == "Workflow=Running"
     assert seen.operation.seen.index("phase=Running") < seen.operation.seen.index("phase=Succeeded")
 
 
