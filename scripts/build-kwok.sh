@@ -8,7 +8,8 @@
 #     kustomize/stage/pod/fast/{pod-ready,pod-complete,pod-delete}.yaml), unmodified;
 #   * ours, scripts/testenv/kwok-stages/*.yaml (pod-fail: a Pod annotated
 #     pod-fail.stage.vworkspace.io/exit-code fails with that exit code; pod-shell-exit: a Job's
-#     Pod running `sh -c "exit N"` fails with exit code N). KwokNodes refuses a cache whose
+#     Pod running `sh -c "exit N"` fails with exit code N; pod-argo-exit: an Argo Workflow's Pod
+#     finishes, failed with N when its step runs `sh -c "exit N"`). KwokNodes refuses a cache whose
 #     copies differ from the checkout's, so a changed stage needs a rerun of this script.
 #
 #   scripts/build-kwok.sh            build if missing or stale, else do nothing

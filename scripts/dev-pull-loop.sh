@@ -7,8 +7,10 @@
 #     dev extras, reinstalled when pyproject.toml is newer than the install stamp;
 #   * the binaries in ~/.cache/vworkspace/testenv: Kubernetes (kube-apiserver, etcd,
 #     kube-controller-manager, kube-scheduler, kubectl), kwok, helm, Flux's source-controller and
-#     helm-controller, and the pinned third-party CRDs (built from the Go module proxy when
-#     absent, tens of minutes on 2 cores the first time; a no-op of about a second when current),
+#     helm-controller, SeaweedFS's weed, Velero and velero-plugin-for-aws (for --backup; Argo's
+#     workflow-controller is built too), and the pinned third-party CRDs (built from the Go
+#     module proxy when absent, tens of minutes on 2 cores the first time; a no-op of about a
+#     second when current),
 #     unless VWORKSPACE_TEST_ASSETS/KUBEBUILDER_ASSETS is set or only --help is asked for.
 # Then runs `python -m vworkspace demo` with the arguments given, e.g.
 #   scripts/dev-pull-loop.sh            run, then keep everything up until Ctrl-C
@@ -16,6 +18,10 @@
 #                                       if the instance went Ready through the real
 #                                       helm-controller with its Deployment Available, else 1
 #                                       naming the step that did not happen and the log to read
+#   scripts/dev-pull-loop.sh --backup --exit
+#                                       also back the application up: SeaweedFS S3 and the real
+#                                       Velero start, a Backup Operation goes the same Pull path,
+#                                       and the backup's objects in the bucket are listed
 #   scripts/dev-pull-loop.sh --help
 # Every process it starts is stopped at exit, also on Ctrl-C or SIGTERM (the demo replaces this
 # shell, so the signal reaches it).

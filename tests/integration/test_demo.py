@@ -7,7 +7,13 @@ happened (read back from the cluster while the demo waits for Ctrl-C, not only f
 prints), the exit codes, the failure message of a step that does not happen, and that nothing it
 started is left running (every process it starts has the work dir in its command line or its
 environment: etcd's data dir, the apiserver's certificates, the kubeconfig of the controllers,
-kwok and Flux, the operator and register).
+kwok and Flux, the operator and register; with ``--backup``, weed and Velero, whose HOME is
+in it).
+
+``--backup`` shares the ``--exit`` run (the install steps are the same with and without it; the
+run without ``--exit`` checks that nothing of it starts without the option): S3 and the real
+Velero start, a Backup Operation goes the Pull path, and the step listing the bucket must name
+the backup's objects. The run prints ``velero-phases:`` lines, like the real tier's.
 
 Marked ``real`` as well: the real controllers write the status the demo waits for. The demo
 runs its own control plane, so it does not disturb the session's (whose ``control_plane``
@@ -30,7 +36,9 @@ from typing import Any
 
 import pytest
 
+from vworkspace.devtools.demo_backup import find_backup_binaries
 from vworkspace.testing import ControlPlane
+from vworkspace.testing.crds import THIRD_PARTY_ENV, third_party_dir
 from vworkspace.testing.flux import FluxError, find_controllers
 from vworkspace.testing.pytest_plugin import unavailable
 
@@ -43,6 +51,9 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 DEMO = [sys.executable, "-m", "vworkspace", "demo"]
 STEPS = 20
+BACKUP_STEPS = (
+    26  # --backup: S3, Velero, the Backup job, Velero's Backup, the Operation, the bucket
+)
 # What a user must see, in this order: the job, then each hop of the real install.
 MILESTONES = (
     "API server https://127.0.0.1:",
@@ -65,6 +76,22 @@ MILESTONES = (
     "no request refused (403)",
     "demo complete:",
 )
+# --backup, after the install: what a user must see, in this order.
+BACKUP_MILESTONES = (
+    "weed mini ready in",
+    "BackupStorageLocation velero/default Available",
+    "job demo-backup-1 (kind apply): Operation demo/hello-backup, type Backup, engine velero",
+    "job demo-backup-1 acked, result: succeeded (applied Operation demo/hello-backup)",
+    "Backup velero/demo--hello-backup: namespaces ['demo'], storage location default:",
+    "Velero Backup phases seen: ",
+    "Succeeded=True/EngineCompleted: Backup Completed",
+    "Operation phases seen: ",
+    "objects, ",
+    "demo--hello-backup.tar.gz (",
+    "velero-backup.json (",
+)
+# The whole --backup run: the install's milestones, the backup's, then the summary's.
+ALL_MILESTONES = (*MILESTONES[:-2], *BACKUP_MILESTONES, *MILESTONES[-2:])
 JsonObj = dict[str, Any]
 
 
@@ -83,6 +110,16 @@ def demo_env(control_plane: ControlPlane, third_party_crds: list[str]) -> dict[s
             f"the demo needs {'; '.join(missing)} (scripts/build-test-assets.sh builds them)"
         )
     return {**os.environ, "VWORKSPACE_TEST_ASSETS": str(assets.directory)}
+
+
+@pytest.fixture(scope="module")
+def backup_binaries(demo_env: dict[str, str]) -> None:
+    """``--backup`` also needs weed, velero and velero-plugin-for-aws: skip saying so, or fail
+    under VWORKSPACE_REQUIRE_TESTENV as CI runs."""
+    try:
+        find_backup_binaries(demo_env, beside=Path(demo_env["VWORKSPACE_TEST_ASSETS"]))
+    except RuntimeError as err:
+        unavailable(str(err))
 
 
 def processes_mentioning(text: str) -> dict[int, str]:
@@ -109,13 +146,16 @@ def leftovers(workdir: Path, timeout: float = 5.0) -> dict[int, str]:
     return found
 
 
-def assert_steps_in_order(out: str) -> None:
-    numbered = [f"{n:>2}/{STEPS} " for n in range(1, STEPS + 1)]
-    positions = [out.find(text) for text in (*numbered, *MILESTONES)]
-    missing = [text for text, at in zip((*numbered, *MILESTONES), positions, strict=True) if at < 0]
+def assert_steps_in_order(
+    out: str, *, steps: int = STEPS, milestones: tuple[str, ...] = MILESTONES
+) -> None:
+    numbered = [f"{n:>2}/{steps} " for n in range(1, steps + 1)]
+    positions = [out.find(text) for text in (*numbered, *milestones)]
+    missing = [text for text, at in zip((*numbered, *milestones), positions, strict=True) if at < 0]
     assert not missing, f"missing {missing} in:\n{out}"
-    assert positions[:STEPS] == sorted(positions[:STEPS]), out
-    assert positions[STEPS:] == sorted(positions[STEPS:]), out
+    assert positions[:steps] == sorted(positions[:steps]), out
+    assert positions[steps:] == sorted(positions[steps:]), out
+    assert f" {steps + 1}/" not in out, out
 
 
 def print_condition_sequences(out: str) -> None:
@@ -146,13 +186,30 @@ def condition(obj: JsonObj, type_: str) -> JsonObj:
     return next((c for c in conditions if c["type"] == type_), {})
 
 
-def test_demo_exit_installs_the_application_for_real_and_leaves_nothing_running(
-    demo_env: dict[str, str], tmp_path: Path
+def print_backup_sequences(out: str) -> None:
+    """The real tier's ``velero-phases:`` lines, from what the demo saw: the Velero Backup's
+    phases, and the Operation's phases and conditions; the time is from the Backup job queued to
+    Succeeded=True at the control plane."""
+    took = re.search(r"Succeeded=True at the control plane ([\d.]+)s after the job was queued", out)
+    phases = re.search(r"Velero Backup phases seen: (.*)", out)
+    operation = re.search(r"Operation phases seen: (.*); conditions seen: (.*)", out)
+    assert took is not None, out
+    assert phases is not None, out
+    assert operation is not None, out
+    print(f"\nvelero-phases: demo, Backup velero/demo--hello-backup ({took[1]}s): {phases[1]}")
+    print(f"velero-phases: demo, Operation demo/hello-backup phases: {operation[1]}")
+    print(f"velero-phases: demo, Operation demo/hello-backup conditions: {operation[2]}")
+
+
+def test_demo_exit_with_backup_installs_backs_up_into_s3_and_leaves_nothing_running(
+    demo_env: dict[str, str], backup_binaries: None, tmp_path: Path
 ) -> None:
+    """The plain install and the --backup steps in one run (the install part is the same with
+    and without --backup; the SIGTERM test below runs without it)."""
     workdir = tmp_path / "demo"
     started = time.monotonic()
     proc = subprocess.run(
-        [*DEMO, "--exit", "--workdir", str(workdir)],
+        [*DEMO, "--exit", "--backup", "--workdir", str(workdir)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -161,7 +218,12 @@ def test_demo_exit_installs_the_application_for_real_and_leaves_nothing_running(
     elapsed = time.monotonic() - started
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert_steps_in_order(out)
+    assert_steps_in_order(out, steps=BACKUP_STEPS, milestones=ALL_MILESTONES)
+    # The instance grants Backup Operations to Velero, as an Operation's target must.
+    assert (
+        "values {'replicas': 2, 'message': 'hello from the vworkspace demo'}, annotation ops.vworkspace.io/backup=velero"
+        in out
+    )
     pods = re.findall(r"Pod demo/hello-demo-app-\S+ on (kwok-node-\d): Running", out)
     assert len(pods) == 2, out
     kubeconfig = workdir / "kubeconfig"
@@ -171,11 +233,23 @@ def test_demo_exit_installs_the_application_for_real_and_leaves_nothing_running(
     assert '"msg": "job done"' in (workdir / "operator.log").read_text()
     # helm-controller's own record of the install, in the log the demo points at.
     assert "running 'install' action" in (workdir / "flux/logs/helm-controller.log").read_text()
+    # The bucket step: the count it prints is the objects it names, the backup's own among them.
+    listing = re.search(
+        r"s3://\S+/backups/demo--hello-backup/ at http://127\.0\.0\.1:\d+: (\d+) objects", out
+    )
+    assert listing is not None, out
+    named = re.findall(
+        r"^\[\s*[\d.]+s\]\s{7}(demo--hello-backup\S*|velero-backup\.json) \(\d+ bytes\)$", out, re.M
+    )
+    assert len(named) == int(listing[1]) >= 2, (named, out)
+    assert {"velero-backup.json", "demo--hello-backup.tar.gz"} <= set(named), named
     assert "--exit: stopping" in out
+    assert "stopped Velero, S3, Flux, kwok and the Kubernetes control plane" in out
     assert leftovers(workdir) == {}, out
     assert not (workdir / "kubernetes" / "etcd").exists()  # the bulky part is removed
     print_condition_sequences(out)
-    print(f"demo --exit took {elapsed:.1f}s")
+    print_backup_sequences(out)
+    print(f"demo --exit --backup took {elapsed:.1f}s; backup objects: {', '.join(named)}")
 
 
 def test_demo_keeps_running_with_the_install_in_place_until_sigterm_then_stops_everything(
@@ -253,7 +327,13 @@ def test_demo_keeps_running_with_the_install_in_place_until_sigterm_then_stops_e
             if (event.get("resourceRef") or {}).get("name") == "hello"
             for c in event.get("conditions") or []
         ), events
-        assert processes_mentioning(str(workdir)), "nothing running while the demo waits"
+        running = processes_mentioning(str(workdir))
+        assert running, "nothing running while the demo waits"
+        # Without --backup nothing of it starts: no S3, no Velero, no backup step.
+        programs = {Path(cmdline.split(" ", 1)[0]).name for cmdline in running.values()}
+        assert not programs & {"weed", "velero"}, running
+        assert "start S3" not in out, out
+        assert "Backup Operation" not in out, out
         proc.send_signal(signal.SIGTERM)
         rest = proc.stdout.read()
         assert proc.wait(timeout=60) == 0, out + rest
@@ -347,6 +427,42 @@ def test_demo_fails_at_once_naming_where_it_looked_for_the_third_party_crds(
     assert leftovers(tmp_path / "demo") == {}
 
 
+def test_demo_backup_without_velero_fails_at_once_naming_what_is_missing_and_how_to_build_it(
+    demo_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every binary the demo needs but velero (links to the real ones), and an empty cache."""
+    assets = Path(demo_env["VWORKSPACE_TEST_ASSETS"])
+    partial = tmp_path / "bin"
+    partial.mkdir()
+    for binary in assets.iterdir():
+        if binary.name != "velero":
+            (partial / binary.name).symlink_to(binary)
+    env = {
+        **demo_env,
+        "VWORKSPACE_TEST_ASSETS": str(partial),
+        "VWORKSPACE_TESTENV_CACHE": str(tmp_path / "empty-cache"),
+        THIRD_PARTY_ENV: str(third_party_dir(os.environ)),
+    }
+    proc = subprocess.run(
+        [*DEMO, "--exit", "--backup", "--workdir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    failed = re.search(rf"FAILED step 1/{BACKUP_STEPS} \(.*?\): (.*)", out)
+    assert failed is not None, out
+    assert (
+        f"--backup cannot start Velero: velero and velero-plugin-for-aws are not in {partial} nor "
+        in failed[1]
+    ), out
+    assert "scripts/build-test-assets.sh" in failed[1], out
+    assert f" 2/{BACKUP_STEPS} " not in out  # nothing was started
+    assert leftovers(tmp_path / "demo") == {}
+
+
 def test_help_of_the_script_and_the_command() -> None:
     script = subprocess.run(
         ["bash", str(REPO / "scripts" / "dev-pull-loop.sh"), "--help"],
@@ -359,6 +475,7 @@ def test_help_of_the_script_and_the_command() -> None:
     assert "--exit" in script.stdout
     assert "--workdir DIR" in script.stdout
     assert "--timeout SECONDS" in script.stdout
+    assert "--backup" in script.stdout
     assert "helm-controller" in script.stdout
     top = subprocess.run(
         [sys.executable, "-m", "vworkspace", "--help"], capture_output=True, text=True, timeout=60

@@ -209,11 +209,56 @@ async def set_job_condition(
     )
 
 
-async def set_workflow_phase(kube: KubeClient, key: ObjectKey, phase: str, message: str) -> None:
+async def set_workflow_phase(
+    kube: KubeClient,
+    key: ObjectKey,
+    phase: str,
+    message: str,
+    nodes: dict[str, Any] | None = None,
+) -> None:
     # The minimal Argo CRDs have no status subresource: Argo writes status with the object.
-    await kube.merge_patch(
-        WORKFLOWS, key, {"status": {"phase": phase, "message": message}}, field_manager="argo"
-    )
+    status: dict[str, Any] = {"phase": phase, "message": message}
+    if nodes is not None:
+        status["nodes"] = nodes
+    await kube.merge_patch(WORKFLOWS, key, {"status": status}, field_manager="argo")
+
+
+def failed_step_nodes(workflow: str, step: str, exit_code: int) -> tuple[str, dict[str, Any]]:
+    """What Argo's workflow-controller v3.6.10 writes when a steps Workflow's step ends with a
+    non-zero exit code (seen in tests/real/test_argo.py): the Workflow's message names only the
+    failed child's node id; the step's Pod node carries ``Error (exit code N)``."""
+    pod_id = f"{workflow}-1234567890"
+    message = f"child '{pod_id}' failed"
+    nodes = {
+        workflow: {
+            "id": workflow,
+            "name": workflow,
+            "displayName": workflow,
+            "type": "Steps",
+            "phase": "Failed",
+            "message": message,
+            "children": [f"{workflow}-1"],
+        },
+        f"{workflow}-1": {
+            "id": f"{workflow}-1",
+            "name": f"{workflow}[0]",
+            "displayName": "[0]",
+            "type": "StepGroup",
+            "phase": "Failed",
+            "message": message,
+            "children": [pod_id],
+        },
+        pod_id: {
+            "id": pod_id,
+            "name": f"{workflow}[0].{step}",
+            "displayName": step,
+            "type": "Pod",
+            "phase": "Failed",
+            "message": f"Error (exit code {exit_code})",
+            "outputs": {"exitCode": str(exit_code)},
+        },
+    }
+    return message, nodes
 
 
 def job_key(created: dict[str, Any], namespace: str) -> ObjectKey:
@@ -547,9 +592,12 @@ async def test_a_runbook_becomes_a_workflow_of_its_template(
     await set_workflow_phase(kube, key, "Running", "")
     await asyncio.sleep(1)
     assert await op_phase(kube, kube_namespace, "rb", "Running")
-    await set_workflow_phase(kube, key, "Error", "step restart: exit code 2")
+    message, nodes = failed_step_nodes(key.name, "restart", 2)
+    await set_workflow_phase(kube, key, "Failed", message, nodes)
     failed = await eventually(lambda: op_phase(kube, kube_namespace, "rb", "Failed"))
-    assert condition(failed, "Failed")["message"] == "step restart: exit code 2"
+    assert condition(failed, "Failed")["message"] == (
+        f"Failed: {message}; restart: Error (exit code 2)"
+    )
     assert failed["status"]["outputs"] == {"workflowName": key.name}
 
 

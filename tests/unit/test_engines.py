@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from vworkspace.engines.base import EngineError, State
@@ -9,6 +11,8 @@ from vworkspace.engines.job import env_list, job_observation
 from vworkspace.engines.workflow import arguments, desired, workflow_observation
 from vworkspace.engines.workload import workload_name
 from vworkspace.testing.objects import managed_instance, operation
+
+JsonObj = dict[str, Any]
 
 
 def _op(name: str, namespace: str = "shop", **spec: object) -> dict[str, object]:
@@ -121,14 +125,83 @@ def test_a_job_condition_without_reason_or_message_still_gives_a_message() -> No
         ("Succeeded", State.SUCCEEDED),
         ("Failed", State.FAILED),
         ("Error", State.FAILED),
-        ("Terminated", State.FAILED),
-        ("Skipped", State.FAILED),
+        # Argo's WorkflowPhase has no other values; one it may add later does not end the
+        # Operation on a guess.
+        ("Pending", State.RUNNING),
+        ("Terminated", State.RUNNING),
     ],
 )
 def test_workflow_phases(phase: str, state: State) -> None:
     wf = {"metadata": {"name": "w", "namespace": "ns"}, "status": {"phase": phase, "message": "m"}}
     seen = workflow_observation(wf)
     assert (seen.state, seen.outputs) == (state, {"workflowName": "w"})
+
+
+def _node(name: str, type_: str, phase: str, message: str = "", **extra: Any) -> JsonObj:
+    return {
+        "id": f"w-{name}",
+        "name": f"w.{name}",
+        "displayName": name,
+        "type": type_,
+        "phase": phase,
+        **({"message": message} if message else {}),
+        **extra,
+    }
+
+
+# The shape of what workflow-controller v3.6.10 wrote for a steps Workflow whose step `restart`
+# (retry limit 1) ran `sh -c "exit 3"` twice (tests/real/test_argo.py, argo-phases lines): the
+# Workflow's message names only the failed child's node id; StepGroup nodes left out.
+FAILED_STEPS_STATUS: JsonObj = {
+    "phase": "Failed",
+    "message": "child 'w-restart' failed",
+    "nodes": {
+        n["id"]: n
+        for n in (
+            _node("w", "Steps", "Failed", "child 'w-restart' failed", children=["w-0"]),
+            _node("check", "Pod", "Succeeded", finishedAt="2026-12-07T14:00:02Z"),
+            _node("restart", "Retry", "Failed", "No more retries left", children=["w-r0", "w-r1"]),
+            _node("restart(0)", "Pod", "Failed", "Error (exit code 3)", finishedAt="T1"),
+            _node("restart(1)", "Pod", "Failed", "Error (exit code 3)", finishedAt="T2"),
+        )
+    },
+}
+
+
+def test_a_failed_workflow_says_its_phase_message_and_the_failed_step() -> None:
+    wf = {"metadata": {"name": "w", "namespace": "ns"}, "status": FAILED_STEPS_STATUS}
+    seen = workflow_observation(wf)
+    assert (seen.state, seen.reason, seen.message) == (
+        State.FAILED,
+        "EngineFailed",
+        "Failed: child 'w-restart' failed; restart(1): Error (exit code 3)",
+    )
+
+
+def test_an_errored_workflow_says_error_and_argos_message() -> None:
+    status = {"phase": "Error", "message": 'workflowtemplates.argoproj.io "t" not found'}
+    seen = workflow_observation({"metadata": {"name": "w", "namespace": "ns"}, "status": status})
+    assert (seen.state, seen.message) == (
+        State.FAILED,
+        'Error: workflowtemplates.argoproj.io "t" not found',
+    )
+
+
+def test_a_failed_step_already_in_the_workflow_message_is_not_repeated() -> None:
+    # A single-container entrypoint: the Workflow's message is its Pod node's.
+    pod = _node("w", "Pod", "Failed", "Error (exit code 2)")
+    status = {"phase": "Failed", "message": "Error (exit code 2)", "nodes": {"w": pod}}
+    seen = workflow_observation({"metadata": {"name": "w", "namespace": "ns"}, "status": status})
+    assert seen.message == "Failed: Error (exit code 2)"
+
+
+def test_a_failed_workflow_without_message_or_nodes_still_gives_one() -> None:
+    seen = workflow_observation(
+        {"metadata": {"name": "w", "namespace": "ns"}, "status": {"phase": "Error"}}
+    )
+    assert seen.message == "Workflow w Error"
+    succeeded = {"metadata": {"name": "w", "namespace": "ns"}, "status": {"phase": "Succeeded"}}
+    assert workflow_observation(succeeded).message == "Workflow w Succeeded"
 
 
 def test_workflow_arguments_are_sorted_and_template_spellings_must_agree() -> None:

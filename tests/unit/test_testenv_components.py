@@ -23,7 +23,7 @@ def test_repeats_and_blanks_are_dropped_in_order() -> None:
 def test_unknown_component_is_named_with_the_known_ones() -> None:
     with pytest.raises(
         ValueError,
-        match=r"unknown component 'minio' \(known: charts, flux, kwok, s3, scheduler, velero\)",
+        match=r"unknown component 'minio' \(known: argo, charts, flux, kwok, s3, scheduler, velero\)",
     ):
         testenv_cmd.resolve_components("kwok,minio")
 

@@ -9,8 +9,11 @@ ApplicationInstance of demo-app 0.1.0 with two replicas, and shows each hop as i
 the job acked, the instance applied, the job's result, the operator's HelmRepository and
 HelmRelease, the chart fetched by source-controller, installed by helm-controller, the
 Deployment Available with its Pods on kwok Nodes, the HelmRelease Ready, the instance Ready, and
-Ready=True back at the control plane (:mod:`vworkspace.devtools.demo_install`). Then it prints
-where to look and keeps running until Ctrl-C (or stops at once with ``--exit``).
+Ready=True back at the control plane (:mod:`vworkspace.devtools.demo_install`). With
+``--backup`` it then starts SeaweedFS S3 and the real Velero server and sends a Backup
+Operation the same way, through to the backup's objects in the bucket
+(:mod:`vworkspace.devtools.demo_backup`). Then it prints where to look and keeps running until
+Ctrl-C (or stops at once with ``--exit``).
 
 Trade-offs:
 
@@ -39,7 +42,9 @@ Every long-running process is started from the main thread (PDEATHSIG is tied to
 that forks): steps 1-3 before the asyncio loop, the rest inside it, which runs on the main thread
 too, because the in-process mock must keep serving the agent while the demo waits. Steps 6-8
 (kwok, the chart repository, Flux) block the loop for a second or two while the operator boots
-in its own process; nothing calls the mock before the cluster is registered. Work that needs no
+in its own process; nothing calls the mock before the cluster is registered. ``--backup``'s S3
+and Velero start the same way after the install, blocking the loop for their start (about 5 s
+each) while the agent's requests wait. Work that needs no
 cluster (parsing the CRDs, packaging the charts with short-lived ``helm`` calls, rendering
 ``manifests/`` with ``kubectl``) runs in worker threads while Kubernetes starts, as the pytest
 fixtures start processes while the chart repository's thread serves.
@@ -72,22 +77,32 @@ import structlog
 
 from vworkspace.agent.trustedkeys import DEFAULT_NAME as TRUSTED_KEYS
 from vworkspace.api import crdgen
+from vworkspace.api.constants import capability_annotation
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.keys_cmd import PRIVATE_FILE, PUBLIC_FILE, write_key_pair
 from vworkspace.devtools import testenv_cmd
+from vworkspace.devtools.demo_backup import (
+    BACKUP_JOB_ID,
+    describe_binaries,
+    find_backup_binaries,
+    follow_backup,
+    start_storage,
+    stop_storage,
+)
 from vworkspace.devtools.demo_core import (
     CLUSTER_ID,
     KUBE_LOGS,
     MOCK_LOG,
     OPERATOR_LOG,
     POLL_SECONDS,
-    SIGNED_STEPS,
-    STEPS,
+    S3_LOG,
+    VELERO_LOG,
     Demo,
     DemoFailedError,
     Prepared,
     Reporter,
     check_processes,
+    steps_for,
     wait_for,
 )
 from vworkspace.devtools.demo_install import follow_install
@@ -131,6 +146,7 @@ TOKEN_SECONDS = 24 * 3600
 # A user's agent settings would win over the credentials Secret that registration writes.
 AGENT_ENV_OVERRIDES = ("CONTROL_PLANE_BASE_URL", "VWORKSPACE_CLUSTER_ID", "VWORKSPACE_AGENT_TOKEN")
 KEY_ID = "demo-key-1"
+BACKUP_CAPABILITY = capability_annotation("backup")
 TAMPERED_JOB_ID = "demo-tampered-1"
 
 DESCRIPTION = """\
@@ -142,25 +158,31 @@ with its agent (`python -m vworkspace run --agent-enabled`, a child process, as 
 ServiceAccount). After cluster registration (`python -m vworkspace register`), one `apply` job
 for an ApplicationInstance of demo-app goes from the control plane to the agent, the operator
 makes a HelmRelease of it, Flux installs the chart, its Deployment becomes Available on the
-simulated Nodes, and Ready=True goes back to the control plane. Each step is printed as it
-happens; then the kubeconfig, the mock's admin URL and the log paths are printed and everything
-keeps running until Ctrl-C."""
+simulated Nodes, and Ready=True goes back to the control plane. With --backup, SeaweedFS S3
+(weed mini) and the real Velero server start next, a Backup Operation job goes the same way,
+Velero backs the application's namespace up into the bucket, the Operation succeeds and the
+backup's objects in the bucket are listed. Each step is printed as it happens; then the
+kubeconfig, the mock's admin URL and the log paths are printed and everything keeps running
+until Ctrl-C."""
 
 EPILOG = """\
 needs:
   the binaries ($VWORKSPACE_TEST_ASSETS, $KUBEBUILDER_ASSETS or the cache filled by
   scripts/build-test-assets.sh: Kubernetes, kube-scheduler, kwok, helm, source-controller,
-  helm-controller) and the Flux/Velero/Argo CRDs (the cache filled from the Go module proxy by
+  helm-controller; for --backup also weed, velero and velero-plugin-for-aws) and the
+  Flux/Velero/Argo CRDs (the cache filled from the Go module proxy by
   scripts/fetch-third-party-crds.sh; $VWORKSPACE_THIRD_PARTY_CRDS overrides).
   scripts/dev-pull-loop.sh prepares .venv, the binaries and the CRDs, then runs this command.
 
 Exit codes: 0 success (also after Ctrl-C), 1 a step failed (the message names the step and the
-log to read), 130 interrupted during a step.
+log to read; with --backup and no Velero or weed: step 1, naming what is missing), 130
+interrupted during a step.
 
 examples:
   python -m vworkspace demo                         run, then keep everything up until Ctrl-C
   python -m vworkspace demo --exit                  stop once Ready=True is at the control plane
   python -m vworkspace demo --signed --exit         signed jobs required; a tampered job refused
+  python -m vworkspace demo --backup --exit         also back it up with Velero into S3
   python -m vworkspace demo --workdir ./demo --timeout 120"""
 
 
@@ -194,6 +216,13 @@ def add_parser(commands: Any, *, summary: str) -> None:
         "job being refused",
     )
     demo.add_argument(
+        "--backup",
+        action="store_true",
+        help="after the install, start SeaweedFS S3 and the Velero server, send a Backup "
+        "Operation of the application through the same Pull path, wait for Velero to complete "
+        "it and list the backup's objects in the bucket (about 16 s more)",
+    )
+    demo.add_argument(
         "--workdir",
         type=Path,
         metavar="DIR",
@@ -215,7 +244,8 @@ def add_parser(commands: Any, *, summary: str) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     workdir = _workdir(args.workdir)
-    demo = Demo(args=args, workdir=workdir, out=Reporter(SIGNED_STEPS if args.signed else STEPS))
+    steps = steps_for(signed=args.signed, backup=args.backup)
+    demo = Demo(args=args, workdir=workdir, out=Reporter(steps))
     _print_intro(demo)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     code = 1
@@ -245,13 +275,20 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _print_intro(demo: Demo) -> None:
     signed = " Jobs must be signed (--signed)." if demo.args.signed else ""
+    backup = (
+        "\nThen a Backup Operation job: the real Velero backs the application up into "
+        "SeaweedFS S3 (--backup)."
+        if demo.args.backup
+        else ""
+    )
+    logs = f", {S3_LOG}, {VELERO_LOG}" if demo.args.backup else ""
     print(
         "vworkspace demo: a mock vWorkspace control plane sends one application job; the "
         "operator\n"
         "pulls it and Flux installs the chart for real, onto simulated Nodes, on a local "
-        f"Kubernetes.{signed}\n"
+        f"Kubernetes.{signed}{backup}\n"
         f"  work dir: {demo.workdir} (kubeconfig; every log: {OPERATOR_LOG}, {MOCK_LOG}, "
-        f"flux/logs/, {KUBE_LOGS})",
+        f"flux/logs/, {KUBE_LOGS}{logs})",
         flush=True,
     )
 
@@ -293,15 +330,20 @@ def _find_inputs(demo: Demo) -> None:
                 "run scripts/build-test-assets.sh"
             )
         demo.flux_binaries = find_controllers(env, beside=demo.assets.directory)
+        if demo.args.backup:  # before anything starts: a missing Velero fails here, at once
+            demo.backup_binaries = find_backup_binaries(env, beside=demo.assets.directory)
         helm = find_helm(env)
         demo.third_party = ensure_third_party_crds(env)
-        demo.instance = _instance(chart_url="")  # the chart's URL once the repository serves
+        # The chart's URL once the repository serves.
+        demo.instance = _instance(chart_url="", backup=demo.args.backup)
         demo.prepared = _prepare(demo, env)
         demo.out.detail(
             f"binaries: {demo.assets.directory} ({demo.assets.source}): Kubernetes, kwok, "
             f"{helm.name}, source-controller {VERSIONS['source-controller']}, helm-controller "
             f"{VERSIONS['helm-controller']}"
         )
+        if demo.backup_binaries is not None:
+            demo.out.detail(describe_binaries(demo.backup_binaries))
         demo.out.detail(f"CRDs: Flux/Velero/Argo in {demo.third_party}")
 
 
@@ -321,12 +363,17 @@ def _prepare(demo: Demo, env: dict[str, str]) -> Prepared:
     return prepared
 
 
-def _instance(*, chart_url: str) -> JsonObj:
-    """The ApplicationInstance the job carries: demo-app from the local chart repository."""
+def _instance(*, chart_url: str, backup: bool) -> JsonObj:
+    """The ApplicationInstance the job carries: demo-app from the local chart repository; with
+    ``--backup`` it grants Backup Operations to Velero (its capability annotation), as an
+    Operation's target must."""
+    metadata: JsonObj = {"name": INSTANCE.name, "namespace": INSTANCE.namespace}
+    if backup:
+        metadata["annotations"] = {BACKUP_CAPABILITY: "velero"}
     return {
         "apiVersion": "apps.vworkspace.io/v1alpha1",
         "kind": "ApplicationInstance",
-        "metadata": {"name": INSTANCE.name, "namespace": INSTANCE.namespace},
+        "metadata": metadata,
         "spec": {
             "appRef": {"catalogId": DEMO_CHART},
             "mode": "managed",
@@ -397,7 +444,7 @@ def _serve_charts(demo: Demo) -> None:
     with demo.out.step("charts"):
         assert demo.prepared is not None
         demo.charts = demo.prepared.charts.result(timeout=demo.timeout)
-        demo.instance = _instance(chart_url=demo.charts.url)
+        demo.instance = _instance(chart_url=demo.charts.url, backup=demo.args.backup)
         demo.out.detail(
             f"{demo.charts.url}/index.yaml: {DEMO_CHART} 0.1.0 and 0.2.0 "
             "(tests/fixtures/charts/demo-app: a Deployment, a Service, a ConfigMap)"
@@ -424,6 +471,7 @@ def _start_flux(demo: Demo) -> None:
 def _stop_cluster(demo: Demo) -> None:
     """Everything the synchronous steps started, in reverse order."""
     started = time.monotonic()
+    stopped = stop_storage(demo)
     if demo.charts is None and demo.prepared is not None:
         # Started in the background but not taken yet (a failure or Ctrl-C before step 7).
         with contextlib.suppress(Exception):
@@ -441,7 +489,7 @@ def _stop_cluster(demo: Demo) -> None:
     shutil.rmtree(demo.workdir / "kubernetes" / "etcd", ignore_errors=True)
     shutil.rmtree(demo.workdir / "flux" / "storage", ignore_errors=True)
     demo.out.say(
-        f"stopped Flux, kwok and the Kubernetes control plane in "
+        f"stopped {stopped}Flux, kwok and the Kubernetes control plane in "
         f"{time.monotonic() - started:.1f}s; logs kept in {demo.workdir}"
     )
 
@@ -468,6 +516,9 @@ async def _pull_loop(demo: Demo) -> int:
         await follow_install(demo)
         if demo.args.signed:
             await _tampered(demo)
+        if demo.args.backup:
+            await start_storage(demo)
+            await follow_backup(demo)
         await _print_summary(demo)
         return await _wait_or_exit(demo)
     except DemoFailedError as err:
@@ -704,9 +755,11 @@ async def _enqueue(demo: Demo) -> None:
         demo.enqueued_at = time.monotonic()
         spec = demo.instance["spec"]
         chart, values = spec["chart"], spec["values"]["inline"]
+        annotations = demo.instance["metadata"].get("annotations") or {}
+        granted = "".join(f", annotation {k}={v}" for k, v in annotations.items())
         demo.out.detail(
             f"job {JOB_ID} (kind apply): ApplicationInstance {demo.instance_key()}, chart "
-            f"{chart['name']} {chart['version']} from {chart['url']}, values {values}"
+            f"{chart['name']} {chart['version']} from {chart['url']}, values {values}{granted}"
         )
 
 
@@ -862,7 +915,32 @@ async def _print_summary(demo: Demo) -> None:
     if demo.args.signed:
         lines.insert(6, f"    curl -H '{header}' {url}/api/admin/jobs/{TAMPERED_JOB_ID}/result")
         lines[-1] += f"; signed with key {KEY_ID}, tampered job {TAMPERED_JOB_ID} refused"
+    if demo.args.backup:
+        lines[-2:-1] = _backup_summary(demo)
+        lines[-1] += (
+            f"; job {BACKUP_JOB_ID} -> Operation Backup -> Velero Backup Completed -> "
+            f"{len(demo.bucket_objects)} objects in the bucket"
+        )
     print("\n".join(lines), flush=True)
+
+
+def _backup_summary(demo: Demo) -> list[str]:
+    """The ``--backup`` lines: where S3 and Velero are, how to look at the backup."""
+    assert demo.s3 is not None
+    assert demo.velero is not None
+    backup = demo.backup.key.name if demo.backup is not None else "?"
+    return [
+        f"  S3 (SeaweedFS):      {demo.s3.endpoint_url}  bucket {demo.s3.bucket}, keys in "
+        f"{demo.s3.credentials_file}",
+        f"    AWS_SHARED_CREDENTIALS_FILE={demo.s3.credentials_file} aws --endpoint-url "
+        f"{demo.s3.endpoint_url} s3 ls --recursive s3://{demo.s3.bucket}/",
+        f"    kubectl --kubeconfig {demo.kubeconfig} get operations -n "
+        f"{demo.instance_key().namespace}; kubectl --kubeconfig {demo.kubeconfig} get "
+        f"backups.velero.io -n {demo.velero.namespace} {backup} -o yaml",
+        f"  Velero log:          {demo.velero.log_path}",
+        f"  S3 log:              {demo.s3.log_path}",
+        "",
+    ]
 
 
 async def _wait_or_exit(demo: Demo) -> int:

@@ -33,6 +33,8 @@ from vworkspace.testing.controlplane import ControlPlane
 from vworkspace.testing.flux import Flux
 from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.processes import ManagedProcess
+from vworkspace.testing.s3 import SeaweedS3
+from vworkspace.testing.velero import Velero
 
 T = TypeVar("T")
 JsonObj = dict[str, Any]
@@ -50,6 +52,8 @@ HELM_LOG = "flux/logs/helm-controller.log"
 FLUX_LOGS = "flux/logs/"
 OPERATOR_LOG = "operator.log"
 MOCK_LOG = "mock-control-plane.log"
+S3_LOG = "s3/logs/weed.log"
+VELERO_LOG = "velero/logs/velero.log"
 
 
 @attrs.frozen
@@ -105,11 +109,36 @@ STEPS = {
 }
 # --signed: one more step, after which a tampered job must be refused.
 SIGNED_STEPS = {
-    **STEPS,
     "tampered": Step(
         "enqueue a job changed after signing: the agent must refuse it", (OPERATOR_LOG,)
     ),
 }
+# --backup: the installed application backed up by the real Velero into S3 (demo_backup).
+BACKUP_STEPS = {
+    "s3": Step("start S3 on 127.0.0.1: SeaweedFS (weed mini) with a bucket for Velero", (S3_LOG,)),
+    "velero": Step(
+        "start Velero (server, velero-plugin-for-aws): its BackupStorageLocation Available",
+        (VELERO_LOG, S3_LOG),
+    ),
+    "backup-job": Step(
+        "control plane: queue an apply job for a Backup Operation; the agent applies it",
+        (OPERATOR_LOG, MOCK_LOG),
+    ),
+    "backed-up": Step(
+        "operator: a Velero Backup of the namespace; Velero writes it to the bucket",
+        (OPERATOR_LOG, VELERO_LOG, S3_LOG),
+    ),
+    "backup-succeeded": Step(
+        "operator: the Operation Succeeded; Succeeded=True reaches the control plane",
+        (OPERATOR_LOG, MOCK_LOG),
+    ),
+    "bucket": Step("S3: list the backup's objects in the bucket", (S3_LOG,)),
+}
+
+
+def steps_for(*, signed: bool, backup: bool) -> dict[str, Step]:
+    """The demo's numbered steps: the install's, then ``--signed``'s, then ``--backup``'s."""
+    return {**STEPS, **(SIGNED_STEPS if signed else {}), **(BACKUP_STEPS if backup else {})}
 
 
 class ProcessDiedError(RuntimeError):
@@ -180,6 +209,14 @@ class Prepared:
     rendering: Future[list[JsonObj]] | None
 
 
+@attrs.frozen
+class BackupBinaries:
+    """What ``--backup`` runs: ``weed`` and the Velero server with its AWS plugin."""
+
+    weed: Path
+    velero: dict[str, Path]
+
+
 @attrs.define
 class Demo:
     """What the steps create, for the later steps and for the shutdown."""
@@ -214,6 +251,14 @@ class Demo:
     application: Watch | None = None
     deployment: JsonObj = attrs.field(factory=dict)
     pods: list[JsonObj] = attrs.field(factory=list)
+    # --backup (demo_backup): the S3 endpoint and Velero, the Operation and the Backup polled.
+    backup_binaries: BackupBinaries | None = None
+    s3: SeaweedS3 | None = None
+    velero: Velero | None = None
+    operation: Watch | None = None
+    backup: Watch | None = None
+    backup_enqueued_at: float = 0.0
+    bucket_objects: list[str] = attrs.field(factory=list)
     stop: asyncio.Event | None = None
     interruptible: bool = True
 
@@ -268,11 +313,17 @@ def check_processes(demo: Demo) -> None:
                 f"{demo.operator.log_tail(20)}",
                 logs=(OPERATOR_LOG,),
             )
-    parts = ((demo.plane, (KUBE_LOGS,)), (demo.nodes, (KWOK_LOG,)), (demo.flux, (FLUX_LOGS,)))
+    parts = (
+        (demo.plane, (KUBE_LOGS,)),
+        (demo.nodes, (KWOK_LOG,)),
+        (demo.flux, (FLUX_LOGS,)),
+        (demo.s3, (S3_LOG,)),
+        (demo.velero, (VELERO_LOG,)),
+    )
     for part, logs in parts:
         if part is None:
             continue
         try:
             part.check_alive()
-        except RuntimeError as err:  # ControlPlaneError, KwokError, FluxError
+        except RuntimeError as err:  # ControlPlaneError, KwokError, FluxError, S3/Velero's
             raise ProcessDiedError(str(err), logs=logs) from None

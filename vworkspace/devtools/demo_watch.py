@@ -2,10 +2,12 @@
 
 The demo polls (every 0.2 s) the objects the install goes through: the operator's shared
 HelmRepository and its HelmRelease, the HelmChart source-controller makes for it, the Deployment
-helm-controller installs and its Pods on kwok's Nodes, and the ApplicationInstance. This module
-holds what those polls need and nothing about the demo's steps: reading conditions, remembering
-the sequence in which they appeared (:class:`ConditionLog`, printed at the end as the observed
-truth, like the real tier's ``flux-conditions:`` lines) and one line per object for a terminal.
+helm-controller installs and its Pods on kwok's Nodes, and the ApplicationInstance; with
+``--backup`` also the Operation and the Velero Backup. This module holds what those polls need
+and nothing about the demo's steps: reading conditions, remembering the sequence in which they
+appeared (:class:`ConditionLog`, and :class:`PhaseLog` for ``status.phase``, printed at the end as
+the observed truth, like the real tier's ``flux-conditions:`` and ``velero-phases:`` lines) and
+one line per object for a terminal.
 
 Trade-off: polling rather than watching. A state that lasts less than the interval can be
 missed, and the printed times are up to one interval late; in exchange every wait is a plain
@@ -77,14 +79,31 @@ class ConditionLog:
         return " -> ".join(self.seen) if self.seen else "no conditions yet"
 
 
+class PhaseLog:
+    """The distinct ``status.phase`` values of one object (a Velero Backup, an Operation), in
+    the order the polls saw them: Velero writes phases, not conditions."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def record(self, obj: JsonObj) -> None:
+        phase = (obj.get("status") or {}).get("phase")
+        if phase and self.seen[-1:] != [phase]:  # none yet: the controller has not written it
+            self.seen.append(phase)
+
+    def text(self) -> str:
+        return " -> ".join(self.seen) if self.seen else "none yet"
+
+
 class Watch:
-    """One object, polled: its last version and the conditions it went through."""
+    """One object, polled: its last version and the conditions and phases it went through."""
 
     def __init__(self, kube: KubeClient, resource: ResourceType, key: ObjectKey) -> None:
         self.kube = kube
         self.resource = resource
         self.key = key
         self.log = ConditionLog()
+        self.phases = PhaseLog()
         self.last: JsonObj | None = None
 
     @property
@@ -99,6 +118,7 @@ class Watch:
             self.last = None
             return None
         self.log.record(self.last)
+        self.phases.record(self.last)
         return self.last
 
     def explain(self) -> str:
@@ -106,6 +126,8 @@ class Watch:
         if self.last is None:
             return f"{self.name} does not exist"
         seen = f"conditions seen {self.log.text()}" if self.log.seen else "no conditions yet"
+        if self.phases.seen:  # the kinds with a status.phase only
+            seen = f"phases seen {self.phases.text()}; {seen}"
         ready = condition(self.last, "Ready")
         if not ready:
             return f"{self.name}: {seen}"

@@ -419,3 +419,26 @@ def _stop_all(running: list[Running], plane: ControlPlane) -> None:
     for component in reversed(running):
         component.stop()
     plane.stop()
+
+
+# -- argo (issue 26) ----------------------------------------------------------------------------
+# A block of its own at the end, so that other components' additions merge apart from it.
+
+from vworkspace.testing.argo import start_argo  # noqa: E402
+
+
+def _start_argo(
+    plane: ControlPlane, assets: assets_mod.Assets, options: Options
+) -> tuple[Running, str]:
+    """Argo's workflow-controller with the Argo CRDs; its Workflow Pods run on kwok's Nodes,
+    whose stage finishes them (so ``argo`` implies ``kwok``)."""
+    controller = start_argo(plane, dict(os.environ))
+    return controller, controller.summary()
+
+
+COMPONENTS["argo"] = Component(
+    summary="Argo Workflows' workflow-controller (built from its Go module); Workflow Pods "
+    "run on kwok's Nodes",
+    start=_start_argo,
+    implies=("kwok",),
+)

@@ -10,8 +10,15 @@ template schema's spelling) or ``workflowTemplate`` (Go's); arguments from Go's
 ``spec.activeDeadlineSeconds``. The Workflow runs as ``vworkspace-operation-runner``
 (``parameters.serviceAccountName`` naming any other account is an error, admission rule 2).
 
-Status from ``status.phase``: Succeeded -> succeeded; Failed, Error, Terminated, Skipped ->
-failed with ``status.message``; anything else -> running. Outputs ``{"workflowName": <name>}``.
+Status from ``status.phase``, as Argo's workflow-controller v3.6 writes it (checked against the
+real controller in tests/real/test_argo.py): Succeeded -> succeeded; Failed (a step failed) and
+Error (the controller could not run it, e.g. its WorkflowTemplate does not exist) -> failed;
+"", Pending, Running -> running. Those are all the phases a Workflow has (``WorkflowPhase``);
+an unknown one counts as running. The failed message is ``"<phase>: <status.message>"`` plus,
+when the Workflow's nodes say more, ``"; <node>: <its message>"`` for the failed leaf node that
+finished last: Argo's own Workflow message for a failed step is ``child '<node id>' failed``,
+while the Pod's node says ``Error (exit code 3)`` (after retries, the last attempt's, e.g.
+``restart(1)``). Outputs ``{"workflowName": <name>}``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from vworkspace.kube.resources import ResourceType
 
 JsonObj = dict[str, Any]
 WORKFLOWS = ResourceType("argoproj.io", "v1alpha1", "workflows", "Workflow")
-FAILED_PHASES = frozenset({"Failed", "Error", "Terminated", "Skipped"})
+# Workflow phases that end it unsuccessfully (Argo's WorkflowPhase: "", Pending, Running,
+# Succeeded, Failed, Error); node phases use the same two words for failures.
+FAILED_PHASES = frozenset({"Failed", "Error"})
 # Schema parameters that are handed to the template as arguments of the same name.
 ARGUMENT_PARAMETERS = ("targetChartVersion", "snapshotClassName", "failureAction")
 
@@ -72,6 +81,33 @@ def desired(op: JsonObj, target: JsonObj) -> JsonObj:
     }
 
 
+def failed_leaf(status: JsonObj) -> str:
+    """``"<display name>: <message>"`` of the failed (or errored) node without children that
+    finished last, or "" when there is none (or Argo compressed or offloaded the nodes)."""
+    nodes = status.get("nodes")
+    if not isinstance(nodes, dict):
+        return ""
+    leaves = [
+        node
+        for node in nodes.values()
+        if isinstance(node, dict)
+        and not node.get("children")
+        and node.get("phase") in FAILED_PHASES
+        and node.get("message")
+    ]
+    if not leaves:
+        return ""
+    last = max(leaves, key=lambda n: (str(n.get("finishedAt") or ""), str(n.get("id") or "")))
+    return f"{last.get('displayName') or last.get('name') or last.get('id')}: {last['message']}"
+
+
+def failure_message(name: str, phase: str, status: JsonObj) -> str:
+    message = str(status.get("message") or "")
+    said = f"{phase}: {message}" if message else f"Workflow {name} {phase}"
+    leaf = failed_leaf(status)
+    return f"{said}; {leaf}" if leaf and leaf.split(": ", 1)[1] not in message else said
+
+
 def workflow_observation(wf: JsonObj) -> Observation:
     name = wf["metadata"]["name"]
     outputs = {"workflowName": name}
@@ -89,7 +125,7 @@ def workflow_observation(wf: JsonObj) -> Observation:
         )
     if phase in FAILED_PHASES:
         return Observation(
-            State.FAILED, "EngineFailed", message or f"Workflow {name} {phase}", outputs, ref=ref
+            State.FAILED, "EngineFailed", failure_message(name, phase, status), outputs, ref=ref
         )
     return Observation(
         State.RUNNING, "EngineStarted", f"Workflow {name} {phase or 'Pending'}", outputs, ref=ref

@@ -2,11 +2,13 @@
 
 kwok (``sigs.k8s.io/kwok``) plays the kubelet for Nodes it manages: it marks them Ready and moves
 their Pods through the stages it is given (``-c`` files, built next to the binary by
-``scripts/build-kwok.sh``): Pods go Running at once, Pods owned by a Job then Succeeded. Two
-stages of ours (scripts/testenv/kwok-stages) let the real Job controller report a real failure:
+``scripts/build-kwok.sh``): Pods go Running at once, Pods owned by a Job then Succeeded. Stages
+of ours (scripts/testenv/kwok-stages) let the real Job controller report a real failure:
 a Pod annotated :data:`FAIL_ANNOTATION` ends Failed with that exit code, and so does a Pod with
 ``restartPolicy: Never`` whose container runs ``sh -c "exit N"`` (:data:`SHELL_EXIT_STAGE`, the
-trigger an Operation can ask for). :meth:`KwokNodes.start` refuses a cache whose copies of our
+trigger an Operation can ask for). A third finishes the Pods of Argo Workflows the same way,
+reading the script after argoexec's ``--`` (``pod-argo-exit.yaml``; see
+:mod:`vworkspace.testing.argo`). :meth:`KwokNodes.start` refuses a cache whose copies of our
 stages are missing or older than the checkout's, naming the script that refreshes them.
 
 With kube-scheduler and the workload controllers of

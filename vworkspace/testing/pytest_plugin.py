@@ -48,6 +48,10 @@ Fixtures:
   gets real status (as ``flux`` for HelmReleases). Only one Velero server runs per machine
   (:mod:`vworkspace.testing.velero` says why): a second session waits (up to 2 min) for the
   first one's server to stop, then fails with that reason.
+* ``argo`` (session): Argo Workflows' real workflow-controller (:mod:`vworkspace.testing.argo`),
+  cluster-wide, caches synced, with ``kwok_nodes`` (a stage of ours finishes Workflow Pods the
+  way a kubelet would); built by ``scripts/build-backup-controllers.sh`` when missing. Missing
+  binary: skip (or fail, as above). Later Workflows of the session get real status.
 
 ``VWORKSPACE_TEST_KEEP=1`` keeps the data directory and the namespaces and prints the kubeconfig.
 When a test that used a namespace fails, its report names the namespace with a kubectl command.
@@ -452,3 +456,38 @@ def chart_repo() -> Iterator[ChartRepository]:
         yield repo
     finally:
         repo.stop()
+
+
+# -- Argo Workflows (issue 26) ------------------------------------------------------------------
+# A block of its own, after everything else (its import too), so that other additions to this
+# file merge apart from it.
+
+from vworkspace.testing.argo import ArgoController, ArgoError, ensure_controller  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def argo(
+    control_plane: ControlPlane,
+    third_party_crds: list[str],
+    kwok_nodes: KwokNodes,
+) -> Iterator[ArgoController]:
+    """Argo Workflows' real ``workflow-controller`` (:mod:`vworkspace.testing.argo`), ready (its
+    caches synced), cluster-wide, on the session's ``control_plane`` with ``kwok_nodes`` (whose
+    stage ``pod-argo-exit.yaml`` finishes Workflow Pods). Built by
+    ``scripts/build-backup-controllers.sh`` when missing in a checkout with Go; a missing binary
+    skips (or fails under VWORKSPACE_REQUIRE_TESTENV). Once it has started, every Workflow of a
+    later test in the session gets real status. With ``VWORKSPACE_TEST_KEEP=1`` its log is
+    kept."""
+    try:
+        binary = ensure_controller(os.environ, beside=control_plane.assets.directory)
+    except ArgoError as err:
+        unavailable(str(err))
+    running = ArgoController(plane=control_plane, binary=binary)
+    try:
+        running.start()
+    except ArgoError as err:
+        pytest.fail(str(err), pytrace=False)
+    try:
+        yield running
+    finally:
+        running.stop(keep_data_dir=_flag(KEEP_ENV))
