@@ -54,7 +54,6 @@ from vworkspace.testing.chartrepo import ChartRepository
 from vworkspace.testing.flux import Flux
 from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.objects import managed_instance, operation
-from vworkspace.testing.rest import ApiError as RestApiError
 from vworkspace.testing.s3 import SeaweedS3
 from vworkspace.testing.velero import Velero
 
@@ -73,51 +72,6 @@ def approval_secret(monkeypatch: pytest.MonkeyPatch) -> str:
     test process's environment on, and autouse fixtures are set up before it."""
     monkeypatch.setenv("VWORKSPACE_APPROVAL_CLAIM_SECRET", APPROVAL_SECRET)
     return APPROVAL_SECRET
-
-
-@pytest.fixture
-def velero_server(
-    control_plane: ControlPlane, vworkspace_crds: list[str], velero: Velero
-) -> Velero:
-    """The ``velero`` fixture, started after the project's CRDs are installed, with the
-    Deployment ``velero`` that ``velero install`` would have made.
-
-    * Velero discovers the API's resources when it starts and then every 5 minutes
-      (pkg/cmd/server/server.go, ``initDiscoveryHelper``): a Velero started before the
-      ApplicationInstance CRD backs up no ApplicationInstance until then (seen here: the
-      tarball held only the Namespace and its Events). The same holds in a cluster where
-      vworkspace is installed after Velero.
-    * Restoring any Pod runs Velero's PodVolumeRestoreAction, whose constructor reads the
-      Deployment ``velero`` in Velero's namespace for its image
-      (pkg/restore/actions/pod_volume_restore_action.go); outside a cluster there is none, and
-      every Pod's restore is an error ("deployments.apps \"velero\" not found": the Restore ends
-      PartiallyFailed). An idle stand-in (no replicas) gives it the image of the version run.
-    """
-    try:
-        control_plane.rest().post(
-            f"/apis/apps/v1/namespaces/{velero.namespace}/deployments", velero_deployment()
-        )
-    except RestApiError as err:
-        if err.status != 409:
-            raise
-    return velero
-
-
-def velero_deployment() -> JsonObj:
-    labels = {"component": "velero", "deploy": "velero"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "velero", "labels": labels},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "velero", "image": "velero/velero:v1.18.1"}]},
-            },
-        },
-    }
 
 
 @pytest.fixture
@@ -236,7 +190,7 @@ async def until(what: str, check: Callable[[], Any], *, timeout: float = 60) -> 
 
 
 async def test_a_backup_operation_completes_through_the_real_velero_into_the_bucket(
-    velero_server: Velero,
+    velero: Velero,
     seaweed_s3: SeaweedS3,
     real_operator: OperatorProcess,
     kube: KubeClient,
@@ -245,7 +199,7 @@ async def test_a_backup_operation_completes_through_the_real_velero_into_the_buc
     instance = await placeholder_instance(kube, kube_namespace, "shop")
     op, backup = await run_operation(
         kube,
-        velero_server,
+        velero,
         backup_operation(kube_namespace, "nightly", instance.name),
         what="Backup Operation of a namespace",
     )
@@ -280,7 +234,7 @@ async def test_a_backup_operation_completes_through_the_real_velero_into_the_buc
 
 
 async def test_a_restore_operation_brings_a_deleted_instance_back_and_it_goes_ready_again(
-    velero_server: Velero,
+    velero: Velero,
     seaweed_s3: SeaweedS3,
     flux: Flux,
     chart_repo: ChartRepository,
@@ -309,7 +263,7 @@ async def test_a_restore_operation_brings_a_deleted_instance_back_and_it_goes_re
     )
     op, _ = await run_operation(
         kube,
-        velero_server,
+        velero,
         backup_operation(kube_namespace, "before", "shop"),
         what="Backup of demo-app",
     )
@@ -331,7 +285,7 @@ async def test_a_restore_operation_brings_a_deleted_instance_back_and_it_goes_re
         restoring = group.create_task(
             run_operation(
                 kube,
-                velero_server,
+                velero,
                 restore_operation(kube_namespace, "bring-back", "shop", backup_name),
                 what="Restore of the deleted instance",
             )
@@ -412,7 +366,7 @@ def hooked_pod(namespace: str) -> JsonObj:
 
 
 async def test_a_backup_velero_ends_partially_failed_fails_the_operation_with_velero_counts(
-    velero_server: Velero,
+    velero: Velero,
     seaweed_s3: SeaweedS3,
     real_operator: OperatorProcess,
     kube: KubeClient,
@@ -422,7 +376,7 @@ async def test_a_backup_velero_ends_partially_failed_fails_the_operation_with_ve
     await kube.create(PODS, hooked_pod(kube_namespace), field_manager="test")
     op, backup = await run_operation(
         kube,
-        velero_server,
+        velero,
         backup_operation(kube_namespace, "hooked", instance.name),
         what="Backup with a failing pre-backup hook",
     )
@@ -441,10 +395,10 @@ async def test_a_backup_velero_ends_partially_failed_fails_the_operation_with_ve
     assert condition(op, "Failed")["message"] == (
         f"Backup PartiallyFailed: {errors} error{'s' if errors != 1 else ''}, "
         f"{warnings} warning{'s' if warnings != 1 else ''}, 1 of 1 hooks failed; "
-        f"see velero backup logs {name} -n {velero_server.namespace}"
+        f"see velero backup logs {name} -n {velero.namespace}"
     )
     # The failed Backup is kept (not cancelled): the command the message names reads its log,
     # which in the bucket holds the hook's error.
-    await kube.get(BACKUPS, ObjectKey(velero_server.namespace, name))
+    await kube.get(BACKUPS, ObjectKey(velero.namespace, name))
     log = await asyncio.to_thread(read_gzip, seaweed_s3, f"backups/{name}/{name}-logs.gz")
     assert 'no such container: \\"no-such-container\\"' in log, log[-2000:]

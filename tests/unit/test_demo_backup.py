@@ -126,8 +126,8 @@ async def test_a_backup_velero_ended_partially_failed_fails_the_step_with_velero
     with pytest.raises(RuntimeError) as caught:
         await _backup_now(demo)
     assert str(caught.value) == (
-        "Velero ended Backup velero/demo--hello-backup PartiallyFailed: no reason given "
-        "(errors 2, warnings 1)"
+        "Velero ended the backup: Backup PartiallyFailed: 2 errors, 1 warning; "
+        "see velero backup logs demo--hello-backup -n velero"
     )
     kube.objects[BACKUP_ENTRY] = {
         "status": {"phase": "FailedValidation", "validationErrors": ["no location default"]}

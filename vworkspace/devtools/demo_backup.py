@@ -38,7 +38,8 @@ from pathlib import Path
 from vworkspace.api.meta import ObjectKey
 from vworkspace.devtools.demo_core import CLUSTER_ID, BackupBinaries, Demo, wait_for
 from vworkspace.devtools.demo_watch import JsonObj, Watch, condition, state_of
-from vworkspace.engines.velero import BACKUPS
+from vworkspace.engines.base import State
+from vworkspace.engines.velero import BACKUPS, rollup
 from vworkspace.kube.resources import OPERATIONS
 from vworkspace.testing.s3 import VERSION as WEED_VERSION
 from vworkspace.testing.s3 import S3Error, SeaweedS3, find_weed
@@ -49,7 +50,6 @@ BACKUP_JOB_ID = "demo-backup-1"
 OPERATION_NAME = "hello-backup"
 # The phases Velero ends a failed Backup in (with allowPartialFailure unset, the engine fails
 # the Operation on each of them too).
-BACKUP_FAILED = ("Failed", "PartiallyFailed", "FailedValidation")
 
 
 def find_backup_binaries(env: Mapping[str, str], *, beside: Path) -> BackupBinaries:
@@ -241,12 +241,10 @@ async def _backup_now(demo: Demo) -> JsonObj | None:
         demo.backup = Watch(kube, BACKUPS, ObjectKey(ref.get("namespace"), ref["name"]))
     backup = await demo.backup.fetch()
     status = (backup or {}).get("status") or {}
-    if status.get("phase") in BACKUP_FAILED:
-        reason = status.get("failureReason") or "; ".join(status.get("validationErrors") or [])
-        raise RuntimeError(
-            f"Velero ended {demo.backup.name} {status['phase']}: {reason or 'no reason given'} "
-            f"(errors {status.get('errors', 0)}, warnings {status.get('warnings', 0)})"
-        )
+    # The operator's own roll-up words it, so the demo says what the Operation will say.
+    state, message = rollup("Backup", status, key=demo.backup.key)
+    if state is State.FAILED:
+        raise RuntimeError(f"Velero ended the backup: {message}")
     return backup
 
 

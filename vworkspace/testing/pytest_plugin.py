@@ -422,11 +422,13 @@ def seaweed_s3(request: pytest.FixtureRequest) -> Iterator[SeaweedS3]:
 def velero(
     control_plane: ControlPlane,
     third_party_crds: list[str],
+    vworkspace_crds: list[str],
     seaweed_s3: SeaweedS3,
     request: pytest.FixtureRequest,
 ) -> Iterator[Velero]:
     """The real ``velero server`` with the AWS plugin, its BackupStorageLocation ``default``
-    Available on ``seaweed_s3``'s bucket.
+    Available on ``seaweed_s3``'s bucket. Started after the project's CRDs: Velero discovers
+    what it can back up when it starts (then only every 5 minutes).
 
     With ``VWORKSPACE_TEST_KEEP=1`` its data directory (log, plugin folder) is kept."""
     try:

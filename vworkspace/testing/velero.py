@@ -38,6 +38,17 @@ CRDs and port 8080 seen by running it; the rest read in its v1.18.1 source):
   ``TMPDIR`` (its credentials folder is ``$TMPDIR/credentials`` and backup tarballs are staged
   there): both point into the data directory, so nothing of the user's is read and nothing is
   left behind in ``/tmp``;
+* the Deployment ``velero`` in its namespace, which ``velero install`` makes and the server never
+  reads for itself, but its pod restore plugin (PodVolumeRestoreAction,
+  pkg/restore/actions/pod_volume_restore_action.go) reads its image from it when restoring any
+  Pod: without it every Pod's restore is an error (``deployments.apps "velero" not found``) and the
+  Restore ends PartiallyFailed. An idle stand-in (0 replicas, the image of the version run) is
+  applied here (:func:`velero_deployment`);
+* the CRDs of what it is to back up, installed *before* it starts: it discovers the API's
+  resources at start and then only every 5 minutes (pkg/cmd/server/server.go,
+  ``initDiscoveryHelper``), so a Velero started before the ApplicationInstance CRD backs up no
+  ApplicationInstance for 5 minutes (seen: the tarball held only the Namespace and its Events).
+  The same holds in a cluster where vworkspace is installed after Velero;
 * no POD_NAME/POD_NAMESPACE-style variables: the server reads none (only the node agent and the
   data movers, which do not run here, read ``NODE_NAME``);
 * controller-runtime's own metrics listener, which Velero v1.18.1 leaves at its default,
@@ -154,6 +165,26 @@ def backup_storage_location(s3: SeaweedS3, *, name: str = LOCATION) -> dict[str,
     }
 
 
+def velero_deployment() -> dict[str, Any]:
+    """The Deployment ``velero`` that ``velero install`` would have made, idle (no replicas): the
+    server runs as a process here; only its pod restore plugin reads this, for the image."""
+    labels = {"component": "velero", "deploy": "velero"}
+    image = f"velero/velero:{VERSIONS[VELERO]}"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": VELERO, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": VELERO, "image": image}]},
+            },
+        },
+    }
+
+
 def _port_taken(port: int) -> bool:
     """Whether something already listens on ``port`` (any interface), as a bind would see it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -215,6 +246,11 @@ class Velero:
         rest.apply(
             f"{API}/namespaces/{self.namespace}/backupstoragelocations/{self.location}",
             backup_storage_location(self.s3, name=self.location),
+            field_manager=FIELD_MANAGER,
+        )
+        rest.apply(
+            f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{VELERO}",
+            velero_deployment(),
             field_manager=FIELD_MANAGER,
         )
 
