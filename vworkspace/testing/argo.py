@@ -58,15 +58,13 @@ fixed ``:6060`` (see above).
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from vworkspace.testing.assets import cache_dir, checkout_script
+from vworkspace.testing.assets import ensure_built, find_built
 from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError
 from vworkspace.testing.crds import (
     FIELD_MANAGER,
@@ -75,7 +73,7 @@ from vworkspace.testing.crds import (
     install_crds,
     load_crds,
 )
-from vworkspace.testing.processes import ManagedProcess
+from vworkspace.testing.processes import ManagedProcess, StartStop
 
 WORKFLOW_CONTROLLER = "workflow-controller"
 # What scripts/build-backup-controllers.sh pins; the stamp in the cache holds it.
@@ -99,29 +97,20 @@ class ArgoError(ControlPlaneError):
 
 
 def find_controller(env: Mapping[str, str], *, beside: Path | None = None) -> Path:
-    """The ``workflow-controller`` binary: in ``beside`` (the control plane's binary directory)
-    if there, else in the test-asset cache; :class:`ArgoError` says how to build it otherwise."""
-    directories = [d for d in (beside, cache_dir(env)) if d is not None]
-    for directory in directories:
-        if (directory / WORKFLOW_CONTROLLER).is_file():
-            return directory / WORKFLOW_CONTROLLER
-    raise ArgoError(
-        f"{WORKFLOW_CONTROLLER} is not in {' nor '.join(map(str, dict.fromkeys(directories)))}: "
-        f"run scripts/build-test-assets.sh (it calls scripts/{BUILD_SCRIPT}; needs Go >= 1.26)"
+    """The ``workflow-controller`` binary, beside the control plane's or in the cache."""
+    found = find_built(
+        [WORKFLOW_CONTROLLER], env, beside=beside, script=BUILD_SCRIPT, error=ArgoError
     )
+    return found[WORKFLOW_CONTROLLER]
 
 
 def ensure_controller(env: Mapping[str, str], *, beside: Path | None = None) -> Path:
-    """:func:`find_controller`, building it first when it is missing and this is a checkout with
-    Go (the script builds whatever of its four binaries is missing, one line each)."""
-    try:
-        return find_controller(env, beside=beside)
-    except ArgoError:
-        script = checkout_script(BUILD_SCRIPT)
-        if script is None or shutil.which("go", path=env.get("PATH")) is None:
-            raise
-    subprocess.run(["bash", str(script)], env=dict(env), check=False)
-    return find_controller(env, beside=beside)
+    """:func:`find_controller`, built first when missing in a checkout with Go (the script
+    builds whatever of its four binaries is missing, one line each)."""
+    found = ensure_built(
+        [WORKFLOW_CONTROLLER], env, beside=beside, script=BUILD_SCRIPT, error=ArgoError
+    )
+    return found[WORKFLOW_CONTROLLER]
 
 
 def install_argo_crds(plane: ControlPlane, env: Mapping[str, str]) -> list[str]:
@@ -143,7 +132,7 @@ def _configmap() -> dict[str, Any]:
     }
 
 
-class ArgoController:
+class ArgoController(StartStop):
     """One ``workflow-controller`` for one control plane.
 
     Use it as a context manager, or :meth:`start` and :meth:`stop` (safe twice). The Argo CRDs
@@ -262,18 +251,6 @@ class ArgoController:
             f"argo: {WORKFLOW_CONTROLLER} {VERSION} (cluster-wide, namespace {NAMESPACE}) "
             f"ready in {secs} (log {self.log_path})"
         )
-
-    def __enter__(self) -> ArgoController:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_argo(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -184,3 +184,49 @@ def build_assets(env: Mapping[str, str]) -> Assets:
     if found is None:
         raise AssetsNotFoundError(f"the build finished but {cache_dir(env)} holds no binaries")
     return found
+
+
+def find_built(
+    names: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    beside: Path | None,
+    script: str,
+    error: type[Exception],
+) -> dict[str, Path]:
+    """Built binaries ``names`` (all executable): in ``beside`` (the control plane's binary
+    directory, where the builds put them) if all are there, else in the test-asset cache.
+    Otherwise raises ``error`` naming where it looked and which script builds them, so every
+    component (Flux, SeaweedFS, Velero, Argo) says it the same way."""
+    directories = [d for d in (beside, cache_dir(env)) if d is not None]
+    for directory in directories:
+        found = {name: _executable(directory, name) for name in names}
+        if all(found.values()):
+            return {name: path for name, path in found.items() if path is not None}
+    raise error(
+        f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} not in "
+        f"{' nor '.join(map(str, dict.fromkeys(directories)))}: run scripts/build-test-assets.sh "
+        f"(it calls scripts/{script}; needs Go >= 1.26)"
+    )
+
+
+def ensure_built(
+    names: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    beside: Path | None,
+    script: str,
+    error: type[Exception],
+) -> dict[str, Path]:
+    """:func:`find_built`, first running ``scripts/<script>`` when something is missing and
+    this is a checkout with Go (as the ``control_plane`` fixture does for Kubernetes; the script
+    prints one line per component and is a no-op for what is current). A failed build leaves
+    ``error`` to say what is missing."""
+    try:
+        return find_built(names, env, beside=beside, script=script, error=error)
+    except error:
+        path = checkout_script(script)
+        if path is None or shutil.which("go", path=env.get("PATH")) is None:
+            raise
+    subprocess.run(["bash", str(path)], env=dict(env), check=False)
+    return find_built(names, env, beside=beside, script=script, error=error)

@@ -23,12 +23,12 @@ import threading
 from collections.abc import Mapping
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import attrs
 
 from vworkspace.testing.assets import candidate_dirs
+from vworkspace.testing.processes import StartStop
 
 HELM_ENV = "VWORKSPACE_HELM"
 DEMO_CHART = "demo-app"
@@ -132,7 +132,7 @@ SAMPLE_CHARTS_PORT = 8879
 ``manifests/samples/applicationinstance-demo-app.yaml`` names (8879 was ``helm serve``'s)."""
 
 
-class ChartRepository:
+class ChartRepository(StartStop):
     """The packaged charts served on ``http://127.0.0.1:<free port>/``.
 
     Use it as a context manager, or :meth:`start` and :meth:`stop`. ``url`` is what a
@@ -182,18 +182,6 @@ class ChartRepository:
             self._server = None
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> ChartRepository:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_chart_repository(

@@ -43,14 +43,13 @@ import urllib.error
 import urllib.request
 import weakref
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
 
 from vworkspace.testing.assets import Assets
 from vworkspace.testing.pki import ControlPlanePki, write_pki
-from vworkspace.testing.processes import ManagedProcess
+from vworkspace.testing.processes import ManagedProcess, StartStop
 from vworkspace.testing.rest import ApiError, RestClient
 
 ADMIN_USER = "admin"
@@ -94,7 +93,7 @@ def free_port() -> int:
         return port
 
 
-class ControlPlane:
+class ControlPlane(StartStop):
     """A running etcd + kube-apiserver (+ kube-controller-manager).
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`. :meth:`stop` is safe to
@@ -167,18 +166,6 @@ class ControlPlane:
         )
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> ControlPlane:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         started = time.monotonic()

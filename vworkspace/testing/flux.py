@@ -22,16 +22,14 @@ controller's ``/readyz`` answering 200, which controller-runtime does once its c
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
-from vworkspace.testing.assets import cache_dir, checkout_script
+from vworkspace.testing.assets import ensure_built, find_built
 from vworkspace.testing.controlplane import ControlPlane, free_port
 from vworkspace.testing.crds import (
     FIELD_MANAGER,
@@ -39,7 +37,7 @@ from vworkspace.testing.crds import (
     install_crds,
     load_crds,
 )
-from vworkspace.testing.processes import ManagedProcess
+from vworkspace.testing.processes import ManagedProcess, StartStop
 
 SOURCE_CONTROLLER = "source-controller"
 HELM_CONTROLLER = "helm-controller"
@@ -55,33 +53,13 @@ class FluxError(RuntimeError):
 
 
 def find_controllers(env: Mapping[str, str], *, beside: Path | None = None) -> dict[str, Path]:
-    """The two binaries: in ``beside`` (the control plane's binary directory, where the build
-    puts them) if both are there, else in the test-asset cache; :class:`FluxError` says how to
-    build them otherwise."""
-    directories = [d for d in (beside, cache_dir(env)) if d is not None]
-    for directory in directories:
-        found = {name: directory / name for name in VERSIONS}
-        if all(path.is_file() for path in found.values()):
-            return found
-    raise FluxError(
-        f"{SOURCE_CONTROLLER} and {HELM_CONTROLLER} are not in "
-        f"{' nor '.join(map(str, dict.fromkeys(directories)))}: run scripts/build-test-assets.sh "
-        "(it calls scripts/build-flux-controllers.sh; needs Go >= 1.26)"
-    )
+    """The two binaries, beside the control plane's or in the cache (:func:`find_built`)."""
+    return find_built(list(VERSIONS), env, beside=beside, script=BUILD_SCRIPT, error=FluxError)
 
 
 def ensure_controllers(env: Mapping[str, str], *, beside: Path | None = None) -> dict[str, Path]:
-    """:func:`find_controllers`, building them first when they are missing and this is a
-    checkout with Go (as the ``control_plane`` fixture does for Kubernetes). The build prints
-    one line per controller; its failure leaves :class:`FluxError` to say what is missing."""
-    try:
-        return find_controllers(env, beside=beside)
-    except FluxError:
-        script = checkout_script(BUILD_SCRIPT)
-        if script is None or shutil.which("go", path=env.get("PATH")) is None:
-            raise
-    subprocess.run(["bash", str(script)], env=dict(env), check=False)
-    return find_controllers(env, beside=beside)
+    """:func:`find_controllers`, built first when missing in a checkout with Go."""
+    return ensure_built(list(VERSIONS), env, beside=beside, script=BUILD_SCRIPT, error=FluxError)
 
 
 def install_flux_crds(plane: ControlPlane, env: Mapping[str, str]) -> list[str]:
@@ -94,7 +72,7 @@ def install_flux_crds(plane: ControlPlane, env: Mapping[str, str]) -> list[str]:
     return install_crds(plane.rest(), crds)
 
 
-class Flux:
+class Flux(StartStop):
     """source-controller + helm-controller for one control plane.
 
     Use it as a context manager, or :meth:`start` and :meth:`stop` (safe twice). The Flux CRDs
@@ -236,18 +214,6 @@ class Flux:
             f"{name} {VERSIONS[name]}: {self.binaries[name]} (log {logs / name}.log)"
             for name in VERSIONS
         ] + [f"source-controller artifacts: http://{self.storage_addr}/"]
-
-    def __enter__(self) -> Flux:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_flux(

@@ -27,12 +27,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from vworkspace.testing.assets import Assets
 from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError, free_port
-from vworkspace.testing.processes import ManagedProcess
+from vworkspace.testing.processes import ManagedProcess, StartStop
 from vworkspace.testing.rest import MERGE_PATCH, ApiError
 
 NODE_LABEL = "testing.vworkspace.io/kwok"
@@ -109,7 +108,7 @@ def _without_not_ready(node: dict[str, Any]) -> list[dict[str, Any]] | None:
     return kept or None
 
 
-class KwokNodes:
+class KwokNodes(StartStop):
     """kwok as a managed process plus ``count`` Nodes it keeps Ready.
 
     :meth:`start` also starts kube-scheduler and the workload controllers on ``plane`` if they
@@ -142,18 +141,6 @@ class KwokNodes:
         self.ready_timeout = ready_timeout
         self.ready_seconds: float | None = None
         self._proc: ManagedProcess | None = None
-
-    def __enter__(self) -> KwokNodes:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def log_path(self) -> Path | None:

@@ -21,6 +21,8 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -102,3 +104,28 @@ class ManagedProcess:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+class StartStop:
+    """``with component:`` for the test environment's components (control plane, kwok, Flux,
+    the chart repository, SeaweedFS, Velero, Argo): :meth:`start` on entry, :meth:`stop` (with
+    its defaults) on exit, whatever the block raised. A base class rather than
+    :class:`contextlib.AbstractContextManager` because entering must start the component."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

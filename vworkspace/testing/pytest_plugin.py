@@ -66,11 +66,12 @@ import signal
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import pytest
 
 from vworkspace.testing import assets as assets_mod
+from vworkspace.testing.argo import ArgoController, ArgoError, ensure_controller
 from vworkspace.testing.asyncclient import api_client
 from vworkspace.testing.chartrepo import ChartRepoError, ChartRepository, start_chart_repository
 from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError
@@ -105,6 +106,7 @@ _report_key = pytest.StashKey[dict[str, pytest.TestReport]]()
 _flux_key = pytest.StashKey[Flux]()
 _s3_key = pytest.StashKey[SeaweedS3]()
 _velero_key = pytest.StashKey[Velero]()
+_argo_key = pytest.StashKey[ArgoController]()
 
 
 def _flag(name: str) -> bool:
@@ -214,12 +216,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"vworkspace testenv: Flux (source-controller, helm-controller) ready in "
             f"{flux.startup_seconds:.1f}s, logs in {flux.data_dir / 'logs'}"
         )
-    s3 = terminalreporter.config.stash.get(_s3_key, None)
-    if s3 is not None and s3.startup_seconds is not None:
-        terminalreporter.write_line(f"vworkspace testenv: {s3.summary()}")
-    velero = terminalreporter.config.stash.get(_velero_key, None)
-    if velero is not None and velero.startup_seconds is not None:
-        terminalreporter.write_line(f"vworkspace testenv: {velero.summary()}")
+    for component in (
+        terminalreporter.config.stash.get(_s3_key, None),
+        terminalreporter.config.stash.get(_velero_key, None),
+        terminalreporter.config.stash.get(_argo_key, None),
+    ):
+        if component is not None and component.startup_seconds is not None:
+            terminalreporter.write_line(f"vworkspace testenv: {component.summary()}")
     if _flag(KEEP_ENV):
         terminalreporter.write_line(f"vworkspace testenv: kept data directory {plane.data_dir}")
         terminalreporter.write_line(
@@ -368,6 +371,37 @@ def kwok_nodes(control_plane: ControlPlane, request: pytest.FixtureRequest) -> I
         nodes.stop()
 
 
+class _Component(Protocol):
+    def start(self) -> None: ...
+    def stop(self, *, keep_data_dir: bool = False) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Component)
+
+
+def _serve(
+    request: pytest.FixtureRequest,
+    running: _C,
+    *,
+    error: type[Exception],
+    stash_key: pytest.StashKey[_C] | None = None,
+) -> Iterator[_C]:
+    """Start a test-environment component for a fixture, stop it at teardown (its data directory
+    kept under ``VWORKSPACE_TEST_KEEP=1``). A start that fails with ``error`` (whose message
+    carries the component's log tail) fails the test without a traceback; stashed components
+    get a line in the terminal summary."""
+    try:
+        running.start()
+    except error as err:
+        pytest.fail(str(err), pytrace=False)
+    if stash_key is not None:
+        request.config.stash[stash_key] = running
+    try:
+        yield running
+    finally:
+        running.stop(keep_data_dir=_flag(KEEP_ENV))
+
+
 @pytest.fixture(scope="session")
 def flux(
     control_plane: ControlPlane, third_party_crds: list[str], request: pytest.FixtureRequest
@@ -380,12 +414,7 @@ def flux(
     except FluxError as err:
         unavailable(str(err))
     running = Flux(plane=control_plane, binaries=binaries)
-    running.start()
-    request.config.stash[_flux_key] = running
-    try:
-        yield running
-    finally:
-        running.stop(keep_data_dir=_flag(KEEP_ENV))
+    yield from _serve(request, running, error=FluxError, stash_key=_flux_key)
 
 
 def _assets_directory() -> Path | None:
@@ -406,16 +435,7 @@ def seaweed_s3(request: pytest.FixtureRequest) -> Iterator[SeaweedS3]:
         binary = ensure_weed(os.environ, beside=_assets_directory())
     except S3Error as err:
         unavailable(str(err))
-    running = SeaweedS3(binary=binary)
-    try:
-        running.start()
-    except S3Error as err:
-        pytest.fail(str(err), pytrace=False)
-    request.config.stash[_s3_key] = running
-    try:
-        yield running
-    finally:
-        running.stop(keep_data_dir=_flag(KEEP_ENV))
+    yield from _serve(request, SeaweedS3(binary=binary), error=S3Error, stash_key=_s3_key)
 
 
 @pytest.fixture(scope="session")
@@ -436,15 +456,7 @@ def velero(
     except VeleroError as err:
         unavailable(str(err))
     running = Velero(plane=control_plane, binaries=binaries, s3=seaweed_s3)
-    try:
-        running.start()
-    except VeleroError as err:
-        pytest.fail(str(err), pytrace=False)
-    request.config.stash[_velero_key] = running
-    try:
-        yield running
-    finally:
-        running.stop(keep_data_dir=_flag(KEEP_ENV))
+    yield from _serve(request, running, error=VeleroError, stash_key=_velero_key)
 
 
 @pytest.fixture(scope="session")
@@ -464,14 +476,13 @@ def chart_repo() -> Iterator[ChartRepository]:
 # A block of its own, after everything else (its import too), so that other additions to this
 # file merge apart from it.
 
-from vworkspace.testing.argo import ArgoController, ArgoError, ensure_controller  # noqa: E402
-
 
 @pytest.fixture(scope="session")
 def argo(
     control_plane: ControlPlane,
     third_party_crds: list[str],
     kwok_nodes: KwokNodes,
+    request: pytest.FixtureRequest,
 ) -> Iterator[ArgoController]:
     """Argo Workflows' real ``workflow-controller`` (:mod:`vworkspace.testing.argo`), ready (its
     caches synced), cluster-wide, on the session's ``control_plane`` with ``kwok_nodes`` (whose
@@ -485,11 +496,4 @@ def argo(
     except ArgoError as err:
         unavailable(str(err))
     running = ArgoController(plane=control_plane, binary=binary)
-    try:
-        running.start()
-    except ArgoError as err:
-        pytest.fail(str(err), pytrace=False)
-    try:
-        yield running
-    finally:
-        running.stop(keep_data_dir=_flag(KEEP_ENV))
+    yield from _serve(request, running, error=ArgoError, stash_key=_argo_key)

@@ -41,19 +41,17 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from vworkspace.testing.assets import cache_dir, checkout_script
+from vworkspace.testing.assets import ensure_built, find_built
 from vworkspace.testing.controlplane import ControlPlaneError, free_port
-from vworkspace.testing.processes import ManagedProcess
+from vworkspace.testing.processes import ManagedProcess, StartStop
 
 WEED = "weed"
 # What scripts/build-backup-controllers.sh pins; the stamp in the cache holds it.
@@ -71,39 +69,13 @@ class S3Error(ControlPlaneError):
 
 
 def find_weed(env: Mapping[str, str], *, beside: Path | None = None) -> Path:
-    """The ``weed`` binary: in ``beside`` (the control plane's binary directory, where the build
-    puts it) if there, else in the test-asset cache; :class:`S3Error` says how to build it."""
-    directories = [d for d in (beside, cache_dir(env)) if d is not None]
-    for directory in directories:
-        path = directory / WEED
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    raise S3Error(
-        f"{WEED} is not in {' nor '.join(map(str, dict.fromkeys(directories)))}: run "
-        f"scripts/build-test-assets.sh (it calls scripts/{BUILD_SCRIPT}; needs Go >= 1.26)"
-    )
-
-
-def build_backup_controllers(env: Mapping[str, str]) -> bool:
-    """Run ``scripts/build-backup-controllers.sh`` (weed, velero and its AWS plugin, Argo's
-    workflow-controller; a no-op for what is current) when this is a checkout with Go; False
-    when it cannot be run here. Its own output goes to the terminal, one line per component."""
-    script = checkout_script(BUILD_SCRIPT)
-    if script is None or shutil.which("go", path=env.get("PATH")) is None:
-        return False
-    subprocess.run(["bash", str(script)], env=dict(env), check=False)
-    return True
+    """The ``weed`` binary, beside the control plane's or in the cache (:func:`find_built`)."""
+    return find_built([WEED], env, beside=beside, script=BUILD_SCRIPT, error=S3Error)[WEED]
 
 
 def ensure_weed(env: Mapping[str, str], *, beside: Path | None = None) -> Path:
-    """:func:`find_weed`, building it first when it is missing and this is a checkout with Go;
-    a failed build leaves :class:`S3Error` to say what is missing."""
-    try:
-        return find_weed(env, beside=beside)
-    except S3Error:
-        if not build_backup_controllers(env):
-            raise
-    return find_weed(env, beside=beside)
+    """:func:`find_weed`, built first when missing in a checkout with Go."""
+    return ensure_built([WEED], env, beside=beside, script=BUILD_SCRIPT, error=S3Error)[WEED]
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -114,7 +86,7 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-class SeaweedS3:
+class SeaweedS3(StartStop):
     """``weed mini`` as an S3 endpoint on 127.0.0.1 with one identity and one bucket.
 
     Use it as a context manager, or :meth:`start` and :meth:`stop` (safe twice). The keys are
@@ -330,18 +302,6 @@ class SeaweedS3:
         for page in paginator.paginate(Bucket=bucket or self.bucket, Prefix=prefix):
             keys.extend(str(item["Key"]) for item in page.get("Contents", []))
         return sorted(keys)
-
-    def __enter__(self) -> SeaweedS3:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_seaweed_s3(

@@ -75,10 +75,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from vworkspace.testing.assets import cache_dir
+from vworkspace.testing.assets import ensure_built, find_built
 from vworkspace.testing.controlplane import ControlPlane, ControlPlaneError, free_port
 from vworkspace.testing.crds import (
     FIELD_MANAGER,
@@ -86,9 +85,9 @@ from vworkspace.testing.crds import (
     install_crds,
     load_crds,
 )
-from vworkspace.testing.processes import ManagedProcess
+from vworkspace.testing.processes import ManagedProcess, StartStop
 from vworkspace.testing.rest import ApiError
-from vworkspace.testing.s3 import SeaweedS3, build_backup_controllers
+from vworkspace.testing.s3 import BUILD_SCRIPT, SeaweedS3
 
 VELERO = "velero"
 AWS_PLUGIN = "velero-plugin-for-aws"
@@ -111,29 +110,13 @@ class VeleroError(ControlPlaneError):
 
 
 def find_binaries(env: Mapping[str, str], *, beside: Path | None = None) -> dict[str, Path]:
-    """``velero`` and the AWS plugin: in ``beside`` (the control plane's binary directory) if
-    both are there, else in the test-asset cache; :class:`VeleroError` says how to build them."""
-    directories = [d for d in (beside, cache_dir(env)) if d is not None]
-    for directory in directories:
-        found = {name: directory / name for name in VERSIONS}
-        if all(path.is_file() and os.access(path, os.X_OK) for path in found.values()):
-            return found
-    raise VeleroError(
-        f"{VELERO} and {AWS_PLUGIN} are not in "
-        f"{' nor '.join(map(str, dict.fromkeys(directories)))}: run scripts/build-test-assets.sh "
-        "(it calls scripts/build-backup-controllers.sh; needs Go >= 1.26)"
-    )
+    """``velero`` and the AWS plugin, beside the control plane's or in the cache."""
+    return find_built(list(VERSIONS), env, beside=beside, script=BUILD_SCRIPT, error=VeleroError)
 
 
 def ensure_binaries(env: Mapping[str, str], *, beside: Path | None = None) -> dict[str, Path]:
-    """:func:`find_binaries`, building them first when they are missing and this is a checkout
-    with Go; a failed build leaves :class:`VeleroError` to say what is missing."""
-    try:
-        return find_binaries(env, beside=beside)
-    except VeleroError:
-        if not build_backup_controllers(env):
-            raise
-    return find_binaries(env, beside=beside)
+    """:func:`find_binaries`, built first when missing in a checkout with Go."""
+    return ensure_built(list(VERSIONS), env, beside=beside, script=BUILD_SCRIPT, error=VeleroError)
 
 
 def install_velero_crds(plane: ControlPlane, env: Mapping[str, str]) -> list[str]:
@@ -196,7 +179,7 @@ def _port_taken(port: int) -> bool:
     return False
 
 
-class Velero:
+class Velero(StartStop):
     """``velero server`` for one control plane and one S3 endpoint.
 
     Use it as a context manager, or :meth:`start` and :meth:`stop` (safe twice). The Velero
@@ -413,18 +396,6 @@ class Velero:
             f"{secs}, namespace {self.namespace}, BackupStorageLocation {self.location} "
             f"Available (bucket {self.s3.bucket}; log {self.log_path})"
         )
-
-    def __enter__(self) -> Velero:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_velero(
