@@ -29,7 +29,9 @@ from typing import Any, Protocol
 
 import attrs
 
+from vworkspace.api import crdgen
 from vworkspace.testing import assets as assets_mod
+from vworkspace.testing.argo import start_argo
 from vworkspace.testing.chartrepo import (
     SAMPLE_CHARTS_PORT,
     ChartRepository,
@@ -41,6 +43,7 @@ from vworkspace.testing.controlplane import (
     ControlPlane,
     ControlPlaneError,
 )
+from vworkspace.testing.crds import install_crds
 from vworkspace.testing.flux import start_flux
 from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.s3 import SeaweedS3, start_seaweed_s3
@@ -159,8 +162,20 @@ def _start_velero(
     s3 = options.started.get("s3")
     if not isinstance(s3, SeaweedS3):  # resolve_components puts s3 first; this is a bug guard
         raise ControlPlaneError("velero needs the s3 component started before it")
+    # The project's CRDs first: Velero learns what it can back up when it starts and then only
+    # every 5 minutes, so a Velero started before them would back up no ApplicationInstance.
+    install_crds(plane.rest(), [crdgen.crd(info) for info in crdgen.RESOURCES])
     velero = start_velero(plane, dict(os.environ), s3)
     return velero, velero.summary()
+
+
+def _start_argo(
+    plane: ControlPlane, assets: assets_mod.Assets, options: Options
+) -> tuple[Running, str]:
+    """Argo's workflow-controller with the Argo CRDs; its Workflow Pods run on kwok's Nodes,
+    whose stage finishes them (so ``argo`` implies ``kwok``)."""
+    controller = start_argo(plane, dict(os.environ))
+    return controller, controller.summary()
 
 
 COMPONENTS: dict[str, Component] = {
@@ -191,6 +206,12 @@ COMPONENTS: dict[str, Component] = {
         summary="the Velero server with the AWS plugin, backing up to the s3 bucket",
         start=_start_velero,
         implies=("s3",),
+    ),
+    "argo": Component(
+        summary="Argo Workflows' workflow-controller (built from its Go module); Workflow Pods "
+        "run on kwok's Nodes",
+        start=_start_argo,
+        implies=("kwok",),
     ),
 }
 
@@ -419,26 +440,3 @@ def _stop_all(running: list[Running], plane: ControlPlane) -> None:
     for component in reversed(running):
         component.stop()
     plane.stop()
-
-
-# -- argo (issue 26) ----------------------------------------------------------------------------
-# A block of its own at the end, so that other components' additions merge apart from it.
-
-from vworkspace.testing.argo import start_argo  # noqa: E402
-
-
-def _start_argo(
-    plane: ControlPlane, assets: assets_mod.Assets, options: Options
-) -> tuple[Running, str]:
-    """Argo's workflow-controller with the Argo CRDs; its Workflow Pods run on kwok's Nodes,
-    whose stage finishes them (so ``argo`` implies ``kwok``)."""
-    controller = start_argo(plane, dict(os.environ))
-    return controller, controller.summary()
-
-
-COMPONENTS["argo"] = Component(
-    summary="Argo Workflows' workflow-controller (built from its Go module); Workflow Pods "
-    "run on kwok's Nodes",
-    start=_start_argo,
-    implies=("kwok",),
-)

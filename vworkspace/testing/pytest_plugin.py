@@ -472,11 +472,6 @@ def chart_repo() -> Iterator[ChartRepository]:
         repo.stop()
 
 
-# -- Argo Workflows (issue 26) ------------------------------------------------------------------
-# A block of its own, after everything else (its import too), so that other additions to this
-# file merge apart from it.
-
-
 @pytest.fixture(scope="session")
 def argo(
     control_plane: ControlPlane,
