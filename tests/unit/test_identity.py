@@ -21,6 +21,7 @@ from vworkspace.testing.identity import (
     forbidden_requests,
     rbac_documents,
     refusals,
+    terminating_refusals,
 )
 from vworkspace.testing.pki import write_pki
 
@@ -70,6 +71,31 @@ def test_the_check_fails_naming_each_finding_and_passes_on_none() -> None:
         assert_no_forbidden(metrics_text=scrape(**{"403_PUT": 1}), log_text=REFUSED)
     assert 'rest_client_requests_total{code="403",method="PUT"} = 1' in str(failed.value)
     assert "refused: update operations/status" in str(failed.value)
+
+
+def test_403s_into_a_namespace_being_terminated_are_not_missing_rules() -> None:
+    """NamespaceLifecycle refuses writes into a namespace being deleted with 403 (seen in CI: a
+    cluster-wide operator reconciling another test's instances during that test's cleanup);
+    only those the log explains that way are discounted, per method."""
+    terminating = json.dumps(
+        {
+            "msg": "forbidden by the API server",
+            "method": "PATCH",
+            "error": 'helmreleases "app-0" is forbidden: unable to create new content in '
+            "namespace t-x because it is being terminated",
+        }
+    )
+    log = "\n".join([terminating, terminating, "not json"])
+    assert terminating_refusals(log) == {"PATCH": 2}
+    assert forbidden_requests(metrics_text=scrape(**{"403_PATCH": 2}), log_text=log) == []
+    # One more PATCH 403 than the log explains: a finding, saying how many were explained.
+    assert forbidden_requests(metrics_text=scrape(**{"403_PATCH": 3}), log_text=log) == [
+        'rest_client_requests_total{code="403",method="PATCH"} = 3 '
+        "(2 into a namespace being terminated)"
+    ]
+    # An RBAC refusal is never discounted, whatever else the log holds.
+    with pytest.raises(AssertionError, match="refused: update operations/status"):
+        assert_no_forbidden(metrics_text=scrape(**{"403_PATCH": 2}), log_text=f"{log}\n{REFUSED}")
 
 
 RENDERED = [
