@@ -27,9 +27,9 @@ from prometheus_client import CollectorRegistry
 from tests.integration import webhook_harness as harness
 from vworkspace.api import crdgen
 from vworkspace.app.logging import configure as configure_logging
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import RealClock
-from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS
 from vworkspace.kube.tls import CertificateReloader
 from vworkspace.testing import ControlPlane, find_assets
 from vworkspace.testing.crds import install_crds

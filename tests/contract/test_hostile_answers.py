@@ -23,9 +23,9 @@ from vworkspace.agent.credentials import CredentialStore, Overrides
 from vworkspace.agent.idempotency import IdempotencyStore
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.poller import Poller
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import RealClock
-from vworkspace.kube.kubeconfig import ClusterConfig
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.config import ClusterConfig
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.mockcontrolplane.state import Fault
 

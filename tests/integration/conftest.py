@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.rest.client import KubeClient
 from vworkspace.testing import ControlPlane
 
 

@@ -24,16 +24,16 @@ from vworkspace.engines.job import JOBS
 from vworkspace.engines.velero import BACKUPS, RESTORES
 from vworkspace.engines.workflow import WORKFLOWS
 from vworkspace.engines.workload import SERVICE_ACCOUNTS
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.controller import Result
-from vworkspace.kube.errors import NotFoundError, RetryableError
-from vworkspace.kube.resources import (
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError, RetryableError
+from vworkspace.kube.rest.resources import (
     APPLICATION_INSTANCES,
     EVENTS,
     NAMESPACES,
     OPERATIONS,
     ResourceType,
 )
+from vworkspace.kube.runtime.controller import Result
 from vworkspace.testing.objects import managed_instance, operation
 
 from .test_operation_engines import CAPABILITIES, Operator, running_operator

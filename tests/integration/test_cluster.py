@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.hardening_flags import Hardening
 from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager, served_kinds
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.objects import update_status
-from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, SECRETS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, CLUSTERS, SECRETS
 from vworkspace.mockcontrolplane import Fault, MockControlPlane
 
 from .test_reconcilers import eventually

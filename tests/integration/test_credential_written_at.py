@@ -10,8 +10,8 @@ import pytest
 
 from vworkspace.agent.credentials import CredentialStore, written_at
 from vworkspace.agent.wire import Credentials
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import RealClock
+from vworkspace.kube.rest.client import KubeClient
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """`python -m vworkspace run` loads none of the development or test code, and not
 kubernetes-asyncio (its package imports the whole generated client, ~63 MiB; the operator loads
-its kubeconfig itself: kube/kubeconfig.py).
+its kubeconfig itself: kube/rest/kubeconfig.py).
 
 The development commands (vworkspace.devtools) drive the local test control plane
 (vworkspace.testing) and the mock control plane (vworkspace.mockcontrolplane); the operator must
@@ -25,8 +25,8 @@ from vworkspace.testing import ControlPlane
 pytestmark = pytest.mark.integration
 
 DEV_AND_TEST = ("vworkspace.testing", "vworkspace.mockcontrolplane", "vworkspace.devtools")
-# Loaded only for a kubeconfig user with an auth-provider (kube/kubeconfig_library.py).
-HEAVY = ("kubernetes_asyncio", "vworkspace.kube.kubeconfig_library")
+# Loaded only for a kubeconfig user with an auth-provider (kube/rest/authprovider.py).
+HEAVY = ("kubernetes_asyncio", "vworkspace.kube.rest.authprovider")
 MARK = "== sys.modules at exit =="
 # `python -c WRAPPER run ...`: runs vworkspace's __main__ as `python -m` would, then, however it
 # ends, prints every module loaded.
@@ -93,7 +93,7 @@ def test_the_running_operator_imports_no_development_or_test_module(
         "vworkspace.app.run_cmd",
         "vworkspace.controllers.applicationinstance",
         "vworkspace.controllers.operation",
-        "vworkspace.kube.informer",
+        "vworkspace.kube.cache.informer",
     } <= modules, sorted(m for m in modules if m.startswith("vworkspace"))
     assert sorted(m for m in modules if m.startswith(DEV_AND_TEST)) == []
     assert sorted(m for m in modules if m.startswith(HEAVY)) == []

@@ -18,13 +18,13 @@ from prometheus_client import CollectorRegistry
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.http import Address
 from vworkspace.app.manager import Manager, ManagerSettings
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import RealClock
-from vworkspace.kube.controller import Controller, Result
-from vworkspace.kube.informer import Informer
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.resources import CONFIG_MAPS
-from vworkspace.kube.workqueue import WorkQueue
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import CONFIG_MAPS
+from vworkspace.kube.runtime.controller import Controller, Result
+from vworkspace.kube.runtime.workqueue import WorkQueue
 from vworkspace.testing import ControlPlane
 
 from .operator_process import OperatorProcess, free_port, wait_until

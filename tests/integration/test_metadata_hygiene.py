@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, NAMESPACES
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.pytest_plugin import require_controller_manager

@@ -32,10 +32,15 @@ from vworkspace.engines.job import JOBS
 from vworkspace.engines.velero import BACKUPS, RESTORES
 from vworkspace.engines.workflow import WORKFLOWS
 from vworkspace.engines.workload import SERVICE_ACCOUNTS, workload_name
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import RealClock
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS, ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import (
+    APPLICATION_INSTANCES,
+    NAMESPACES,
+    OPERATIONS,
+    ResourceType,
+)
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.crds import install_crds, load_crds, third_party_dir

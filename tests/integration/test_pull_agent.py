@@ -12,10 +12,15 @@ from typing import Any
 import pytest
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.paths import ApiPath
-from vworkspace.kube.resources import APPLICATION_INSTANCES, CONFIG_MAPS, NAMESPACES, OPERATIONS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.paths import ApiPath
+from vworkspace.kube.rest.resources import (
+    APPLICATION_INSTANCES,
+    CONFIG_MAPS,
+    NAMESPACES,
+    OPERATIONS,
+)
 from vworkspace.mockcontrolplane import Fault, MockControlPlane
 
 from .agent_harness import CLUSTER, TOKEN, Agent, instance, wait_result

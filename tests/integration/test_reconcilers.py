@@ -23,9 +23,15 @@ from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES, OCI_REPOSITORIES
 from vworkspace.engines.velero import BACKUPS, RESTORES
 from vworkspace.engines.workload import workload_name
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, EVENTS, NAMESPACES, OPERATIONS, SECRETS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import (
+    APPLICATION_INSTANCES,
+    EVENTS,
+    NAMESPACES,
+    OPERATIONS,
+    SECRETS,
+)
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance, operation
 from vworkspace.testing.pytest_plugin import require_controller_manager

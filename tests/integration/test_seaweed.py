@@ -30,10 +30,10 @@ from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager
 from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.engines.s3credentials import short_hash
 from vworkspace.engines.seaweed import S3_CREDENTIALS, SEAWEEDS, SERVICES
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.controller import Reconciler, Result
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, EVENTS, SECRETS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, EVENTS, SECRETS
+from vworkspace.kube.runtime.controller import Reconciler, Result
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.crds import CRD_PATH, install_crds, load_crds

@@ -20,9 +20,9 @@ from tests.integration.waits import eventually
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES, desired_source
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, NAMESPACES
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance
 from vworkspace.testing.pytest_plugin import require_controller_manager

@@ -34,7 +34,7 @@ from vworkspace.agent import signing
 from vworkspace.agent.credentials import Overrides
 from vworkspace.app.hardening_flags import Hardening
 from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.rest.client import KubeClient
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.mockcontrolplane.state import MockState
 from vworkspace.testing import ControlPlane

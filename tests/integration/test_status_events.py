@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from vworkspace.agent.credentials import Overrides
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager, served_kinds
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.resources import APPLICATION_INSTANCES
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
 from vworkspace.mockcontrolplane import Fault, MockControlPlane
 from vworkspace.testing.objects import operation
 
@@ -164,7 +164,7 @@ async def test_after_an_outage_the_control_plane_gets_the_final_state_of_everyth
 async def test_operation_transitions_reach_the_control_plane(
     operator: None, mock: MockControlPlane, kube: KubeClient, kube_namespace: str
 ) -> None:
-    from vworkspace.kube.resources import OPERATIONS
+    from vworkspace.kube.rest.resources import OPERATIONS
 
     await kube.create(
         APPLICATION_INSTANCES, managed("target", kube_namespace), field_manager="test"

@@ -22,11 +22,11 @@ from tests.integration import webhook_harness as harness
 from tests.integration.operator_process import OperatorProcess, free_port
 from vworkspace.api.approvals import sign
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import RealClock
-from vworkspace.kube.errors import ApiError
 from vworkspace.kube.objects import update_status
-from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import ApiError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS
 from vworkspace.kube.tls import CertificateReloader
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance, operation

@@ -20,8 +20,8 @@ from vworkspace.api.meta import ObjectKey
 from vworkspace.app.manager import Manager
 from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
 from vworkspace.engines.flux import HELM_RELEASES
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, NAMESPACES
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance
 

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import ApiError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import ApiError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, ResourceType
 
 JsonObj = dict[str, Any]
 WEBHOOK_CONFIGS = ResourceType(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.operator_process import OperatorProcess
-from vworkspace.kube.resources import APPLICATION_INSTANCES, OPERATIONS
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, OPERATIONS
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.identity import ShippedIdentity
 

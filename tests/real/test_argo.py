@@ -30,9 +30,9 @@ from tests.real.test_flux import ConditionLog, condition
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.workflow import WORKFLOWS
 from vworkspace.engines.workload import workload_name
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, OPERATIONS, ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, OPERATIONS, ResourceType
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.argo import ArgoController
 from vworkspace.testing.kwok import KwokNodes

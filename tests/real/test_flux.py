@@ -33,9 +33,9 @@ from tests.integration.operator_process import OperatorProcess
 from tests.real.conftest import IN_CLUSTER, KUBECONFIG_TOKEN
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, OPERATIONS, ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, OPERATIONS, ResourceType
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.chartrepo import (
     DEMO_CHART,

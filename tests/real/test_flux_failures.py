@@ -29,8 +29,8 @@ from tests.real.test_flux import (
 )
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.flux import HELM_RELEASES
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.resources import APPLICATION_INSTANCES, OPERATIONS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, OPERATIONS
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.chartrepo import DEMO_CHART, FAILING_HOOK_CHART, ChartRepository
 from vworkspace.testing.flux import Flux

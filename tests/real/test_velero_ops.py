@@ -46,9 +46,9 @@ from vworkspace.api.approvals import sign
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.engines.velero import BACKUPS, RESTORES
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, OPERATIONS, ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, OPERATIONS, ResourceType
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.chartrepo import ChartRepository
 from vworkspace.testing.flux import Flux

@@ -16,8 +16,8 @@ import attrs
 from aiohttp import web
 
 from vworkspace.api import constants
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.kubeconfig import ClusterConfig
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.config import ClusterConfig
 
 DISCOVERY = {
     f"/apis/{constants.APPS_GROUP}/{constants.VERSION}": [

@@ -21,7 +21,7 @@ from vworkspace.api.templates import TEMPLATES
 from vworkspace.engines.base import EngineError
 from vworkspace.engines.job import HelmHookJobEngine, JobEngine
 from vworkspace.engines.workflow import desired as workflow_desired
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.rest.client import KubeClient
 from vworkspace.testing import objects
 
 JsonObj = dict[str, Any]

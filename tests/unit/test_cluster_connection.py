@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vworkspace.kube.client import KubeClient, KubeConfigError
+from vworkspace.kube.rest.client import KubeClient, KubeConfigError
 
 
 def closed_port() -> int:

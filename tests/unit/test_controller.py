@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry
 
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import FakeClock
-from vworkspace.kube.controller import Controller, Result, TerminalError
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.workqueue import WorkQueue
+from vworkspace.kube.runtime.controller import Controller, Result, TerminalError
+from vworkspace.kube.runtime.workqueue import WorkQueue
 
 KEY = ObjectKey("ns", "obj")
 

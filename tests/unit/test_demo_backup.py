@@ -20,8 +20,8 @@ from vworkspace.devtools.demo_backup import (
 )
 from vworkspace.devtools.demo_core import Demo, steps_for
 from vworkspace.devtools.demo_watch import PhaseLog, Watch
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import OPERATIONS, ResourceType
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import OPERATIONS, ResourceType
 
 JsonObj = dict[str, Any]
 BACKUP = ObjectKey("velero", "demo--hello-backup")

@@ -11,8 +11,8 @@ from typing import Any, cast
 from vworkspace.engines.base import EngineRequest, Observation, State
 from vworkspace.engines.flux import instance_conditions, rollup
 from vworkspace.engines.helm import HelmUpgradeEngine
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import FakeClock
+from vworkspace.kube.rest.client import KubeClient
 from vworkspace.testing.objects import managed_instance, operation
 
 JsonObj = dict[str, Any]

@@ -22,8 +22,8 @@ from vworkspace.agent.poller import Poller
 from vworkspace.agent.wire import Job, JobResult, Outcome
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import RealClock
-from vworkspace.kube.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
+from vworkspace.kube.rest.resources import ResourceType
 
 JsonObj = dict[str, Any]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from vworkspace.kube.kubeconfig import in_cluster_config, load_kubeconfig
-from vworkspace.kube.transport import RestClientMetrics
+from vworkspace.kube.rest.kubeconfig import in_cluster_config, load_kubeconfig
+from vworkspace.kube.rest.transport import RestClientMetrics
 from vworkspace.testing.identity import (
     IdentityError,
     ShippedIdentity,

@@ -10,11 +10,16 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import ApiError, InvalidResponseError, NotFoundError, RetryableError
-from vworkspace.kube.informer import WatchDecodeError, _decode_event
-from vworkspace.kube.kubeconfig import ClusterConfig
-from vworkspace.kube.paths import ApiPath
+from vworkspace.kube.cache.informer import WatchDecodeError, _decode_event
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.config import ClusterConfig
+from vworkspace.kube.rest.errors import (
+    ApiError,
+    InvalidResponseError,
+    NotFoundError,
+    RetryableError,
+)
+from vworkspace.kube.rest.paths import ApiPath
 
 Script = list[web.Response]
 

@@ -1,4 +1,4 @@
-"""The operator's own kubeconfig loader (kube/kubeconfig.py): what it reads, what it refuses,
+"""The operator's own kubeconfig loader (kube/rest/kubeconfig.py): what it reads, what it refuses,
 and the credentials it produces (token files re-read, exec plugins re-run when expired).
 
 The TLS test runs a small local HTTPS server that requires a client certificate; the rest reads
@@ -25,13 +25,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vworkspace.kube.client import KubeClient, KubeConfigError
-from vworkspace.kube.credentials import CredentialError, TokenFileCredentials
-from vworkspace.kube.errors import ApiError
-from vworkspace.kube.execplugin import ExecCredentials
-from vworkspace.kube.kubeconfig import in_cluster_config, load_kubeconfig
-from vworkspace.kube.paths import ApiPath
-from vworkspace.kube.transport import ssl_context
+from vworkspace.kube.rest.client import KubeClient, KubeConfigError
+from vworkspace.kube.rest.credentials import CredentialError, TokenFileCredentials
+from vworkspace.kube.rest.errors import ApiError
+from vworkspace.kube.rest.execplugin import ExecCredentials
+from vworkspace.kube.rest.kubeconfig import in_cluster_config, load_kubeconfig
+from vworkspace.kube.rest.paths import ApiPath
+from vworkspace.kube.rest.transport import ssl_context
 from vworkspace.webhooks.certs import Issued, new_ca, new_serving_pair
 
 DAY = datetime.timedelta(days=1)

@@ -11,7 +11,7 @@ from vworkspace.agent.applier import DEFAULT_ALLOWED, Applier
 from vworkspace.agent.hygiene import MetadataError, check_metadata
 from vworkspace.agent.wire import Job, JobResult, Outcome
 from vworkspace.kube.clock import FakeClock
-from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.rest.errors import NotFoundError
 
 JsonObj = dict[str, Any]
 

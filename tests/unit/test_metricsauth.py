@@ -23,8 +23,8 @@ from vworkspace.app.metricsauth import (
     bearer_token,
 )
 from vworkspace.kube.clock import FakeClock
-from vworkspace.kube.errors import error_for
-from vworkspace.kube.paths import ApiPath
+from vworkspace.kube.rest.errors import error_for
+from vworkspace.kube.rest.paths import ApiPath
 from vworkspace.kube.tls import CertificateError
 from vworkspace.webhooks.certs import new_ca, write_webhook_certs
 

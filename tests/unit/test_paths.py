@@ -1,5 +1,5 @@
 """Paths cannot be forged (issue 24, F1, Deliver 1): names are checked as Kubernetes names
-(api/names.py), paths are segments (kube/paths.py), and the transport encodes every segment
+(api/names.py), paths are segments (kube/rest/paths.py), and the transport encodes every segment
 itself. "On the wire" means what a local HTTP server received (``request.raw_path``) through the
 real :class:`KubeClient`; the pure properties cover the builder for many more inputs."""
 
@@ -19,16 +19,16 @@ from tests.unit.forgery import (
 )
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError, check_namespace, check_subdomain
-from vworkspace.kube.discovery import split_api_version
-from vworkspace.kube.kubeconfig import ClusterConfig
-from vworkspace.kube.paths import ApiPath
-from vworkspace.kube.resources import (
+from vworkspace.kube.rest.config import ClusterConfig
+from vworkspace.kube.rest.discovery import split_api_version
+from vworkspace.kube.rest.paths import ApiPath
+from vworkspace.kube.rest.resources import (
     APPLICATION_INSTANCES,
     CLUSTERS,
     CONFIG_MAPS,
     ResourceType,
 )
-from vworkspace.kube.transport import Transport
+from vworkspace.kube.rest.transport import Transport
 
 
 def transport() -> Transport:

@@ -1,4 +1,4 @@
-"""Which updates of a primary object reach its controller (kube/predicates.py)."""
+"""Which updates of a primary object reach its controller (kube/cache/predicates.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vworkspace.kube.predicates import spec_or_metadata_changed
+from vworkspace.kube.cache.predicates import spec_or_metadata_changed
 
 BASE: dict[str, Any] = {
     "metadata": {

@@ -20,8 +20,8 @@ from vworkspace.engines.base import EngineError, Observation, State, Supplement
 from vworkspace.engines.instances import engine_for
 from vworkspace.engines.seaweed import has_s3, seaweed_conditions, snapshot
 from vworkspace.engines.seaweedvalues import normalize
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
 
 JsonObj = dict[str, Any]
 

@@ -21,10 +21,10 @@ from vworkspace.api.names import InvalidNameError, check_namespace
 from vworkspace.engines.base import EngineError
 from vworkspace.engines.seaweedvalues import load_values
 from vworkspace.kube.clock import FakeClock
-from vworkspace.kube.controller import Controller
 from vworkspace.kube.metrics import Metrics
+from vworkspace.kube.runtime.controller import Controller
+from vworkspace.kube.runtime.workqueue import WorkQueue
 from vworkspace.kube.tls import CertificateReloader
-from vworkspace.kube.workqueue import WorkQueue
 from vworkspace.webhooks.certs import write_webhook_certs
 from vworkspace.webhooks.server import OPERATION_PATH, WebhookMetrics, WebhookServer
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from vworkspace.app.manager import Manager, ManagerSettings
 from vworkspace.kube.clock import FakeClock, RealClock
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.supervisor import StartupError, Supervisor
+from vworkspace.kube.runtime.supervisor import StartupError, Supervisor
 
 
 class Flaky:

@@ -18,7 +18,7 @@ from vworkspace.api.admission import (
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.base import EngineError, EngineRequest, State
 from vworkspace.engines.velero import VeleroEngine, restore_spec, rollup
-from vworkspace.kube.errors import NotFoundError
+from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.testing import objects
 
 JsonObj = dict[str, Any]

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from tests.unit.test_admission_rules import instance, operation, target
 from vworkspace.api.admission import World
 from vworkspace.kube.clock import FakeClock
-from vworkspace.kube.errors import error_for
+from vworkspace.kube.rest.errors import error_for
 from vworkspace.kube.tls import CertificateError, CertificateReloader
 from vworkspace.webhooks.certs import new_ca, write_webhook_certs
 from vworkspace.webhooks.server import (

@@ -21,7 +21,7 @@ from tests.unit.forgery import (
 )
 from tests.unit.recording_api import recording_api
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, CONFIG_MAPS
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, CLUSTERS, CONFIG_MAPS
 
 
 async def test_a_name_with_query_and_fragment_characters_is_sent_encoded() -> None:

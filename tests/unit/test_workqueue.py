@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from vworkspace.kube.clock import FakeClock
-from vworkspace.kube.ratelimit import ItemExponentialBackoff
-from vworkspace.kube.workqueue import WorkQueue
+from vworkspace.kube.runtime.ratelimit import ItemExponentialBackoff
+from vworkspace.kube.runtime.workqueue import WorkQueue
 
 
 @pytest.fixture

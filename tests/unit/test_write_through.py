@@ -11,10 +11,10 @@ import pytest
 
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.applied import DIGEST_ANNOTATION, covers, up_to_date, with_digest
-from vworkspace.kube.informer import Informer
-from vworkspace.kube.resources import APPLICATION_INSTANCES
-from vworkspace.kube.store import LAST_APPLIED, slim
-from vworkspace.kube.transport import proxy_for
+from vworkspace.kube.cache.informer import Informer
+from vworkspace.kube.cache.store import LAST_APPLIED, slim
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
+from vworkspace.kube.rest.transport import proxy_for
 
 JsonObj = dict[str, Any]
 

@@ -10,7 +10,7 @@ that cut bodies short and control planes with bugs (docs/operations.md, "Hostile
   ``+json`` type) and be JSON of the endpoint's shape; whatever :func:`json.loads` raises on it
   (bad syntax, bytes that are not UTF-8, nesting too deep to decode, an integer longer than
   Python's int-to-string limit of 4,300 digits) is a ProtocolError ``invalid_json`` that says
-  which (:mod:`vworkspace.kube.safejson`), never a bare exception that would end the poller;
+  which (:mod:`vworkspace.kube.rest.safejson`), never a bare exception that would end the poller;
 * error bodies are read up to :data:`MAX_ERROR_BODY` and the rest ignored;
 * what arrived is described in at most :data:`EXCERPT` characters, with known secrets masked, and
   never at all for answers that carry credentials (register, rotate).
@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from vworkspace.agent.errors import ProtocolError
-from vworkspace.kube.safejson import JsonError, loads
+from vworkspace.kube.rest.safejson import JsonError, loads
 
 MAX_BODY = 4 * 1024 * 1024
 MAX_ERROR_BODY = 64 * 1024

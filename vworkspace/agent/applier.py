@@ -52,11 +52,11 @@ from vworkspace.agent.wire import AppliedRef, Job, JobResult, Outcome
 from vworkspace.api import constants
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.discovery import Discovery, UnknownKindError, split_api_version
-from vworkspace.kube.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
-from vworkspace.kube.resources import NAMESPACES, ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.discovery import Discovery, UnknownKindError, split_api_version
+from vworkspace.kube.rest.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
+from vworkspace.kube.rest.resources import NAMESPACES, ResourceType
 
 JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.agent.applier")

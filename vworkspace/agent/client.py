@@ -40,9 +40,9 @@ from vworkspace.agent.errors import (
 )
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.wire import MEDIA_TYPE, Credentials, JobResult
-from vworkspace.kube import safejson
 from vworkspace.kube.backoff import Backoff
 from vworkspace.kube.clock import Clock
+from vworkspace.kube.rest import safejson
 
 __all__ = [
     "ControlPlaneClient",

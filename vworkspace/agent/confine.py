@@ -1,7 +1,7 @@
 """A job names only the objects it may: every name and namespace it carries is checked as the
 Kubernetes name it must be before any request is built (issue 24, F1).
 
-The client would refuse a name that changes a path's shape anyway (kube/resources.py); the
+The client would refuse a name that changes a path's shape anyway (kube/rest/resources.py); the
 agent checks earlier and stricter, so that
 
 * a failure is a ``failed`` result naming the field of the job (``metadata.namespace``,
@@ -26,7 +26,7 @@ from vworkspace.api.names import (
     check_namespace,
     check_subdomain,
 )
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.resources import ResourceType
 
 JsonObj = dict[str, Any]
 

@@ -21,11 +21,11 @@ import structlog
 from vworkspace.agent.wire import Credentials
 from vworkspace.api.constants import FIELD_MANAGER_OPERATOR
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.informer import Informer
-from vworkspace.kube.resources import SECRETS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import SECRETS
 
 JsonObj = dict[str, Any]
 DEFAULT_SECRET = "vworkspace-agent-credentials"

@@ -49,10 +49,10 @@ import attrs
 from vworkspace.agent import replay
 from vworkspace.api.constants import FIELD_MANAGER_AGENT
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock, RealClock
-from vworkspace.kube.errors import AlreadyExistsError, ConflictError, NotFoundError
-from vworkspace.kube.resources import CONFIG_MAPS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import AlreadyExistsError, ConflictError, NotFoundError
+from vworkspace.kube.rest.resources import CONFIG_MAPS
 
 JsonObj = dict[str, Any]
 CONFIG_MAP = "vworkspace-applied-jobs"

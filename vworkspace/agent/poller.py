@@ -53,7 +53,7 @@ from vworkspace.agent.signing import REPLAY_CAPACITY, REPLAYED, SignatureError
 from vworkspace.agent.verifier import JobVerifier
 from vworkspace.agent.wire import Job, JobDecodeError, JobResult, Outcome
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.errors import ApiError
+from vworkspace.kube.rest.errors import ApiError
 
 JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.agent.poller")

@@ -27,9 +27,9 @@ import structlog
 from vworkspace.agent.signing import KEY_ID_RE, load_public_key
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import subdomain_problem
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.informer import Informer
-from vworkspace.kube.resources import CONFIG_MAPS, SECRETS
+from vworkspace.kube.cache.informer import Informer
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import CONFIG_MAPS, SECRETS
 
 if TYPE_CHECKING:  # cryptography is loaded only once a key is parsed (agent/signing.py)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

@@ -1,7 +1,7 @@
 """Kubernetes object names, checked as the API server's apimachinery checks them (issue 24, F1).
 
 A name or namespace that reaches a REST path decides which object a request touches, so every
-one of them is checked here before a path is built (kube/paths.py, kube/resources.py):
+one of them is checked here before a path is built (kube/rest/paths.py, kube/rest/resources.py):
 
 * **namespaces** are DNS-1123 labels (``[a-z0-9]([-a-z0-9]*[a-z0-9])?``, at most 63
   characters), as ``ValidateNamespaceName`` requires: no ``/``, no ``.``, so no ``..``;

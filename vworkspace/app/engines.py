@@ -31,13 +31,13 @@ from vworkspace.engines.job import HelmHookJobEngine, JobEngine
 from vworkspace.engines.seaweed import S3_CREDENTIALS, SEAWEEDS, SeaweedEngine
 from vworkspace.engines.velero import VeleroEngine
 from vworkspace.engines.workflow import WorkflowEngine
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.cache.informer import Informer
+from vworkspace.kube.cache.store import INDEX_NAMESPACE
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.discovery import Discovery, UnknownKindError
-from vworkspace.kube.informer import Informer
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.resources import ResourceType
-from vworkspace.kube.store import INDEX_NAMESPACE
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.discovery import Discovery, UnknownKindError
+from vworkspace.kube.rest.resources import ResourceType
 
 _log = structlog.get_logger("vworkspace.engines")
 

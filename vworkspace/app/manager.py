@@ -9,7 +9,8 @@ period): ``/readyz`` turns 503, queues stop handing out keys, reconciles in flig
 cancelled at the deadline), informers stop, the Lease is released, the client is closed.
 
 Every informer, controller and runnable runs under a
-:class:`~vworkspace.kube.supervisor.Supervisor`: a task that fails is restarted with backoff,
+:class:`~vworkspace.kube.runtime.supervisor.Supervisor`:
+a task that fails is restarted with backoff,
 ``/readyz`` names it while it is down, and no single task takes the process down
 (docs/operations.md, "Failure and restart").
 
@@ -28,12 +29,12 @@ import structlog
 
 from vworkspace.app.http import Address, Endpoints, ServingCert
 from vworkspace.app.metricsauth import MetricsAuthorizer
+from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.controller import Controller
-from vworkspace.kube.informer import Informer
-from vworkspace.kube.leaderelection import LeaderElector
 from vworkspace.kube.metrics import InformerAgeCollector, Metrics
-from vworkspace.kube.supervisor import Supervisor
+from vworkspace.kube.runtime.controller import Controller
+from vworkspace.kube.runtime.leaderelection import LeaderElector
+from vworkspace.kube.runtime.supervisor import Supervisor
 
 _log = structlog.get_logger("vworkspace.manager")
 

@@ -46,8 +46,8 @@ import attrs
 import structlog
 
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.errors import ApiError
-from vworkspace.kube.paths import ApiPath
+from vworkspace.kube.rest.errors import ApiError
+from vworkspace.kube.rest.paths import ApiPath
 
 _log = structlog.get_logger("vworkspace.metricsauth")
 JsonObj = dict[str, Any]

@@ -24,9 +24,9 @@ from vworkspace.api.endpoints import endpoint_problem
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.hardening_flags import add_insecure_flag
 from vworkspace.app.run_cmd import go_bool
-from vworkspace.kube.client import KubeClient, KubeConfigError
-from vworkspace.kube.errors import AlreadyExistsError, ApiError
-from vworkspace.kube.resources import CLUSTERS, NAMESPACES, SECRETS
+from vworkspace.kube.rest.client import KubeClient, KubeConfigError
+from vworkspace.kube.rest.errors import AlreadyExistsError, ApiError
+from vworkspace.kube.rest.resources import CLUSTERS, NAMESPACES, SECRETS
 
 TOKEN_SECRET = "vworkspace-registration-token"
 

@@ -48,8 +48,8 @@ from vworkspace.app.wiring import (
     WebhookSettings,
     run_operator,
 )
-from vworkspace.kube.kubeconfig import SERVICE_ACCOUNT
-from vworkspace.kube.leaderelection import LeaseTiming
+from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT
+from vworkspace.kube.runtime.leaderelection import LeaseTiming
 
 # controller-runtime's default, which the Go chart and kustomize overlay mount the Secret into.
 DEFAULT_WEBHOOK_CERT_DIR = str(Path(tempfile.gettempdir()) / "k8s-webhook-server" / "serving-certs")
@@ -406,7 +406,7 @@ def go_bool(text: str) -> bool:
 
 def proxies_from(env: Mapping[str, str]) -> dict[str, str]:
     """HTTPS_PROXY, HTTP_PROXY and NO_PROXY (lower case wins, as in curl and urllib) for the
-    API server connection, read once here (kube/transport.py, ``proxy_for``)."""
+    API server connection, read once here (kube/rest/transport.py, ``proxy_for``)."""
     proxies: dict[str, str] = {}
     for name in ("https", "http", "no"):
         value = env.get(f"{name}_proxy") or env.get(f"{name.upper()}_PROXY")

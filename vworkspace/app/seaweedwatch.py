@@ -9,8 +9,8 @@ from typing import Any
 
 from vworkspace.api.constants import SEAWEED_CATALOG_ID
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.informer import Informer
-from vworkspace.kube.store import INDEX_NAMESPACE
+from vworkspace.kube.cache.informer import Informer
+from vworkspace.kube.cache.store import INDEX_NAMESPACE
 
 JsonObj = dict[str, Any]
 

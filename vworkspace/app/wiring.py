@@ -47,20 +47,20 @@ from vworkspace.controllers.reporting import NullReporter, StatusReporter
 from vworkspace.engines.base import EngineRegistry
 from vworkspace.engines.flux import SOURCE_KINDS
 from vworkspace.engines.seaweed import S3_CREDENTIALS
-from vworkspace.kube.client import KubeClient, KubeConfigError
+from vworkspace.kube.cache.informer import Informer
+from vworkspace.kube.cache.predicates import spec_or_metadata_changed
 from vworkspace.kube.clock import Clock, RealClock
-from vworkspace.kube.controller import Controller, Reconciler
-from vworkspace.kube.errors import ApiError
 from vworkspace.kube.events import EventRecorder
-from vworkspace.kube.informer import Informer
-from vworkspace.kube.kubeconfig import SERVICE_ACCOUNT
-from vworkspace.kube.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.predicates import spec_or_metadata_changed
-from vworkspace.kube.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
+from vworkspace.kube.rest.client import KubeClient, KubeConfigError
+from vworkspace.kube.rest.errors import ApiError
+from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
+from vworkspace.kube.rest.transport import RestClientMetrics
+from vworkspace.kube.runtime.controller import Controller, Reconciler
+from vworkspace.kube.runtime.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
+from vworkspace.kube.runtime.workqueue import WorkQueue
 from vworkspace.kube.tls import CertificateError, CertificateReloader
-from vworkspace.kube.transport import RestClientMetrics
-from vworkspace.kube.workqueue import WorkQueue
 from vworkspace.webhooks.lookup import ClusterLookup
 from vworkspace.webhooks.server import WebhookMetrics, WebhookServer
 
@@ -113,10 +113,10 @@ class OperatorSettings:
     context: str | None = None
     in_cluster: bool = False
     # Proxies for the API server as urllib names them ({"https": ..., "no": ...}), read from the
-    # environment once by run_cmd (kube/transport.py).
+    # environment once by run_cmd (kube/rest/transport.py).
     proxies: Mapping[str, str] = attrs.field(factory=dict)
     # KUBERNETES_SERVICE_HOST/_PORT for in_cluster, and the environment an exec credential
-    # plugin runs with; read by run_cmd (kube/kubeconfig.py, kube/execplugin.py).
+    # plugin runs with; read by run_cmd (kube/rest/kubeconfig.py, kube/rest/execplugin.py).
     service_host: str = ""
     service_port: str = ""
     # The in-cluster service-account files (token, ca.crt); $VWORKSPACE_SERVICE_ACCOUNT_DIR
@@ -314,7 +314,7 @@ def build_manager(
             reconcile_timeout=settings.reconcile_timeout,
             metrics=metrics.controller(name),
         )
-        # Our own status writes are not a reason to reconcile again (kube/predicates.py).
+        # Our own status writes are not a reason to reconcile again (kube/cache/predicates.py).
         controller.watch(informers[name], on_update=spec_or_metadata_changed)
         if name == "applicationinstance":
             for informer in foreign:

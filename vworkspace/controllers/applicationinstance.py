@@ -42,14 +42,14 @@ from vworkspace.engines.base import (
     StillPresentError,
 )
 from vworkspace.engines.instances import MISSING, engine_for
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.controller import Result
-from vworkspace.kube.errors import ApiError, NotFoundError
 from vworkspace.kube.events import NORMAL, WARNING, EventRecorder
-from vworkspace.kube.informer import Informer
 from vworkspace.kube.objects import ensure_finalizer
-from vworkspace.kube.resources import APPLICATION_INSTANCES
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import ApiError, NotFoundError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
+from vworkspace.kube.runtime.controller import Result
 
 JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.controllers.applicationinstance")

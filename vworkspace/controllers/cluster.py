@@ -35,14 +35,14 @@ from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError, check_subdomain
 from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.controller import Result
-from vworkspace.kube.errors import NotFoundError
 from vworkspace.kube.events import NORMAL, WARNING, EventRecorder
-from vworkspace.kube.informer import Informer
 from vworkspace.kube.objects import ensure_finalizer, update_status
-from vworkspace.kube.resources import CLUSTERS, SECRETS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import CLUSTERS, SECRETS
+from vworkspace.kube.runtime.controller import Result
 
 JsonObj = dict[str, Any]
 DEFAULT_TOKEN_KEY = "registrationToken"

@@ -16,13 +16,13 @@ from vworkspace.api.conditions import Condition, ConditionStatus, set_condition
 from vworkspace.api.constants import FIELD_MANAGER_OPERATOR
 from vworkspace.api.converter import from_dict, to_dict
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.controller import Result
 from vworkspace.kube.events import NORMAL, EventRecorder
-from vworkspace.kube.informer import Informer
 from vworkspace.kube.objects import ensure_finalizer, update_status
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import ResourceType
+from vworkspace.kube.runtime.controller import Result
 
 JsonObj = dict[str, Any]
 READY = "Ready"

@@ -63,15 +63,15 @@ from vworkspace.engines.base import (
     State,
     WorkloadMissingError,
 )
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.cache.informer import Informer
+from vworkspace.kube.cache.store import INDEX_NAMESPACE
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.controller import Result
-from vworkspace.kube.errors import ApiError, NotFoundError
 from vworkspace.kube.events import NORMAL, WARNING, EventRecorder
-from vworkspace.kube.informer import Informer
 from vworkspace.kube.objects import ensure_finalizer
-from vworkspace.kube.resources import NAMESPACES, OPERATIONS
-from vworkspace.kube.store import INDEX_NAMESPACE
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import ApiError, NotFoundError
+from vworkspace.kube.rest.resources import NAMESPACES, OPERATIONS
+from vworkspace.kube.runtime.controller import Result
 
 JsonObj = dict[str, Any]
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})

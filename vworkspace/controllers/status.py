@@ -16,10 +16,10 @@ from vworkspace.api.conditions import Condition
 from vworkspace.api.meta import ObjectKey
 from vworkspace.controllers.conditions import Conditions
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.objects import update_status
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import ResourceType
 
 JsonObj = dict[str, Any]
 # A transition -> (Event type, reason, note), or None for no Event.

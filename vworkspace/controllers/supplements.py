@@ -28,8 +28,8 @@ from typing import Any
 from vworkspace.api.meta import ObjectKey
 from vworkspace.controllers.reporting import StatusReporter
 from vworkspace.engines.base import Supplement
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import ResourceType
 
 JsonObj = dict[str, Any]
 

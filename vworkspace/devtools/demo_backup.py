@@ -40,7 +40,7 @@ from vworkspace.devtools.demo_core import CLUSTER_ID, BackupBinaries, Demo, wait
 from vworkspace.devtools.demo_watch import JsonObj, Watch, condition, state_of
 from vworkspace.engines.base import State
 from vworkspace.engines.velero import BACKUPS, rollup
-from vworkspace.kube.resources import OPERATIONS
+from vworkspace.kube.rest.resources import OPERATIONS
 from vworkspace.testing.s3 import VERSION as WEED_VERSION
 from vworkspace.testing.s3 import S3Error, SeaweedS3, find_weed
 from vworkspace.testing.velero import AWS_PLUGIN, VELERO, VERSIONS, Velero, VeleroError

@@ -106,9 +106,9 @@ from vworkspace.devtools.demo_core import (
     wait_for,
 )
 from vworkspace.devtools.demo_install import follow_install
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import AlreadyExistsError, NotFoundError
-from vworkspace.kube.resources import APPLICATION_INSTANCES, CONFIG_MAPS, NAMESPACES
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import AlreadyExistsError, NotFoundError
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, CONFIG_MAPS, NAMESPACES
 from vworkspace.mockcontrolplane import AdminClient, MockControlPlane
 from vworkspace.mockcontrolplane.server import ADMIN_HEADER
 from vworkspace.mockcontrolplane.signer import Signer

@@ -25,7 +25,7 @@ import attrs
 
 from vworkspace.api.meta import ObjectKey
 from vworkspace.devtools.demo_watch import Watch
-from vworkspace.kube.client import KubeClient
+from vworkspace.kube.rest.client import KubeClient
 from vworkspace.mockcontrolplane import AdminClient, MockControlPlane
 from vworkspace.testing.assets import Assets
 from vworkspace.testing.chartrepo import ChartRepository

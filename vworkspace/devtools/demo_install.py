@@ -40,8 +40,8 @@ from vworkspace.devtools.demo_watch import (
     state_of,
 )
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.resources import APPLICATION_INSTANCES
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
 from vworkspace.mockcontrolplane import AdminClient
 
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import ResourceType
 
 JsonObj = dict[str, Any]
 

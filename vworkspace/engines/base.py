@@ -9,7 +9,7 @@ typed so reconcilers know what to do without knowing the engine:
   Operation, several candidate workloads); the Operation fails with the message.
 * :class:`WorkloadMissingError`: the workload is not there (yet, or any more); the Operation
   reconciler tolerates that for a grace period after the start, then fails.
-* :class:`~vworkspace.kube.errors.ApiError`: transient API trouble, retried with backoff.
+* :class:`~vworkspace.kube.rest.errors.ApiError`: transient API trouble, retried with backoff.
 * :class:`EngineBlockedError`: something outside the engine must change first (e.g. a legacy
   HelmRelease still owns the release); the instance is Blocked with the error's reason.
 * :class:`StillPresentError`: from ``cancel``: deletion was asked for but the objects are still

@@ -66,9 +66,9 @@ from vworkspace.engines.base import (
     State,
 )
 from vworkspace.kube.applied import apply_if_changed
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import ConflictError, NotFoundError
-from vworkspace.kube.resources import ResourceType, key_of
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import ConflictError, NotFoundError
+from vworkspace.kube.rest.resources import ResourceType, key_of
 
 JsonObj = dict[str, Any]
 HELM_RELEASES = ResourceType("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease")

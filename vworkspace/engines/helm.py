@@ -18,9 +18,9 @@ from typing import Any
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
 from vworkspace.engines.flux import rollup
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.resources import APPLICATION_INSTANCES
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
 
 JsonObj = dict[str, Any]
 DEFAULT_DEADLINE = 900.0

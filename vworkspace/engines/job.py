@@ -28,8 +28,8 @@ from vworkspace.api import constants
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines import workload
 from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import ResourceType
 
 JsonObj = dict[str, Any]
 JOBS = ResourceType("batch", "v1", "jobs", "Job")

@@ -28,9 +28,9 @@ import attrs
 
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import subdomain_problem
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import SECRETS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import SECRETS
 
 JsonObj = dict[str, Any]
 READY_MESSAGE = "Inline S3 credentials available for control-plane registry sync"

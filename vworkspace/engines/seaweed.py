@@ -45,10 +45,10 @@ from vworkspace.engines.base import (
 )
 from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.engines.seaweedvalues import check_release, desired_seaweed, load_values, normalize
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import ResourceType
 
 JsonObj = dict[str, Any]
 SEAWEEDS = ResourceType("seaweed.seaweedfs.com", "v1", "seaweeds", "Seaweed")

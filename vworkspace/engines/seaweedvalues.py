@@ -22,9 +22,9 @@ from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError, check_subdomain
 from vworkspace.engines.base import EngineError
 from vworkspace.engines.flux import controller_ref, owner_labels
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import CONFIG_MAPS, SECRETS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import CONFIG_MAPS, SECRETS
 
 JsonObj = dict[str, Any]
 SPEC_KEYS = ("master", "volume", "filer", "s3", "admin", "worker", "sftp")

@@ -36,9 +36,9 @@ from vworkspace.api import constants
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines import workload
 from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.resources import OPERATIONS, ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import OPERATIONS, ResourceType
 
 JsonObj = dict[str, Any]
 BACKUPS = ResourceType("velero.io", "v1", "backups", "Backup")

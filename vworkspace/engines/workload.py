@@ -29,9 +29,9 @@ from vworkspace.api.admission import service_account_problem
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.templates import RUNNER_SERVICE_ACCOUNT
 from vworkspace.engines.base import EngineError, EngineRef, WorkloadMissingError
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import AlreadyExistsError, NotFoundError
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import AlreadyExistsError, NotFoundError
+from vworkspace.kube.rest.resources import ResourceType
 
 JsonObj = dict[str, Any]
 MAX_NAME = 63

@@ -22,8 +22,8 @@ import hashlib
 import json
 from typing import Any
 
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.resources import ResourceType
 
 JsonObj = dict[str, Any]
 DIGEST_ANNOTATION = "apps.vworkspace.io/applied-digest"

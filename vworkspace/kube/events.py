@@ -16,10 +16,10 @@ import attrs
 import structlog
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.errors import ApiError, NotFoundError
-from vworkspace.kube.resources import EVENTS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import ApiError, NotFoundError
+from vworkspace.kube.rest.resources import EVENTS
 
 JsonObj = dict[str, Any]
 NORMAL = "Normal"

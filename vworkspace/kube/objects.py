@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import ConflictError
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import ConflictError
+from vworkspace.kube.rest.resources import ResourceType
 
 JsonObj = dict[str, Any]
 

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from vworkspace.kube import safejson
+from vworkspace.kube.rest import safejson
 from vworkspace.mockcontrolplane.signer import MODES
 from vworkspace.mockcontrolplane.state import Fault, MockState, wire_job
 

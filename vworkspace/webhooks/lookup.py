@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 from vworkspace.api.admission import World
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.paths import ApiPath
-from vworkspace.kube.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.paths import ApiPath
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS
 
 JsonObj = dict[str, Any]
 LOOKUP_TIMEOUT = 3.0

@@ -33,15 +33,15 @@ from vworkspace.api.admission import (
     review_operation,
 )
 from vworkspace.api.names import InvalidNameError, check_subdomain
-from vworkspace.kube import safejson
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.errors import ApiError
 from vworkspace.kube.listener import (
     DEFAULT_LIMITS,
     BoundedSite,
     ListenerLimits,
     bounded_runner,
 )
+from vworkspace.kube.rest import safejson
+from vworkspace.kube.rest.errors import ApiError
 from vworkspace.kube.tls import CertificateReloader
 from vworkspace.webhooks import review
 from vworkspace.webhooks.lookup import WorldLookup

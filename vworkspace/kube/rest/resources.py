@@ -3,7 +3,7 @@
 The operator talks to a handful of fixed kinds, so it skips API discovery entirely (kubernetes-
 asyncio's dynamic client needs discovery and cannot ask for watch bookmarks).
 
-Paths are :class:`~vworkspace.kube.paths.ApiPath` segments, never joined strings, and every
+Paths are :class:`~vworkspace.kube.rest.paths.ApiPath` segments, never joined strings, and every
 namespace, name and subresource is checked before it becomes one (api/names.py): a namespace
 must be a DNS-1123 label, a subresource too, and a name a valid path segment (not ``.`` or
 ``..``, no ``/`` or ``%``). A failure is an :class:`~vworkspace.api.names.InvalidNameError`
@@ -20,7 +20,7 @@ import attrs
 from vworkspace.api import constants
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import check_label, check_namespace, check_path_segment
-from vworkspace.kube.paths import ApiPath
+from vworkspace.kube.rest.paths import ApiPath
 
 
 @attrs.frozen

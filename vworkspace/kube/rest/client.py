@@ -1,8 +1,8 @@
 """The one Kubernetes client of the process, and the server-side apply helper.
 
-kube/kubeconfig.py loads the connection (kubeconfig contexts, exec plugins, the in-cluster
+kube/rest/kubeconfig.py loads the connection (kubeconfig contexts, exec plugins, the in-cluster
 service account with its token re-read every minute) without importing kubernetes-asyncio;
-kube/transport.py sends the requests over one aiohttp connection pool; this module sends raw
+kube/rest/transport.py sends the requests over one aiohttp connection pool; this module sends raw
 JSON and decodes answers into plain dicts, which the operator projects onto its own attrs
 models. That skips the generated models on hot paths (they cost CPU and memory) and keeps three
 pitfalls out (docs/development.md,
@@ -26,18 +26,13 @@ import structlog
 
 from vworkspace import __version__
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube import safejson
-from vworkspace.kube.errors import ApiError, InvalidResponseError, error_for, parse_retry_after
-from vworkspace.kube.kubeconfig import (
-    SERVICE_ACCOUNT,
-    ClusterConfig,
-    KubeConfigError,
-    in_cluster_config,
-    load_kubeconfig,
-)
-from vworkspace.kube.paths import ApiPath
-from vworkspace.kube.resources import ResourceType, key_of
-from vworkspace.kube.transport import RestClientMetrics, Transport
+from vworkspace.kube.rest import safejson
+from vworkspace.kube.rest.config import ClusterConfig, KubeConfigError
+from vworkspace.kube.rest.errors import ApiError, InvalidResponseError, error_for, parse_retry_after
+from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT, in_cluster_config, load_kubeconfig
+from vworkspace.kube.rest.paths import ApiPath
+from vworkspace.kube.rest.resources import ResourceType, key_of
+from vworkspace.kube.rest.transport import RestClientMetrics, Transport
 
 JSON = "application/json"
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -75,7 +70,7 @@ class KubeApi(Protocol):
 
 
 class KubeClient:
-    """JSON over one :class:`~vworkspace.kube.transport.Transport`; one instance shared by the
+    """JSON over one :class:`~vworkspace.kube.rest.transport.Transport`; one instance shared by the
     whole process."""
 
     def __init__(
@@ -104,7 +99,7 @@ class KubeClient:
     ) -> KubeClient:
         """``path`` may list several files (``os.pathsep``), like $KUBECONFIG; None means
         ``~/.kube/config``. Raises :class:`KubeConfigError` naming the file and the problem.
-        ``proxies``: as :func:`~vworkspace.kube.transport.proxy_for` takes them, used unless
+        ``proxies``: as :func:`~vworkspace.kube.rest.transport.proxy_for` takes them, used unless
         the kubeconfig names a proxy (the app reads them from the environment once).
         ``environ``: the environment an exec credential plugin runs with (the app's)."""
         config = await load_kubeconfig(path, context=context, environ=environ)
@@ -151,7 +146,7 @@ class KubeClient:
     ) -> JsonObj:
         """Send one request; return the decoded JSON (``{}`` if empty); raise :class:`ApiError`.
 
-        ``path`` is segments (kube/paths.py), never a string: the transport encodes each
+        ``path`` is segments (kube/rest/paths.py), never a string: the transport encodes each
         segment itself, so no name can change which object the request reaches."""
         response = await self._transport.send(
             method,
@@ -286,7 +281,7 @@ class KubeClient:
 
         ``force`` defaults to true: a controller owns the fields it applies, as the Kubernetes
         SSA documentation recommends. A conflict without force raises
-        :class:`~vworkspace.kube.errors.ConflictError` whose ``causes`` name the other field
+        :class:`~vworkspace.kube.rest.errors.ConflictError` whose ``causes`` name the other field
         manager and the field path.
         """
         if not field_manager:

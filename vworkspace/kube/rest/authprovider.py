@@ -1,9 +1,9 @@
 """kubeconfig users with an ``auth-provider`` (oidc, and the legacy gcp/azure ones), through
 kubernetes-asyncio's loader.
 
-Imported only for such a user (kube/kubeconfig.py): it loads the whole generated client, about
+Imported only for such a user (kube/rest/kubeconfig.py): it loads the whole generated client, about
 63 MiB, which the common paths avoid. The library's ``Configuration`` is converted into a
-:class:`~vworkspace.kube.kubeconfig.ClusterConfig` whose credentials ask the library's
+:class:`~vworkspace.kube.rest.config.ClusterConfig` whose credentials ask the library's
 ``auth_settings()`` on every request, so its token refresh (oidc refresh tokens) keeps working.
 ``persist_config=False``: refreshed tokens are never written back into the user's file.
 """
@@ -19,8 +19,8 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from vworkspace.kube.credentials import ClientCertificate, Credential
-from vworkspace.kube.kubeconfig import ClusterConfig, KubeConfigError
+from vworkspace.kube.rest.config import ClusterConfig, KubeConfigError
+from vworkspace.kube.rest.credentials import ClientCertificate, Credential
 
 _ERRORS = (ConfigException, OSError, yaml.YAMLError, TypeError, AttributeError, KeyError)
 

@@ -1,7 +1,7 @@
 """How requests to the API server authenticate: the small interface the transport asks before
 every request, and the simple credential kinds (a static token, basic auth, a token file).
 
-The transport (kube/transport.py) calls :meth:`Credentials.current` for each request and adds
+The transport (kube/rest/transport.py) calls :meth:`Credentials.current` for each request and adds
 the headers; a credential may also carry a client certificate (an exec plugin can return one),
 which the transport loads into its TLS context for new connections. After a 401 the transport
 calls :meth:`Credentials.invalidate`, so the next request re-reads a token file or re-runs an

@@ -4,7 +4,7 @@ small :class:`ClusterConfig` (docs/development.md, "The operator's own kubeconfi
 Why not kubernetes-asyncio's loader: importing ``kubernetes_asyncio.config`` imports the whole
 generated client (its package ``__init__``), about 1,260 modules and 63 MiB of resident memory,
 for a process whose idle size should stay near 60 MB; the operator sends its own requests
-(kube/transport.py) and only needs the server, TLS settings and credentials.
+(kube/rest/transport.py) and only needs the server, TLS settings and credentials.
 
 Supported, with client-go's rules: several files joined by ``os.pathsep`` (like $KUBECONFIG;
 missing ones skipped; the first file that names a cluster, user or context, or sets
@@ -12,9 +12,9 @@ missing ones skipped; the first file that names a cluster, user or context, or s
 them; CA, client certificate and key as files or ``-data``; ``insecure-skip-tls-verify``,
 ``tls-server-name``, ``proxy-url`` (http/https: aiohttp has no SOCKS); ``token``, ``tokenFile``
 (re-read every minute), ``username``/``password``; exec credential plugins
-(kube/execplugin.py). Users with an ``auth-provider`` (oidc; gcp and azure were removed from
+(kube/rest/execplugin.py). Users with an ``auth-provider`` (oidc; gcp and azure were removed from
 client-go) are handed to kubernetes-asyncio's loader, imported only then
-(kube/kubeconfig_library.py). Refused with an error naming the user: impersonation (``as``,
+(kube/rest/authprovider.py). Refused with an error naming the user: impersonation (``as``,
 ``as-groups``, ...), which kubernetes-asyncio ignored silently, and ``interactiveMode: Always``.
 
 Types are client-go's too, which decodes the file into typed structs: a boolean field
@@ -39,7 +39,8 @@ from typing import Any
 import attrs
 import yaml
 
-from vworkspace.kube.credentials import (
+from vworkspace.kube.rest.config import ClusterConfig, KubeConfigError
+from vworkspace.kube.rest.credentials import (
     ClientCertificate,
     CredentialError,
     Credentials,
@@ -49,7 +50,7 @@ from vworkspace.kube.credentials import (
     bearer,
     load_certificate,
 )
-from vworkspace.kube.execplugin import API_VERSIONS, ExecConfig, ExecCredentials
+from vworkspace.kube.rest.execplugin import API_VERSIONS, ExecConfig, ExecCredentials
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -57,27 +58,6 @@ EXEC_CLUSTER_EXTENSION = "client.authentication.k8s.io/exec"
 IMPERSONATION = ("as", "as-uid", "as-groups", "as-user-extra")
 
 Entry = dict[str, Any]
-
-
-class KubeConfigError(Exception):
-    """The cluster connection cannot be configured: no usable kubeconfig, or not in a Pod."""
-
-
-@attrs.frozen
-class ClusterConfig:
-    """Where the API server is, how to trust it, and how to authenticate. ``ca_data``: PEM text
-    (decoded from ``certificate-authority-data``); neither it nor ``ca_file`` means the system
-    trust store. ``client_certificate``: the kubeconfig's; an exec plugin may supply another
-    through ``credentials``."""
-
-    server: str
-    ca_file: str | None = None
-    ca_data: str | None = attrs.field(default=None, repr=False)
-    insecure: bool = False
-    tls_server_name: str | None = None
-    proxy_url: str | None = None
-    client_certificate: ClientCertificate | None = None
-    credentials: Credentials = attrs.field(factory=StaticCredentials, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -125,8 +105,8 @@ async def load_kubeconfig(
             # kubernetes-asyncio coerces as bool() does (not "false" is False, so verification
             # would be off): the cluster's fields are checked here first.
             _cluster_settings(cluster_name, cluster, cluster_dir)
-            # Imported here only: it loads kubernetes-asyncio (kube/kubeconfig_library.py).
-            from vworkspace.kube.kubeconfig_library import load_with_library
+            # Imported here only: it loads kubernetes-asyncio (kube/rest/authprovider.py).
+            from vworkspace.kube.rest.authprovider import load_with_library
 
             return await load_with_library(where, context=name)
         return _cluster_config(

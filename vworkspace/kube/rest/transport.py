@@ -1,5 +1,5 @@
 """HTTP to the API server: one aiohttp session, TLS and credentials from a
-:class:`~vworkspace.kube.kubeconfig.ClusterConfig`, and client-go's client-side request metrics.
+:class:`~vworkspace.kube.rest.config.ClusterConfig`, and client-go's client-side request metrics.
 
 Why not kubernetes-asyncio's ``ApiClient.call_api``, which this replaced (docs/development.md,
 "Performance"):
@@ -11,14 +11,14 @@ Why not kubernetes-asyncio's ``ApiClient.call_api``, which this replaced (docs/d
 * it walks every request body to "sanitise" it for the generated models, and re-reads the
   environment for proxies per request.
 
-Credentials are asked for on every request (kube/credentials.py), so a rotated token file or an
+Credentials are asked for on every request (kube/rest/credentials.py), so a rotated token file or an
 expired exec-plugin credential is picked up without a restart; a 401 makes them refresh before
 the next request. A client certificate an exec plugin hands out is loaded into the same TLS
 context, so new connections use it while open ones finish with the old one. Proxies: the
 kubeconfig's ``proxy-url``, else the proxy the app resolved from the environment once at start
 (client-go also reads ``HTTPS_PROXY``/``NO_PROXY`` once); nothing here reads the environment.
 
-URLs are built here, from an :class:`~vworkspace.kube.paths.ApiPath`: each segment
+URLs are built here, from an :class:`~vworkspace.kube.rest.paths.ApiPath`: each segment
 percent-encoded, and the URL handed to aiohttp as already encoded (``yarl.URL(...,
 encoded=True)``), so aiohttp cannot resolve ``..`` or cut at ``#``/``?`` (issue 24, F1).
 """
@@ -38,9 +38,9 @@ import attrs
 import yarl
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from vworkspace.kube.credentials import ClientCertificate, load_certificate
-from vworkspace.kube.kubeconfig import ClusterConfig
-from vworkspace.kube.paths import ApiPath
+from vworkspace.kube.rest.config import ClusterConfig
+from vworkspace.kube.rest.credentials import ClientCertificate, load_certificate
+from vworkspace.kube.rest.paths import ApiPath
 
 # client-go's rest_client_request_duration_seconds buckets.
 REQUEST_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)

@@ -29,8 +29,8 @@ from typing import Any
 
 import attrs
 
-from vworkspace.kube import safejson
-from vworkspace.kube.credentials import (
+from vworkspace.kube.rest import safejson
+from vworkspace.kube.rest.credentials import (
     ClientCertificate,
     Credential,
     CredentialError,
@@ -56,7 +56,7 @@ class ExecConfig:
 
 @attrs.define
 class ExecCredentials:
-    """The :class:`~vworkspace.kube.credentials.Credentials` of an exec plugin. ``now``: wall
+    """The :class:`~vworkspace.kube.rest.credentials.Credentials` of an exec plugin. ``now``: wall
     clock seconds (expiry timestamps are absolute)."""
 
     config: ExecConfig

@@ -30,10 +30,10 @@ import structlog
 
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError
-from vworkspace.kube.informer import Informer, UpdatePredicate
+from vworkspace.kube.cache.informer import Informer, UpdatePredicate
 from vworkspace.kube.metrics import ControllerMetrics
-from vworkspace.kube.resources import key_of
-from vworkspace.kube.workqueue import WorkQueue
+from vworkspace.kube.rest.resources import key_of
+from vworkspace.kube.runtime.workqueue import WorkQueue
 
 JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.controller")
@@ -89,7 +89,7 @@ class Controller:
 
     def watch(self, informer: Informer, *, on_update: UpdatePredicate | None = None) -> None:
         """Reconcile the objects of ``informer`` themselves (the primary kind); updates only
-        when ``on_update(previous, current)`` holds (kube/predicates.py)."""
+        when ``on_update(previous, current)`` holds (kube/cache/predicates.py)."""
         informer.add_handler(
             lambda obj, initial: self.queue.add(key_of(obj), low_priority=initial),
             on_update=on_update,

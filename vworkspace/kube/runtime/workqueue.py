@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 
 from vworkspace.kube.clock import Clock, RealClock
 from vworkspace.kube.metrics import QueueMetrics
-from vworkspace.kube.ratelimit import ItemExponentialBackoff
+from vworkspace.kube.runtime.ratelimit import ItemExponentialBackoff
 
 K = TypeVar("K", bound=Hashable)
 

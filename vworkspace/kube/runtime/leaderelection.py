@@ -28,11 +28,11 @@ import attrs
 import structlog
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.client import KubeClient
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.resources import LEASES
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
+from vworkspace.kube.rest.resources import LEASES
 
 JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.leaderelection")

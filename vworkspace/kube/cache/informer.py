@@ -34,14 +34,14 @@ import aiohttp
 import structlog
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube import safejson
 from vworkspace.kube.backoff import Backoff
-from vworkspace.kube.client import KubeApi
+from vworkspace.kube.cache.store import Indexer, Store
 from vworkspace.kube.clock import Clock, RealClock
-from vworkspace.kube.errors import ApiError, GoneError, RetryableError, error_for
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.resources import ResourceType, key_of
-from vworkspace.kube.store import Indexer, Store
+from vworkspace.kube.rest import safejson
+from vworkspace.kube.rest.client import KubeApi
+from vworkspace.kube.rest.errors import ApiError, GoneError, RetryableError, error_for
+from vworkspace.kube.rest.resources import ResourceType, key_of
 
 JsonObj = dict[str, Any]
 EventHandler = Callable[[JsonObj, bool], None]

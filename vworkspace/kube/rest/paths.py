@@ -11,7 +11,7 @@ another kind in another namespace. Now:
   neither aiohttp nor yarl re-normalises it.
 
 The segment rule is deliberately about shape only; whether a segment is a valid *name* is
-checked where names are known (kube/resources.py with api/names.py). Refusing ``/`` rather than
+checked where names are known (kube/rest/resources.py with api/names.py). Refusing ``/`` rather than
 escaping it matters: the API server decodes ``%2F`` back to ``/`` before it splits the path.
 """
 

@@ -8,10 +8,10 @@ is a clear error naming it.
 from __future__ import annotations
 
 from vworkspace.api.names import label_problem, subdomain_problem
-from vworkspace.kube.client import KubeClient
-from vworkspace.kube.errors import NotFoundError
-from vworkspace.kube.paths import ApiPath
-from vworkspace.kube.resources import ResourceType
+from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.paths import ApiPath
+from vworkspace.kube.rest.resources import ResourceType
 
 
 class UnknownKindError(LookupError):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.resources import key_of
+from vworkspace.kube.rest.resources import key_of
 
 JsonObj = dict[str, Any]
 Indexer = Callable[[JsonObj], Iterable[str]]
