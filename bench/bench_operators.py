@@ -47,12 +47,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from bench import report
 from bench.completion import Completion
 from bench.peers import bare_loop, objects
 from vworkspace.api import crdgen
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.testing import ControlPlane, find_assets
 from vworkspace.testing.crds import ensure_third_party_crds, install_crds, load_crds
 from vworkspace.testing.rest import ApiError, RestClient
@@ -61,7 +61,6 @@ NAMESPACE = "bench"
 INSTANCES = objects.collection(objects.INSTANCES, NAMESPACE)
 RELEASES = objects.collection(objects.HELM_RELEASES, NAMESPACE)
 POLL = 0.25
-JsonObj = dict[str, Any]
 
 
 class ContenderError(Exception):

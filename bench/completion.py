@@ -22,8 +22,7 @@ from typing import Any
 import aiohttp
 
 from bench.peers import bare_loop, objects
-
-JsonObj = dict[str, Any]
+from vworkspace.api.jsontypes import JsonObj
 
 
 class Completion:

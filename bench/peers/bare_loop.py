@@ -22,14 +22,13 @@ import os
 import ssl
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import yaml
 
 from bench.peers import objects
+from vworkspace.api.jsontypes import JsonObj
 
-JsonObj = dict[str, Any]
 MERGE = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 

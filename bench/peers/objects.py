@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from typing import Any
 
-JsonObj = dict[str, Any]
+from vworkspace.api.jsontypes import JsonObj
+
 FINALIZER = "apps.vworkspace.io/finalizer"
 FIELD_MANAGER = "vworkspace-operator"
 LABEL_MANAGED_BY = "app.vworkspace.io/managed-by"

@@ -25,12 +25,12 @@ import copy
 import json
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 from hypothesis import strategies as st
 
-JsonObj = dict[str, Any]
+from vworkspace.api.jsontypes import JsonObj
+
 APPS = "apps.vworkspace.io/v1alpha1"
 OPS = "ops.vworkspace.io/v1alpha1"
 TARGET_GLOB = "adv-target-*"

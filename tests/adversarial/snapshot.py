@@ -28,9 +28,8 @@ from typing import Any
 
 import attrs
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.testing import ApiError
-
-JsonObj = dict[str, Any]
 
 
 @attrs.frozen

@@ -21,9 +21,8 @@ from tests.adversarial.corpus import APPS, KEEP, OPS, TARGET_A, apply, delete, d
 from tests.adversarial.tier import gc_probe, wait_drained
 from tests.chaos.harness import ChaosControlPlane, Operators
 from tests.integration.operator_process import wait_until
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.testing import ApiError, ControlPlane
-
-JsonObj = dict[str, Any]
 
 
 def _backup(rest: Any, namespace: str) -> str:

@@ -25,9 +25,9 @@ import attrs
 from tests.adversarial.snapshot import Change, Fingerprint, ObjectId, Snapshotter, diff
 from tests.chaos.harness import ChaosControlPlane, Operators
 from tests.integration.operator_process import OperatorProcess, wait_until
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.testing import ApiError
 
-JsonObj = dict[str, Any]
 QUIET = 10.0  # seconds without a new result before a batch's missing results count as findings
 FIGURES: list[str] = []  # printed by the conftest's terminal summary (always in CI's log)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from tests.adversarial.corpus import APPS, KEEP, OPS, Victims
 from tests.integration.operator_process import wait_until
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.testing import ApiError
 
-JsonObj = dict[str, Any]
 VICTIM_LABEL = "adv.vworkspace.io/victim"
 
 

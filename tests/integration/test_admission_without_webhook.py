@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from tests.integration.waits import condition, eventually, op_phase
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.wiring import OperatorSettings
 from vworkspace.engines.job import JOBS
@@ -39,7 +39,6 @@ from vworkspace.testing.objects import managed_instance, operation
 from .test_operation_engines import CAPABILITIES, Operator, running_operator
 
 pytestmark = pytest.mark.integration
-JsonObj = dict[str, Any]
 RUNNER = "vworkspace-operation-runner"
 HELM_RELEASES = ResourceType("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease")
 WORKLOAD_KINDS = (JOBS, WORKFLOWS, BACKUPS, RESTORES)

@@ -32,10 +32,10 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.devtools.demo_backup import find_backup_binaries
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.crds import THIRD_PARTY_ENV, third_party_dir
@@ -92,7 +92,6 @@ BACKUP_MILESTONES = (
 )
 # The whole --backup run: the install's milestones, the backup's, then the summary's.
 ALL_MILESTONES = (*MILESTONES[:-2], *BACKUP_MILESTONES, *MILESTONES[-2:])
-JsonObj = dict[str, Any]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.cache.predicates import spec_or_metadata_changed
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.rest.client import MERGE_PATCH, KubeClient
+from vworkspace.kube.rest.api import MERGE_PATCH
+from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, CONFIG_MAPS, POD_TEMPLATES
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance

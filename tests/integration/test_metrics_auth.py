@@ -9,10 +9,10 @@ import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.rest import ApiError, RestClient
 from vworkspace.webhooks.certs import write_webhook_certs
@@ -20,7 +20,6 @@ from vworkspace.webhooks.certs import write_webhook_certs
 from .operator_process import OperatorProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("vworkspace_crds")]
-JsonObj = dict[str, Any]
 
 
 def scrape(port: int, *, ca: Path, token: str | None = None) -> tuple[int, str]:

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.integration.waits import eventually
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES, desired_source
@@ -28,7 +29,6 @@ from vworkspace.testing.objects import managed_instance
 from vworkspace.testing.pytest_plugin import require_controller_manager
 
 pytestmark = [pytest.mark.integration, pytest.mark.controller_manager]
-JsonObj = dict[str, Any]
 GC_TIMEOUT = 60  # the garbage collector acts within seconds; a loaded CI machine is slower
 
 

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from vworkspace.agent import signing
 from vworkspace.agent.credentials import Overrides
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.app.hardening_flags import Hardening
 from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager
 from vworkspace.kube.rest.client import KubeClient
@@ -46,7 +47,6 @@ pytestmark = pytest.mark.integration
 
 CLUSTER = "cluster-signed"  # what test_signed_jobs.signed() signs for
 TOKEN = "replay-token"
-JsonObj = dict[str, Any]
 
 
 class RecordingState(MockState):

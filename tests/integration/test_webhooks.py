@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from tests.integration import webhook_harness as harness
 from tests.integration.operator_process import OperatorProcess, free_port
 from vworkspace.api.approvals import sign
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import RealClock
 from vworkspace.kube.objects import update_status
@@ -38,7 +39,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.usefixtures("vworkspace_crds"),
 ]
-JsonObj = dict[str, Any]
 SECRET = "approval-hmac"
 MANAGER = "vworkspace-test"
 CAPABILITIES = {

@@ -14,16 +14,15 @@ import copy
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import ApiError
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, ResourceType
 
-JsonObj = dict[str, Any]
 WEBHOOK_CONFIGS = ResourceType(
     "admissionregistration.k8s.io",
     "v1",

@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import attrs
 import pytest
 
 from tests.integration.operator_process import OperatorProcess
 from tests.real.test_flux import ConditionLog, condition
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.workflow import WORKFLOWS
 from vworkspace.engines.workload import workload_name
@@ -42,7 +42,6 @@ WORKFLOW_TEMPLATES = ResourceType(
     "argoproj.io", "v1alpha1", "workflowtemplates", "WorkflowTemplate"
 )
 PODS = ResourceType("", "v1", "pods", "Pod")
-JsonObj = dict[str, Any]
 OPERATION = "rb"
 TEMPLATE = "restart-app"
 IMAGE = "registry.invalid/tools:1"

@@ -31,6 +31,7 @@ import yaml
 
 from tests.integration.operator_process import OperatorProcess
 from tests.real.conftest import IN_CLUSTER, KUBECONFIG_TOKEN
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES
 from vworkspace.kube.rest.client import KubeClient
@@ -52,7 +53,6 @@ DEPLOYMENTS = ResourceType("apps", "v1", "deployments", "Deployment")
 SERVICES = ResourceType("", "v1", "services", "Service")
 PODS = ResourceType("", "v1", "pods", "Pod")
 REPLICAS = 2
-JsonObj = dict[str, Any]
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from tests.real.test_flux import (
     start_upgrade,
     watch_until,
 )
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.kube.rest.client import KubeClient
@@ -36,8 +37,6 @@ from vworkspace.testing.chartrepo import DEMO_CHART, FAILING_HOOK_CHART, ChartRe
 from vworkspace.testing.flux import Flux
 from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.objects import managed_instance
-
-JsonObj = dict[str, Any]
 
 
 @pytest.fixture

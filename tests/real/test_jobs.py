@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import attrs
 import pytest
 
 from tests.integration.operator_process import OperatorProcess
 from tests.real.test_flux import ConditionLog, condition, report
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.job import JOBS
 from vworkspace.engines.workload import workload_name
@@ -39,7 +39,6 @@ from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.objects import managed_instance, operation
 
 PODS = ResourceType("", "v1", "pods", "Pod")
-JsonObj = dict[str, Any]
 OPERATION = "op"
 MIGRATION_IMAGE = "registry.invalid/shop-migrate:1"
 CAPABILITIES = {

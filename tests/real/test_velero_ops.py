@@ -43,6 +43,7 @@ from tests.real.test_flux import (
     watch_until,
 )
 from vworkspace.api.approvals import sign
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.engines.velero import BACKUPS, RESTORES
@@ -57,7 +58,6 @@ from vworkspace.testing.objects import managed_instance, operation
 from vworkspace.testing.s3 import SeaweedS3
 from vworkspace.testing.velero import Velero
 
-JsonObj = dict[str, Any]
 CONFIG_MAPS = ResourceType("", "v1", "configmaps", "ConfigMap")
 PODS = ResourceType("", "v1", "pods", "Pod")
 APPROVAL_SECRET = "velero-ops-test-approval-secret"

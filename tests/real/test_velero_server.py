@@ -14,12 +14,11 @@ import json
 import secrets
 import tarfile
 import time
-from typing import Any
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.velero import API, Velero
 
-JsonObj = dict[str, Any]
 # Velero's phases after which nothing changes (pkg/apis/velero/v1/backup_types.go).
 TERMINAL = {"Completed", "PartiallyFailed", "Failed", "FailedValidation"}
 CONFIG_MAPS = ("alpha", "beta", "gamma")

@@ -14,10 +14,10 @@ from vworkspace.api.admission import (
     review_application_instance,
     review_operation,
 )
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.testing import objects
 from vworkspace.testing.objects import managed_instance
 
-JsonObj = dict[str, Any]
 NOW = 1_900_000_000.0
 SECRET = "s3cret-hmac"
 

@@ -17,6 +17,7 @@ from vworkspace.api.admission import (
     review_application_instance,
     review_operation,
 )
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.templates import TEMPLATES
 from vworkspace.engines.base import EngineError
 from vworkspace.engines.job import HelmHookJobEngine, JobEngine
@@ -24,7 +25,6 @@ from vworkspace.engines.workflow import desired as workflow_desired
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.testing import objects
 
-JsonObj = dict[str, Any]
 RUNNER = "vworkspace-operation-runner"
 # Every template's capability granted to its engine.
 GRANTS = {t.capability_annotation: t.engine for t in TEMPLATES}

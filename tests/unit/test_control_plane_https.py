@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 
 from vworkspace.api.endpoints import endpoint_problem
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.cli import build_parser, main
 from vworkspace.app.run_cmd import ignored_flags, settings_from
 from vworkspace.controllers.cluster import ClusterReconciler
 from vworkspace.kube.clock import FakeClock
-
-JsonObj = dict[str, Any]
 
 
 @pytest.mark.parametrize(

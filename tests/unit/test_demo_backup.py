@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.devtools.demo_backup import (
     _backup_now,
@@ -23,7 +23,6 @@ from vworkspace.devtools.demo_watch import PhaseLog, Watch
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import OPERATIONS, ResourceType
 
-JsonObj = dict[str, Any]
 BACKUP = ObjectKey("velero", "demo--hello-backup")
 OPERATION = ObjectKey("demo", "hello-backup")
 BACKUP_ENTRY = ("backups", BACKUP.namespace, BACKUP.name)

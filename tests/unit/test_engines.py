@@ -6,13 +6,12 @@ from typing import Any
 
 import pytest
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.engines.base import EngineError, State
 from vworkspace.engines.job import env_list, job_observation
 from vworkspace.engines.workflow import arguments, desired, workflow_observation
 from vworkspace.engines.workload import workload_name
 from vworkspace.testing.objects import managed_instance, operation
-
-JsonObj = dict[str, Any]
 
 
 def _op(name: str, namespace: str = "shop", **spec: object) -> dict[str, object]:

@@ -6,8 +6,9 @@ after the fix. docs/api.md, "HelmRelease status roll-up"."""
 from __future__ import annotations
 
 import datetime
-from typing import Any, cast
+from typing import cast
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.engines.base import EngineRequest, Observation, State
 from vworkspace.engines.flux import instance_conditions, rollup
 from vworkspace.engines.helm import HelmUpgradeEngine
@@ -15,7 +16,6 @@ from vworkspace.kube.clock import FakeClock
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.testing.objects import managed_instance, operation
 
-JsonObj = dict[str, Any]
 T = "2026-12-07T11:45:35Z"
 # Helm's messages as helm-controller wrote them (namespace shortened).
 HOOK_FAILED = (

@@ -20,12 +20,11 @@ from vworkspace.agent.idempotency import DATA_KEY, IdempotencyStore
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.poller import Poller
 from vworkspace.agent.wire import Job, JobResult, Outcome
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import RealClock
 from vworkspace.kube.rest.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
 from vworkspace.kube.rest.resources import ResourceType
-
-JsonObj = dict[str, Any]
 
 
 def _error(cls: type[ApiError], status: int, reason: str, message: str) -> ApiError:

@@ -10,10 +10,9 @@ import pytest
 from vworkspace.agent.applier import DEFAULT_ALLOWED, Applier
 from vworkspace.agent.hygiene import MetadataError, check_metadata
 from vworkspace.agent.wire import Job, JobResult, Outcome
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.kube.clock import FakeClock
 from vworkspace.kube.rest.errors import NotFoundError
-
-JsonObj = dict[str, Any]
 
 DISCOVERY = {
     "/api/v1": [{"name": "namespaces", "kind": "Namespace", "namespaced": False}],

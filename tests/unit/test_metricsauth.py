@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.app.http import Address, Endpoints, ServingCert
 from vworkspace.app.metricsauth import (
     SUBJECT_ACCESS_REVIEWS,
@@ -28,7 +29,6 @@ from vworkspace.kube.rest.paths import ApiPath
 from vworkspace.kube.tls import CertificateError
 from vworkspace.webhooks.certs import new_ca, write_webhook_certs
 
-JsonObj = dict[str, Any]
 SA = "system:serviceaccount:monitoring:prometheus"
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from vworkspace.api.admission import review_application_instance
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.validation import validate_application_instance
 from vworkspace.controllers.supplements import Supplements
@@ -22,8 +23,6 @@ from vworkspace.engines.seaweed import has_s3, seaweed_conditions, snapshot
 from vworkspace.engines.seaweedvalues import normalize
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
-
-JsonObj = dict[str, Any]
 
 
 def seaweedfs(**spec: Any) -> JsonObj:

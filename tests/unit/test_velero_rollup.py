@@ -15,13 +15,13 @@ from vworkspace.api.admission import (
     runs_without_target,
     targetless_problem,
 )
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.base import EngineError, EngineRequest, State
 from vworkspace.engines.velero import VeleroEngine, restore_spec, rollup
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.testing import objects
 
-JsonObj = dict[str, Any]
 KEY = ObjectKey("velero", "team-a--nightly")
 BACKUP_LOGS = "see velero backup logs team-a--nightly -n velero"
 

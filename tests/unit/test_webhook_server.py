@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.unit.test_admission_rules import instance, operation, target
 from vworkspace.api.admission import World
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.kube.clock import FakeClock
 from vworkspace.kube.rest.errors import error_for
 from vworkspace.kube.tls import CertificateError, CertificateReloader
@@ -24,8 +25,6 @@ from vworkspace.webhooks.server import (
     WebhookMetrics,
     WebhookServer,
 )
-
-JsonObj = dict[str, Any]
 
 
 class ScriptedLookup:

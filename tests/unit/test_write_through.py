@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.applied import DIGEST_ANNOTATION, covers, up_to_date, with_digest
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.cache.store import LAST_APPLIED, slim
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
 from vworkspace.kube.rest.transport import proxy_for
-
-JsonObj = dict[str, Any]
 
 
 def desired() -> JsonObj:

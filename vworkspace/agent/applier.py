@@ -50,6 +50,7 @@ from vworkspace.agent.hygiene import check_metadata
 from vworkspace.agent.policy import Policy, PolicyError
 from vworkspace.agent.wire import AppliedRef, Job, JobResult, Outcome
 from vworkspace.api import constants
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError
 from vworkspace.kube.clock import Clock
@@ -58,7 +59,6 @@ from vworkspace.kube.rest.discovery import Discovery, UnknownKindError, split_ap
 from vworkspace.kube.rest.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
 from vworkspace.kube.rest.resources import NAMESPACES, ResourceType
 
-JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.agent.applier")
 
 OWN_KINDS = frozenset(

@@ -40,6 +40,7 @@ from vworkspace.agent.errors import (
 )
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.wire import MEDIA_TYPE, Credentials, JobResult
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.kube.backoff import Backoff
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.rest import safejson
@@ -56,7 +57,6 @@ __all__ = [
     "register",
 ]
 
-JsonObj = dict[str, Any]
 T = TypeVar("T")
 AGENT_TIMEOUT = 300.0
 MAX_RETRY_AFTER = 300.0

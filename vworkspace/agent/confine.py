@@ -17,9 +17,8 @@ The policy (agent/policy.py) is checked after this, on the values as they will b
 
 from __future__ import annotations
 
-from typing import Any
-
 from vworkspace.api import constants
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.names import (
     InvalidNameError,
     check_label,
@@ -27,8 +26,6 @@ from vworkspace.api.names import (
     check_subdomain,
 )
 from vworkspace.kube.rest.resources import ResourceType
-
-JsonObj = dict[str, Any]
 
 
 def _is_namespace_kind(resource: ResourceType) -> bool:

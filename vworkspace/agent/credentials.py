@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
-from typing import Any
 
 import attrs
 import structlog
 
 from vworkspace.agent.wire import Credentials
 from vworkspace.api.constants import FIELD_MANAGER_OPERATOR
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import Clock
@@ -27,7 +27,6 @@ from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import SECRETS
 
-JsonObj = dict[str, Any]
 DEFAULT_SECRET = "vworkspace-agent-credentials"
 KEY_BASE_URL = "control-plane-base-url"
 KEY_CLUSTER_ID = "cluster-id"

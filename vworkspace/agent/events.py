@@ -33,7 +33,6 @@ import asyncio
 import datetime
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
 import attrs
 import structlog
@@ -43,9 +42,9 @@ from vworkspace.agent.wire import AppliedRef, format_time
 from vworkspace.api.conditions import Condition
 from vworkspace.api.converter import format_time as format_condition_time
 from vworkspace.api.converter import from_dict
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.kube.clock import Clock
 
-JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.agent.events")
 
 

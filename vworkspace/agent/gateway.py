@@ -5,8 +5,6 @@ credential store and event batcher."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 
 from vworkspace.agent.client import ControlPlaneClient, NoCredentialsError, register
@@ -14,10 +12,9 @@ from vworkspace.agent.credentials import CredentialStore
 from vworkspace.agent.events import EventBatcher
 from vworkspace.agent.wire import AppliedRef, Credentials, format_time
 from vworkspace.api.constants import OPS_API_VERSION
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import Clock
-
-JsonObj = dict[str, Any]
 
 
 class AgentGateway:

@@ -61,10 +61,9 @@ from typing import Any
 
 from vworkspace.agent.policy import PolicyError
 from vworkspace.api import constants
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.names import shown, subdomain_problem
 from vworkspace.kube.applied import DIGEST_ANNOTATION
-
-JsonObj = dict[str, Any]
 
 # The metadata a control plane may set.
 ALLOWED_FIELDS = frozenset({"name", "namespace", "labels", "annotations"})

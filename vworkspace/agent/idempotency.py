@@ -42,19 +42,18 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-from typing import Any
 
 import attrs
 
 from vworkspace.agent import replay
 from vworkspace.api.constants import FIELD_MANAGER_AGENT
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import Clock, RealClock
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import AlreadyExistsError, ConflictError, NotFoundError
 from vworkspace.kube.rest.resources import CONFIG_MAPS
 
-JsonObj = dict[str, Any]
 CONFIG_MAP = "vworkspace-applied-jobs"
 DATA_KEY = "applied-keys.json"
 MAX_BYTES = 768 * 1024

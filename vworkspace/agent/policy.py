@@ -37,9 +37,8 @@ from urllib.parse import unquote, urlsplit
 import attrs
 
 from vworkspace.api import constants
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.names import is_namespace_name
-
-JsonObj = dict[str, Any]
 
 
 class PolicyError(Exception):

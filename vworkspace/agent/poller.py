@@ -52,10 +52,10 @@ from vworkspace.agent.metrics import CONNECTED, DISCONNECTED, RECONNECTING, Agen
 from vworkspace.agent.signing import REPLAY_CAPACITY, REPLAYED, SignatureError
 from vworkspace.agent.verifier import JobVerifier
 from vworkspace.agent.wire import Job, JobDecodeError, JobResult, Outcome
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.rest.errors import ApiError
 
-JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.agent.poller")
 # The ``error`` of a replayed signed job's ``noop`` result.
 REPLAYED_ERROR = "replayed"

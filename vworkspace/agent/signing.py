@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
+from vworkspace.api.jsontypes import JsonObj
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
         Ed25519PublicKey,
     )
 
-JsonObj = dict[str, Any]
 VERSION = 1
 PREFIX = "v1"
 ENVELOPE_FIELDS = ("id", "kind", "idempotencyKey", "createdAt", "expiresAt", "payload")

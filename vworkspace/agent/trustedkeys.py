@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import structlog
 
 from vworkspace.agent.signing import KEY_ID_RE, load_public_key
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import subdomain_problem
 from vworkspace.kube.cache.informer import Informer
@@ -34,7 +35,6 @@ from vworkspace.kube.rest.resources import CONFIG_MAPS, SECRETS
 if TYPE_CHECKING:  # cryptography is loaded only once a key is parsed (agent/signing.py)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-JsonObj = dict[str, Any]
 DEFAULT_NAME = "vworkspace-job-signing-keys"
 _log = structlog.get_logger("vworkspace.agent.trustedkeys")
 

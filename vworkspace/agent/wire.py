@@ -14,8 +14,9 @@ from typing import Any
 
 import attrs
 
+from vworkspace.api.jsontypes import JsonObj
+
 MEDIA_TYPE = "application/vnd.vworkspace.agent.v1+json"
-JsonObj = dict[str, Any]
 
 
 class Outcome(enum.StrEnum):

@@ -23,6 +23,7 @@ import attrs
 
 from vworkspace.api import constants
 from vworkspace.api.approvals import ClaimError, verify
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.templates import (
     KNOWN_TYPES,
     POD_ENGINES,
@@ -36,8 +37,6 @@ from vworkspace.api.validation import (
     validate_application_instance,
     validate_operation,
 )
-
-JsonObj = dict[str, Any]
 
 # -- ApplicationInstance ----------------------------------------------------------------------
 

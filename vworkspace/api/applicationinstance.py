@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -18,6 +20,7 @@ from vworkspace.api.conditions import Condition
 from vworkspace.api.meta import ObjectMeta
 from vworkspace.api.resource import AGE, PrinterColumn, ResourceInfo, Scope, condition_column
 from vworkspace.api.schema import FreeForm, field
+from vworkspace.api.view import ObjectView, mapping
 
 KIND = "ApplicationInstance"
 
@@ -255,3 +258,50 @@ RESOURCE = ResourceInfo(
         "cluster-level Operations."
     ),
 )
+
+
+class ApplicationInstanceView(ObjectView):
+    """A stored ApplicationInstance, read-only (:mod:`vworkspace.api.view`)."""
+
+    __slots__ = ()
+
+    @property
+    def catalog_id(self) -> str:
+        """``spec.appRef.catalogId``: which offering (e.g. ``seaweedfs``) the instance is."""
+        return str(mapping(self.spec.get("appRef")).get("catalogId") or "")
+
+    @property
+    def mode(self) -> str:
+        """``spec.mode``, ``managed`` by default (the CRD's default)."""
+        return str(self.spec.get("mode") or Mode.MANAGED)
+
+    @property
+    def placeholder(self) -> bool:
+        return self.mode == Mode.PLACEHOLDER
+
+    @property
+    def chart(self) -> Mapping[str, Any]:
+        """``spec.chart`` (sourceType, url, name, version), empty when unset."""
+        return mapping(self.spec.get("chart"))
+
+    @property
+    def release(self) -> Mapping[str, Any]:
+        """``spec.release`` (name, namespace), empty when unset."""
+        return mapping(self.spec.get("release"))
+
+    @property
+    def release_name(self) -> str:
+        return str(self.release.get("name") or "")
+
+    @property
+    def release_namespace(self) -> str:
+        return str(self.release.get("namespace") or "")
+
+    @property
+    def values(self) -> Mapping[str, Any]:
+        """``spec.values`` (source, inline, secretRef, configMapRef), empty when unset."""
+        return mapping(self.spec.get("values"))
+
+    @property
+    def integrations(self) -> Mapping[str, Any]:
+        return mapping(self.spec.get("integrations"))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -16,6 +18,7 @@ from vworkspace.api.conditions import Condition
 from vworkspace.api.meta import ObjectMeta
 from vworkspace.api.resource import AGE, PrinterColumn, ResourceInfo, Scope, condition_column
 from vworkspace.api.schema import field
+from vworkspace.api.view import ObjectView, mapping
 
 KIND = "Cluster"
 DEFAULT_REGISTRATION_TOKEN_KEY = "registrationToken"
@@ -177,3 +180,33 @@ RESOURCE = ResourceInfo(
     ),
     spec_required=False,
 )
+
+
+class ClusterView(ObjectView):
+    """A stored Cluster, read-only (:mod:`vworkspace.api.view`)."""
+
+    __slots__ = ()
+
+    @property
+    def cluster_id(self) -> str:
+        return str(self.spec.get("clusterId") or "")
+
+    @property
+    def control_plane_endpoint(self) -> str:
+        return str(self.spec.get("controlPlaneEndpoint") or "")
+
+    @property
+    def control_plane_base_url(self) -> str:
+        return str(self.spec.get("controlPlaneBaseUrl") or "")
+
+    @property
+    def registration_token_secret_ref(self) -> Mapping[str, Any]:
+        return mapping(self.spec.get("registrationTokenSecretRef"))
+
+    @property
+    def rotate_credentials(self) -> bool:
+        return self.spec.get("rotateCredentials") is True
+
+    @property
+    def phase(self) -> str:
+        return str(self.status.get("phase") or "")

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
 from vworkspace.api import constants
 from vworkspace.api.conditions import Condition
-from vworkspace.api.meta import ObjectMeta
+from vworkspace.api.meta import ObjectKey, ObjectMeta
 from vworkspace.api.resource import AGE, PrinterColumn, ResourceInfo, Scope
 from vworkspace.api.schema import FreeForm, field
+from vworkspace.api.view import ObjectView, mapping, time_field
 
 KIND = "Operation"
 
@@ -196,3 +199,68 @@ RESOURCE = ResourceInfo(
         "on an ApplicationInstance, carried out by an engine."
     ),
 )
+
+
+class OperationView(ObjectView):
+    """A stored Operation, read-only (:mod:`vworkspace.api.view`)."""
+
+    __slots__ = ()
+
+    @property
+    def target_name(self) -> str:
+        """``spec.targetRef.name``, "" when unset."""
+        return str(mapping(self.spec.get("targetRef")).get("name") or "")
+
+    @property
+    def target_key(self) -> ObjectKey | None:
+        """The target ApplicationInstance (same namespace), None when no name is given."""
+        name = self.target_name
+        return ObjectKey(self.namespace, name) if name else None
+
+    @property
+    def type(self) -> str:
+        return str(self.spec.get("type") or "")
+
+    @property
+    def engine(self) -> str:
+        return str(self.spec.get("engine") or "")
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        return mapping(self.spec.get("parameters"))
+
+    @property
+    def approvals(self) -> Mapping[str, Any]:
+        return mapping(self.spec.get("approvals"))
+
+    @property
+    def approval_required(self) -> bool:
+        """``spec.approvals.required`` is true (an engine may require it regardless)."""
+        return self.approvals.get("required") is True
+
+    @property
+    def approval_claim(self) -> str:
+        return str(self.approvals.get("claim") or "").strip()
+
+    @property
+    def phase(self) -> str:
+        """``status.phase``, "" before the reconciler first wrote it."""
+        return str(self.status.get("phase") or "")
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def waiting(self) -> bool:
+        """Not started and not finished (no phase yet, or Pending)."""
+        return self.phase in ("", Phase.PENDING)
+
+    @property
+    def started_at(self) -> datetime.datetime | None:
+        return time_field(self.status.get("startedAt"))
+
+    @property
+    def engine_ref(self) -> Mapping[str, Any]:
+        """``status.engineRef`` (kind, name, namespace), empty when unset."""
+        return mapping(self.status.get("engineRef"))

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vworkspace.api.constants import capability_annotation
+from vworkspace.api.jsontypes import JsonObj
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
 
-JsonObj = dict[str, Any]
 RUNNER_SERVICE_ACCOUNT = "vworkspace-operation-runner"
 # Engines whose workloads run Pods in the target namespace (Operation rule 2, docs/webhooks.md).
 POD_ENGINES = frozenset({"job", "workflow", "helmHookJob"})

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from vworkspace.api import constants
+from vworkspace.api.jsontypes import JsonObj
 
-JsonObj = dict[str, Any]
 SOURCE_TYPES = ("oci", "helm")
 VALUES_SOURCES = ("inline", "secretRef", "configMapRef")
 

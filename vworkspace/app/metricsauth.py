@@ -45,12 +45,12 @@ from typing import Any, Generic, Protocol, TypeVar
 import attrs
 import structlog
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.rest.errors import ApiError
 from vworkspace.kube.rest.paths import ApiPath
 
 _log = structlog.get_logger("vworkspace.metricsauth")
-JsonObj = dict[str, Any]
 
 TOKEN_REVIEWS = ApiPath.parse("/apis/authentication.k8s.io/v1/tokenreviews")
 SUBJECT_ACCESS_REVIEWS = ApiPath.parse("/apis/authorization.k8s.io/v1/subjectaccessreviews")

@@ -5,14 +5,12 @@ credential's ``spec.seaweedRef.name`` (and whose release namespace is the creden
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from vworkspace.api.constants import SEAWEED_CATALOG_ID
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.cache.store import INDEX_NAMESPACE
-
-JsonObj = dict[str, Any]
 
 
 def credentials_mapper(instances: Informer) -> Callable[[JsonObj], list[ObjectKey]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import attrs
@@ -32,6 +31,7 @@ from vworkspace.api.constants import (
     LABEL_APPLICATION_INSTANCE,
     OPERATION_FINALIZER,
 )
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.engines import OPTIONAL_KINDS, EngineFinder, served
 from vworkspace.app.hardening_flags import Hardening
@@ -65,7 +65,6 @@ from vworkspace.webhooks.lookup import ClusterLookup
 from vworkspace.webhooks.server import WebhookMetrics, WebhookServer
 
 _log = structlog.get_logger("vworkspace.wiring")
-JsonObj = dict[str, Any]
 LEASE_NAME = "dad03b25.vworkspace.io"
 DEFAULT_NAMESPACE = "vworkspace-system"
 

@@ -16,7 +16,7 @@ the finalizer is added.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 import structlog
 
@@ -25,6 +25,7 @@ from vworkspace.api.applicationinstance import Reason as Why
 from vworkspace.api.conditions import Condition, ConditionStatus
 from vworkspace.api.constants import APPLICATION_INSTANCE_FINALIZER, FIELD_MANAGER_OPERATOR
 from vworkspace.api.converter import format_time
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError
 from vworkspace.api.validation import validate_application_instance
@@ -51,7 +52,6 @@ from vworkspace.kube.rest.errors import ApiError, NotFoundError
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
 from vworkspace.kube.runtime.controller import Result
 
-JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.controllers.applicationinstance")
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-from typing import Any, Protocol
+from typing import Protocol
 
 from vworkspace.api.cluster import ConditionType as Cond
 from vworkspace.api.cluster import Reason as Why
@@ -31,6 +31,7 @@ from vworkspace.api.constants import (
 )
 from vworkspace.api.converter import format_time
 from vworkspace.api.endpoints import endpoint_problem
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError, check_subdomain
 from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
@@ -44,7 +45,6 @@ from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import CLUSTERS, SECRETS
 from vworkspace.kube.runtime.controller import Result
 
-JsonObj = dict[str, Any]
 DEFAULT_TOKEN_KEY = "registrationToken"
 
 

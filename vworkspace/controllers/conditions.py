@@ -8,12 +8,11 @@ conditions changed, for Events and for the status reporter.
 from __future__ import annotations
 
 import datetime
-from typing import Any
 
 from vworkspace.api.conditions import Condition, ConditionStatus, set_condition
 from vworkspace.api.converter import from_dict, to_dict
+from vworkspace.api.jsontypes import JsonObj
 
-JsonObj = dict[str, Any]
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
 

@@ -15,6 +15,7 @@ import structlog
 from vworkspace.api.conditions import Condition, ConditionStatus, set_condition
 from vworkspace.api.constants import FIELD_MANAGER_OPERATOR
 from vworkspace.api.converter import from_dict, to_dict
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import Clock
@@ -24,7 +25,6 @@ from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.resources import ResourceType
 from vworkspace.kube.runtime.controller import Result
 
-JsonObj = dict[str, Any]
 READY = "Ready"
 REASON = "Reconciling"
 MESSAGE = "Seen by the operator; reconciliation pending"

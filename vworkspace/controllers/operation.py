@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
@@ -46,6 +45,7 @@ from vworkspace.api.approvals import ClaimError, verify
 from vworkspace.api.conditions import Condition
 from vworkspace.api.constants import FIELD_MANAGER_OPERATOR, OPERATION_FINALIZER
 from vworkspace.api.converter import format_time
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError
 from vworkspace.api.operation import ConditionType as Cond
@@ -73,7 +73,6 @@ from vworkspace.kube.rest.errors import ApiError, NotFoundError
 from vworkspace.kube.rest.resources import NAMESPACES, OPERATIONS
 from vworkspace.kube.runtime.controller import Result
 
-JsonObj = dict[str, Any]
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
 BLOCKED_RETRY = 30.0
 POLL = 5.0

@@ -10,9 +10,9 @@ writes and wakes no watcher.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from vworkspace.api.conditions import Condition
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.controllers.conditions import Conditions
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
@@ -21,7 +21,6 @@ from vworkspace.kube.objects import update_status
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.resources import ResourceType
 
-JsonObj = dict[str, Any]
 # A transition -> (Event type, reason, note), or None for no Event.
 EventRule = Callable[[Condition], tuple[str, str, str] | None]
 

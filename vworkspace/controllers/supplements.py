@@ -23,15 +23,13 @@ control plane deduplicates (Go has the same window between the POST and its "pos
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.controllers.reporting import StatusReporter
 from vworkspace.engines.base import Supplement
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.resources import ResourceType
-
-JsonObj = dict[str, Any]
 
 
 class Supplements:

@@ -35,9 +35,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.devtools.demo_core import CLUSTER_ID, BackupBinaries, Demo, wait_for
-from vworkspace.devtools.demo_watch import JsonObj, Watch, condition, state_of
+from vworkspace.devtools.demo_watch import Watch, condition, state_of
 from vworkspace.engines.base import State
 from vworkspace.engines.velero import BACKUPS, rollup
 from vworkspace.kube.rest.resources import OPERATIONS

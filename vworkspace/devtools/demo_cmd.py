@@ -78,6 +78,7 @@ import structlog
 from vworkspace.agent.trustedkeys import DEFAULT_NAME as TRUSTED_KEYS
 from vworkspace.api import crdgen
 from vworkspace.api.constants import capability_annotation
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.keys_cmd import PRIVATE_FILE, PUBLIC_FILE, write_key_pair
 from vworkspace.devtools import testenv_cmd
@@ -129,8 +130,6 @@ from vworkspace.testing.identity import (
 )
 from vworkspace.testing.kwok import KwokNodes
 from vworkspace.testing.processes import ManagedProcess
-
-JsonObj = dict[str, Any]
 
 JOB_ID = "demo-apply-1"
 OPERATOR_NAMESPACE = "vworkspace-system"

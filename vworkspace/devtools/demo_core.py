@@ -19,10 +19,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
 import attrs
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.devtools.demo_watch import Watch
 from vworkspace.kube.rest.client import KubeClient
@@ -37,7 +38,6 @@ from vworkspace.testing.s3 import SeaweedS3
 from vworkspace.testing.velero import Velero
 
 T = TypeVar("T")
-JsonObj = dict[str, Any]
 POLL_SECONDS = 0.2
 CLUSTER_ID = "demo-cluster-1"
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import time
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.devtools.demo_core import CLUSTER_ID, Demo, wait_for
 from vworkspace.devtools.demo_watch import (
     HELM_CHARTS,
-    JsonObj,
     Watch,
     condition,
     deployment_available,

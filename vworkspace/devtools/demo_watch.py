@@ -17,14 +17,11 @@ that object last said.
 
 from __future__ import annotations
 
-from typing import Any
-
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import ResourceType
-
-JsonObj = dict[str, Any]
 
 HELM_CHARTS = ResourceType("source.toolkit.fluxcd.io", "v1", "helmcharts", "HelmChart")
 DEPLOYMENTS = ResourceType("apps", "v1", "deployments", "Deployment")

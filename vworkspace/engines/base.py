@@ -28,7 +28,9 @@ from typing import Any, Protocol
 
 import attrs
 
-JsonObj = dict[str, Any]
+from vworkspace.api.applicationinstance import ApplicationInstanceView
+from vworkspace.api.jsontypes import JsonObj
+from vworkspace.api.operation import OperationView
 
 
 class State(enum.StrEnum):
@@ -169,6 +171,73 @@ class InstanceEngine(Engine, Protocol):
 
     def instance_failure(self, ai: JsonObj, message: str) -> InstanceStatus:
         """The status when :meth:`materialize` failed with ``message`` (retried later)."""
+        ...
+
+
+# -- the split interface (issue 28) ---------------------------------------------------------------
+# Instance engines render ApplicationInstances (flux, seaweed); operation engines carry out
+# Operations (job, helmHookJob, helm, velero, workflow). Requests carry typed views
+# (vworkspace.api.view), never raw dicts.
+
+
+@attrs.frozen
+class InstanceRequest:
+    """What an instance engine acts for: the instance."""
+
+    instance: ApplicationInstanceView
+
+
+@attrs.frozen
+class OperationRequest:
+    """What an operation engine acts for: the Operation, and its target when it exists (None
+    when the target was deleted while the Operation runs, or for an Operation that runs without
+    one, see :meth:`OperationEngine.runs_without_target`)."""
+
+    operation: OperationView
+    target: ApplicationInstanceView | None = None
+
+
+class InstanceEngineV2(Protocol):
+    """An engine that renders ApplicationInstances (flux, seaweed)."""
+
+    name: str
+
+    def claims(self, ai: ApplicationInstanceView) -> bool:
+        """Does this engine render ``ai``? (Exactly one registered engine claims a managed
+        instance: seaweed the ``seaweedfs`` catalog entry, flux every other.)"""
+        ...
+
+    async def materialize(self, request: InstanceRequest) -> EngineRef: ...
+
+    async def observe(self, request: InstanceRequest) -> Observation: ...
+
+    async def cancel(self, request: InstanceRequest) -> None: ...
+
+    async def instance_status(
+        self, ai: ApplicationInstanceView, seen: Observation
+    ) -> InstanceStatus: ...
+
+    def instance_failure(self, ai: ApplicationInstanceView, message: str) -> InstanceStatus: ...
+
+
+class OperationEngine(Protocol):
+    """An engine that carries out Operations, with its own policy hooks."""
+
+    name: str
+
+    async def materialize(self, request: OperationRequest) -> EngineRef: ...
+
+    async def observe(self, request: OperationRequest) -> Observation: ...
+
+    async def cancel(self, request: OperationRequest) -> None: ...
+
+    def approval_required(self, op: OperationView) -> bool:
+        """Does ``op`` need an approval claim whatever its spec says (a Velero Restore)?"""
+        ...
+
+    def runs_without_target(self, op: OperationView) -> bool:
+        """May ``op`` start while its target does not exist (a Velero Restore brings a deleted
+        instance back)?"""
         ...
 
 

@@ -48,13 +48,13 @@ import hashlib
 import json
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
 from vworkspace.api import constants
 from vworkspace.api.applicationinstance import ConditionType as Cond
 from vworkspace.api.applicationinstance import Reason as Why
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.base import (
     ConditionView,
@@ -70,7 +70,6 @@ from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import ConflictError, NotFoundError
 from vworkspace.kube.rest.resources import ResourceType, key_of
 
-JsonObj = dict[str, Any]
 HELM_RELEASES = ResourceType("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease")
 HELM_REPOSITORIES = ResourceType(
     "source.toolkit.fluxcd.io", "v1", "helmrepositories", "HelmRepository"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from typing import Any
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
 from vworkspace.engines.flux import rollup
@@ -22,7 +22,6 @@ from vworkspace.kube.clock import Clock
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
 
-JsonObj = dict[str, Any]
 DEFAULT_DEADLINE = 900.0
 FIELD_MANAGER = "vworkspace-operator-upgrade"
 

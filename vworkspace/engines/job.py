@@ -25,13 +25,13 @@ from __future__ import annotations
 from typing import Any
 
 from vworkspace.api import constants
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines import workload
 from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.resources import ResourceType
 
-JsonObj = dict[str, Any]
 JOBS = ResourceType("batch", "v1", "jobs", "Job")
 DEFAULT_TTL = 86400
 

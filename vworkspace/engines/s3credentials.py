@@ -22,17 +22,16 @@ import datetime
 import enum
 import hashlib
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import subdomain_problem
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import SECRETS
 
-JsonObj = dict[str, Any]
 READY_MESSAGE = "Inline S3 credentials available for control-plane registry sync"
 FAILED_MESSAGE = "Matching S3Credentials CRs are unavailable for managed storage reporting"
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
 
 from vworkspace.api.applicationinstance import ConditionType as Cond
 from vworkspace.api.applicationinstance import Reason as Why
@@ -29,6 +28,7 @@ from vworkspace.api.constants import (
     ANNOTATION_REPORTED_MANAGED_STORAGE_KEY,
     ANNOTATION_REPORTED_SEAWEED_ENDPOINTS,
 )
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines import s3credentials as s3
 from vworkspace.engines.base import (
@@ -50,7 +50,6 @@ from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import ResourceType
 
-JsonObj = dict[str, Any]
 SEAWEEDS = ResourceType("seaweed.seaweedfs.com", "v1", "seaweeds", "Seaweed")
 S3_CREDENTIALS = ResourceType("seaweed.seaweedfs.com", "v1", "s3credentials", "S3Credentials")
 SERVICES = ResourceType("", "v1", "services", "Service")

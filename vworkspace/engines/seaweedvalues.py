@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError, check_subdomain
 from vworkspace.engines.base import EngineError
@@ -26,7 +27,6 @@ from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import CONFIG_MAPS, SECRETS
 
-JsonObj = dict[str, Any]
 SPEC_KEYS = ("master", "volume", "filer", "s3", "admin", "worker", "sftp")
 WRAPPERS = ("seaweedfs", "seaweed")
 API_VERSION = "seaweed.seaweedfs.com/v1"

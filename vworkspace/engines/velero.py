@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from vworkspace.api import constants
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines import workload
 from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
@@ -40,7 +41,6 @@ from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import OPERATIONS, ResourceType
 
-JsonObj = dict[str, Any]
 BACKUPS = ResourceType("velero.io", "v1", "backups", "Backup")
 NEVER_RESTORED = f"{OPERATIONS.plural}.{OPERATIONS.group}"
 RESTORES = ResourceType("velero.io", "v1", "restores", "Restore")

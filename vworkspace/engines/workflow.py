@@ -23,15 +23,13 @@ while the Pod's node says ``Error (exit code 3)`` (after retries, the last attem
 
 from __future__ import annotations
 
-from typing import Any
-
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.engines import workload
 from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.resources import ResourceType
 
-JsonObj = dict[str, Any]
 WORKFLOWS = ResourceType("argoproj.io", "v1alpha1", "workflows", "Workflow")
 # Workflow phases that end it unsuccessfully (Argo's WorkflowPhase: "", Pending, Running,
 # Succeeded, Failed, Error); node phases use the same two words for failures.

@@ -22,10 +22,10 @@ UID label (docs/api.md, "What the operator makes of it").
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 from vworkspace.api import constants
 from vworkspace.api.admission import service_account_problem
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.templates import RUNNER_SERVICE_ACCOUNT
 from vworkspace.engines.base import EngineError, EngineRef, WorkloadMissingError
@@ -33,7 +33,6 @@ from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import AlreadyExistsError, NotFoundError
 from vworkspace.kube.rest.resources import ResourceType
 
-JsonObj = dict[str, Any]
 MAX_NAME = 63
 
 

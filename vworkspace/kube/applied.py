@@ -22,10 +22,10 @@ import hashlib
 import json
 from typing import Any
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.resources import ResourceType
 
-JsonObj = dict[str, Any]
 DIGEST_ANNOTATION = "apps.vworkspace.io/applied-digest"
 
 

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
-from typing import Any
 
 import attrs
 import structlog
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import ApiError, NotFoundError
 from vworkspace.kube.rest.resources import EVENTS
 
-JsonObj = dict[str, Any]
 NORMAL = "Normal"
 WARNING = "Warning"
 MAX_NOTE = 1024

@@ -10,14 +10,12 @@ API writes (no watch-event feedback loop).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import ConflictError
 from vworkspace.kube.rest.resources import ResourceType
-
-JsonObj = dict[str, Any]
 
 
 async def update_status(

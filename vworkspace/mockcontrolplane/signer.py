@@ -29,7 +29,8 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-JsonObj = dict[str, Any]
+from vworkspace.api.jsontypes import JsonObj
+
 MODES = ("sign", "none", "tampered-payload", "tampered-signature", "as-is")
 SIGNED_FIELDS = ("id", "kind", "idempotencyKey", "createdAt", "expiresAt", "payload")
 ZERO_TIME = "0001-01-01T00:00:00Z"

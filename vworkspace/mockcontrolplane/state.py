@@ -10,13 +10,12 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.mockcontrolplane.signer import Signer
 
-JsonObj = dict[str, Any]
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 

@@ -7,11 +7,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.mockcontrolplane.server import ADMIN_HEADER, MEDIA_TYPE, create_app
 from vworkspace.mockcontrolplane.signer import Signer
 from vworkspace.mockcontrolplane.state import MockState
-
-JsonObj = dict[str, Any]
 
 
 class MockControlPlane:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.templates import TEMPLATES
 
-JsonObj = dict[str, Any]
 HELM_URL = "https://charts.example.com"
 OCI_URL = "oci://registry.example.com/charts"
 

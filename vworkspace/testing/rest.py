@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
+from vworkspace.api.jsontypes import JsonObj
+
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
-
-JsonObj = dict[str, Any]
 
 
 class ApiError(Exception):

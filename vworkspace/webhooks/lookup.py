@@ -10,16 +10,16 @@ inside the webhook's 5 s budget (manifests/webhook).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Protocol
 
 from vworkspace.api.admission import World
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.paths import ApiPath
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS
 
-JsonObj = dict[str, Any]
 LOOKUP_TIMEOUT = 3.0
 
 

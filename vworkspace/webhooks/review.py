@@ -10,7 +10,8 @@ from typing import Any
 
 import attrs
 
-JsonObj = dict[str, Any]
+from vworkspace.api.jsontypes import JsonObj
+
 API_VERSION = "admission.k8s.io/v1"
 
 

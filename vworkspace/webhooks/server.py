@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import attrs
 import structlog
@@ -47,7 +46,6 @@ from vworkspace.webhooks import review
 from vworkspace.webhooks.lookup import WorldLookup
 
 _log = structlog.get_logger("vworkspace.webhooks")
-JsonObj = dict[str, Any]
 
 INSTANCE_PATH = "/validate-apps-vworkspace-io-v1alpha1-applicationinstance"
 OPERATION_PATH = "/validate-ops-vworkspace-io-v1alpha1-operation"

@@ -28,22 +28,21 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 import structlog
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.backoff import Backoff
 from vworkspace.kube.cache.store import Indexer, Store
 from vworkspace.kube.clock import Clock, RealClock
 from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.rest import safejson
-from vworkspace.kube.rest.client import KubeApi
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import ApiError, GoneError, RetryableError, error_for
 from vworkspace.kube.rest.resources import ResourceType, key_of
 
-JsonObj = dict[str, Any]
 EventHandler = Callable[[JsonObj, bool], None]
 UpdatePredicate = Callable[[JsonObj, JsonObj], bool]  # (previous, current) -> notify?
 

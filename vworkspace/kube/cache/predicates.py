@@ -17,9 +17,7 @@ initial list are never filtered (the informer does not ask the predicate for the
 
 from __future__ import annotations
 
-from typing import Any
-
-JsonObj = dict[str, Any]
+from vworkspace.api.jsontypes import JsonObj
 
 _METADATA = ("labels", "annotations", "finalizers", "deletionTimestamp", "ownerReferences")
 

@@ -14,10 +14,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.rest.resources import key_of
 
-JsonObj = dict[str, Any]
 Indexer = Callable[[JsonObj], Iterable[str]]
 
 INDEX_NAMESPACE = "namespace"

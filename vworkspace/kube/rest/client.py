@@ -19,57 +19,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import structlog
 
 from vworkspace import __version__
-from vworkspace.api.meta import ObjectKey
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.kube.rest import safejson
+from vworkspace.kube.rest.api import JSON, KubeApi, RestVerbs
 from vworkspace.kube.rest.config import ClusterConfig, KubeConfigError
 from vworkspace.kube.rest.errors import ApiError, InvalidResponseError, error_for, parse_retry_after
 from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT, in_cluster_config, load_kubeconfig
 from vworkspace.kube.rest.paths import ApiPath
-from vworkspace.kube.rest.resources import ResourceType, key_of
 from vworkspace.kube.rest.transport import RestClientMetrics, Transport
 
-JSON = "application/json"
-APPLY_PATCH = "application/apply-patch+yaml"
-MERGE_PATCH = "application/merge-patch+json"
 DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"vworkspace-operator/{__version__}"
 _log = structlog.get_logger("vworkspace.kube")
 
-JsonObj = dict[str, Any]
 __all__ = ["ApiPath", "KubeApi", "KubeClient", "KubeConfigError"]
 
 
-class KubeApi(Protocol):
-    """The small surface the rest of the operator uses (fakeable in unit tests)."""
-
-    async def request(
-        self,
-        method: str,
-        path: ApiPath,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: Any = None,
-        content_type: str = JSON,
-        timeout_s: float | None = None,
-    ) -> JsonObj: ...
-
-    def stream_lines(
-        self,
-        path: ApiPath,
-        *,
-        query: Mapping[str, str],
-        connect_timeout: float,
-        total_timeout: float,
-    ) -> Any: ...
-
-
-class KubeClient:
+class KubeClient(RestVerbs):
     """JSON over one :class:`~vworkspace.kube.rest.transport.Transport`; one instance shared by the
     whole process."""
 
@@ -203,97 +175,6 @@ class KubeClient:
             yield _lines(response)
         finally:
             response.release()
-
-    # -- conveniences ----------------------------------------------------------------------
-
-    async def get(self, resource: ResourceType, key: ObjectKey) -> JsonObj:
-        return await self.request("GET", resource.path(key))
-
-    async def list(
-        self, resource: ResourceType, namespace: str | None = None, **query: str
-    ) -> JsonObj:
-        return await self.request("GET", resource.collection_path(namespace), query=query)
-
-    async def create(self, resource: ResourceType, obj: JsonObj, *, field_manager: str) -> JsonObj:
-        key = (
-            key_of(obj)
-            if obj.get("metadata", {}).get("name")
-            else ObjectKey(obj["metadata"].get("namespace"), "")
-        )
-        return await self.request(
-            "POST",
-            resource.collection_path(key.namespace),
-            body=obj,
-            query={"fieldManager": field_manager},
-        )
-
-    async def delete(
-        self, resource: ResourceType, key: ObjectKey, *, propagation: str = "Background"
-    ) -> JsonObj:
-        return await self.request(
-            "DELETE",
-            resource.path(key),
-            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
-        )
-
-    async def merge_patch(
-        self,
-        resource: ResourceType,
-        key: ObjectKey,
-        patch: JsonObj,
-        *,
-        field_manager: str,
-        subresource: str | None = None,
-    ) -> JsonObj:
-        return await self.request(
-            "PATCH",
-            resource.path(key, subresource),
-            body=patch,
-            content_type=MERGE_PATCH,
-            query={"fieldManager": field_manager},
-        )
-
-    async def replace(
-        self,
-        resource: ResourceType,
-        obj: JsonObj,
-        *,
-        field_manager: str,
-        subresource: str | None = None,
-    ) -> JsonObj:
-        return await self.request(
-            "PUT",
-            resource.path(key_of(obj), subresource),
-            body=obj,
-            query={"fieldManager": field_manager},
-        )
-
-    async def apply(
-        self,
-        resource: ResourceType,
-        obj: JsonObj,
-        *,
-        field_manager: str,
-        force: bool = True,
-        subresource: str | None = None,
-    ) -> JsonObj:
-        """Server-side apply ``obj`` (only the fields this manager owns).
-
-        ``force`` defaults to true: a controller owns the fields it applies, as the Kubernetes
-        SSA documentation recommends. A conflict without force raises
-        :class:`~vworkspace.kube.rest.errors.ConflictError` whose ``causes`` name the other field
-        manager and the field path.
-        """
-        if not field_manager:
-            raise ValueError("server-side apply needs an explicit field manager")
-        query = {"fieldManager": field_manager, "force": "true" if force else "false"}
-        return await self.request(
-            "PATCH",
-            resource.path(key_of(obj), subresource),
-            body=obj,
-            content_type=APPLY_PATCH,
-            query=query,
-        )
 
 
 def _logged_if_forbidden(error: ApiError) -> ApiError:

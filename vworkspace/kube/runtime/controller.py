@@ -23,11 +23,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 import structlog
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError
 from vworkspace.kube.cache.informer import Informer, UpdatePredicate
@@ -35,7 +36,6 @@ from vworkspace.kube.metrics import ControllerMetrics
 from vworkspace.kube.rest.resources import key_of
 from vworkspace.kube.runtime.workqueue import WorkQueue
 
-JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.controller")
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from typing import Any
 
 import aiohttp
 import attrs
 import structlog
 
+from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.metrics import Metrics
@@ -34,7 +34,6 @@ from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
 from vworkspace.kube.rest.resources import LEASES
 
-JsonObj = dict[str, Any]
 _log = structlog.get_logger("vworkspace.leaderelection")
 
 
