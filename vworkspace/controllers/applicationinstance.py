@@ -38,8 +38,8 @@ from vworkspace.engines.base import (
     EngineError,
     EngineRegistry,
     EngineRequest,
-    InstanceEngine,
     InstanceStatus,
+    LegacyInstanceEngine,
     StillPresentError,
 )
 from vworkspace.engines.instances import MISSING, engine_for
@@ -162,7 +162,7 @@ class ApplicationInstanceReconciler:
             conds.set(Cond.BLOCKED, TRUE, Why.MISSING_DEPENDENCIES, MISSING[name])
             conds.set(Cond.READY, FALSE, Why.MISSING_DEPENDENCIES, MISSING[name])
             return Result.after(60), None
-        engine = cast(InstanceEngine, engine)  # the engines engine_for names implement it
+        engine = cast(LegacyInstanceEngine, engine)  # the engines engine_for names implement it
         request = EngineRequest(target=ai)
         try:
             await engine.materialize(request)
