@@ -41,8 +41,8 @@ from vworkspace.engines.base import (
     EngineError,
     EngineRegistry,
     EngineRequest,
-    InstanceEngine,
     InstanceStatus,
+    LegacyInstanceEngine,
     StillPresentError,
 )
 from vworkspace.engines.instances import MISSING, engine_for
@@ -201,9 +201,9 @@ class ApplicationInstanceReconciler:
 
     # -- engines (the registry's API) ------------------------------------------------------
 
-    def _engine(self, ai: ApplicationInstanceView) -> InstanceEngine | None:
+    def _engine(self, ai: ApplicationInstanceView) -> LegacyInstanceEngine | None:
         engine = self._engines.get(engine_for(ai.raw))
-        return None if engine is None else cast(InstanceEngine, engine)
+        return None if engine is None else cast(LegacyInstanceEngine, engine)
 
     def _missing(self, ai: ApplicationInstanceView) -> str:
         return MISSING[engine_for(ai.raw)]

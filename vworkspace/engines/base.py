@@ -162,8 +162,8 @@ class InstanceStatus:
     requeue_after: float | None = None
 
 
-class InstanceEngine(Engine, Protocol):
-    """An engine that renders ApplicationInstances."""
+class LegacyInstanceEngine(Engine, Protocol):
+    """The dict-based instance engine, until every engine takes typed requests (issue 28)."""
 
     async def instance_status(self, ai: JsonObj, seen: Observation) -> InstanceStatus:
         """The instance's conditions and status fields for ``seen``."""
@@ -197,7 +197,7 @@ class OperationRequest:
     target: ApplicationInstanceView | None = None
 
 
-class InstanceEngineV2(Protocol):
+class InstanceEngine(Protocol):
     """An engine that renders ApplicationInstances (flux, seaweed)."""
 
     name: str
@@ -242,6 +242,9 @@ class OperationEngine(Protocol):
 
 
 class EngineRegistry:
+    """The dict-based registry of the old interface, until the controllers ask
+    :class:`vworkspace.engines.registry.EngineRegistry` (issue 28)."""
+
     def __init__(self) -> None:
         self._engines: dict[str, Engine] = {}
 
