@@ -28,25 +28,23 @@ from vworkspace.agent.verifier import JobVerifier
 from vworkspace.api.constants import (
     APPLICATION_INSTANCE_FINALIZER,
     CLUSTER_FINALIZER,
-    LABEL_APPLICATION_INSTANCE,
     OPERATION_FINALIZER,
 )
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
-from vworkspace.app.engines import OPTIONAL_KINDS, EngineFinder, served
+from vworkspace.app.engines import Wake, served_kinds, setup_engines
 from vworkspace.app.hardening_flags import Hardening
 from vworkspace.app.http import Address, ServingCert
 from vworkspace.app.manager import Manager, ManagerSettings
 from vworkspace.app.metricsauth import MetricsAuthorizer
-from vworkspace.app.seaweedwatch import credentials_mapper
 from vworkspace.controllers.applicationinstance import ApplicationInstanceReconciler
 from vworkspace.controllers.cluster import ClusterReconciler
 from vworkspace.controllers.initial import InitialReconciler
 from vworkspace.controllers.operation import OperationReconciler, waiting_on_same_target
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
-from vworkspace.engines.base import EngineRegistry
-from vworkspace.engines.flux import SOURCE_KINDS
-from vworkspace.engines.seaweed import S3_CREDENTIALS
+from vworkspace.engines.catalog import ENGINES
+from vworkspace.engines.descriptor import EngineSettings
+from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.cache.predicates import spec_or_metadata_changed
 from vworkspace.kube.clock import Clock, RealClock
@@ -149,18 +147,6 @@ class OperatorSettings:
     webhooks: WebhookSettings | None = None
 
 
-async def served_kinds(client: KubeClient) -> frozenset[str]:
-    """Which optional foreign kinds (Flux HelmRelease, Velero Backup, Argo Workflow) the cluster
-    serves at start; the others are looked for again at run time (app/engines.py)."""
-    found = set()
-    for kind in OPTIONAL_KINDS:
-        if await served(client, kind):
-            found.add(kind)
-        else:
-            _log.warning("optional CRD not installed; its engine waits for it", kind=kind)
-    return frozenset(found)
-
-
 async def connect(settings: OperatorSettings) -> KubeClient:
     # Pool: one connection per watch, one per worker, and headroom for the agent and events.
     pool = len(KINDS) * (1 + settings.workers) + 8
@@ -190,10 +176,10 @@ def build_manager(
     clock: Clock | None = None,
     http: aiohttp.ClientSession | None = None,
 ) -> Manager:
-    """Wire the operator. ``served``: which optional foreign kinds the cluster serves at start
-    (:func:`served_kinds`); engines whose CRDs are missing are registered when the CRDs appear
-    (app/engines.py), and until then objects that need them are Blocked with
-    ``MissingDependencies`` / ``DependencyMissing``."""
+    """Wire the operator. ``served``: which CRDs the engines require the cluster serves at
+    start (:func:`~vworkspace.app.engines.served_kinds`); engines whose CRDs are missing are
+    registered when the CRDs appear (app/engines.py), and until then objects that need them
+    are Blocked with ``MissingDependencies`` / ``DependencyMissing``."""
     clock = clock or RealClock()
     metrics = Metrics(registry)
     client.instrument(RestClientMetrics.create(registry))
@@ -225,23 +211,7 @@ def build_manager(
         name: manager.add_informer(Informer(client, resource, clock=clock, metrics=metrics))
         for name, resource, _ in KINDS
     }
-    engines = EngineRegistry()
-    finder = EngineFinder(
-        client=client,
-        registry=engines,
-        clock=clock,
-        metrics=metrics,
-        velero_namespace=settings.velero_namespace,
-        interval=settings.engine_discovery_interval,
-        max_interval=settings.engine_discovery_max_interval,
-        flux_service_account=settings.flux_service_account,
-    )
-    foreign: list[Informer] = []  # the engines' informers (HelmRelease, Seaweed, S3Credentials)
-    for kind in OPTIONAL_KINDS:
-        if kind not in served:
-            finder.pending.append(kind)
-        else:
-            foreign.extend(manager.add_informer(i) for i in finder.register(kind))
+    engines = EngineRegistry(ENGINES)  # filled by setup_engines below
     reporter: StatusReporter = NullReporter()
     gateway: AgentGateway | None = None
     if settings.agent is not None:
@@ -315,9 +285,6 @@ def build_manager(
         )
         # Our own status writes are not a reason to reconcile again (kube/cache/predicates.py).
         controller.watch(informers[name], on_update=spec_or_metadata_changed)
-        if name == "applicationinstance":
-            for informer in foreign:
-                watch_foreign(controller, informer, informers[name])
         if name == "operation":
             controller.watch_mapped(informers[name], waiting_on_same_target(informers[name]))
         manager.add_controller(controller)
@@ -328,66 +295,29 @@ def build_manager(
     # A delivered supplemental event brings its instance back to record the delivery.
     ai_reconciler.supplements.wake = controllers["applicationinstance"].queue.add
 
-    def late_informer(informer: Informer) -> None:
-        manager.add_informer(informer)  # for readiness and the informer metrics
-        watch_foreign(
-            controllers["applicationinstance"], informer, informers["applicationinstance"]
-        )
-
-    def requeue_all() -> None:
-        # What waited for the engine (Blocked, retried every 30-60 s) starts now.
-        for name in ("applicationinstance", "operation"):
-            for key in informers[name].store.all_keys():
-                controllers[name].queue.add(key)
-
-    finder.on_informer = late_informer
-    finder.on_registered = requeue_all
-    if finder.pending:
-        manager.add_runnable("engine finder", finder.run, leader_only=False)
-    return manager
-
-
-def labelled_instance(obj: JsonObj) -> list[ObjectKey]:
-    """The instance named by the object's ``app.vworkspace.io/application-instance`` label."""
-    meta = obj.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(LABEL_APPLICATION_INSTANCE)
-    return [ObjectKey(meta.get("namespace"), name)] if name else []
-
-
-def source_users(obj: JsonObj) -> list[ObjectKey]:
-    """The instances using a chart source: its ApplicationInstance owners (shared sources),
-    or the instance of its label (a per-instance source of an older version)."""
-    meta = obj.get("metadata") or {}
-    owners = [
-        ObjectKey(meta.get("namespace"), ref["name"])
-        for ref in meta.get("ownerReferences") or []
-        if ref.get("kind") == "ApplicationInstance" and ref.get("name")
-    ]
-    return owners or labelled_instance(obj)
-
-
-def source_drifted(previous: JsonObj, current: JsonObj) -> bool:
-    """A chart source's update is worth waking its users only when what they apply (spec,
-    labels, annotations) changed or it is being deleted; not for its status (the instance
-    reads the HelmRelease's), nor when only its owner list changed (every user of a source
-    would be reconciled each time one joins or leaves)."""
-    before, after = previous.get("metadata") or {}, current.get("metadata") or {}
-    return previous.get("spec") != current.get("spec") or any(
-        before.get(field) != after.get(field)
-        for field in ("labels", "annotations", "deletionTimestamp")
+    # The engines' CRDs, informers and watches, from their descriptors (app/engines.py).
+    setup_engines(
+        manager,
+        engines,
+        client=client,
+        clock=clock,
+        metrics=metrics,
+        settings=EngineSettings(
+            velero_namespace=settings.velero_namespace,
+            flux_service_account=settings.flux_service_account,
+        ),
+        served=served,
+        wake=Wake(
+            instances=controllers["applicationinstance"],
+            instance_cache=informers["applicationinstance"],
+            requeue=tuple(
+                (informers[n], controllers[n]) for n in ("applicationinstance", "operation")
+            ),
+        ),
+        interval=settings.engine_discovery_interval,
+        max_interval=settings.engine_discovery_max_interval,
     )
-
-
-def watch_foreign(controller: Controller, informer: Informer, instances: Informer) -> None:
-    """Engine objects enqueue their instance: owned ones (HelmRelease, Seaweed) their owner,
-    chart sources their users (:func:`source_users`), S3Credentials the seaweedfs instances of
-    their release (app/seaweedwatch.py)."""
-    if informer.resource == S3_CREDENTIALS:
-        controller.watch_mapped(informer, credentials_mapper(instances))
-    elif informer.resource in SOURCE_KINDS:
-        controller.watch_mapped(informer, source_users, on_update=source_drifted)
-    else:
-        controller.watch_owned(informer, owner_kind="ApplicationInstance")
+    return manager
 
 
 def add_webhooks(

@@ -16,10 +16,9 @@ the finalizer is added.
 
 from __future__ import annotations
 
-from typing import cast
-
 import structlog
 
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.applicationinstance import ConditionType as Cond
 from vworkspace.api.applicationinstance import Reason as Why
 from vworkspace.api.conditions import Condition, ConditionStatus
@@ -36,13 +35,11 @@ from vworkspace.controllers.supplements import Supplements
 from vworkspace.engines.base import (
     EngineBlockedError,
     EngineError,
-    EngineRegistry,
-    EngineRequest,
+    InstanceRequest,
     InstanceStatus,
-    LegacyInstanceEngine,
     StillPresentError,
 )
-from vworkspace.engines.instances import MISSING, engine_for
+from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.events import NORMAL, WARNING, EventRecorder
@@ -156,14 +153,14 @@ class ApplicationInstanceReconciler:
     async def _managed(
         self, ai: JsonObj, status: JsonObj, conds: Conditions
     ) -> tuple[Result, InstanceStatus | None]:
-        name = engine_for(ai)
-        engine = self._engines.get(name)
+        view_ = ApplicationInstanceView(ai)
+        engine = self._engines.instance_engine(view_)
         if engine is None:
-            conds.set(Cond.BLOCKED, TRUE, Why.MISSING_DEPENDENCIES, MISSING[name])
-            conds.set(Cond.READY, FALSE, Why.MISSING_DEPENDENCIES, MISSING[name])
+            missing = self._engines.instance_engine_missing(view_)
+            conds.set(Cond.BLOCKED, TRUE, Why.MISSING_DEPENDENCIES, missing)
+            conds.set(Cond.READY, FALSE, Why.MISSING_DEPENDENCIES, missing)
             return Result.after(60), None
-        engine = cast(LegacyInstanceEngine, engine)  # the engines engine_for names implement it
-        request = EngineRequest(target=ai)
+        request = InstanceRequest(instance=view_)
         try:
             await engine.materialize(request)
         except EngineBlockedError as err:
@@ -173,10 +170,10 @@ class ApplicationInstanceReconciler:
         except (EngineError, ApiError, InvalidNameError) as err:
             # InvalidNameError: a name in the spec that cannot be a path segment (issue 24, F1).
             message = err.message if isinstance(err, ApiError) else str(err)
-            view = engine.instance_failure(ai, message)
+            view = engine.instance_failure(view_, message)
             apply_view(conds, status, view)
             return _after(view), None
-        view = await engine.instance_status(ai, await engine.observe(request))
+        view = await engine.instance_status(view_, await engine.observe(request))
         apply_view(conds, status, view)
         return _after(view), view
 
@@ -198,10 +195,10 @@ class ApplicationInstanceReconciler:
         await self._status.write(ai, dict(ai.get("status") or {}), conds, report=False)
         # No engine: its kinds are not served, so none of its objects can exist (and what it
         # made is owned by the instance, for the garbage collector): never wait forever.
-        engine = self._engines.get(engine_for(ai))
+        engine = self._engines.instance_engine(ApplicationInstanceView(ai))
         if not placeholder and engine is not None and (ai["spec"].get("release") or {}).get("name"):
             try:
-                await engine.cancel(EngineRequest(target=ai))
+                await engine.cancel(InstanceRequest(instance=ApplicationInstanceView(ai)))
             except StillPresentError as err:
                 _log.info("waiting for the workload to go", reason=str(err))
                 return Result.after(15)

@@ -38,9 +38,9 @@ from vworkspace.api.admission import (
     invalid_target_problem,
     operation_cluster_problem,
     operation_spec_problem,
-    runs_without_target,
     targetless_problem,
 )
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.approvals import ClaimError, verify
 from vworkspace.api.conditions import Condition
 from vworkspace.api.constants import FIELD_MANAGER_OPERATOR, OPERATION_FINALIZER
@@ -49,20 +49,21 @@ from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError
 from vworkspace.api.operation import ConditionType as Cond
+from vworkspace.api.operation import OperationView
 from vworkspace.api.operation import Reason as Why
 from vworkspace.api.validation import conflicting_operation, waiting
 from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
 from vworkspace.controllers.reporting import StatusReporter
 from vworkspace.controllers.status import StatusWriter
 from vworkspace.engines.base import (
-    Engine,
     EngineError,
-    EngineRegistry,
-    EngineRequest,
     Observation,
+    OperationEngine,
+    OperationRequest,
     State,
     WorkloadMissingError,
 )
+from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.cache.store import INDEX_NAMESPACE
 from vworkspace.kube.clock import Clock
@@ -173,23 +174,26 @@ class OperationReconciler:
             else None
         )
 
-    async def _admit(self, op: JsonObj) -> tuple[Engine, EngineRequest]:
+    async def _admit(self, op: JsonObj) -> tuple[OperationEngine, OperationRequest]:
         # The webhook's rules run here too: with the webhook off (the default) nothing else
         # stops, say, a RunCommand as ServiceAccount cluster-admin (issue 24, F9).
         problem = operation_spec_problem(op)
         if problem:
             raise _BlockedError(Why.VALIDATION_FAILED, problem, retry=None)
         spec = op["spec"]
+        view = OperationView(op)
+        # The engine's own policy (a Velero Restore runs without its target, with approval).
+        engine = self._engines.operation_engine(spec["engine"])
         target = self._target(op)
         if target is not None:
             await self._check_cluster_rules(op, target)
-        elif runs_without_target(spec):
+        elif engine is not None and engine.runs_without_target(view):
             await self._check_targetless_rules(op)
         else:
             raise _BlockedError(
                 Why.TARGET_NOT_READY, f"ApplicationInstance {spec['targetRef']['name']} not found"
             )
-        self._check_approval(op)
+        self._check_approval(op, engine is not None and engine.approval_required(view))
         others = self._operations.store.by_index(INDEX_NAMESPACE, op["metadata"]["namespace"])
         other = conflicting_operation(op, others)
         if other is not None:
@@ -198,13 +202,12 @@ class OperationReconciler:
                 f"{other['spec']['type']} Operation {other['metadata']['name']} "
                 "is in flight on the same target",
             )
-        engine = self._engines.get(spec["engine"])
         if engine is None:
             raise _BlockedError(
                 Why.DEPENDENCY_MISSING,
                 f"engine {spec['engine']} is not available on this cluster",
             )
-        return engine, EngineRequest(target=target, operation=op)
+        return engine, OperationRequest(operation=view, target=_view(target))
 
     async def _check_cluster_rules(self, op: JsonObj, target: JsonObj) -> None:
         """The target's own validity (the engines place workloads in its release namespace),
@@ -238,12 +241,10 @@ class OperationReconciler:
             return {}
         return dict((ns.get("metadata") or {}).get("annotations") or {})
 
-    def _check_approval(self, op: JsonObj) -> None:
+    def _check_approval(self, op: JsonObj, engine_requires: bool) -> None:
         spec = op["spec"]
         approvals = spec.get("approvals") or {}
-        required = approvals.get("required") is True or (
-            spec["type"] == "Restore" and spec["engine"] == "velero"
-        )
+        required = approvals.get("required") is True or engine_requires
         claim = (approvals.get("claim") or "").strip()
         if not required and not claim:
             return
@@ -262,8 +263,8 @@ class OperationReconciler:
     async def _start(
         self,
         op: JsonObj,
-        engine: Engine,
-        request: EngineRequest,
+        engine: OperationEngine,
+        request: OperationRequest,
         status: JsonObj,
         conds: Conditions,
     ) -> Result:
@@ -289,12 +290,12 @@ class OperationReconciler:
 
     async def _follow(self, op: JsonObj, status: JsonObj, conds: Conditions) -> Result:
         """A Running Operation: ask the engine, whatever became of the target."""
-        engine = self._engines.get(op["spec"]["engine"])
+        engine = self._engines.operation_engine(op["spec"]["engine"])
         if engine is None:
             # Started by an earlier process whose cluster served the engine's CRDs: wait for
             # them (the engine watcher registers it) instead of failing a running workload.
             return Result.after(BLOCKED_RETRY)
-        request = EngineRequest(target=self._target(op), operation=op)
+        request = OperationRequest(operation=OperationView(op), target=_view(self._target(op)))
         if not status.get("startedAt"):
             status["startedAt"] = format_time(self._clock.now())
         try:
@@ -325,8 +326,8 @@ class OperationReconciler:
         result: Observation,
         status: JsonObj,
         conds: Conditions,
-        engine: Engine,
-        request: EngineRequest,
+        engine: OperationEngine,
+        request: OperationRequest,
     ) -> Result:
         """Record the verdict, then (for a failure) cancel the workload, best effort, unless the
         engine keeps it as the failure's record (``Observation.keep``)."""
@@ -361,13 +362,15 @@ class OperationReconciler:
     async def _finalize(self, op: JsonObj) -> Result:
         if OPERATION_FINALIZER not in (op["metadata"].get("finalizers") or []):
             return Result.done()
-        engine = self._engines.get((op.get("spec") or {}).get("engine", ""))
+        engine = self._engines.operation_engine((op.get("spec") or {}).get("engine", ""))
         if engine is not None and (op.get("status") or {}).get("phase") not in (
             None,
             "",
             "Pending",
         ):
-            await engine.cancel(EngineRequest(target=self._target(op), operation=op))
+            await engine.cancel(
+                OperationRequest(operation=OperationView(op), target=_view(self._target(op)))
+            )
         fresh = await self._client.get(
             OPERATIONS, ObjectKey(op["metadata"]["namespace"], op["metadata"]["name"])
         )
@@ -400,3 +403,7 @@ def waiting_on_same_target(operations: Informer) -> Callable[[JsonObj], list[Obj
         ]
 
     return mapper
+
+
+def _view(target: JsonObj | None) -> ApplicationInstanceView | None:
+    return None if target is None else ApplicationInstanceView(target)
