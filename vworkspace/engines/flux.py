@@ -294,8 +294,7 @@ def rollup(hr: JsonObj | None) -> Observation:
         )
     if ready is not None and ready.get("status") == "True" and observed == generation and not busy:
         return Observation(State.SUCCEEDED, "HelmReleaseReady", ready.get("message", ""))
-    if busy:
-        assert reconciling is not None
+    if busy and reconciling is not None:  # (busy says it is; the check narrows the type)
         message = (ready or {}).get("message") or reconciling.get("message", "")
         reason = reconciling.get("reason") or "HelmReleaseInstalling"
         return Observation(State.RUNNING, reason, message, progressing=True)

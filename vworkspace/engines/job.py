@@ -202,7 +202,7 @@ class JobEngine:
         if target is None:
             raise EngineError("the target ApplicationInstance does not exist")
         job = self.desired(op, target)
-        await workload.ensure_runner_account(self._client, job["metadata"]["namespace"])
+        await workload.ensure_runner_account(self._client, workload.target_namespace(target))
         created = await workload.create_if_absent(self._client, JOBS, job)
         return workload.ref_of(JOBS, created)
 

@@ -187,7 +187,7 @@ class SeaweedEngine:
         except NotFoundError:
             await self._client.create(SEAWEEDS, desired, field_manager=FIELD_MANAGER)
             return EngineRef("Seaweed", name, namespace)
-        meta, wanted = ObjectView(current).metadata, desired["metadata"]
+        meta, wanted = ObjectView(current).metadata, ObjectView(desired).metadata
         if (
             current.get("spec") != desired["spec"]
             or meta.get("labels") != wanted["labels"]

@@ -162,7 +162,7 @@ class WorkflowEngine:
         if target is None:
             raise EngineError("the target ApplicationInstance does not exist")
         wf = desired(op, target)
-        await workload.ensure_runner_account(self._client, wf["metadata"]["namespace"])
+        await workload.ensure_runner_account(self._client, workload.target_namespace(target))
         created = await workload.create_if_absent(self._client, WORKFLOWS, wf)
         return workload.ref_of(WORKFLOWS, created)
 
