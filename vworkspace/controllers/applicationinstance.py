@@ -1,8 +1,8 @@
 """ApplicationInstance reconciler (docs/api.md, "Reconcile"): the release from the spec, status
 from the engine's observation.
 
-Reads the instance from the informer cache, picks its engine (engines/instances.py: ``flux`` for
-Helm charts, ``seaweed`` for native SeaweedFS), has it write and observe the workload (the
+Reads the instance from the informer cache, asks the registry for the engine that claims it
+(engines/registry.py: ``flux`` for Helm charts, ``seaweed`` for native SeaweedFS), has it write and observe the workload (the
 engine's informer enqueues the owner on every status change), takes the conditions and status
 fields the engine derives from its observation, writes status exactly once per reconcile
 (controllers/status.py) and then settles the engine's supplemental events
