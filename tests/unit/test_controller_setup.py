@@ -20,7 +20,7 @@ from vworkspace.controllers.applicationinstance import ApplicationInstanceReconc
 from vworkspace.controllers.cluster import ClusterOptions
 from vworkspace.controllers.initial import InitialReconciler
 from vworkspace.controllers.operation import OperationReconciler
-from vworkspace.engines.base import EngineRegistry
+from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.clock import FakeClock
 from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.rest.api import JSON, RestVerbs

@@ -16,6 +16,7 @@ from tests.unit.test_admission_rules import operation, target
 from tests.unit.test_controller import KEY, ScriptedReconciler, run_until, sample
 from tests.unit.test_webhook_server import ScriptedLookup, post, review
 from vworkspace.api.admission import World
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError, check_namespace
 from vworkspace.engines.base import EngineError
@@ -67,7 +68,7 @@ async def test_a_values_reference_that_cannot_be_a_name_is_an_engine_error(sourc
         "spec": {"values": {"source": source, source: {"name": "../kube-system/x", "key": "v"}}},
     }
     with pytest.raises(EngineError, match=rf'^load values: spec\.values\.{source}\.name "\.\./'):
-        await load_values(NoRequests(), ai)  # type: ignore[arg-type]
+        await load_values(NoRequests(), ApplicationInstanceView(ai))  # type: ignore[arg-type]
 
 
 async def test_an_invalid_name_ends_a_reconcile_without_retries() -> None:

@@ -25,25 +25,19 @@ from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.poller import DEFAULT_CONCURRENCY, Poller
 from vworkspace.agent.trustedkeys import TrustedKeys
 from vworkspace.agent.verifier import JobVerifier
-from vworkspace.api.constants import (
-    LABEL_APPLICATION_INSTANCE,
-)
 from vworkspace.api.jsontypes import JsonObj
-from vworkspace.api.meta import ObjectKey
-from vworkspace.app.engines import OPTIONAL_KINDS, EngineFinder, served
+from vworkspace.app.engines import Wake, served_kinds, setup_engines
 from vworkspace.app.hardening_flags import Hardening
 from vworkspace.app.http import Address, ServingCert
 from vworkspace.app.manager import Manager, ManagerSettings
 from vworkspace.app.metricsauth import MetricsAuthorizer
-from vworkspace.app.seaweedwatch import credentials_mapper
 from vworkspace.controllers import applicationinstance, cluster, operation
 from vworkspace.controllers.cluster import ClusterOptions
 from vworkspace.controllers.operation import POLL
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
-from vworkspace.engines.base import EngineRegistry
-from vworkspace.engines.flux import SOURCE_KINDS
-from vworkspace.engines.seaweed import S3_CREDENTIALS
-from vworkspace.kube.cache.informer import Informer
+from vworkspace.engines.catalog import ENGINES
+from vworkspace.engines.descriptor import EngineSettings
+from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.clock import Clock, RealClock
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.metrics import Metrics
@@ -52,7 +46,6 @@ from vworkspace.kube.rest.errors import ApiError
 from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
 from vworkspace.kube.rest.transport import RestClientMetrics
-from vworkspace.kube.runtime.controller import Controller
 from vworkspace.kube.runtime.host import ControllerOptions
 from vworkspace.kube.runtime.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
 from vworkspace.kube.tls import CertificateError, CertificateReloader
@@ -142,18 +135,6 @@ class OperatorSettings:
     webhooks: WebhookSettings | None = None
 
 
-async def served_kinds(client: KubeClient) -> frozenset[str]:
-    """Which optional foreign kinds (Flux HelmRelease, Velero Backup, Argo Workflow) the cluster
-    serves at start; the others are looked for again at run time (app/engines.py)."""
-    found = set()
-    for kind in OPTIONAL_KINDS:
-        if await served(client, kind):
-            found.add(kind)
-        else:
-            _log.warning("optional CRD not installed; its engine waits for it", kind=kind)
-    return frozenset(found)
-
-
 async def connect(settings: OperatorSettings) -> KubeClient:
     # Pool: one connection per watch, one per worker, and headroom for the agent and events.
     pool = len(CONTROLLED_KINDS) * (1 + settings.workers) + 8
@@ -200,7 +181,7 @@ def build_manager(
         gateway = add_agent(manager, settings, settings.agent, client=client, http=http)
     # Condition transitions go to the control plane through the agent's batcher.
     reporter: StatusReporter = gateway.batcher if gateway is not None else NullReporter()
-    engines = EngineRegistry()
+    engines = EngineRegistry(ENGINES)  # filled by setup_engines below
     instances = applicationinstance.setup(
         manager, client=client, engines=engines, recorder=recorder, reporter=reporter
     )
@@ -221,14 +202,28 @@ def build_manager(
         recorder=recorder,
         reporter=reporter,
     )
-    add_engines(
+    # The engines' CRDs, informers and watches, from their descriptors (app/engines.py).
+    setup_engines(
         manager,
-        settings,
+        engines,
         client=client,
-        registry=engines,
+        clock=clock,
+        metrics=metrics,
+        settings=EngineSettings(
+            velero_namespace=settings.velero_namespace,
+            flux_service_account=settings.flux_service_account,
+        ),
         served=served,
-        instances=instances,
-        operations=operations,
+        wake=Wake(
+            instances=instances,
+            instance_cache=manager.informer(APPLICATION_INSTANCES),
+            requeue=(
+                (manager.informer(APPLICATION_INSTANCES), instances),
+                (manager.informer(OPERATIONS), operations),
+            ),
+        ),
+        interval=settings.engine_discovery_interval,
+        max_interval=settings.engine_discovery_max_interval,
     )
     if settings.webhooks is not None:
         add_webhooks(manager, settings, settings.webhooks, client=client, clock=clock)
@@ -276,97 +271,6 @@ def cluster_options(settings: OperatorSettings) -> ClusterOptions:
         secret_name=agent.secret_name,
         allow_insecure_endpoint=agent.hardening.allow_insecure_control_plane,
     )
-
-
-def add_engines(
-    manager: Manager,
-    settings: OperatorSettings,
-    *,
-    client: KubeClient,
-    registry: EngineRegistry,
-    served: frozenset[str],
-    instances: Controller,
-    operations: Controller,
-) -> None:
-    """The engines (app/engines.py): those whose CRDs are served now, and a finder that
-    registers the others when their CRDs appear. Engine objects enqueue their instance
-    (:func:`watch_foreign`); a newly registered engine requeues what waited for it."""
-    finder = EngineFinder(
-        client=client,
-        registry=registry,
-        clock=manager.clock,
-        metrics=manager.metrics,
-        velero_namespace=settings.velero_namespace,
-        interval=settings.engine_discovery_interval,
-        max_interval=settings.engine_discovery_max_interval,
-        flux_service_account=settings.flux_service_account,
-    )
-    ai_informer = manager.informer(APPLICATION_INSTANCES)
-
-    def watch(informer: Informer) -> None:
-        manager.add_informer(informer)  # for readiness and the informer metrics
-        watch_foreign(instances, informer, ai_informer)
-
-    for kind in OPTIONAL_KINDS:
-        if kind not in served:
-            finder.pending.append(kind)
-        else:
-            for informer in finder.register(kind):
-                watch(informer)
-
-    def requeue_all() -> None:
-        # What waited for the engine (Blocked, retried every 30-60 s) starts now.
-        for controller, resource in ((instances, APPLICATION_INSTANCES), (operations, OPERATIONS)):
-            for key in manager.informer(resource).store.all_keys():
-                controller.queue.add(key)
-
-    finder.on_informer = watch
-    finder.on_registered = requeue_all
-    if finder.pending:
-        manager.add_runnable("engine finder", finder.run, leader_only=False)
-
-
-def labelled_instance(obj: JsonObj) -> list[ObjectKey]:
-    """The instance named by the object's ``app.vworkspace.io/application-instance`` label."""
-    meta = obj.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(LABEL_APPLICATION_INSTANCE)
-    return [ObjectKey(meta.get("namespace"), name)] if name else []
-
-
-def source_users(obj: JsonObj) -> list[ObjectKey]:
-    """The instances using a chart source: its ApplicationInstance owners (shared sources),
-    or the instance of its label (a per-instance source of an older version)."""
-    meta = obj.get("metadata") or {}
-    owners = [
-        ObjectKey(meta.get("namespace"), ref["name"])
-        for ref in meta.get("ownerReferences") or []
-        if ref.get("kind") == "ApplicationInstance" and ref.get("name")
-    ]
-    return owners or labelled_instance(obj)
-
-
-def source_drifted(previous: JsonObj, current: JsonObj) -> bool:
-    """A chart source's update is worth waking its users only when what they apply (spec,
-    labels, annotations) changed or it is being deleted; not for its status (the instance
-    reads the HelmRelease's), nor when only its owner list changed (every user of a source
-    would be reconciled each time one joins or leaves)."""
-    before, after = previous.get("metadata") or {}, current.get("metadata") or {}
-    return previous.get("spec") != current.get("spec") or any(
-        before.get(field) != after.get(field)
-        for field in ("labels", "annotations", "deletionTimestamp")
-    )
-
-
-def watch_foreign(controller: Controller, informer: Informer, instances: Informer) -> None:
-    """Engine objects enqueue their instance: owned ones (HelmRelease, Seaweed) their owner,
-    chart sources their users (:func:`source_users`), S3Credentials the seaweedfs instances of
-    their release (app/seaweedwatch.py)."""
-    if informer.resource == S3_CREDENTIALS:
-        controller.watch_mapped(informer, credentials_mapper(instances))
-    elif informer.resource in SOURCE_KINDS:
-        controller.watch_mapped(informer, source_users, on_update=source_drifted)
-    else:
-        controller.watch_owned(informer, owner_kind="ApplicationInstance")
 
 
 def add_webhooks(
