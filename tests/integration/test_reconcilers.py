@@ -70,7 +70,13 @@ async def operator(
 ) -> AsyncIterator[Operator]:
     registry = CollectorRegistry()
     settings = OperatorSettings(
-        namespace=kube_namespace, velero_namespace=velero_ns, approval_secret=SECRET, workers=2
+        namespace=kube_namespace,
+        velero_namespace=velero_ns,
+        approval_secret=SECRET,
+        workers=2,
+        # A Running Operation is looked at every 0.5 s, so "still Running" is asserted after
+        # the operator has looked again (reconciled_again), not after a sleep past a 5 s poll.
+        operation_poll_interval=POLL,
     )
     served = await served_kinds(kube)
     # Flux, Velero and Argo; the SeaweedFS CRDs are there too once a Seaweed test installed them.
@@ -291,6 +297,26 @@ async def test_an_invalid_instance_is_blocked_naming_the_field_without_a_hot_loo
     assert len(calls) <= 3
     with pytest.raises(NotFoundError):
         await kube.get(HELM_RELEASES, ObjectKey(kube_namespace, "broken"))
+
+
+POLL = 0.5
+
+
+async def reconciled_again(
+    operator: Operator, controller_name: str, key: ObjectKey, *, times: int = 2
+) -> None:
+    """Wait until ``key`` has been reconciled ``times`` more times from now: the positive signal
+    that the operator looked again, after which "nothing changed" means something."""
+    calls = count_reconciles(operator, controller_name, key)
+    await eventually(
+        lambda: _async_value(len(calls) >= times or None),
+        timeout=10 * POLL * times,
+        what=f"{times} more reconciles of {key}",
+    )
+
+
+async def _async_value(value: Any) -> Any:
+    return value
 
 
 def count_reconciles(operator: Operator, controller_name: str, key: ObjectKey) -> list[float]:
@@ -524,7 +550,7 @@ async def test_a_backup_runs_succeeds_and_stays_succeeded(
         {"status": {"phase": "InProgress"}},
         field_manager="velero",
     )
-    await asyncio.sleep(1)
+    await reconciled_again(operator, "operation", ObjectKey(kube_namespace, "nightly"))
     assert await op_phase(kube, kube_namespace, "nightly", "Running")
     await kube.merge_patch(
         BACKUPS,
@@ -551,7 +577,16 @@ async def test_a_backup_runs_succeeds_and_stays_succeeded(
         lambda: _absent(kube, APPLICATION_INSTANCES, ObjectKey(kube_namespace, "db")),
         what="target gone",
     )
-    await asyncio.sleep(1)
+    # A finished Operation is not polled: make the operator look again (a label is a metadata
+    # change, which the Operation watch passes) and check the verdict after that reconcile.
+    looked = count_reconciles(operator, "operation", ObjectKey(kube_namespace, "nightly"))
+    await kube.merge_patch(
+        OPERATIONS,
+        ObjectKey(kube_namespace, "nightly"),
+        {"metadata": {"labels": {"test/poke": "1"}}},
+        field_manager="test",
+    )
+    await eventually(lambda: _async_value(looked or None), what="a reconcile after the poke")
     assert await op_phase(kube, kube_namespace, "nightly", "Succeeded")
 
 
@@ -668,7 +703,7 @@ async def test_an_upgrade_completes_when_flux_is_ready_at_the_new_version_and_a_
 
     hr = await eventually(lambda: hr_at("2.0.0"), what="HelmRelease at 2.0.0")
     assert hr["spec"]["values"] == {"replicaCount": 3}
-    await asyncio.sleep(1)
+    await reconciled_again(operator, "operation", ObjectKey(kube_namespace, "up-1"))
     assert await op_phase(
         kube, kube_namespace, "up-1", "Running"
     )  # not Ready yet at the new version
