@@ -46,6 +46,7 @@ from vworkspace.kube.rest.errors import ApiError
 from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
 from vworkspace.kube.rest.transport import RestClientMetrics
+from vworkspace.kube.runtime.controller import Controller
 from vworkspace.kube.runtime.host import ControllerOptions
 from vworkspace.kube.runtime.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
 from vworkspace.kube.tls import CertificateError, CertificateReloader
@@ -165,10 +166,10 @@ def build_manager(
     http: aiohttp.ClientSession | None = None,
 ) -> Manager:
     """Wire the operator: the manager, then each part set up against it (the agent, the three
-    controllers, the engines, the webhooks). ``served``: which optional foreign kinds the
-    cluster serves at start (:func:`served_kinds`); engines whose CRDs are missing are
-    registered when the CRDs appear (app/engines.py), and until then objects that need them are
-    Blocked with ``MissingDependencies`` / ``DependencyMissing``."""
+    controllers, the engines, the webhooks). ``served``: which CRDs the engines require the
+    cluster serves at start (:func:`~vworkspace.app.engines.served_kinds`); engines whose CRDs
+    are missing are registered when the CRDs appear (app/engines.py), and until then objects
+    that need them are Blocked with ``MissingDependencies`` / ``DependencyMissing``."""
     clock = clock or RealClock()
     metrics = Metrics(registry)
     client.instrument(RestClientMetrics.create(registry))
@@ -202,13 +203,39 @@ def build_manager(
         recorder=recorder,
         reporter=reporter,
     )
-    # The engines' CRDs, informers and watches, from their descriptors (app/engines.py).
+    add_engines(
+        manager,
+        settings,
+        engines,
+        client=client,
+        instances=instances,
+        operations=operations,
+        served=served,
+    )
+    if settings.webhooks is not None:
+        add_webhooks(manager, settings, settings.webhooks, client=client, clock=clock)
+    return manager
+
+
+def add_engines(
+    manager: Manager,
+    settings: OperatorSettings,
+    engines: EngineRegistry,
+    *,
+    client: KubeClient,
+    instances: Controller,
+    operations: Controller,
+    served: frozenset[str],
+) -> None:
+    """The engines' CRDs, informers and watches, from their descriptors (app/engines.py): their
+    objects' events wake ``instances``; an engine registered late requeues what waited for it
+    (the instances and the Operations)."""
     setup_engines(
         manager,
         engines,
         client=client,
-        clock=clock,
-        metrics=metrics,
+        clock=manager.clock,
+        metrics=manager.metrics,
         settings=EngineSettings(
             velero_namespace=settings.velero_namespace,
             flux_service_account=settings.flux_service_account,
@@ -225,9 +252,6 @@ def build_manager(
         interval=settings.engine_discovery_interval,
         max_interval=settings.engine_discovery_max_interval,
     )
-    if settings.webhooks is not None:
-        add_webhooks(manager, settings, settings.webhooks, client=client, clock=clock)
-    return manager
 
 
 def new_manager(
