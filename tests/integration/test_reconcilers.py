@@ -290,6 +290,8 @@ async def test_an_invalid_instance_is_blocked_naming_the_field_without_a_hot_loo
         "False",
         "ValidationFailed",
     )
+    # Kept: an absence over a window (no retry loop on a bad spec, which is requeued never);
+    # nothing positive marks "the operator chose not to look again".
     await asyncio.sleep(0.5)  # the reconcile triggered by our own status write
     before = len(calls)
     await asyncio.sleep(3)

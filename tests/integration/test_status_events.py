@@ -11,9 +11,11 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.integration.waits import condition
 from vworkspace.agent.credentials import Overrides
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.wiring import AgentSettings, OperatorSettings, build_manager, served_kinds
+from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
 from vworkspace.mockcontrolplane import Fault, MockControlPlane
@@ -131,11 +133,10 @@ async def test_after_an_outage_the_control_plane_gets_the_final_state_of_everyth
         await kube.create(
             APPLICATION_INSTANCES, managed(name, kube_namespace), field_manager="test"
         )
-    for name in names:
+    for name in names:  # reconciled: each has its HelmRelease
         await eventually(
-            lambda n=name: kube.get(APPLICATION_INSTANCES, ObjectKey(kube_namespace, n)), what=name
+            lambda n=name: kube.get(HELM_RELEASES, ObjectKey(kube_namespace, n)), what=name
         )
-    await asyncio.sleep(2)
     for name in names:
         await set_hr_status(
             kube,
@@ -143,7 +144,13 @@ async def test_after_an_outage_the_control_plane_gets_the_final_state_of_everyth
             name,
             flux_succeeded("install"),
         )
-    await asyncio.sleep(2)
+
+    async def ready(name: str) -> bool:
+        ai = await kube.get(APPLICATION_INSTANCES, ObjectKey(kube_namespace, name))
+        return condition(ai, "Ready").get("status") == "True"
+
+    for name in names:  # every final transition happened while the control plane was down
+        await eventually(lambda n=name: ready(n), what=f"{name} Ready")
     assert mock.events(CLUSTER, namespace=kube_namespace) == []
     mock.state.faults.clear()  # the control plane is back
     started = time.monotonic()
