@@ -2,11 +2,11 @@
 from the engine's observation.
 
 Reads the instance from the informer cache, asks the registry for the engine that claims it
-(engines/registry.py: ``flux`` for Helm charts, ``seaweed`` for native SeaweedFS), has it write and observe the workload (the
-engine's informer enqueues the owner on every status change), takes the conditions and status
-fields the engine derives from its observation, writes status exactly once per reconcile
-(controllers/status.py) and then settles the engine's supplemental events
-(controllers/supplements.py). No foreign kind is known here.
+(engines/registry.py: ``flux`` for Helm charts, ``seaweed`` for native SeaweedFS), has it
+write and observe the workload (the engine's informer enqueues the owner on every status
+change), takes the conditions and status fields the engine derives from its observation,
+writes status exactly once per reconcile (controllers/status.py) and then settles the
+engine's supplemental events (controllers/supplements.py). No foreign kind is known here.
 
 Differences from the Go reconciler (docs/api.md): an invalid spec is Blocked with the field
 named and not retried until the spec changes; a failed release is ``Ready=False`` (Go:
