@@ -26,7 +26,7 @@ from vworkspace.engines import flux, seaweed, velero
 from vworkspace.engines.catalog import ENGINES
 from vworkspace.engines.descriptor import EngineSettings
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES
-from vworkspace.engines.registry import EngineRegistry
+from vworkspace.engines.registry import NO_ENGINE, EngineRegistry
 from vworkspace.engines.seaweed import S3_CREDENTIALS, SEAWEEDS
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import FakeClock
@@ -218,3 +218,13 @@ async def test_an_engine_is_one_file_plus_its_catalog_line(monkeypatch: pytest.M
     # The engine got typed requests: the Operation and its target as views.
     assert [r.operation.name for r in engine.seen] == ["nothing", "nothing"]
     assert all(r.target is not None and r.target.name == "shop" for r in engine.seen)
+
+
+def test_a_registry_of_ready_made_engines_for_tests() -> None:
+    noop = noop_engine.NoopEngine()
+    registry = EngineRegistry.of(operations=[noop])
+    assert registry.operation_engine("noop") is noop
+    assert registry.operation_engine("job") is None
+    shop = ApplicationInstanceView(managed_instance("shop", "ns"))
+    assert registry.instance_engine(shop) is None
+    assert registry.instance_engine_missing(shop) == NO_ENGINE

@@ -41,6 +41,7 @@ from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.clock import Clock, RealClock
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.metrics import Metrics
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.client import KubeClient, KubeConfigError
 from vworkspace.kube.rest.errors import ApiError
 from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT
@@ -222,7 +223,7 @@ def add_engines(
     settings: OperatorSettings,
     engines: EngineRegistry,
     *,
-    client: KubeClient,
+    client: KubeApi,
     instances: Controller,
     operations: Controller,
     served: frozenset[str],

@@ -13,7 +13,7 @@ The controllers ask only three questions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.engines.base import InstanceEngine, OperationEngine
@@ -35,6 +35,25 @@ class EngineRegistry:
         self._operations: dict[str, OperationEngine] = {}
         # In catalog order: the first registered engine that claims an instance renders it.
         self._instances: list[tuple[InstanceEngineDescriptor, InstanceEngine]] = []
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        operations: Iterable[OperationEngine] = (),
+        instances: Iterable[InstanceEngine] = (),
+    ) -> EngineRegistry:
+        """A registry of ready-made engines, without a catalog (tests, tools): an instance that
+        none of ``instances`` claims is missing :data:`NO_ENGINE`."""
+        registry = cls()
+        for op_engine in operations:
+            registry._operations[op_engine.name] = op_engine
+        for engine in instances:
+            described = InstanceEngineDescriptor(
+                name=engine.name, build=_ready(engine), claims=engine.claims
+            )
+            registry._instances.append((described, engine))
+        return registry
 
     def register(self, descriptor: AnyDescriptor, context: EngineContext) -> None:
         """Build the engine of ``descriptor`` and make it available (its CRDs are served)."""
@@ -63,3 +82,10 @@ class EngineRegistry:
     def names(self) -> list[str]:
         """The registered engines' names, sorted (logs, tests)."""
         return sorted([*self._operations, *(d.name for d, _ in self._instances)])
+
+
+def _ready(engine: InstanceEngine) -> Callable[[EngineContext], InstanceEngine]:
+    def build(context: EngineContext) -> InstanceEngine:
+        return engine
+
+    return build
