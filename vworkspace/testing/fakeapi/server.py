@@ -87,12 +87,15 @@ class FakeApi(RestVerbs):
     ) -> JsonObj:
         method, text, query = method.upper(), _plain(path), dict(query or {})
         self.requests.append((method, text))
-        self._raise_injected(method, text)
+        if method == "GET":
+            self._raise_injected(method, text)  # writes: recorded with the injected answer
         body = _json_copy(body)
         responder = self._responders.get((method, text))
+        route = routes.parse(path)
+        if method != "GET" and (responder is not None or route is None):
+            self._raise_injected(method, text)
         if responder is not None:
             return responder(body)
-        route = routes.parse(path)
         if route is None:
             raise failure(method, text, 404, "the server could not find the requested resource")
         if method == "GET":
@@ -270,6 +273,7 @@ class FakeApi(RestVerbs):
             body=copy.deepcopy(body),
         )
         try:
+            self._raise_injected(method, text)
             answer = self._dispatch(method, route, query, body, content_type)
         except ApiError as err:
             self.writes.append(Write(**record, code=err.status))
