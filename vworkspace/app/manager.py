@@ -14,6 +14,10 @@ a task that fails is restarted with backoff,
 ``/readyz`` names it while it is down, and no single task takes the process down
 (docs/operations.md, "Failure and restart").
 
+Controllers are set up against the manager (controllers/*.py ``setup``, as controller-runtime's
+``SetupWithManager``): :meth:`Manager.informer` hands out one shared informer per resource, and
+:meth:`Manager.add_controller` takes the built controller (kube/runtime/host.py).
+
 Exit codes: 0 after a requested stop; 1 when leadership is lost or a task fails to start (the
 Deployment restarts the pod).
 """
@@ -32,7 +36,10 @@ from vworkspace.app.metricsauth import MetricsAuthorizer
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.metrics import InformerAgeCollector, Metrics
+from vworkspace.kube.rest.api import KubeApi
+from vworkspace.kube.rest.resources import ResourceType
 from vworkspace.kube.runtime.controller import Controller
+from vworkspace.kube.runtime.host import ControllerOptions
 from vworkspace.kube.runtime.leaderelection import LeaderElector
 from vworkspace.kube.runtime.supervisor import Supervisor
 
@@ -63,9 +70,16 @@ class Manager:
         elector: LeaderElector | None = None,
         rng: random.Random | None = None,
         metrics_authorizer: MetricsAuthorizer | None = None,
+        api: KubeApi | None = None,
+        controller_options: ControllerOptions | None = None,
     ) -> None:
-        """``metrics_authorizer``: required with ``settings.metrics_tls`` (secure metrics)."""
+        """``metrics_authorizer``: required with ``settings.metrics_tls`` (secure metrics).
+        ``api``: what the shared informers (:meth:`informer`) watch; ``controller_options``:
+        the workers and reconcile deadline of every controller set up against this manager."""
         self.settings = settings
+        self._api = api
+        self.controller_options = controller_options or ControllerOptions()
+        self._shared: dict[ResourceType, Informer] = {}
         self.metrics = metrics
         self._clock = clock
         self._rng = rng or random.Random()
@@ -90,9 +104,23 @@ class Manager:
             InformerAgeCollector(lambda: [(i.name, i.last_event_age()) for i in self.informers])
         )
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     def add_informer(self, informer: Informer) -> Informer:
         self.informers.append(informer)
         return informer
+
+    def informer(self, resource: ResourceType) -> Informer:
+        """The one shared informer of ``resource``, created (and run) on first request."""
+        shared = self._shared.get(resource)
+        if shared is None:
+            if self._api is None:
+                raise ValueError("a Manager without an api has no shared informers")
+            shared = Informer(self._api, resource, clock=self._clock, metrics=self.metrics)
+            self._shared[resource] = self.add_informer(shared)
+        return shared
 
     def add_controller(self, controller: Controller) -> Controller:
         self.controllers.append(controller)

@@ -4,9 +4,10 @@ from the engine's observation.
 Reads the instance from the informer cache, picks its engine (engines/instances.py: ``flux`` for
 Helm charts, ``seaweed`` for native SeaweedFS), has it write and observe the workload (the
 engine's informer enqueues the owner on every status change), takes the conditions and status
-fields the engine derives from its observation, writes status exactly once per reconcile
-(controllers/status.py) and then settles the engine's supplemental events
-(controllers/supplements.py). No foreign kind is known here.
+fields the engine derives from its observation, and returns them as an Outcome that the status
+commit writes exactly once per reconcile (controllers/status.py); the Outcome's ``then`` step
+settles the engine's supplemental events (controllers/supplements.py). No foreign kind is known
+here.
 
 Differences from the Go reconciler (docs/api.md): an invalid spec is Blocked with the field
 named and not retried until the spec changes; a failed release is ``Ready=False`` (Go:
@@ -16,22 +17,24 @@ the finalizer is added.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import structlog
 
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.applicationinstance import ConditionType as Cond
 from vworkspace.api.applicationinstance import Reason as Why
 from vworkspace.api.conditions import Condition, ConditionStatus
 from vworkspace.api.constants import APPLICATION_INSTANCE_FINALIZER, FIELD_MANAGER_OPERATOR
 from vworkspace.api.converter import format_time
-from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError
 from vworkspace.api.validation import validate_application_instance
-from vworkspace.controllers.conditions import FALSE, TRUE, Conditions
+from vworkspace.api.view import view_or_none
+from vworkspace.controllers.conditions import FALSE, TRUE
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
-from vworkspace.controllers.status import StatusWriter
+from vworkspace.controllers.status import Outcome, StatusCommit, StatusDraft
 from vworkspace.controllers.supplements import Supplements
 from vworkspace.engines.base import (
     EngineBlockedError,
@@ -44,26 +47,57 @@ from vworkspace.engines.base import (
 )
 from vworkspace.engines.instances import MISSING, engine_for
 from vworkspace.kube.cache.informer import Informer
+from vworkspace.kube.cache.predicates import spec_or_metadata_changed
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.events import NORMAL, WARNING, EventRecorder
 from vworkspace.kube.objects import ensure_finalizer
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import ApiError, NotFoundError
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
-from vworkspace.kube.runtime.controller import Result
+from vworkspace.kube.runtime.controller import Controller, Result
+from vworkspace.kube.runtime.host import ControllerHost, new_controller, new_queue
 
+NAME = "applicationinstance"  # the controller's name: its queue and `controller` metric label
 _log = structlog.get_logger("vworkspace.controllers.applicationinstance")
 
 
-def apply_view(conds: Conditions, status: JsonObj, view: InstanceStatus) -> None:
+def setup(
+    host: ControllerHost,
+    *,
+    client: KubeApi,
+    engines: EngineRegistry,
+    recorder: EventRecorder | None = None,
+    reporter: StatusReporter | None = None,
+) -> Controller:
+    """The ApplicationInstance controller: its informer, queue, reconciler and watch. The
+    engines' own objects (HelmRelease, Seaweed, ...) are watched by the engines' setup, which
+    enqueues into the returned controller's queue."""
+    informer = host.informer(APPLICATION_INSTANCES)
+    queue = new_queue(host, NAME)
+    reconciler = ApplicationInstanceReconciler(
+        client=client,
+        informer=informer,
+        engines=engines,
+        clock=host.clock,
+        recorder=recorder,
+        reporter=reporter,
+        wake=queue.add,  # a delivered supplemental event brings its instance back
+    )
+    controller = new_controller(host, NAME, reconciler, queue)
+    # Our own status writes are not a reason to reconcile again (kube/cache/predicates.py).
+    controller.watch(informer, on_update=spec_or_metadata_changed)
+    return controller
+
+
+def apply_view(status: StatusDraft, view: InstanceStatus) -> None:
     """The engine's view of the instance: its conditions and status fields (None removes)."""
     for cond in view.conditions:
-        conds.set(cond.type, ConditionStatus(cond.status), cond.reason, cond.message)
+        status.set_condition(cond.type, ConditionStatus(cond.status), cond.reason, cond.message)
     for field, value in view.fields.items():
         if value is None:
-            status.pop(field, None)
+            status.remove(field)
         else:
-            status[field] = value
+            status.set(field, value)
 
 
 def _event_for(cond: Condition) -> tuple[str, str, str] | None:
@@ -80,19 +114,22 @@ class ApplicationInstanceReconciler:
     def __init__(
         self,
         *,
-        client: KubeClient,
+        client: KubeApi,
         informer: Informer,
         engines: EngineRegistry,
         clock: Clock,
         recorder: EventRecorder | None = None,
         reporter: StatusReporter | None = None,
+        wake: Callable[[ObjectKey], None] = lambda key: None,
     ) -> None:
+        """``wake`` enqueues an instance (the controller's queue), for supplemental events
+        delivered to the control plane (controllers/supplements.py)."""
         self._client = client
         self._informer = informer
         self._engines = engines
         self._clock = clock
         # Condition transitions go to the control plane (the agent's batcher; none without agent).
-        self._status = StatusWriter(
+        self._status = StatusCommit(
             client=client,
             resource=APPLICATION_INSTANCES,
             field_manager=FIELD_MANAGER_OPERATOR,
@@ -108,107 +145,129 @@ class ApplicationInstanceReconciler:
             resource=APPLICATION_INSTANCES,
             reporter=reporter if reporter is not None else NullReporter(),
             field_manager=FIELD_MANAGER_OPERATOR,
+            wake=wake,
         )
 
     async def reconcile(self, key: ObjectKey) -> Result:
-        ai = self._informer.store.get(key)
+        ai = view_or_none(ApplicationInstanceView, self._informer.store.get(key))
         if ai is None:
             return Result.done()
-        if ai["metadata"].get("deletionTimestamp"):
+        if ai.deleting:
             return await self._delete(ai)
-        ai = await ensure_finalizer(
-            self._client,
-            APPLICATION_INSTANCES,
-            ai,
-            APPLICATION_INSTANCE_FINALIZER,
-            present=True,
-            field_manager=FIELD_MANAGER_OPERATOR,
+        ai = ApplicationInstanceView(
+            await ensure_finalizer(
+                self._client,
+                APPLICATION_INSTANCES,
+                ai.raw,
+                APPLICATION_INSTANCE_FINALIZER,
+                present=True,
+                field_manager=FIELD_MANAGER_OPERATOR,
+            )
         )
-        self._informer.record_write(ai)  # the next reconcile must not add it a second time
-        conds = Conditions(ai, now=self._clock.now())
-        status = dict(ai.get("status") or {})
-        status["observedGeneration"] = ai["metadata"].get("generation")
-        status["lastReconcileTime"] = format_time(self._clock.now())
-        problem = validate_application_instance(ai)
-        result = Result.done()
-        view: InstanceStatus | None = None
-        if problem:
-            conds.set(Cond.BLOCKED, TRUE, Why.VALIDATION_FAILED, problem)
-            conds.set(Cond.READY, FALSE, Why.VALIDATION_FAILED, problem)
-            conds.set(Cond.RECONCILING, FALSE, Why.STABLE)
-        elif ai["spec"].get("mode") == "placeholder":
-            self._placeholder(status, conds)
-        else:
-            result, view = await self._managed(ai, status, conds)
-        await self._write(ai, status, conds)
-        if view is not None and view.supplements:
-            await self.supplements.settle(ai, view.supplements)
-        return result
+        self._informer.record_write(ai.raw)  # the next reconcile must not add it a second time
+        return await self._status.commit(ai, await self._decide(ai))
 
-    def _placeholder(self, status: JsonObj, conds: Conditions) -> None:
-        for field in ("helmReleaseRef", "lastAppliedChart", "endpoints"):
-            status.pop(field, None)
-        conds.set(Cond.RECONCILING, FALSE, Why.STABLE)
-        conds.set(Cond.DEGRADED, FALSE, Why.RECOVERED)
-        conds.set(Cond.READY, TRUE, Why.PLACEHOLDER, "placeholder instance: no Helm release")
-        conds.set(Cond.BLOCKED, FALSE, Why.UNBLOCKED)
+    async def _decide(self, ai: ApplicationInstanceView) -> Outcome:
+        status = StatusDraft(ai, now=self._clock.now())
+        status.set("observedGeneration", ai.generation)
+        status.set("lastReconcileTime", format_time(self._clock.now()))
+        problem = validate_application_instance(ai.raw)
+        if problem:
+            status.set_condition(Cond.BLOCKED, TRUE, Why.VALIDATION_FAILED, problem)
+            status.set_condition(Cond.READY, FALSE, Why.VALIDATION_FAILED, problem)
+            status.set_condition(Cond.RECONCILING, FALSE, Why.STABLE)
+            return Outcome(Result.done(), status)
+        if ai.placeholder:
+            self._placeholder(status)
+            return Outcome(Result.done(), status)
+        result, view = await self._managed(ai, status)
+        if view is None or not view.supplements:
+            return Outcome(result, status)
+        supplements = view.supplements
+
+        async def settle() -> None:
+            await self.supplements.settle(ai.raw, supplements)
+
+        return Outcome(result, status, then=settle)
+
+    def _placeholder(self, status: StatusDraft) -> None:
+        status.remove("helmReleaseRef", "lastAppliedChart", "endpoints")
+        status.set_condition(Cond.RECONCILING, FALSE, Why.STABLE)
+        status.set_condition(Cond.DEGRADED, FALSE, Why.RECOVERED)
+        status.set_condition(
+            Cond.READY, TRUE, Why.PLACEHOLDER, "placeholder instance: no Helm release"
+        )
+        status.set_condition(Cond.BLOCKED, FALSE, Why.UNBLOCKED)
+
+    # -- engines (the registry's API) ------------------------------------------------------
+
+    def _engine(self, ai: ApplicationInstanceView) -> InstanceEngine | None:
+        engine = self._engines.get(engine_for(ai.raw))
+        return None if engine is None else cast(InstanceEngine, engine)
+
+    def _missing(self, ai: ApplicationInstanceView) -> str:
+        return MISSING[engine_for(ai.raw)]
+
+    def _request(self, ai: ApplicationInstanceView) -> EngineRequest:
+        return EngineRequest(target=ai.raw)
 
     async def _managed(
-        self, ai: JsonObj, status: JsonObj, conds: Conditions
+        self, ai: ApplicationInstanceView, status: StatusDraft
     ) -> tuple[Result, InstanceStatus | None]:
-        name = engine_for(ai)
-        engine = self._engines.get(name)
+        engine = self._engine(ai)
         if engine is None:
-            conds.set(Cond.BLOCKED, TRUE, Why.MISSING_DEPENDENCIES, MISSING[name])
-            conds.set(Cond.READY, FALSE, Why.MISSING_DEPENDENCIES, MISSING[name])
+            missing = self._missing(ai)
+            status.set_condition(Cond.BLOCKED, TRUE, Why.MISSING_DEPENDENCIES, missing)
+            status.set_condition(Cond.READY, FALSE, Why.MISSING_DEPENDENCIES, missing)
             return Result.after(60), None
-        engine = cast(InstanceEngine, engine)  # the engines engine_for names implement it
-        request = EngineRequest(target=ai)
+        request = self._request(ai)
         try:
             await engine.materialize(request)
         except EngineBlockedError as err:
-            conds.set(Cond.BLOCKED, TRUE, err.reason, err.message)
-            conds.set(Cond.READY, FALSE, err.reason, err.message)
+            status.set_condition(Cond.BLOCKED, TRUE, err.reason, err.message)
+            status.set_condition(Cond.READY, FALSE, err.reason, err.message)
             return Result.after(30), None  # and the engine's watch, whichever comes first
         except (EngineError, ApiError, InvalidNameError) as err:
             # InvalidNameError: a name in the spec that cannot be a path segment (issue 24, F1).
             message = err.message if isinstance(err, ApiError) else str(err)
-            view = engine.instance_failure(ai, message)
-            apply_view(conds, status, view)
+            view = engine.instance_failure(ai.raw, message)
+            apply_view(status, view)
             return _after(view), None
-        view = await engine.instance_status(ai, await engine.observe(request))
-        apply_view(conds, status, view)
+        view = await engine.instance_status(ai.raw, await engine.observe(request))
+        apply_view(status, view)
         return _after(view), view
 
-    async def _write(self, ai: JsonObj, status: JsonObj, conds: Conditions) -> None:
-        await self._status.write(ai, status, conds)
+    # -- deletion --------------------------------------------------------------------------
 
-    async def _delete(self, ai: JsonObj) -> Result:
+    async def _delete(self, ai: ApplicationInstanceView) -> Result:
+        if not ai.has_finalizer(APPLICATION_INSTANCE_FINALIZER):
+            return Result.done()
+        status = StatusDraft(ai, now=self._clock.now())
+        why = Why.DELETING if ai.placeholder else Why.UNINSTALLING
+        status.set_condition(Cond.DELETING, TRUE, why, "")
+
+        async def release() -> Result:
+            return await self._release(ai)
+
         try:
-            return await self._finalize(ai)
+            # The last status of an object being deleted is stored, not reported.
+            return await self._status.commit(ai, Outcome(status=status, report=False, then=release))
         except NotFoundError:
             return Result.done()  # already gone (e.g. its namespace was deleted meanwhile)
 
-    async def _finalize(self, ai: JsonObj) -> Result:
-        if APPLICATION_INSTANCE_FINALIZER not in (ai["metadata"].get("finalizers") or []):
-            return Result.done()
-        placeholder = ai["spec"].get("mode") == "placeholder"
-        conds = Conditions(ai, now=self._clock.now())
-        conds.set(Cond.DELETING, TRUE, Why.DELETING if placeholder else Why.UNINSTALLING, "")
-        await self._status.write(ai, dict(ai.get("status") or {}), conds, report=False)
+    async def _release(self, ai: ApplicationInstanceView) -> Result:
+        """Remove the workload, then the finalizer."""
         # No engine: its kinds are not served, so none of its objects can exist (and what it
         # made is owned by the instance, for the garbage collector): never wait forever.
-        engine = self._engines.get(engine_for(ai))
-        if not placeholder and engine is not None and (ai["spec"].get("release") or {}).get("name"):
+        engine = self._engine(ai)
+        if not ai.placeholder and engine is not None and ai.release_name:
             try:
-                await engine.cancel(EngineRequest(target=ai))
+                await engine.cancel(self._request(ai))
             except StillPresentError as err:
                 _log.info("waiting for the workload to go", reason=str(err))
                 return Result.after(15)
-        self.supplements.forget(ObjectKey(ai["metadata"]["namespace"], ai["metadata"]["name"]))
-        fresh = await self._client.get(
-            APPLICATION_INSTANCES, ObjectKey(ai["metadata"]["namespace"], ai["metadata"]["name"])
-        )
+        self.supplements.forget(ai.key)
+        fresh = await self._client.get(APPLICATION_INSTANCES, ai.key)
         await ensure_finalizer(
             self._client,
             APPLICATION_INSTANCES,

@@ -26,9 +26,10 @@ from collections.abc import Callable
 
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.view import ObjectView
 from vworkspace.controllers.reporting import StatusReporter
 from vworkspace.engines.base import Supplement
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.resources import ResourceType
 
 
@@ -36,23 +37,24 @@ class Supplements:
     def __init__(
         self,
         *,
-        client: KubeClient,
+        client: KubeApi,
         resource: ResourceType,
         reporter: StatusReporter,
         field_manager: str,
+        wake: Callable[[ObjectKey], None] = lambda key: None,
     ) -> None:
+        """``wake`` enqueues an instance (its controller's queue): a delivery brings it back
+        to record the delivery."""
         self._client = client
         self._resource = resource
         self._reporter = reporter
         self._field_manager = field_manager
         self._delivered: dict[tuple[ObjectKey, str], str] = {}
-        # Set by the wiring: enqueue an instance (after a delivery).
-        self.wake: Callable[[ObjectKey], None] = lambda key: None
+        self.wake = wake
 
     async def settle(self, obj: JsonObj, supplements: tuple[Supplement, ...]) -> None:
-        meta = obj["metadata"]
-        key = ObjectKey(meta.get("namespace"), meta["name"])
-        annotations = meta.get("annotations") or {}
+        view = ObjectView(obj)
+        key, annotations = view.key, view.annotations
         patch: dict[str, str | None] = {}
         for item in supplements:
             slot = (key, item.annotation)

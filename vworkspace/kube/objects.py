@@ -13,13 +13,13 @@ from collections.abc import Callable
 
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import ConflictError
 from vworkspace.kube.rest.resources import ResourceType
 
 
 async def update_status(
-    client: KubeClient,
+    client: KubeApi,
     resource: ResourceType,
     key: ObjectKey,
     compute: Callable[[JsonObj], JsonObj | None],
@@ -31,7 +31,10 @@ async def update_status(
     """Write ``compute(object)`` as the object's status; None from ``compute`` means no write.
 
     ``current`` (e.g. from the informer cache) saves the first GET; on a conflict the object is
-    read fresh. Returns the stored object, or None when nothing was written.
+    read fresh and ``compute`` runs again on it, so what is written is decided from what is
+    stored, never re-sent from a stale read (a ``compute`` that ignores its argument would make
+    the last writer win: controllers/status.py renders its decision onto the fresh object).
+    Returns the stored object, or None when nothing was written.
     """
     obj = current if current is not None else await client.get(resource, key)
     for attempt in range(attempts):
@@ -53,7 +56,7 @@ async def update_status(
 
 
 async def ensure_finalizer(
-    client: KubeClient,
+    client: KubeApi,
     resource: ResourceType,
     obj: JsonObj,
     finalizer: str,
