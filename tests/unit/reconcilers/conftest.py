@@ -50,6 +50,8 @@ from vworkspace.testing.fakeapi import FakeApi
 
 NS = "team"
 APPROVAL_SECRET = "approval-secret"
+POLL = 5.0  # how often a Running Operation looks at its engine
+MISSING_GRACE = 60.0  # how long a missing workload of a Running Operation is tolerated
 
 
 # ---- fakes ----------------------------------------------------------------------------------
@@ -314,6 +316,8 @@ def operations(world: World) -> OperationReconciler:
         approval_secret=APPROVAL_SECRET,
         recorder=world.recorder,
         reporter=world.reporter,
+        poll=POLL,
+        missing_grace=MISSING_GRACE,
     )
 
 

@@ -16,7 +16,7 @@ from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, OPERATIONS
 from vworkspace.kube.runtime.controller import Result
 from vworkspace.testing.objects import managed_instance, operation
 
-from .conftest import APPROVAL_SECRET, NS, FakeOperationEngine, World
+from .conftest import APPROVAL_SECRET, NS, POLL, FakeOperationEngine, World
 
 CAPABLE = {"ops.vworkspace.io/backup": "velero", "ops.vworkspace.io/restore": "velero"}
 
@@ -39,7 +39,7 @@ def claim(world: World, op: str, *, secret: str = APPROVAL_SECRET) -> str:
 async def running(world: World, operations: OperationReconciler, **spec: object) -> None:
     await target(world)
     await world.create(OPERATIONS, operation("op", NS, **spec))
-    assert await reconcile(world, operations) == Result.after(5.0)
+    assert await reconcile(world, operations) == Result.after(POLL)
 
 
 # ---- admission: blocked for each reason ---------------------------------------------------
@@ -112,7 +112,7 @@ async def test_a_valid_claim_lets_a_restore_start(
         approvals={"claim": claim(world, "op")},
     )
     await world.create(OPERATIONS, body)
-    assert await reconcile(world, operations) == Result.after(5.0)
+    assert await reconcile(world, operations) == Result.after(POLL)
     assert world.get(OPERATIONS, "op")["status"]["phase"] == "Running"
     assert velero.materialized == ["op"]
 
@@ -186,7 +186,7 @@ async def test_a_blocked_operation_starts_once_the_target_appears(
     await world.create(OPERATIONS, operation("op", NS))
     assert await reconcile(world, operations) == Result.after(30.0)
     await target(world)
-    assert await reconcile(world, operations) == Result.after(5.0)
+    assert await reconcile(world, operations) == Result.after(POLL)
     op = world.get(OPERATIONS, "op")
     assert world.conditions(op)["Blocked"] == ("False", "Unblocked")
     assert op["status"]["phase"] == "Running"
@@ -198,7 +198,7 @@ async def test_a_running_operation_polls_its_engine_without_writing(
     await running(world, operations)
     writes = len(world.api.writes)
     await world.clock.advance(5)
-    assert await reconcile(world, operations) == Result.after(5.0)
+    assert await reconcile(world, operations) == Result.after(POLL)
     assert velero.observed == ["op"]
     assert len(world.api.writes) == writes  # steady state: no write at all
 
@@ -268,7 +268,7 @@ async def test_a_missing_workload_is_tolerated_within_the_grace_period_then_fail
     await running(world, operations)
     velero.observation = WorkloadMissingError("no Backup")
     await world.clock.advance(59)
-    assert await reconcile(world, operations) == Result.after(5.0)
+    assert await reconcile(world, operations) == Result.after(POLL)
     assert world.get(OPERATIONS, "op")["status"]["phase"] == "Running"
     await world.clock.advance(1)
     assert await reconcile(world, operations) == Result.done()
@@ -332,7 +332,7 @@ async def test_a_status_write_that_conflicts_is_retried_on_the_fresh_object(
     # The finalizer is added, then someone else writes the Operation before the status goes:
     # the informer's copy is stale, the first status write is a 409.
     world.api.fail_next("PUT", OPERATIONS.path(ObjectKey(NS, "op"), "status"), 409)
-    assert await reconcile(world, operations) == Result.after(5.0)
+    assert await reconcile(world, operations) == Result.after(POLL)
     codes = [w.code for w in world.api.writes if w.subresource == "status"]
     assert codes == [409, 200]
     op = world.get(OPERATIONS, "op")
@@ -361,11 +361,6 @@ async def test_a_concurrent_writer_is_not_overwritten_by_the_status_commit(
     assert [w.code for w in world.api.writes if w.subresource == "status"][-2:] == [409, 200]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 28 point 4 (slice C, one status commit): after a 409 the status is recomputed "
-    "from the fresh object; today update_status re-sends the old status and the last writer wins",
-)
 async def test_after_a_conflict_the_status_is_decided_again_on_the_fresh_object(
     world: World, operations: OperationReconciler, velero: FakeOperationEngine
 ) -> None:
@@ -381,5 +376,7 @@ async def test_after_a_conflict_the_status_is_decided_again_on_the_fresh_object(
         subresource="status",
     )
     velero.observation = Observation(State.SUCCEEDED, message="done")
+    # The status commit's 409 makes it look at the fresh object: a terminal phase is final.
     await operations.reconcile(ObjectKey(NS, "op"))
     assert world.get(OPERATIONS, "op")["status"]["phase"] == "Cancelled"
+    assert velero.cancelled == []
