@@ -8,7 +8,7 @@ is a clear error naming it.
 from __future__ import annotations
 
 from vworkspace.api.names import label_problem, subdomain_problem
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.paths import ApiPath
 from vworkspace.kube.rest.resources import ResourceType
@@ -35,7 +35,7 @@ def split_api_version(api_version: str) -> tuple[str, str]:
 
 
 class Discovery:
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeApi) -> None:
         self._client = client
         self._cache: dict[str, dict[str, ResourceType]] = {}
 
