@@ -25,11 +25,12 @@ from tests.integration.waits import condition, eventually, op_phase
 from vworkspace.api.approvals import sign
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.templates import TEMPLATES, parameter_problem
-from vworkspace.app.engines import WORKFLOW_KIND, served
+from vworkspace.app.engines import served
 from vworkspace.app.manager import Manager
 from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
 from vworkspace.engines.job import JOBS
 from vworkspace.engines.velero import BACKUPS, RESTORES
+from vworkspace.engines.workflow import DESCRIPTOR as WORKFLOW
 from vworkspace.engines.workflow import WORKFLOWS
 from vworkspace.engines.workload import SERVICE_ACCOUNTS, workload_name
 from vworkspace.kube.clock import RealClock
@@ -903,7 +904,7 @@ async def test_a_runbook_unblocks_when_the_argo_crds_are_installed_later(
     await kube.delete(CRDS, ObjectKey(None, "workflows.argoproj.io"))
     try:
         await eventually(
-            lambda: _not(served(kube, WORKFLOW_KIND)), timeout=60, what="Workflow not served"
+            lambda: _not(served(kube, WORKFLOW.requires)), timeout=60, what="Workflow not served"
         )
         settings = OperatorSettings(
             namespace=kube_namespace,

@@ -17,9 +17,10 @@ from prometheus_client import CollectorRegistry
 from tests.integration.waits import condition, eventually, op_phase
 from vworkspace.api.approvals import sign
 from vworkspace.api.meta import ObjectKey
-from vworkspace.app.engines import HELM_RELEASE_KIND, VELERO_KIND, WORKFLOW_KIND
+from vworkspace.app.engines import required_kinds
 from vworkspace.app.manager import Manager
 from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
+from vworkspace.engines import flux, velero, workflow
 from vworkspace.engines.flux import HELM_RELEASES, HELM_REPOSITORIES, OCI_REPOSITORIES
 from vworkspace.engines.velero import BACKUPS, RESTORES
 from vworkspace.engines.workload import workload_name
@@ -73,7 +74,7 @@ async def operator(
     )
     served = await served_kinds(kube)
     # Flux, Velero and Argo; the SeaweedFS CRDs are there too once a Seaweed test installed them.
-    needed = {HELM_RELEASE_KIND, VELERO_KIND, WORKFLOW_KIND}
+    needed = set(required_kinds((flux.DESCRIPTOR, velero.DESCRIPTOR, workflow.DESCRIPTOR)))
     assert needed <= served, served
     manager = build_manager(settings, kube, registry=registry, served=served)
     stop = asyncio.Event()

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.integration.waits import eventually
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
@@ -274,7 +275,7 @@ async def test_a_source_left_without_owner_by_a_stopped_operator_goes_with_its_i
     # The operator stopped between the shared source's two writes (spec, then owner entry),
     # and its instance was deleted meanwhile: the collector can never delete an unowned object.
     ai = instance("orphan", kube_namespace, "https://charts.example.com/orphan")
-    _, source = desired_source(ai)
+    _, source = desired_source(ApplicationInstanceView(ai))
     await kube.apply(HELM_REPOSITORIES, source, field_manager="vworkspace-operator")
     ai["metadata"]["finalizers"] = ["apps.vworkspace.io/finalizer"]
     await create(kube, ai)

@@ -17,12 +17,14 @@ from vworkspace.api.admission import (
     review_application_instance,
     review_operation,
 )
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
+from vworkspace.api.operation import OperationView
 from vworkspace.api.templates import TEMPLATES
 from vworkspace.engines.base import EngineError
 from vworkspace.engines.job import HelmHookJobEngine, JobEngine
 from vworkspace.engines.workflow import desired as workflow_desired
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.testing import objects
 
 RUNNER = "vworkspace-operation-runner"
@@ -194,14 +196,15 @@ def test_a_target_whose_release_namespace_escapes_its_own_is_refused() -> None:
 
 # -- the engines refuse on their own -------------------------------------------------------------
 
-ENGINE = cast(KubeClient, None)  # desired() builds the object only; no request is made
+ENGINE = cast(KubeApi, None)  # desired() builds the object only; no request is made
 
 
 def pod_account(op: JsonObj) -> str:
+    view, ai = OperationView(op), ApplicationInstanceView(target())
     if op["spec"]["engine"] == "workflow":
-        return str(workflow_desired(op, target())["spec"]["serviceAccountName"])
+        return str(workflow_desired(view, ai)["spec"]["serviceAccountName"])
     engine = JobEngine(ENGINE) if op["spec"]["engine"] == "job" else HelmHookJobEngine(ENGINE)
-    return str(engine.desired(op, target())["spec"]["template"]["spec"]["serviceAccountName"])
+    return str(engine.desired(view, ai)["spec"]["template"]["spec"]["serviceAccountName"])
 
 
 @pytest.mark.parametrize(

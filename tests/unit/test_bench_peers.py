@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 
 from bench.peers import objects
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.conditions import Condition, ConditionStatus
 from vworkspace.api.converter import to_dict
 from vworkspace.engines.flux import desired_objects, instance_conditions, rollup
@@ -22,7 +23,7 @@ def _instance() -> dict[str, object]:
 
 def test_the_flux_objects_are_vworkspaces() -> None:
     ai = _instance()
-    (_, source), (_, release) = desired_objects(ai)
+    (_, source), (_, release) = desired_objects(ApplicationInstanceView(ai))
     assert objects.helm_repository(ai) == source
     assert objects.helm_release(ai) == release
 

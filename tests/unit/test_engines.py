@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
+from vworkspace.api.operation import OperationView
 from vworkspace.engines.base import EngineError, State
 from vworkspace.engines.job import env_list, job_observation
 from vworkspace.engines.workflow import arguments, desired, workflow_observation
@@ -14,10 +16,10 @@ from vworkspace.engines.workload import workload_name
 from vworkspace.testing.objects import managed_instance, operation
 
 
-def _op(name: str, namespace: str = "shop", **spec: object) -> dict[str, object]:
+def _op(name: str, namespace: str = "shop", **spec: object) -> OperationView:
     op = operation(name, namespace, **spec)
     op["metadata"]["uid"] = "0b6f6a4e-uid"
-    return op
+    return OperationView(op)
 
 
 def test_workload_names_are_namespace_qualified_and_the_uid_when_too_long() -> None:
@@ -208,7 +210,7 @@ def test_workflow_arguments_are_sorted_and_template_spellings_must_agree() -> No
         {"name": "b", "value": "1"},
         {"name": "failureAction", "value": "stop"},
     ]
-    target = managed_instance("shop", "shop")
+    target = ApplicationInstanceView(managed_instance("shop", "shop"))
     both = _op("rb", type_="Runbook", parameters={"template": "a", "workflowTemplate": "b"})
     with pytest.raises(EngineError, match="different"):
         desired(both, target)

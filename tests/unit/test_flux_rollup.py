@@ -8,12 +8,14 @@ from __future__ import annotations
 import datetime
 from typing import cast
 
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
-from vworkspace.engines.base import EngineRequest, Observation, State
+from vworkspace.api.operation import OperationView
+from vworkspace.engines.base import Observation, OperationRequest, State
 from vworkspace.engines.flux import instance_conditions, rollup
 from vworkspace.engines.helm import HelmUpgradeEngine
 from vworkspace.kube.clock import FakeClock
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.testing.objects import managed_instance, operation
 
 T = "2026-12-07T11:45:35Z"
@@ -144,8 +146,9 @@ async def test_a_failed_upgrade_fails_the_operation_with_upgrade_failed() -> Non
     )
     op["status"] = {"startedAt": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).isoformat()}
     engine = HelmUpgradeEngine(
-        cast(KubeClient, object()), helm_releases=lambda _key: hr, clock=FakeClock(0)
+        cast(KubeApi, object()), helm_releases=lambda _key: hr, clock=FakeClock(0)
     )
-    seen = await engine.observe(EngineRequest(target, op))
+    request = OperationRequest(OperationView(op), ApplicationInstanceView(target))
+    seen = await engine.observe(request)
     assert (seen.state, seen.reason) == (State.FAILED, "EngineFailed")
     assert seen.message == f"UpgradeFailed: {UPGRADE_FAILED}"

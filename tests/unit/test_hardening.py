@@ -11,6 +11,7 @@ import pytest
 
 from vworkspace.agent.policy import Policy, PolicyError
 from vworkspace.agent.trustedkeys import KeySource
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.app.cli import build_parser
 from vworkspace.app.run_cmd import ignored_flags, settings_from
 from vworkspace.engines.flux import desired_objects
@@ -150,7 +151,7 @@ def test_flux_impersonation_sets_the_service_account_only_when_configured() -> N
             "values": {"source": "inline", "inline": {}},
         },
     }
-    _, (_, plain) = desired_objects(ai)
+    _, (_, plain) = desired_objects(ApplicationInstanceView(ai))
     assert "serviceAccountName" not in plain["spec"]
-    _, (_, bounded) = desired_objects(ai, service_account="installer")
+    _, (_, bounded) = desired_objects(ApplicationInstanceView(ai), service_account="installer")
     assert bounded["spec"]["serviceAccountName"] == "installer"

@@ -426,3 +426,18 @@ def test_inconsistent_lease_timing_is_refused_naming_the_flags(
     assert "need lease duration > renew deadline > 1.2 x retry period, got 5s, 10s, 2s" in err
     err = refused(["--leader-elect-retry-period=soon"], capsys)
     assert "--leader-elect-retry-period: 'soon' is not a duration" in err
+
+
+# -- the Operation poll ----------------------------------------------------------------------
+
+
+def test_the_operation_poll_defaults_to_five_seconds_and_can_be_shortened() -> None:
+    assert settings().operation_poll_interval == 5.0
+    assert settings("--operation-poll-interval", "0.5").operation_poll_interval == 0.5
+
+
+def test_a_non_positive_operation_poll_is_refused_naming_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = refused(["--operation-poll-interval=0"], capsys)
+    assert "--operation-poll-interval must be positive, got 0.0" in err

@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 
 from vworkspace.api.admission import review_application_instance
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.validation import validate_application_instance
 from vworkspace.controllers.supplements import Supplements
+from vworkspace.engines import flux, seaweed
 from vworkspace.engines import s3credentials as s3
 from vworkspace.engines.base import EngineError, Observation, State, Supplement
-from vworkspace.engines.instances import engine_for
-from vworkspace.engines.seaweed import has_s3, seaweed_conditions, snapshot
+from vworkspace.engines.seaweed import credentials_users, has_s3, seaweed_conditions, snapshot
 from vworkspace.engines.seaweedvalues import normalize
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, SECRETS
 from vworkspace.testing.fakeapi import FakeApi
@@ -43,7 +44,26 @@ def seaweedfs(**spec: Any) -> JsonObj:
 def test_a_chartless_seaweedfs_instance_is_valid_and_admitted() -> None:
     assert validate_application_instance(seaweedfs()) is None
     assert review_application_instance(seaweedfs()) is None
-    assert engine_for(seaweedfs()) == "seaweed"
+    # The seaweed engine claims it, and flux does not (exactly one engine renders it).
+    assert seaweed.claims(ApplicationInstanceView(seaweedfs()))
+    assert not flux.claims(ApplicationInstanceView(seaweedfs()))
+
+
+def test_an_s3_credentials_change_wakes_the_seaweedfs_instances_of_its_release() -> None:
+    other_release = seaweedfs(release={"name": "other", "namespace": "ns"})
+    other_release["metadata"]["name"] = "other"
+    elsewhere = seaweedfs(release={"name": "sw", "namespace": "elsewhere"})
+    elsewhere["metadata"]["name"] = "elsewhere"
+    not_seaweed = seaweedfs(appRef={"catalogId": "shop"})
+    not_seaweed["metadata"]["name"] = "shop"
+    stored = [seaweedfs(), other_release, elsewhere, not_seaweed]
+    cred = {"metadata": {"name": "c", "namespace": "ns"}, "spec": {"seaweedRef": {"name": "sw"}}}
+
+    def instances(namespace: str) -> list[ApplicationInstanceView]:
+        assert namespace == "ns"
+        return [ApplicationInstanceView(o) for o in stored]
+
+    assert credentials_users(cred, instances) == [ObjectKey("ns", "sw")]
 
 
 def test_a_seaweedfs_instance_with_a_chart_is_rejected() -> None:

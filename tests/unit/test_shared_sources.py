@@ -5,12 +5,11 @@ same repository pointed at the same source."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.meta import ObjectKey
-from vworkspace.app.wiring import source_drifted, source_users
 from vworkspace.engines.base import EngineError
 from vworkspace.engines.flux import (
     HELM_REPOSITORIES,
@@ -18,7 +17,9 @@ from vworkspace.engines.flux import (
     desired_objects,
     normalised_url,
     owner_entry,
+    source_drifted,
     source_name,
+    source_users,
 )
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -32,17 +33,23 @@ def instance(
     source: str = "helm",
     chart: str = "odoo",
     version: str = "1.0.0",
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps.vworkspace.io/v1alpha1",
-        "kind": "ApplicationInstance",
-        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
-        "spec": {
-            "chart": {"sourceType": source, "url": url, "name": chart, "version": version},
-            "release": {"name": name, "namespace": namespace},
-            "values": {"source": "inline", "inline": {}},
-        },
-    }
+) -> ApplicationInstanceView:
+    return ApplicationInstanceView(
+        {
+            "apiVersion": "apps.vworkspace.io/v1alpha1",
+            "kind": "ApplicationInstance",
+            "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
+            "spec": {
+                "chart": {"sourceType": source, "url": url, "name": chart, "version": version},
+                "release": {"name": name, "namespace": namespace},
+                "values": {"source": "inline", "inline": {}},
+            },
+        }
+    )
+
+
+def no_instances(namespace: str) -> list[ApplicationInstanceView]:
+    return []  # a chart source names its users itself (owners or label)
 
 
 @pytest.mark.parametrize(
@@ -158,14 +165,17 @@ def test_a_source_wakes_its_owners_or_its_legacy_instance() -> None:
             ],
         }
     }
-    assert source_users(shared) == [ObjectKey("team-a", "a"), ObjectKey("team-a", "b")]
+    assert source_users(shared, no_instances) == [
+        ObjectKey("team-a", "a"),
+        ObjectKey("team-a", "b"),
+    ]
     legacy = {
         "metadata": {
             "namespace": "team-a",
             "labels": {"app.vworkspace.io/application-instance": "old"},
         }
     }
-    assert source_users(legacy) == [ObjectKey("team-a", "old")]
+    assert source_users(legacy, no_instances) == [ObjectKey("team-a", "old")]
 
 
 def test_only_drift_of_what_users_apply_wakes_them() -> None:

@@ -16,6 +16,7 @@ from tests.unit.test_admission_rules import operation, target
 from tests.unit.test_controller import KEY, ScriptedReconciler, run_until, sample
 from tests.unit.test_webhook_server import ScriptedLookup, post, review
 from vworkspace.api.admission import World
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError, check_namespace
 from vworkspace.engines.base import EngineError
@@ -64,7 +65,7 @@ async def test_a_values_reference_that_cannot_be_a_name_is_an_engine_error(sourc
     }
     api = FakeApi()
     with pytest.raises(EngineError, match=rf'^load values: spec\.values\.{source}\.name "\.\./'):
-        await load_values(api, ai)
+        await load_values(api, ApplicationInstanceView(ai))
     assert api.requests == []  # refused before any request
 
 

@@ -17,7 +17,8 @@ from vworkspace.api.admission import (
 )
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
-from vworkspace.engines.base import EngineError, EngineRequest, State
+from vworkspace.api.operation import OperationView
+from vworkspace.engines.base import EngineError, OperationRequest, State
 from vworkspace.engines.velero import RESTORES, VeleroEngine, restore_spec, rollup
 from vworkspace.testing import objects
 from vworkspace.testing.fakeapi import FakeApi
@@ -172,7 +173,7 @@ def restore(**parameters: Any) -> JsonObj:
 async def test_a_restore_materializes_without_its_target_confined_to_its_namespace() -> None:
     api = FakeApi()
     engine = VeleroEngine(api, namespace="velero")
-    ref = await engine.materialize(EngineRequest(target=None, operation=restore()))
+    ref = await engine.materialize(OperationRequest(OperationView(restore())))
     assert (ref.name, ref.namespace) == ("team-a--bring-back", "velero")
     stored = api.stored(RESTORES, ObjectKey("velero", "team-a--bring-back"))
     assert stored is not None
@@ -193,7 +194,8 @@ async def test_a_restore_materializes_without_its_target_confined_to_its_namespa
 )
 def test_a_restore_never_brings_operations_back(given: Any, sent: list[str]) -> None:
     # A restored Operation has no status (Velero drops it) and would run again.
-    assert restore_spec(restore(excludedResources=given))["excludedResources"] == sent
+    spec = restore_spec(OperationView(restore(excludedResources=given)))
+    assert spec["excludedResources"] == sent
 
 
 async def test_a_backup_still_needs_its_target() -> None:
@@ -202,11 +204,19 @@ async def test_a_backup_still_needs_its_target() -> None:
     backup = objects.operation("nightly", "team-a", type_="Backup")
     backup["metadata"]["uid"] = "1a2b-uid"
     with pytest.raises(EngineError, match="target ApplicationInstance does not exist"):
-        await engine.materialize(EngineRequest(target=None, operation=backup))
+        await engine.materialize(OperationRequest(OperationView(backup)))
     assert api.writes == []
 
 
-def test_only_a_velero_restore_runs_without_its_target() -> None:
+def test_only_a_velero_restore_runs_without_its_target_and_always_needs_approval() -> None:
+    # The engine's policy hooks, which the Operation reconciler asks.
+    engine = VeleroEngine(FakeApi(), namespace="velero")
+    backup = OperationView(objects.operation("nightly", "team-a", type_="Backup"))
+    assert engine.runs_without_target(OperationView(restore()))
+    assert engine.approval_required(OperationView(restore()))
+    assert not engine.runs_without_target(backup)
+    assert not engine.approval_required(backup)
+    # The webhook's rule 6 (api/admission.py) says the same for the velero engine only.
     assert runs_without_target({"type": "Restore", "engine": "velero"})
     assert not runs_without_target({"type": "Backup", "engine": "velero"})
     assert not runs_without_target({"type": "Upgrade", "engine": "helm"})
@@ -257,6 +267,6 @@ async def test_a_failed_velero_object_is_kept_as_the_failures_record(
     # names (seen in tests/real/test_velero_ops.py): the reconciler must not cancel it.
     op = restore()
     engine = VeleroEngine(_found(op, status), namespace="velero")
-    seen = await engine.observe(EngineRequest(target=None, operation=op))
+    seen = await engine.observe(OperationRequest(OperationView(op)))
     assert seen.keep is keep
     assert seen.outputs == {"restoreName": "team-a--bring-back"}

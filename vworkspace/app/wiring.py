@@ -25,30 +25,19 @@ from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.poller import DEFAULT_CONCURRENCY, Poller
 from vworkspace.agent.trustedkeys import TrustedKeys
 from vworkspace.agent.verifier import JobVerifier
-from vworkspace.api.constants import (
-    APPLICATION_INSTANCE_FINALIZER,
-    CLUSTER_FINALIZER,
-    LABEL_APPLICATION_INSTANCE,
-    OPERATION_FINALIZER,
-)
 from vworkspace.api.jsontypes import JsonObj
-from vworkspace.api.meta import ObjectKey
-from vworkspace.app.engines import OPTIONAL_KINDS, EngineFinder, served
+from vworkspace.app.engines import Wake, served_kinds, setup_engines
 from vworkspace.app.hardening_flags import Hardening
 from vworkspace.app.http import Address, ServingCert
 from vworkspace.app.manager import Manager, ManagerSettings
 from vworkspace.app.metricsauth import MetricsAuthorizer
-from vworkspace.app.seaweedwatch import credentials_mapper
-from vworkspace.controllers.applicationinstance import ApplicationInstanceReconciler
-from vworkspace.controllers.cluster import ClusterReconciler
-from vworkspace.controllers.initial import InitialReconciler
-from vworkspace.controllers.operation import OperationReconciler, waiting_on_same_target
+from vworkspace.controllers import applicationinstance, cluster, operation
+from vworkspace.controllers.cluster import ClusterOptions
+from vworkspace.controllers.operation import POLL
 from vworkspace.controllers.reporting import NullReporter, StatusReporter
-from vworkspace.engines.base import EngineRegistry
-from vworkspace.engines.flux import SOURCE_KINDS
-from vworkspace.engines.seaweed import S3_CREDENTIALS
-from vworkspace.kube.cache.informer import Informer
-from vworkspace.kube.cache.predicates import spec_or_metadata_changed
+from vworkspace.engines.catalog import ENGINES
+from vworkspace.engines.descriptor import EngineSettings
+from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.clock import Clock, RealClock
 from vworkspace.kube.events import EventRecorder
 from vworkspace.kube.metrics import Metrics
@@ -57,9 +46,8 @@ from vworkspace.kube.rest.errors import ApiError
 from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
 from vworkspace.kube.rest.transport import RestClientMetrics
-from vworkspace.kube.runtime.controller import Controller, Reconciler
+from vworkspace.kube.runtime.host import ControllerOptions
 from vworkspace.kube.runtime.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
-from vworkspace.kube.runtime.workqueue import WorkQueue
 from vworkspace.kube.tls import CertificateError, CertificateReloader
 from vworkspace.webhooks.lookup import ClusterLookup
 from vworkspace.webhooks.server import WebhookMetrics, WebhookServer
@@ -68,12 +56,8 @@ _log = structlog.get_logger("vworkspace.wiring")
 LEASE_NAME = "dad03b25.vworkspace.io"
 DEFAULT_NAMESPACE = "vworkspace-system"
 
-# (controller name, resource, finalizer): the names are the `controller` metric label.
-KINDS: tuple[tuple[str, ResourceType, str], ...] = (
-    ("applicationinstance", APPLICATION_INSTANCES, APPLICATION_INSTANCE_FINALIZER),
-    ("operation", OPERATIONS, OPERATION_FINALIZER),
-    ("cluster", CLUSTERS, CLUSTER_FINALIZER),
-)
+# The kinds the operator's controllers reconcile (one watch and one queue each).
+CONTROLLED_KINDS: tuple[ResourceType, ...] = (APPLICATION_INSTANCES, OPERATIONS, CLUSTERS)
 
 
 @attrs.frozen
@@ -143,27 +127,17 @@ class OperatorSettings:
     engine_discovery_interval: float = 5.0
     engine_discovery_max_interval: float = 60.0
     approval_secret: str = attrs.field(default="", repr=False)
+    # How often a Running Operation's workload is looked at (``--operation-poll-interval``).
+    operation_poll_interval: float = POLL
     # HelmRelease spec.serviceAccountName (Flux impersonation); "" keeps helm-controller's own.
     flux_service_account: str = ""
     agent: AgentSettings | None = None
     webhooks: WebhookSettings | None = None
 
 
-async def served_kinds(client: KubeClient) -> frozenset[str]:
-    """Which optional foreign kinds (Flux HelmRelease, Velero Backup, Argo Workflow) the cluster
-    serves at start; the others are looked for again at run time (app/engines.py)."""
-    found = set()
-    for kind in OPTIONAL_KINDS:
-        if await served(client, kind):
-            found.add(kind)
-        else:
-            _log.warning("optional CRD not installed; its engine waits for it", kind=kind)
-    return frozenset(found)
-
-
 async def connect(settings: OperatorSettings) -> KubeClient:
     # Pool: one connection per watch, one per worker, and headroom for the agent and events.
-    pool = len(KINDS) * (1 + settings.workers) + 8
+    pool = len(CONTROLLED_KINDS) * (1 + settings.workers) + 8
     if settings.in_cluster:
         return KubeClient.in_cluster(
             host=settings.service_host,
@@ -190,13 +164,76 @@ def build_manager(
     clock: Clock | None = None,
     http: aiohttp.ClientSession | None = None,
 ) -> Manager:
-    """Wire the operator. ``served``: which optional foreign kinds the cluster serves at start
-    (:func:`served_kinds`); engines whose CRDs are missing are registered when the CRDs appear
-    (app/engines.py), and until then objects that need them are Blocked with
-    ``MissingDependencies`` / ``DependencyMissing``."""
+    """Wire the operator: the manager, then each part set up against it (the agent, the three
+    controllers, the engines, the webhooks). ``served``: which optional foreign kinds the
+    cluster serves at start (:func:`served_kinds`); engines whose CRDs are missing are
+    registered when the CRDs appear (app/engines.py), and until then objects that need them are
+    Blocked with ``MissingDependencies`` / ``DependencyMissing``."""
     clock = clock or RealClock()
     metrics = Metrics(registry)
     client.instrument(RestClientMetrics.create(registry))
+    manager = new_manager(settings, client, clock=clock, metrics=metrics)
+    recorder = EventRecorder(client, clock=clock, instance=settings.identity)
+    gateway = None
+    if settings.agent is not None:
+        if http is None:
+            raise ValueError("the agent needs an HTTP session")
+        gateway = add_agent(manager, settings, settings.agent, client=client, http=http)
+    # Condition transitions go to the control plane through the agent's batcher.
+    reporter: StatusReporter = gateway.batcher if gateway is not None else NullReporter()
+    engines = EngineRegistry(ENGINES)  # filled by setup_engines below
+    instances = applicationinstance.setup(
+        manager, client=client, engines=engines, recorder=recorder, reporter=reporter
+    )
+    operations = operation.setup(
+        manager,
+        client=client,
+        engines=engines,
+        approval_secret=settings.approval_secret,
+        poll=settings.operation_poll_interval,
+        recorder=recorder,
+        reporter=reporter,
+    )
+    cluster.setup(
+        manager,
+        client=client,
+        gateway=gateway,
+        options=cluster_options(settings),
+        recorder=recorder,
+        reporter=reporter,
+    )
+    # The engines' CRDs, informers and watches, from their descriptors (app/engines.py).
+    setup_engines(
+        manager,
+        engines,
+        client=client,
+        clock=clock,
+        metrics=metrics,
+        settings=EngineSettings(
+            velero_namespace=settings.velero_namespace,
+            flux_service_account=settings.flux_service_account,
+        ),
+        served=served,
+        wake=Wake(
+            instances=instances,
+            instance_cache=manager.informer(APPLICATION_INSTANCES),
+            requeue=(
+                (manager.informer(APPLICATION_INSTANCES), instances),
+                (manager.informer(OPERATIONS), operations),
+            ),
+        ),
+        interval=settings.engine_discovery_interval,
+        max_interval=settings.engine_discovery_max_interval,
+    )
+    if settings.webhooks is not None:
+        add_webhooks(manager, settings, settings.webhooks, client=client, clock=clock)
+    return manager
+
+
+def new_manager(
+    settings: OperatorSettings, client: KubeClient, *, clock: Clock, metrics: Metrics
+) -> Manager:
+    """The manager with its endpoints, leader election and controller options."""
     elector = None
     if settings.leader_elect:
         lease = LeaseConfig(
@@ -206,7 +243,7 @@ def build_manager(
             timing=settings.lease_timing,
         )
         elector = LeaderElector(client, lease, clock=clock, metrics=metrics)
-    manager = Manager(
+    return Manager(
         settings=ManagerSettings(
             probes=settings.probes,
             metrics=settings.metrics,
@@ -219,175 +256,21 @@ def build_manager(
         metrics_authorizer=(
             MetricsAuthorizer(api=client, clock=clock) if settings.metrics_secure else None
         ),
-    )
-    recorder = EventRecorder(client, clock=clock, instance=settings.identity)
-    informers = {
-        name: manager.add_informer(Informer(client, resource, clock=clock, metrics=metrics))
-        for name, resource, _ in KINDS
-    }
-    engines = EngineRegistry()
-    finder = EngineFinder(
-        client=client,
-        registry=engines,
-        clock=clock,
-        metrics=metrics,
-        velero_namespace=settings.velero_namespace,
-        interval=settings.engine_discovery_interval,
-        max_interval=settings.engine_discovery_max_interval,
-        flux_service_account=settings.flux_service_account,
-    )
-    foreign: list[Informer] = []  # the engines' informers (HelmRelease, Seaweed, S3Credentials)
-    for kind in OPTIONAL_KINDS:
-        if kind not in served:
-            finder.pending.append(kind)
-        else:
-            foreign.extend(manager.add_informer(i) for i in finder.register(kind))
-    reporter: StatusReporter = NullReporter()
-    gateway: AgentGateway | None = None
-    if settings.agent is not None:
-        if http is None:
-            raise ValueError("the agent needs an HTTP session")
-        gateway = add_agent(
-            manager,
-            settings,
-            settings.agent,
-            client=client,
-            http=http,
-            clock=clock,
-            registry=registry,
-            snapshot_sources=[informers[name] for name, _, _ in KINDS],
-        )
-        reporter = gateway.batcher
-    reconcilers: dict[str, Reconciler] = {
-        "applicationinstance": ApplicationInstanceReconciler(
-            client=client,
-            informer=informers["applicationinstance"],
-            engines=engines,
-            clock=clock,
-            recorder=recorder,
-            reporter=reporter,
+        api=client,
+        controller_options=ControllerOptions(
+            workers=settings.workers, reconcile_timeout=settings.reconcile_timeout
         ),
-        "operation": OperationReconciler(
-            client=client,
-            operations=informers["operation"],
-            instances=informers["applicationinstance"],
-            engines=engines,
-            clock=clock,
-            approval_secret=settings.approval_secret,
-            recorder=recorder,
-            reporter=reporter,
-        ),
-        "cluster": InitialReconciler(
-            client=client,
-            informer=informers["cluster"],
-            resource=CLUSTERS,
-            finalizer=CLUSTER_FINALIZER,
-            clock=clock,
-            recorder=recorder,
-        ),
-    }
-    if gateway is not None and settings.agent is not None:
-        # Registration, rotation and heartbeats need the agent; without it the Cluster
-        # controller only takes ownership of its objects.
-        reconcilers["cluster"] = ClusterReconciler(
-            client=client,
-            informer=informers["cluster"],
-            gateway=gateway,
-            namespace=settings.agent.credentials_namespace or settings.namespace,
-            clock=clock,
-            recorder=recorder,
-            reporter=reporter,
-            heartbeat_interval=settings.agent.heartbeat_interval,
-            secret_name=settings.agent.secret_name,
-            allow_insecure_endpoint=settings.agent.hardening.allow_insecure_control_plane,
-        )
-    if settings.webhooks is not None:
-        add_webhooks(manager, settings, settings.webhooks, client=client, clock=clock)
-    for name, _, _ in KINDS:
-        queue: WorkQueue[ObjectKey] = WorkQueue(name, clock=clock, metrics=metrics.queue(name))
-        controller = Controller(
-            name,
-            reconcilers[name],
-            queue,
-            workers=settings.workers,
-            reconcile_timeout=settings.reconcile_timeout,
-            metrics=metrics.controller(name),
-        )
-        # Our own status writes are not a reason to reconcile again (kube/cache/predicates.py).
-        controller.watch(informers[name], on_update=spec_or_metadata_changed)
-        if name == "applicationinstance":
-            for informer in foreign:
-                watch_foreign(controller, informer, informers[name])
-        if name == "operation":
-            controller.watch_mapped(informers[name], waiting_on_same_target(informers[name]))
-        manager.add_controller(controller)
-    controllers = {c.name: c for c in manager.controllers}
-
-    ai_reconciler = reconcilers["applicationinstance"]
-    assert isinstance(ai_reconciler, ApplicationInstanceReconciler)
-    # A delivered supplemental event brings its instance back to record the delivery.
-    ai_reconciler.supplements.wake = controllers["applicationinstance"].queue.add
-
-    def late_informer(informer: Informer) -> None:
-        manager.add_informer(informer)  # for readiness and the informer metrics
-        watch_foreign(
-            controllers["applicationinstance"], informer, informers["applicationinstance"]
-        )
-
-    def requeue_all() -> None:
-        # What waited for the engine (Blocked, retried every 30-60 s) starts now.
-        for name in ("applicationinstance", "operation"):
-            for key in informers[name].store.all_keys():
-                controllers[name].queue.add(key)
-
-    finder.on_informer = late_informer
-    finder.on_registered = requeue_all
-    if finder.pending:
-        manager.add_runnable("engine finder", finder.run, leader_only=False)
-    return manager
-
-
-def labelled_instance(obj: JsonObj) -> list[ObjectKey]:
-    """The instance named by the object's ``app.vworkspace.io/application-instance`` label."""
-    meta = obj.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(LABEL_APPLICATION_INSTANCE)
-    return [ObjectKey(meta.get("namespace"), name)] if name else []
-
-
-def source_users(obj: JsonObj) -> list[ObjectKey]:
-    """The instances using a chart source: its ApplicationInstance owners (shared sources),
-    or the instance of its label (a per-instance source of an older version)."""
-    meta = obj.get("metadata") or {}
-    owners = [
-        ObjectKey(meta.get("namespace"), ref["name"])
-        for ref in meta.get("ownerReferences") or []
-        if ref.get("kind") == "ApplicationInstance" and ref.get("name")
-    ]
-    return owners or labelled_instance(obj)
-
-
-def source_drifted(previous: JsonObj, current: JsonObj) -> bool:
-    """A chart source's update is worth waking its users only when what they apply (spec,
-    labels, annotations) changed or it is being deleted; not for its status (the instance
-    reads the HelmRelease's), nor when only its owner list changed (every user of a source
-    would be reconciled each time one joins or leaves)."""
-    before, after = previous.get("metadata") or {}, current.get("metadata") or {}
-    return previous.get("spec") != current.get("spec") or any(
-        before.get(field) != after.get(field)
-        for field in ("labels", "annotations", "deletionTimestamp")
     )
 
 
-def watch_foreign(controller: Controller, informer: Informer, instances: Informer) -> None:
-    """Engine objects enqueue their instance: owned ones (HelmRelease, Seaweed) their owner,
-    chart sources their users (:func:`source_users`), S3Credentials the seaweedfs instances of
-    their release (app/seaweedwatch.py)."""
-    if informer.resource == S3_CREDENTIALS:
-        controller.watch_mapped(informer, credentials_mapper(instances))
-    elif informer.resource in SOURCE_KINDS:
-        controller.watch_mapped(informer, source_users, on_update=source_drifted)
-    else:
-        controller.watch_owned(informer, owner_kind="ApplicationInstance")
+def cluster_options(settings: OperatorSettings) -> ClusterOptions:
+    agent = settings.agent or AgentSettings()
+    return ClusterOptions(
+        namespace=agent.credentials_namespace or settings.namespace,
+        heartbeat_interval=agent.heartbeat_interval,
+        secret_name=agent.secret_name,
+        allow_insecure_endpoint=agent.hardening.allow_insecure_control_plane,
+    )
 
 
 def add_webhooks(
@@ -427,12 +310,12 @@ def add_agent(
     *,
     client: KubeClient,
     http: aiohttp.ClientSession,
-    clock: Clock,
-    registry: CollectorRegistry,
-    snapshot_sources: list[Informer],
 ) -> AgentGateway:
     """The Pull-mode agent: credential store (an informer), client, applier, poller and event
-    batcher; returns the gateway the Cluster reconciler uses (its batcher is the reporter)."""
+    batcher; returns the gateway the Cluster reconciler uses (its batcher is the reporter).
+    The batcher's snapshots read the controllers' shared informers."""
+    clock, registry = manager.clock, manager.metrics.registry
+    snapshot_sources = [manager.informer(resource) for resource in CONTROLLED_KINDS]
     namespace = agent.credentials_namespace or settings.namespace
     store = CredentialStore(
         client,

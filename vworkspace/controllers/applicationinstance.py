@@ -1,8 +1,9 @@
 """ApplicationInstance reconciler (docs/api.md, "Reconcile"): the release from the spec, status
 from the engine's observation.
 
-Reads the instance from the informer cache, picks its engine (engines/instances.py: ``flux`` for
-Helm charts, ``seaweed`` for native SeaweedFS), has it write and observe the workload (the
+Reads the instance from the informer cache, asks the registry for the engine that claims it
+(engines/registry.py: ``flux`` for Helm charts, ``seaweed`` for native SeaweedFS), has it write
+and observe the workload (the
 engine's informer enqueues the owner on every status change), takes the conditions and status
 fields the engine derives from its observation, and returns them as an Outcome that the status
 commit writes exactly once per reconcile (controllers/status.py); the Outcome's ``then`` step
@@ -18,7 +19,6 @@ the finalizer is added.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import cast
 
 import structlog
 
@@ -39,13 +39,12 @@ from vworkspace.controllers.supplements import Supplements
 from vworkspace.engines.base import (
     EngineBlockedError,
     EngineError,
-    EngineRegistry,
-    EngineRequest,
     InstanceEngine,
+    InstanceRequest,
     InstanceStatus,
     StillPresentError,
 )
-from vworkspace.engines.instances import MISSING, engine_for
+from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.cache.predicates import spec_or_metadata_changed
 from vworkspace.kube.clock import Clock
@@ -202,21 +201,17 @@ class ApplicationInstanceReconciler:
     # -- engines (the registry's API) ------------------------------------------------------
 
     def _engine(self, ai: ApplicationInstanceView) -> InstanceEngine | None:
-        engine = self._engines.get(engine_for(ai.raw))
-        return None if engine is None else cast(InstanceEngine, engine)
+        return self._engines.instance_engine(ai)
 
-    def _missing(self, ai: ApplicationInstanceView) -> str:
-        return MISSING[engine_for(ai.raw)]
-
-    def _request(self, ai: ApplicationInstanceView) -> EngineRequest:
-        return EngineRequest(target=ai.raw)
+    def _request(self, ai: ApplicationInstanceView) -> InstanceRequest:
+        return InstanceRequest(instance=ai)
 
     async def _managed(
         self, ai: ApplicationInstanceView, status: StatusDraft
     ) -> tuple[Result, InstanceStatus | None]:
         engine = self._engine(ai)
         if engine is None:
-            missing = self._missing(ai)
+            missing = self._engines.instance_engine_missing(ai)
             status.set_condition(Cond.BLOCKED, TRUE, Why.MISSING_DEPENDENCIES, missing)
             status.set_condition(Cond.READY, FALSE, Why.MISSING_DEPENDENCIES, missing)
             return Result.after(60), None
@@ -230,10 +225,10 @@ class ApplicationInstanceReconciler:
         except (EngineError, ApiError, InvalidNameError) as err:
             # InvalidNameError: a name in the spec that cannot be a path segment (issue 24, F1).
             message = err.message if isinstance(err, ApiError) else str(err)
-            view = engine.instance_failure(ai.raw, message)
+            view = engine.instance_failure(ai, message)
             apply_view(status, view)
             return _after(view), None
-        view = await engine.instance_status(ai.raw, await engine.observe(request))
+        view = await engine.instance_status(ai, await engine.observe(request))
         apply_view(status, view)
         return _after(view), view
 

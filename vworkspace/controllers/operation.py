@@ -43,7 +43,6 @@ from vworkspace.api.admission import (
     invalid_target_problem,
     operation_cluster_problem,
     operation_spec_problem,
-    runs_without_target,
     targetless_problem,
 )
 from vworkspace.api.applicationinstance import ApplicationInstanceView
@@ -63,14 +62,14 @@ from vworkspace.controllers.conditions import FALSE, TRUE
 from vworkspace.controllers.reporting import StatusReporter
 from vworkspace.controllers.status import Outcome, StatusCommit, StatusDraft
 from vworkspace.engines.base import (
-    Engine,
     EngineError,
-    EngineRegistry,
-    EngineRequest,
     Observation,
+    OperationEngine,
+    OperationRequest,
     State,
     WorkloadMissingError,
 )
+from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.cache.predicates import spec_or_metadata_changed
 from vworkspace.kube.cache.store import INDEX_NAMESPACE
@@ -221,17 +220,13 @@ class OperationReconciler:
 
     # -- engines (the registry's API) ------------------------------------------------------
 
-    def _engine(self, op: OperationView) -> Engine | None:
-        return self._engines.get(op.engine)
+    def _engine(self, op: OperationView) -> OperationEngine | None:
+        return self._engines.operation_engine(op.engine)
 
-    def _request(self, op: OperationView, target: ApplicationInstanceView | None) -> EngineRequest:
-        return EngineRequest(target=target.raw if target else None, operation=op.raw)
-
-    def _runs_without_target(self, op: OperationView) -> bool:
-        return runs_without_target(op.raw.get("spec") or {})
-
-    def _approval_required(self, op: OperationView) -> bool:
-        return op.approval_required or (op.type == "Restore" and op.engine == "velero")
+    def _request(
+        self, op: OperationView, target: ApplicationInstanceView | None
+    ) -> OperationRequest:
+        return OperationRequest(operation=op, target=target)
 
     # -- admission -------------------------------------------------------------------------
 
@@ -243,22 +238,24 @@ class OperationReconciler:
             else view_or_none(ApplicationInstanceView, self._instances.store.get(key))
         )
 
-    async def _admit(self, op: OperationView) -> tuple[Engine, EngineRequest]:
+    async def _admit(self, op: OperationView) -> tuple[OperationEngine, OperationRequest]:
         # The webhook's rules run here too: with the webhook off (the default) nothing else
         # stops, say, a RunCommand as ServiceAccount cluster-admin (issue 24, F9).
         problem = operation_spec_problem(op.raw)
         if problem:
             raise _BlockedError(Why.VALIDATION_FAILED, problem, retry=None)
+        # The engine's own policy: a Velero Restore runs without its target, with approval.
+        engine = self._engine(op)
         target = self._target(op)
         if target is not None:
             await self._check_cluster_rules(op, target)
-        elif self._runs_without_target(op):
+        elif engine is not None and engine.runs_without_target(op):
             await self._check_targetless_rules(op)
         else:
             raise _BlockedError(
                 Why.TARGET_NOT_READY, f"ApplicationInstance {op.target_name} not found"
             )
-        self._check_approval(op)
+        self._check_approval(op, required=engine is not None and engine.approval_required(op))
         others = self._operations.store.by_index(INDEX_NAMESPACE, op.namespace or "")
         other = view_or_none(OperationView, conflicting_operation(op.raw, others))
         if other is not None:
@@ -266,7 +263,6 @@ class OperationReconciler:
                 Why.CONFLICTING_OPERATION,
                 f"{other.type} Operation {other.name} is in flight on the same target",
             )
-        engine = self._engine(op)
         if engine is None:
             raise _BlockedError(
                 Why.DEPENDENCY_MISSING, f"engine {op.engine} is not available on this cluster"
@@ -307,9 +303,10 @@ class OperationReconciler:
             return {}
         return dict((ns.get("metadata") or {}).get("annotations") or {})
 
-    def _check_approval(self, op: OperationView) -> None:
+    def _check_approval(self, op: OperationView, *, required: bool) -> None:
+        """``required``: the engine requires approval whatever the spec says."""
         claim = op.approval_claim
-        if not self._approval_required(op) and not claim:
+        if not (op.approval_required or required) and not claim:
             return
         if not claim:
             raise _BlockedError(Why.AWAITING_APPROVAL, "approval claim required")
@@ -326,7 +323,11 @@ class OperationReconciler:
     # -- running ---------------------------------------------------------------------------
 
     async def _start(
-        self, op: OperationView, engine: Engine, request: EngineRequest, status: StatusDraft
+        self,
+        op: OperationView,
+        engine: OperationEngine,
+        request: OperationRequest,
+        status: StatusDraft,
     ) -> Outcome:
         try:
             ref = await engine.materialize(request)
@@ -378,7 +379,11 @@ class OperationReconciler:
         return (self._clock.now() - started).total_seconds() < self._missing_grace
 
     def _finish(
-        self, result: Observation, status: StatusDraft, engine: Engine, request: EngineRequest
+        self,
+        result: Observation,
+        status: StatusDraft,
+        engine: OperationEngine,
+        request: OperationRequest,
     ) -> Outcome:
         """The verdict; then (for a failure) cancel the workload, best effort, unless the
         engine keeps it as the failure's record (``Observation.keep``)."""

@@ -1,4 +1,4 @@
-"""The engine interface (materialize, observe, cancel) and the registry keyed by engine name.
+"""The engine interface: materialize, observe, cancel, with typed requests.
 
 An engine turns its request into foreign objects and reads their progress back as an
 :class:`Observation`, which is engine-neutral: the ApplicationInstance and Operation reconcilers
@@ -19,6 +19,11 @@ Engines that render an ApplicationInstance (``flux``, ``seaweed``) also implemen
 :class:`InstanceEngine`: they turn their :class:`Observation` into the instance's conditions and
 status fields, and may ask for *supplements*: extra events delivered to the control plane once,
 recorded in an annotation after delivery (docs/pull-mode.md, "Supplemental events").
+Engines that carry out Operations implement :class:`OperationEngine`, with the engine's own
+policy (:meth:`OperationEngine.approval_required`, :meth:`OperationEngine.runs_without_target`).
+
+What an engine needs and watches is declared beside it (engines/descriptor.py); the registry
+the controllers ask is engines/registry.py.
 """
 
 from __future__ import annotations
@@ -38,15 +43,6 @@ class State(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-
-
-@attrs.frozen
-class EngineRequest:
-    """What an engine acts for: the target ApplicationInstance (None when it has been deleted
-    while an Operation runs), and the Operation if any."""
-
-    target: JsonObj | None
-    operation: JsonObj | None = None
 
 
 @attrs.frozen
@@ -99,23 +95,6 @@ class WorkloadMissingError(EngineError):
     """The workload cannot be found; the Operation reconciler applies the grace period."""
 
 
-class Engine(Protocol):
-    name: str
-
-    async def materialize(self, request: EngineRequest) -> EngineRef:
-        """Create (or bring up to date) the workload; idempotent."""
-        ...
-
-    async def observe(self, request: EngineRequest) -> Observation:
-        """Read the workload's progress. Raises :class:`EngineError` (fail),
-        :class:`WorkloadMissingError` (grace) or ``ApiError`` (retry)."""
-        ...
-
-    async def cancel(self, request: EngineRequest) -> None:
-        """Delete what :meth:`materialize` made; absent objects are not an error."""
-        ...
-
-
 class EngineBlockedError(EngineError):
     """The workload cannot be written until something outside the engine changes."""
 
@@ -162,22 +141,9 @@ class InstanceStatus:
     requeue_after: float | None = None
 
 
-class InstanceEngine(Engine, Protocol):
-    """An engine that renders ApplicationInstances."""
-
-    async def instance_status(self, ai: JsonObj, seen: Observation) -> InstanceStatus:
-        """The instance's conditions and status fields for ``seen``."""
-        ...
-
-    def instance_failure(self, ai: JsonObj, message: str) -> InstanceStatus:
-        """The status when :meth:`materialize` failed with ``message`` (retried later)."""
-        ...
-
-
-# -- the split interface (issue 28) ---------------------------------------------------------------
-# Instance engines render ApplicationInstances (flux, seaweed); operation engines carry out
-# Operations (job, helmHookJob, helm, velero, workflow). Requests carry typed views
-# (vworkspace.api.view), never raw dicts.
+# -- the interface: instance engines render ApplicationInstances (flux, seaweed); operation
+# engines carry out Operations (job, helmHookJob, helm, velero, workflow). Requests carry typed
+# views (vworkspace.api.view), never raw dicts.
 
 
 @attrs.frozen
@@ -197,7 +163,7 @@ class OperationRequest:
     target: ApplicationInstanceView | None = None
 
 
-class InstanceEngineV2(Protocol):
+class InstanceEngine(Protocol):
     """An engine that renders ApplicationInstances (flux, seaweed)."""
 
     name: str
@@ -207,17 +173,29 @@ class InstanceEngineV2(Protocol):
         instance: seaweed the ``seaweedfs`` catalog entry, flux every other.)"""
         ...
 
-    async def materialize(self, request: InstanceRequest) -> EngineRef: ...
+    async def materialize(self, request: InstanceRequest) -> EngineRef:
+        """Create (or bring up to date) the instance's objects; idempotent. Raises
+        :class:`EngineBlockedError` (Blocked), :class:`EngineError` or ``ApiError``."""
+        ...
 
-    async def observe(self, request: InstanceRequest) -> Observation: ...
+    async def observe(self, request: InstanceRequest) -> Observation:
+        """Read the objects' progress (from the informer caches)."""
+        ...
 
-    async def cancel(self, request: InstanceRequest) -> None: ...
+    async def cancel(self, request: InstanceRequest) -> None:
+        """Delete what :meth:`materialize` made; absent objects are not an error. Raises
+        :class:`StillPresentError` while they are still going."""
+        ...
 
     async def instance_status(
         self, ai: ApplicationInstanceView, seen: Observation
-    ) -> InstanceStatus: ...
+    ) -> InstanceStatus:
+        """The instance's conditions and status fields for ``seen``."""
+        ...
 
-    def instance_failure(self, ai: ApplicationInstanceView, message: str) -> InstanceStatus: ...
+    def instance_failure(self, ai: ApplicationInstanceView, message: str) -> InstanceStatus:
+        """The status when :meth:`materialize` failed with ``message`` (retried later)."""
+        ...
 
 
 class OperationEngine(Protocol):
@@ -225,11 +203,18 @@ class OperationEngine(Protocol):
 
     name: str
 
-    async def materialize(self, request: OperationRequest) -> EngineRef: ...
+    async def materialize(self, request: OperationRequest) -> EngineRef:
+        """Create the Operation's workload; idempotent."""
+        ...
 
-    async def observe(self, request: OperationRequest) -> Observation: ...
+    async def observe(self, request: OperationRequest) -> Observation:
+        """Read the workload's progress. Raises :class:`EngineError` (fail),
+        :class:`WorkloadMissingError` (grace) or ``ApiError`` (retry)."""
+        ...
 
-    async def cancel(self, request: OperationRequest) -> None: ...
+    async def cancel(self, request: OperationRequest) -> None:
+        """Delete what :meth:`materialize` made; absent objects are not an error."""
+        ...
 
     def approval_required(self, op: OperationView) -> bool:
         """Does ``op`` need an approval claim whatever its spec says (a Velero Restore)?"""
@@ -239,17 +224,3 @@ class OperationEngine(Protocol):
         """May ``op`` start while its target does not exist (a Velero Restore brings a deleted
         instance back)?"""
         ...
-
-
-class EngineRegistry:
-    def __init__(self) -> None:
-        self._engines: dict[str, Engine] = {}
-
-    def register(self, engine: Engine) -> None:
-        self._engines[engine.name] = engine
-
-    def get(self, name: str) -> Engine | None:
-        return self._engines.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self._engines)

@@ -52,21 +52,31 @@ from collections.abc import Callable
 import attrs
 
 from vworkspace.api import constants
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.applicationinstance import ConditionType as Cond
 from vworkspace.api.applicationinstance import Reason as Why
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.view import ObjectView
 from vworkspace.engines.base import (
     ConditionView,
     EngineError,
     EngineRef,
-    EngineRequest,
+    InstanceRequest,
     InstanceStatus,
     Observation,
     State,
 )
+from vworkspace.engines.descriptor import (
+    EngineContext,
+    InstanceEngineDescriptor,
+    Instances,
+    Watch,
+    owner_instance,
+)
 from vworkspace.kube.applied import apply_if_changed
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.cache.store import INDEX_NAMESPACE
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import ConflictError, NotFoundError
 from vworkspace.kube.rest.resources import ResourceType, key_of
 
@@ -85,25 +95,24 @@ SCHEDULE_FIELDS = frozenset({"interval", "timeout", "suspend"})
 DEFAULT_PORTS = {"http": "80", "https": "443", "oci": "443"}
 
 
-def owner_labels(ai: JsonObj) -> dict[str, str]:
-    labels = (ai.get("metadata") or {}).get("labels") or {}
+def owner_labels(ai: ApplicationInstanceView) -> dict[str, str]:
+    labels = ai.labels
     result = {
         constants.LABEL_MANAGED_BY: labels.get(constants.LABEL_MANAGED_BY)
         or constants.MANAGED_BY_OPERATOR,
-        constants.LABEL_APPLICATION_INSTANCE: ai["metadata"]["name"],
+        constants.LABEL_APPLICATION_INSTANCE: ai.name,
     }
     if labels.get(constants.LABEL_CLUSTER_ID):
         result[constants.LABEL_CLUSTER_ID] = labels[constants.LABEL_CLUSTER_ID]
     return result
 
 
-def controller_ref(obj: JsonObj) -> JsonObj:
-    meta = obj["metadata"]
+def controller_ref(obj: ObjectView) -> JsonObj:
     return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "name": meta["name"],
-        "uid": meta["uid"],
+        "apiVersion": obj.api_version,
+        "kind": obj.kind,
+        "name": obj.name,
+        "uid": obj.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
@@ -140,12 +149,12 @@ def source_name(kind: str, spec: JsonObj) -> str:
     return SOURCE_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
-def desired_source(ai: JsonObj) -> tuple[ResourceType, JsonObj]:
+def desired_source(ai: ApplicationInstanceView) -> tuple[ResourceType, JsonObj]:
     """The chart source an instance needs, shared with every instance of its namespace that
     needs the same one. It carries no owner here: each user adds its own owner reference
     (:func:`owner_entry`). Labelled managed by the operator, without the instance label (it
     belongs to no single instance) nor the cluster id (instances would fight over it)."""
-    chart = ai["spec"]["chart"]
+    chart = ai.chart
     resource, spec = (
         (
             OCI_REPOSITORIES,
@@ -160,47 +169,40 @@ def desired_source(ai: JsonObj) -> tuple[ResourceType, JsonObj]:
     )
     meta = {
         "name": source_name(resource.kind, spec),
-        "namespace": ai["metadata"]["namespace"],
+        "namespace": ai.namespace,
         "labels": {constants.LABEL_MANAGED_BY: constants.MANAGED_BY_OPERATOR},
     }
     source = {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": resource.kind}
     return resource, {**source, "metadata": meta, "spec": spec}
 
 
-def owner_entry(ai: JsonObj) -> JsonObj:
+def owner_entry(ai: ApplicationInstanceView) -> JsonObj:
     """An instance's owner reference on a shared source: not a controller, and not blocking the
     instance's deletion (the garbage collector deletes the source after its last owner)."""
-    meta = ai["metadata"]
-    return {
-        "apiVersion": ai["apiVersion"],
-        "kind": ai["kind"],
-        "name": meta["name"],
-        "uid": meta["uid"],
-    }
+    return {"apiVersion": ai.api_version, "kind": ai.kind, "name": ai.name, "uid": ai.uid}
 
 
 def owner_uids(obj: JsonObj) -> set[str]:
-    return {ref.get("uid", "") for ref in (obj.get("metadata") or {}).get("ownerReferences") or []}
+    return {ref.uid for ref in ObjectView(obj).owner_references}
 
 
-def owner_manager(ai: JsonObj) -> str:
+def owner_manager(ai: ApplicationInstanceView) -> str:
     """The field manager that owns one instance's entry in a shared source's owner list."""
-    return f"{SOURCE_OWNER_MANAGER}{ai['metadata']['uid']}"
+    return f"{SOURCE_OWNER_MANAGER}{ai.uid}"
 
 
 def desired_objects(
-    ai: JsonObj, *, service_account: str = ""
+    ai: ApplicationInstanceView, *, service_account: str = ""
 ) -> tuple[tuple[ResourceType, JsonObj], tuple[ResourceType, JsonObj]]:
     """The (shared source, HelmRelease) an instance asks for. ``service_account``: Flux
     impersonates this ServiceAccount of the release namespace to install the chart, instead of
     using helm-controller's own (typically cluster-admin) identity (docs/operations.md,
     "Hardening")."""
-    spec = ai["spec"]
-    chart, release = spec["chart"], spec["release"]
-    namespace = ai["metadata"]["namespace"]
+    chart, release = ai.chart, ai.spec["release"]
+    namespace = ai.namespace
     labels = owner_labels(ai)
     source = desired_source(ai)
-    shared = source[1]["metadata"]["name"]
+    shared = ObjectView(source[1]).name
     hr_spec: JsonObj = {"interval": "5m0s"}
     if service_account:
         hr_spec["serviceAccountName"] = service_account
@@ -214,7 +216,7 @@ def desired_objects(
                 "sourceRef": {"kind": "HelmRepository", "name": shared},
             }
         }
-    values = spec["values"]
+    values = ai.spec["values"]
     if values["source"] == "inline" and values.get("inline") is not None:
         hr_spec["values"] = values["inline"]
     elif values["source"] == "secretRef":
@@ -292,8 +294,7 @@ def rollup(hr: JsonObj | None) -> Observation:
         )
     if ready is not None and ready.get("status") == "True" and observed == generation and not busy:
         return Observation(State.SUCCEEDED, "HelmReleaseReady", ready.get("message", ""))
-    if busy:
-        assert reconciling is not None
+    if busy and reconciling is not None:  # (busy says it is; the check narrows the type)
         message = (ready or {}).get("message") or reconciling.get("message", "")
         reason = reconciling.get("reason") or "HelmReleaseInstalling"
         return Observation(State.RUNNING, reason, message, progressing=True)
@@ -347,7 +348,7 @@ class FluxEngine:
 
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         *,
         helm_releases: Callable[[ObjectKey], JsonObj | None],
         sources: Callable[[ResourceType, str], list[JsonObj]] = lambda _t, _ns: [],
@@ -366,32 +367,33 @@ class FluxEngine:
         # (plural, key) -> resourceVersion of the cached state we deleted (see _delete_once).
         self._deleted: dict[tuple[str, ObjectKey], str] = {}
 
+    def claims(self, ai: ApplicationInstanceView) -> bool:
+        return claims(ai)
+
     def _cached_source(self, resource: ResourceType, key: ObjectKey) -> JsonObj | None:
         for obj in self._sources(resource, key.namespace or ""):
-            if obj["metadata"]["name"] == key.name:
+            if ObjectView(obj).name == key.name:
                 return obj
         return None
 
-    async def materialize(self, request: EngineRequest) -> EngineRef:
-        ai = request.target
-        assert ai is not None  # an instance's own engine always has its instance
+    async def materialize(self, request: InstanceRequest) -> EngineRef:
+        ai = request.instance
         (source_type, source), (hr_type, helm_release) = desired_objects(
             ai, service_account=self._service_account
         )
-        meta = helm_release["metadata"]
-        release_key = ObjectKey(meta["namespace"], meta["name"])
+        release_key = key_of(helm_release)
         # All at once: none refers to another's existence (Flux waits for the source), so a
         # new instance waits for its source's two writes, not for three in a row.
         outcomes = await asyncio.gather(
             self._share_source(ai, source_type, source),
             self._apply(hr_type, helm_release, self._helm_releases(release_key)),
-            self._leave_other_sources(ai, keep=source["metadata"]["name"]),
+            self._leave_other_sources(ai, keep=key_of(source).name),
             return_exceptions=True,
         )
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome  # the first failure, as if applied one after the other
-        return EngineRef("HelmRelease", meta["name"], meta["namespace"])
+        return EngineRef("HelmRelease", release_key.name, release_key.namespace or "")
 
     async def _apply(
         self, resource: ResourceType, desired: JsonObj, live: JsonObj | None
@@ -407,7 +409,9 @@ class FluxEngine:
             self._remember(resource, stored)
         return stored
 
-    async def _share_source(self, ai: JsonObj, resource: ResourceType, source: JsonObj) -> None:
+    async def _share_source(
+        self, ai: ApplicationInstanceView, resource: ResourceType, source: JsonObj
+    ) -> None:
         """Make sure the shared source is as desired and lists ``ai`` among its owners.
 
         The spec and labels are applied by ``vworkspace-operator`` (skipped when the cache
@@ -418,54 +422,54 @@ class FluxEngine:
         re-created meanwhile (409); then the source is applied afresh, once."""
         live = self._cached_source(resource, key_of(source))
         for attempt in range(2):
-            current = await self._apply(resource, source, live) or live
-            assert current is not None  # applying to an absent source returns what it created
-            if ai["metadata"]["uid"] in owner_uids(current):
+            # Applying to an absent source returns what it created; an unchanged one is live.
+            current = await self._apply(resource, source, live) or live or {}
+            if ai.uid in owner_uids(current):
                 return
             try:
-                await self._add_owner(ai, resource, current)
+                await self._add_owner(ai, resource, ObjectView(current))
                 return
             except (ConflictError, NotFoundError):
                 if attempt:
                     raise
                 live = None  # gone or replaced since the cache saw it
 
-    async def _add_owner(self, ai: JsonObj, resource: ResourceType, current: JsonObj) -> None:
+    async def _add_owner(
+        self, ai: ApplicationInstanceView, resource: ResourceType, current: ObjectView
+    ) -> None:
         entry = {
-            "apiVersion": current["apiVersion"],
-            "kind": current["kind"],
+            "apiVersion": current.api_version,
+            "kind": current.kind,
             "metadata": {
-                "name": current["metadata"]["name"],
-                "namespace": current["metadata"]["namespace"],
-                "uid": current["metadata"]["uid"],
+                "name": current.name,
+                "namespace": current.namespace,
+                "uid": current.uid,
                 "ownerReferences": [owner_entry(ai)],
             },
         }
         stored = await self._client.apply(resource, entry, field_manager=owner_manager(ai))
         self._remember(resource, stored)
 
-    async def _leave_other_sources(self, ai: JsonObj, *, keep: str) -> None:
+    async def _leave_other_sources(self, ai: ApplicationInstanceView, *, keep: str) -> None:
         """Let go of the sources this instance used before and uses no more: a shared source
         of a previous repository or chart version (its owner entry is removed, or the source
         deleted when no other owner is left), and a per-instance ``<release>-source`` of a
         version before shared sources (deleted: it was never owned, only labelled). Costs
         nothing when the cache shows none: the usual case."""
-        uid, name = ai["metadata"]["uid"], ai["metadata"]["name"]
-        namespace = ai["metadata"]["namespace"]
-        legacy = f"{((ai.get('spec') or {}).get('release') or {}).get('name', '')}-source"
+        namespace = ai.namespace or ""
+        legacy = f"{ai.release.get('name', '')}-source"
         cached = {resource: self._sources(resource, namespace) for resource in SOURCE_KINDS}
         self._forget_deleted(namespace, cached)
         for resource, objs in cached.items():
             for obj in objs:
-                meta = obj["metadata"]
-                labels = meta.get("labels") or {}
-                if meta["name"] == keep:
+                view = ObjectView(obj)
+                if view.name == keep:
                     continue
-                if uid in owner_uids(obj):
+                if ai.uid in owner_uids(obj):
                     await self._leave(ai, resource, obj)
                 elif (
-                    meta["name"] == legacy
-                    and labels.get(constants.LABEL_APPLICATION_INSTANCE) == name
+                    view.name == legacy
+                    and view.labels.get(constants.LABEL_APPLICATION_INSTANCE) == ai.name
                 ):
                     await self._delete_once(resource, obj, unchanged=False)
 
@@ -475,18 +479,18 @@ class FluxEngine:
         cache still shows the object, and the reconciles in between (the instance's own writes
         bring some) would send the same DELETE again: five per instance when 100 instances
         moved to a shared source at once, one with this."""
-        if obj["metadata"].get("deletionTimestamp"):
+        view = ObjectView(obj)
+        if view.deleting:
             return  # already going: source-controller's finalizer holds it while it cleans up
-        memo = (resource.plural, key_of(obj))
-        version = obj["metadata"].get("resourceVersion", "")
-        if self._deleted.get(memo) == version:
+        memo = (resource.plural, view.key)
+        if self._deleted.get(memo) == view.resource_version:
             return
         if unchanged:
-            await _delete_if_unchanged(self._client, resource, obj)
+            await _delete_if_unchanged(self._client, resource, view)
         else:
             with contextlib.suppress(NotFoundError):
-                await self._client.delete(resource, key_of(obj))
-        self._deleted[memo] = version
+                await self._client.delete(resource, view.key)
+        self._deleted[memo] = view.resource_version
 
     def _forget_deleted(self, namespace: str, cached: dict[ResourceType, list[JsonObj]]) -> None:
         """Drop the memos of the namespace's deletions the cache has seen through."""
@@ -497,20 +501,22 @@ class FluxEngine:
             if memo not in present:
                 del self._deleted[memo]
 
-    async def _leave(self, ai: JsonObj, resource: ResourceType, obj: JsonObj) -> None:
+    async def _leave(
+        self, ai: ApplicationInstanceView, resource: ResourceType, obj: JsonObj
+    ) -> None:
         """Remove ``ai``'s owner entry from a source it no longer uses (by applying an empty
         entry set as its own field manager), or delete the source if ``ai`` was its last owner.
         Deleting carries the uid and resourceVersion seen: an owner added meanwhile makes it a
         409, and the source is looked at again (a fresh read), as the garbage collector does."""
         for attempt in range(3):
-            others = owner_uids(obj) - {ai["metadata"]["uid"], ""}
+            others = owner_uids(obj) - {ai.uid, ""}
             try:
                 if others:
                     obj = await self._client.apply(
-                        resource, _bare(obj), field_manager=owner_manager(ai)
+                        resource, _bare(ObjectView(obj)), field_manager=owner_manager(ai)
                     )
                     self._remember(resource, obj)
-                if not owner_uids(obj) - {ai["metadata"]["uid"]}:
+                if not owner_uids(obj) - {ai.uid}:
                     await self._delete_once(resource, obj, unchanged=True)
                 return
             except NotFoundError:
@@ -523,28 +529,28 @@ class FluxEngine:
                 except NotFoundError:
                     return
 
-    def helm_release(self, ai: JsonObj) -> JsonObj | None:
-        release = (ai.get("spec") or {}).get("release") or {}
-        return self._helm_releases(ObjectKey(ai["metadata"]["namespace"], release.get("name", "")))
+    def helm_release(self, ai: ApplicationInstanceView) -> JsonObj | None:
+        return self._helm_releases(ObjectKey(ai.namespace, ai.release.get("name", "")))
 
-    async def observe(self, request: EngineRequest) -> Observation:
-        assert request.target is not None
-        meta = request.target["metadata"]
-        name = ((request.target.get("spec") or {}).get("release") or {}).get("name", "")
-        found = rollup(self.helm_release(request.target))
-        return attrs.evolve(found, ref=EngineRef("HelmRelease", name, meta["namespace"]))
+    async def observe(self, request: InstanceRequest) -> Observation:
+        ai = request.instance
+        found = rollup(self.helm_release(ai))
+        ref = EngineRef("HelmRelease", ai.release.get("name", ""), ai.namespace or "")
+        return attrs.evolve(found, ref=ref)
 
-    async def instance_status(self, ai: JsonObj, seen: Observation) -> InstanceStatus:
+    async def instance_status(
+        self, ai: ApplicationInstanceView, seen: Observation
+    ) -> InstanceStatus:
         ref = seen.ref
         fields: JsonObj = {
             "helmReleaseRef": {"name": ref.name, "namespace": ref.namespace} if ref else None,
-            "lastAppliedChart": dict(ai["spec"]["chart"]),
+            "lastAppliedChart": dict(ai.spec["chart"]),
             "endpoints": None,
         }
         # The HelmRelease informer brings the instance back when the release moves.
         return InstanceStatus(conditions=instance_conditions(seen), fields=fields)
 
-    def instance_failure(self, ai: JsonObj, message: str) -> InstanceStatus:
+    def instance_failure(self, ai: ApplicationInstanceView, message: str) -> InstanceStatus:
         return InstanceStatus(
             conditions=(
                 ConditionView(
@@ -559,26 +565,22 @@ class FluxEngine:
             requeue_after=30,
         )
 
-    async def cancel(self, request: EngineRequest) -> None:
+    async def cancel(self, request: InstanceRequest) -> None:
         """Delete the HelmRelease. The shared source stays for its other owners; the garbage
         collector deletes it once the last owner is gone. A source that lists no owner at all
         (the operator stopped between creating it and adding the instance's entry) would never
         be collected: it is deleted here if nobody was added since. A per-instance
         ``<release>-source`` of an older version is deleted too."""
-        ai = request.target
-        if ai is None:
-            return
-        release = ai["spec"].get("release") or {}
-        namespace = ai["metadata"]["namespace"]
-        name = release.get("name")
+        ai = request.instance
+        name = ai.release.get("name")
         if not name:
             return
         with contextlib.suppress(NotFoundError):
-            await self._client.delete(HELM_RELEASES, ObjectKey(namespace, name))
+            await self._client.delete(HELM_RELEASES, ObjectKey(ai.namespace, name))
         keep = ""
         with contextlib.suppress(EngineError, KeyError, TypeError):  # a chart that made no source
             resource, source = desired_source(ai)
-            keep = source["metadata"]["name"]
+            keep = key_of(source).name
         if keep:
             live = self._cached_source(resource, key_of(source))
             if live is not None and not owner_uids(live):
@@ -586,24 +588,103 @@ class FluxEngine:
         await self._leave_other_sources(ai, keep=keep)
 
 
-def _bare(obj: JsonObj) -> JsonObj:
+def _bare(obj: ObjectView) -> JsonObj:
     """An apply body that names ``obj`` (uid included, as a precondition) and sets nothing."""
-    meta = obj["metadata"]
     return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+        "apiVersion": obj.api_version,
+        "kind": obj.kind,
+        "metadata": {"name": obj.name, "namespace": obj.namespace, "uid": obj.uid},
     }
 
 
-async def _delete_if_unchanged(client: KubeClient, resource: ResourceType, obj: JsonObj) -> None:
+async def _delete_if_unchanged(client: KubeApi, resource: ResourceType, obj: ObjectView) -> None:
     """Delete ``obj`` unless it changed since it was read (409: e.g. an owner was added)."""
-    meta = obj["metadata"]
     options = {
         "kind": "DeleteOptions",
         "apiVersion": "v1",
         "propagationPolicy": "Background",
-        "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+        "preconditions": {"uid": obj.uid, "resourceVersion": obj.resource_version},
     }
     with contextlib.suppress(NotFoundError, ConflictError):
-        await client.request("DELETE", resource.path(key_of(obj)), body=options)
+        await client.request("DELETE", resource.path(obj.key), body=options)
+
+
+# -- what the registry learns (engines/descriptor.py) ---------------------------------------------
+
+
+def claims(ai: ApplicationInstanceView) -> bool:
+    """Flux renders every managed instance but the native SeaweedFS one (engines/seaweed.py)."""
+    return ai.catalog_id != constants.SEAWEED_CATALOG_ID
+
+
+def source_users(obj: JsonObj, instances: Instances) -> list[ObjectKey]:
+    """The instances using a chart source: its ApplicationInstance owners (shared sources),
+    or the instance of its label (a per-instance source of an older version)."""
+    view = ObjectView(obj)
+    owners = [
+        ObjectKey(view.namespace, ref.name)
+        for ref in view.owner_references
+        if ref.kind == "ApplicationInstance" and ref.name
+    ]
+    if owners:
+        return owners
+    name = view.labels.get(constants.LABEL_APPLICATION_INSTANCE)
+    return [ObjectKey(view.namespace, name)] if name else []
+
+
+def source_drifted(previous: JsonObj, current: JsonObj) -> bool:
+    """A chart source's update is worth waking its users only when what they apply (spec,
+    labels, annotations) changed or it is being deleted; not for its status (the instance
+    reads the HelmRelease's), nor when only its owner list changed (every user of a source
+    would be reconciled each time one joins or leaves)."""
+    before, after = previous.get("metadata") or {}, current.get("metadata") or {}
+    return previous.get("spec") != current.get("spec") or any(
+        before.get(field) != after.get(field)
+        for field in ("labels", "annotations", "deletionTimestamp")
+    )
+
+
+HELM_RELEASES_CRDS = (
+    "helm.toolkit.fluxcd.io/v2/HelmRelease",
+    "source.toolkit.fluxcd.io/v1/HelmRepository",
+    "source.toolkit.fluxcd.io/v1/OCIRepository",
+)
+MISSING = (
+    "the Flux CRDs (helm.toolkit.fluxcd.io/v2 HelmRelease, source.toolkit.fluxcd.io/v1 "
+    "HelmRepository and OCIRepository) are not installed"
+)
+# Only objects we made: HelmReleases carry the instance label and are owned by it.
+HELM_RELEASE_WATCH = Watch(
+    HELM_RELEASES, label_selector=constants.LABEL_APPLICATION_INSTANCE, wakes=owner_instance
+)
+# Shared chart sources belong to no single instance: they carry only the managed-by label, as
+# did the per-instance sources of older versions (found for migration).
+SOURCE_WATCHES = tuple(
+    Watch(
+        r, label_selector=constants.LABEL_MANAGED_BY, wakes=source_users, on_update=source_drifted
+    )
+    for r in SOURCE_KINDS
+)
+
+
+def _build(context: EngineContext) -> FluxEngine:
+    releases = context.informer(HELM_RELEASE_WATCH)
+    sources = {w.resource: context.informer(w) for w in SOURCE_WATCHES}
+    caches = {HELM_RELEASES: releases, **sources}
+    return FluxEngine(
+        context.client,
+        helm_releases=releases.store.get,
+        sources=lambda resource, ns: sources[resource].store.by_index(INDEX_NAMESPACE, ns),
+        remember=lambda resource, obj: caches[resource].record_write(obj),
+        service_account=context.settings.flux_service_account,
+    )
+
+
+DESCRIPTOR = InstanceEngineDescriptor(
+    name=FluxEngine.name,
+    requires=HELM_RELEASES_CRDS,
+    missing=MISSING,
+    watches=(HELM_RELEASE_WATCH, *SOURCE_WATCHES),
+    build=_build,
+    claims=claims,
+)

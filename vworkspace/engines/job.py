@@ -22,14 +22,19 @@ the Job controller's ``<reason>: <message>`` as the Operation's message; else ru
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from vworkspace.api import constants
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.operation import OperationView
+from vworkspace.api.view import ObjectView
 from vworkspace.engines import workload
-from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.engines.base import EngineError, EngineRef, Observation, OperationRequest, State
+from vworkspace.engines.descriptor import OperationEngineDescriptor
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.resources import ResourceType
 
 JOBS = ResourceType("batch", "v1", "jobs", "Job")
@@ -52,7 +57,7 @@ def env_list(value: Any) -> list[JsonObj]:
     raise EngineError("spec.parameters.env must be a list of {name, value} or a map")
 
 
-def _strings(params: JsonObj, key: str) -> list[str] | None:
+def _strings(params: Mapping[str, Any], key: str) -> list[str] | None:
     value = params.get(key)
     if value is None:
         return None
@@ -62,7 +67,7 @@ def _strings(params: JsonObj, key: str) -> list[str] | None:
 
 
 def job_spec(
-    params: JsonObj, *, account: str, pod_labels: dict[str, str], container: JsonObj
+    params: Mapping[str, Any], *, account: str, pod_labels: dict[str, str], container: JsonObj
 ) -> JsonObj:
     spec: JsonObj = {
         "ttlSecondsAfterFinished": int(params.get("ttlSecondsAfterFinished", DEFAULT_TTL)),
@@ -116,9 +121,10 @@ def job_observation(job: JsonObj) -> Observation:
     Operation says *why* (``BackoffLimitExceeded``, ``DeadlineExceeded``, ``PodFailurePolicy``)
     where the Operation's own reason (``EngineFailed``) cannot: the control plane depends on that
     vocabulary. Failure is checked first; the API server forbids both at once anyway."""
-    name = job["metadata"]["name"]
+    view = ObjectView(job)
+    name = view.name
     outputs = {"jobName": name}
-    ref = EngineRef("Job", name, job["metadata"]["namespace"])
+    ref = EngineRef("Job", name, view.namespace or "")
     true = _true_conditions(job)
     failed = next((true[t] for t in _FAILURE if t in true), None)
     if failed is not None:
@@ -137,10 +143,16 @@ class JobEngine:
     name = "job"
     container_name = "runner"
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeApi) -> None:
         self._client = client
 
-    def container(self, op: JsonObj, target: JsonObj) -> JsonObj:
+    def approval_required(self, op: OperationView) -> bool:
+        return False  # only when the Operation asks (spec.approvals.required)
+
+    def runs_without_target(self, op: OperationView) -> bool:
+        return False  # the Job runs in the target's release namespace
+
+    def container(self, op: OperationView, target: ApplicationInstanceView) -> JsonObj:
         params = workload.params(op)
         if not params.get("image"):
             raise EngineError("spec.parameters.image is required")
@@ -154,13 +166,13 @@ class JobEngine:
             container["env"] = env
         return container
 
-    def extra_labels(self, op: JsonObj) -> dict[str, str]:
+    def extra_labels(self, op: OperationView) -> dict[str, str]:
         return {}
 
-    def annotations(self, op: JsonObj) -> dict[str, str]:
+    def annotations(self, op: OperationView) -> dict[str, str]:
         return {}
 
-    def desired(self, op: JsonObj, target: JsonObj) -> JsonObj:
+    def desired(self, op: OperationView, target: ApplicationInstanceView) -> JsonObj:
         namespace = workload.target_namespace(target)
         meta = workload.metadata(op, name=workload.workload_name(op), namespace=namespace)
         meta["labels"].update(self.extra_labels(op))
@@ -178,33 +190,30 @@ class JobEngine:
             ),
         }
 
-    def _computed(self, request: EngineRequest) -> ObjectKey | None:
-        op = request.operation
-        assert op is not None
+    def _computed(self, request: OperationRequest) -> ObjectKey | None:
         if request.target is None:
             return None
-        return ObjectKey(workload.target_namespace(request.target), workload.workload_name(op))
+        return ObjectKey(
+            workload.target_namespace(request.target), workload.workload_name(request.operation)
+        )
 
-    async def materialize(self, request: EngineRequest) -> EngineRef:
+    async def materialize(self, request: OperationRequest) -> EngineRef:
         op, target = request.operation, request.target
-        assert op is not None
         if target is None:
             raise EngineError("the target ApplicationInstance does not exist")
         job = self.desired(op, target)
-        await workload.ensure_runner_account(self._client, job["metadata"]["namespace"])
+        await workload.ensure_runner_account(self._client, workload.target_namespace(target))
         created = await workload.create_if_absent(self._client, JOBS, job)
         return workload.ref_of(JOBS, created)
 
-    async def observe(self, request: EngineRequest) -> Observation:
-        assert request.operation is not None
+    async def observe(self, request: OperationRequest) -> Observation:
         job = await workload.locate(
             self._client, JOBS, request.operation, computed=self._computed(request)
         )
         return job_observation(job)
 
-    async def cancel(self, request: EngineRequest) -> None:
+    async def cancel(self, request: OperationRequest) -> None:
         op = request.operation
-        assert op is not None
         known = workload.recorded_ref(op) or self._computed(request)
         await workload.delete_labelled(
             self._client, JOBS, op, namespace=known.namespace if known else None
@@ -217,16 +226,15 @@ class HelmHookJobEngine(JobEngine):
     name = "helmHookJob"
     container_name = "hook"
 
-    def _hook(self, op: JsonObj) -> str:
+    def _hook(self, op: OperationView) -> str:
         hook = workload.params(op).get("hookName")
         if not hook:
             raise EngineError("spec.parameters.hookName is required")
         return str(hook)
 
-    def container(self, op: JsonObj, target: JsonObj) -> JsonObj:
+    def container(self, op: OperationView, target: ApplicationInstanceView) -> JsonObj:
         params = workload.params(op)
-        annotations = (target.get("metadata") or {}).get("annotations") or {}
-        image = params.get("image") or annotations.get(constants.ANNOTATION_MIGRATION_IMAGE)
+        image = params.get("image") or target.annotations.get(constants.ANNOTATION_MIGRATION_IMAGE)
         if not image:
             raise EngineError(
                 "spec.parameters.image is required for a Migration unless the target has the "
@@ -239,8 +247,17 @@ class HelmHookJobEngine(JobEngine):
                 container[key] = values
         return container
 
-    def extra_labels(self, op: JsonObj) -> dict[str, str]:
+    def extra_labels(self, op: OperationView) -> dict[str, str]:
         return {constants.LABEL_HOOK_NAME: self._hook(op)}
 
-    def annotations(self, op: JsonObj) -> dict[str, str]:
+    def annotations(self, op: OperationView) -> dict[str, str]:
         return {constants.ANNOTATION_HELM_HOOK: self._hook(op)}
+
+
+# batch/v1 is served by every cluster: both are always registered (no CRD to wait for).
+DESCRIPTOR = OperationEngineDescriptor(
+    name=JobEngine.name, build=lambda context: JobEngine(context.client)
+)
+HOOK_DESCRIPTOR = OperationEngineDescriptor(
+    name=HelmHookJobEngine.name, build=lambda context: HelmHookJobEngine(context.client)
+)

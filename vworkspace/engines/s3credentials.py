@@ -25,10 +25,12 @@ from collections.abc import Callable
 
 import attrs
 
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import subdomain_problem
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.api.view import ObjectView
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import SECRETS
 
@@ -76,7 +78,7 @@ def _decode(secret: JsonObj, field: str) -> str:
 
 
 async def resolve(
-    client: KubeClient,
+    client: KubeApi,
     candidates: Callable[[str], list[JsonObj]],
     *,
     namespace: str,
@@ -90,7 +92,7 @@ async def resolve(
             for c in candidates(namespace)
             if ((c.get("spec") or {}).get("seaweedRef") or {}).get("name") == release
         ),
-        key=lambda c: str(c["metadata"]["name"]),
+        key=lambda c: ObjectView(c).name,
     )
     if not matching:
         return Credentials(Outcome.ABSENT)
@@ -120,17 +122,15 @@ async def resolve(
             return Credentials(Outcome.READY, access, secret_key, bucket=release)
     if pending:
         return Credentials(Outcome.PENDING)
-    versions = [
-        f"{c['metadata']['name']}@{c['metadata'].get('resourceVersion', '')}" for c in matching
-    ]
+    versions = [f"{v.name}@{v.resource_version}" for v in map(ObjectView, matching)]
     return Credentials(Outcome.FAILED, episode=short_hash(*versions))
 
 
-def _ref(ai: JsonObj) -> JsonObj:
-    meta = ai["metadata"]
+def _ref(ai: ApplicationInstanceView) -> JsonObj:
+    meta = ai.metadata
     return {
-        "apiVersion": ai.get("apiVersion"),
-        "kind": ai.get("kind"),
+        "apiVersion": ai.raw.get("apiVersion"),
+        "kind": ai.raw.get("kind"),
         "namespace": meta.get("namespace"),
         "name": meta.get("name"),
         "uid": meta.get("uid"),
@@ -138,18 +138,19 @@ def _ref(ai: JsonObj) -> JsonObj:
     }
 
 
-def _ready_condition(ai: JsonObj) -> JsonObj:
-    for cond in (ai.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return dict(cond)
-    return {"type": "Ready", "status": "True"}
+def _ready_condition(ai: ApplicationInstanceView) -> JsonObj:
+    cond = ai.condition("Ready")
+    return dict(cond) if cond is not None else {"type": "Ready", "status": "True"}
 
 
 def managed_storage_event(
-    ai: JsonObj, endpoints: list[JsonObj], creds: Credentials, *, now: datetime.datetime
+    ai: ApplicationInstanceView,
+    endpoints: list[JsonObj],
+    creds: Credentials,
+    *,
+    now: datetime.datetime,
 ) -> JsonObj:
     """The ``ManagedStorageReady`` report; holds the secret key (never log it)."""
-    meta = ai["metadata"]
     cond = {
         **_ready_condition(ai),
         "reason": "ManagedStorageReady",
@@ -157,8 +158,7 @@ def managed_storage_event(
         "lastTransitionTime": condition_time(now),
     }
     return {
-        "eventKey": f"managedStorage/{meta['namespace']}/{meta['name']}/Ready/True/"
-        f"{report_key(creds)}",
+        "eventKey": f"managedStorage/{ai.namespace}/{ai.name}/Ready/True/{report_key(creds)}",
         "kind": "ConditionTransition",
         "resourceRef": _ref(ai),
         "conditions": [cond],
@@ -172,10 +172,11 @@ def managed_storage_event(
     }
 
 
-def endpoints_event(ai: JsonObj, endpoints: list[JsonObj], *, now: datetime.datetime) -> JsonObj:
-    meta = ai["metadata"]
+def endpoints_event(
+    ai: ApplicationInstanceView, endpoints: list[JsonObj], *, now: datetime.datetime
+) -> JsonObj:
     return {
-        "eventKey": f"endpoints/{meta['namespace']}/{meta['name']}/{endpoints_key(endpoints)}",
+        "eventKey": f"endpoints/{ai.namespace}/{ai.name}/{endpoints_key(endpoints)}",
         "kind": "ConditionTransition",
         "resourceRef": _ref(ai),
         "conditions": [_ready_condition(ai)],
@@ -184,10 +185,9 @@ def endpoints_event(ai: JsonObj, endpoints: list[JsonObj], *, now: datetime.date
     }
 
 
-def failed_event(ai: JsonObj, episode: str, *, now: datetime.datetime) -> JsonObj:
-    meta = ai["metadata"]
+def failed_event(ai: ApplicationInstanceView, episode: str, *, now: datetime.datetime) -> JsonObj:
     return {
-        "eventKey": f"ManagedStorageFailed/{meta.get('uid')}/Ready#{episode}",
+        "eventKey": f"ManagedStorageFailed/{ai.metadata.get('uid')}/Ready#{episode}",
         "kind": "ManagedStorageFailed",
         "resourceRef": _ref(ai),
         "conditions": [

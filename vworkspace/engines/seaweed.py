@@ -21,32 +21,44 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.applicationinstance import ConditionType as Cond
 from vworkspace.api.applicationinstance import Reason as Why
 from vworkspace.api.constants import (
     ANNOTATION_REPORTED_MANAGED_STORAGE_FAILED,
     ANNOTATION_REPORTED_MANAGED_STORAGE_KEY,
     ANNOTATION_REPORTED_SEAWEED_ENDPOINTS,
+    LABEL_APPLICATION_INSTANCE,
+    SEAWEED_CATALOG_ID,
 )
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.view import ObjectView
 from vworkspace.engines import s3credentials as s3
 from vworkspace.engines.base import (
     ConditionView,
     EngineBlockedError,
     EngineError,
     EngineRef,
-    EngineRequest,
+    InstanceRequest,
     InstanceStatus,
     Observation,
     State,
     StillPresentError,
     Supplement,
 )
+from vworkspace.engines.descriptor import (
+    EngineContext,
+    InstanceEngineDescriptor,
+    Instances,
+    Watch,
+    owner_instance,
+)
 from vworkspace.engines.flux import HELM_RELEASES
 from vworkspace.engines.seaweedvalues import check_release, desired_seaweed, load_values, normalize
+from vworkspace.kube.cache.store import INDEX_NAMESPACE
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import ResourceType
 
@@ -148,7 +160,7 @@ class SeaweedEngine:
 
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         *,
         seaweeds: Callable[[ObjectKey], JsonObj | None],
         credentials: Callable[[str], list[JsonObj]],
@@ -159,11 +171,13 @@ class SeaweedEngine:
         self._credentials = credentials
         self._clock = clock
 
-    async def materialize(self, request: EngineRequest) -> EngineRef:
-        ai = request.target
-        assert ai is not None
+    def claims(self, ai: ApplicationInstanceView) -> bool:
+        return claims(ai)
+
+    async def materialize(self, request: InstanceRequest) -> EngineRef:
+        ai = request.instance
         name = check_release(ai)
-        namespace = ai["metadata"]["namespace"]
+        namespace = ai.namespace or ""
         if await self._legacy_release(namespace, name):
             raise EngineBlockedError("HelmMigrationRequired", LEGACY_MESSAGE)
         desired = desired_seaweed(ai, normalize(await load_values(self._client, ai)))
@@ -173,16 +187,16 @@ class SeaweedEngine:
         except NotFoundError:
             await self._client.create(SEAWEEDS, desired, field_manager=FIELD_MANAGER)
             return EngineRef("Seaweed", name, namespace)
-        meta = current["metadata"]
+        meta, wanted = ObjectView(current).metadata, ObjectView(desired).metadata
         if (
             current.get("spec") != desired["spec"]
-            or meta.get("labels") != desired["metadata"]["labels"]
-            or meta.get("ownerReferences") != desired["metadata"]["ownerReferences"]
+            or meta.get("labels") != wanted["labels"]
+            or meta.get("ownerReferences") != wanted["ownerReferences"]
         ):
             meta = {
                 **meta,
-                "labels": desired["metadata"]["labels"],
-                "ownerReferences": desired["metadata"]["ownerReferences"],
+                "labels": wanted["labels"],
+                "ownerReferences": wanted["ownerReferences"],
             }
             await self._client.replace(
                 SEAWEEDS,
@@ -199,10 +213,9 @@ class SeaweedEngine:
             return False
         return True
 
-    async def observe(self, request: EngineRequest) -> Observation:
-        ai = request.target
-        assert ai is not None
-        namespace = ai["metadata"]["namespace"]
+    async def observe(self, request: InstanceRequest) -> Observation:
+        ai = request.instance
+        namespace = ai.namespace or ""
         name = check_release(ai)
         seaweed = self._seaweeds(ObjectKey(namespace, name))
         if seaweed is None:
@@ -232,7 +245,9 @@ class SeaweedEngine:
             return False
         return True
 
-    async def instance_status(self, ai: JsonObj, seen: Observation) -> InstanceStatus:
+    async def instance_status(
+        self, ai: ApplicationInstanceView, seen: Observation
+    ) -> InstanceStatus:
         endpoints: list[JsonObj] = []
         if "s3" in seen.outputs:
             endpoints.append(
@@ -258,21 +273,24 @@ class SeaweedEngine:
         return InstanceStatus(conditions, fields, supplements, requeue)
 
     async def _supplements(
-        self, ai: JsonObj, conditions: tuple[ConditionView, ...], endpoints: list[JsonObj]
+        self,
+        ai: ApplicationInstanceView,
+        conditions: tuple[ConditionView, ...],
+        endpoints: list[JsonObj],
     ) -> tuple[tuple[Supplement, ...], float | None]:
         now = self._clock.now()
-        stored = {
-            **ai,
-            "status": {
-                **(ai.get("status") or {}),
-                "conditions": [
-                    c
-                    for c in (ai.get("status") or {}).get("conditions") or []
-                    if c.get("type") != "Ready"
-                ]
-                + [_ready_wire(ai, conditions)],
-            },
-        }
+        stored = ApplicationInstanceView(
+            {
+                **ai.raw,
+                "status": {
+                    **ai.status,
+                    "conditions": [
+                        c for c in ai.status.get("conditions") or [] if c.get("type") != "Ready"
+                    ]
+                    + [_ready_wire(ai, conditions)],
+                },
+            }
+        )
         found: list[Supplement] = []
         if endpoints:
             found.append(
@@ -282,7 +300,7 @@ class SeaweedEngine:
                     s3.endpoints_event(stored, endpoints, now=now),
                 )
             )
-        namespace = ai["metadata"]["namespace"]
+        namespace = ai.namespace or ""
         release = check_release(ai)
         creds = await s3.resolve(
             self._client, self._credentials, namespace=namespace, release=release
@@ -310,7 +328,7 @@ class SeaweedEngine:
             )
         return tuple(found), None
 
-    def instance_failure(self, ai: JsonObj, message: str) -> InstanceStatus:
+    def instance_failure(self, ai: ApplicationInstanceView, message: str) -> InstanceStatus:
         return InstanceStatus(
             conditions=(
                 ConditionView(Cond.READY, "False", "SeaweedFailed", message),
@@ -322,15 +340,13 @@ class SeaweedEngine:
             requeue_after=RECHECK,
         )
 
-    async def cancel(self, request: EngineRequest) -> None:
-        ai = request.target
-        if ai is None:
-            return
+    async def cancel(self, request: InstanceRequest) -> None:
+        ai = request.instance
         try:
             name = check_release(ai)
         except EngineError:
             return  # an invalid release never made anything (Go defect 7: no endless loop)
-        key = ObjectKey(ai["metadata"]["namespace"], name)
+        key = ObjectKey(ai.namespace, name)
         remaining = []
         for resource in (SEAWEEDS, HELM_RELEASES):
             with contextlib.suppress(NotFoundError):  # absent, or the kind is not served
@@ -352,10 +368,10 @@ class SeaweedEngine:
         return True
 
 
-def _ready_wire(ai: JsonObj, conditions: tuple[ConditionView, ...]) -> JsonObj:
+def _ready_wire(ai: ApplicationInstanceView, conditions: tuple[ConditionView, ...]) -> JsonObj:
     """The Ready condition as it is (or is about to be) stored."""
     new = next(c for c in conditions if c.type == Cond.READY)
-    for cond in (ai.get("status") or {}).get("conditions") or []:
+    for cond in ai.status.get("conditions") or []:
         if cond.get("type") == "Ready" and cond.get("status") == new.status:
             return {**cond, "reason": new.reason, "message": new.message}
     return {
@@ -363,5 +379,58 @@ def _ready_wire(ai: JsonObj, conditions: tuple[ConditionView, ...]) -> JsonObj:
         "status": new.status,
         "reason": new.reason,
         "message": new.message,
-        "observedGeneration": ai["metadata"].get("generation"),
+        "observedGeneration": ai.metadata.get("generation"),
     }
+
+
+# -- what the registry learns (engines/descriptor.py) ---------------------------------------------
+
+
+def claims(ai: ApplicationInstanceView) -> bool:
+    """The ``seaweedfs`` catalog entry is the native SeaweedFS offering (docs/api.md)."""
+    return ai.catalog_id == SEAWEED_CATALOG_ID
+
+
+def credentials_users(cred: JsonObj, instances: Instances) -> list[ObjectKey]:
+    """Which ApplicationInstances an ``S3Credentials`` change concerns (docs/api.md, "Native
+    SeaweedFS"): the ``seaweedfs`` instances in the credential's namespace whose release is the
+    credential's ``spec.seaweedRef.name`` (and whose release namespace is the credential's)."""
+    view = ObjectView(cred)
+    namespace = view.namespace or ""
+    release = (view.spec.get("seaweedRef") or {}).get("name")
+    return [
+        ai.key
+        for ai in instances(namespace)
+        if claims(ai)
+        and ai.release.get("name") == release
+        and ai.release.get("namespace") == namespace
+    ]
+
+
+# Our Seaweed CRs (labelled, owned by their instance) and every S3Credentials (made by others,
+# unlabelled: the SeaweedFS operator's, for the users our instances asked for).
+SEAWEED_WATCH = Watch(SEAWEEDS, label_selector=LABEL_APPLICATION_INSTANCE, wakes=owner_instance)
+CREDENTIALS_WATCH = Watch(S3_CREDENTIALS, wakes=credentials_users)
+
+
+def _build(context: EngineContext) -> SeaweedEngine:
+    seaweeds = context.informer(SEAWEED_WATCH)
+    credentials = context.informer(CREDENTIALS_WATCH)
+    return SeaweedEngine(
+        context.client,
+        seaweeds=seaweeds.store.get,
+        credentials=lambda ns: credentials.store.by_index(INDEX_NAMESPACE, ns),
+        clock=context.clock,
+    )
+
+
+DESCRIPTOR = InstanceEngineDescriptor(
+    name=SeaweedEngine.name,
+    requires=("seaweed.seaweedfs.com/v1/Seaweed", "seaweed.seaweedfs.com/v1/S3Credentials"),
+    missing=(
+        "the SeaweedFS CRDs (seaweed.seaweedfs.com/v1 Seaweed and S3Credentials) are not installed"
+    ),
+    watches=(SEAWEED_WATCH, CREDENTIALS_WATCH),
+    build=_build,
+    claims=claims,
+)

@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError, check_subdomain
 from vworkspace.engines.base import EngineError
 from vworkspace.engines.flux import controller_ref, owner_labels
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import CONFIG_MAPS, SECRETS
 
@@ -69,16 +70,16 @@ def parse_document(text: str, *, where: str) -> JsonObj:
     return parsed
 
 
-async def load_values(client: KubeClient, ai: JsonObj) -> JsonObj:
-    values = ai["spec"].get("values") or {}
+async def load_values(client: KubeApi, ai: ApplicationInstanceView) -> JsonObj:
+    values = ai.values
     source = values.get("source")
     if source == "inline":
         inline = values.get("inline")
         return inline if isinstance(inline, dict) else {}
-    ref = values.get(source) or {}
+    ref = values.get(str(source)) or {}
     resource = SECRETS if source == "secretRef" else CONFIG_MAPS
     kind = "Secret" if source == "secretRef" else "ConfigMap"
-    key = ObjectKey(ai["metadata"]["namespace"], ref.get("name", ""))
+    key = ObjectKey(ai.namespace, ref.get("name", ""))
     try:
         check_subdomain(key.name, field=f"spec.values.{source}.name")
         obj = await client.get(resource, key)
@@ -97,9 +98,9 @@ async def load_values(client: KubeClient, ai: JsonObj) -> JsonObj:
     return parse_document(raw, where=f"{kind} {key.name!r} key {ref.get('key')!r}")
 
 
-def desired_seaweed(ai: JsonObj, spec: JsonObj) -> JsonObj:
-    release = ai["spec"].get("release") or {}
-    namespace = ai["metadata"]["namespace"]
+def desired_seaweed(ai: ApplicationInstanceView, spec: JsonObj) -> JsonObj:
+    release = ai.release
+    namespace = ai.namespace
     return {
         "apiVersion": API_VERSION,
         "kind": "Seaweed",
@@ -113,10 +114,10 @@ def desired_seaweed(ai: JsonObj, spec: JsonObj) -> JsonObj:
     }
 
 
-def check_release(ai: JsonObj) -> str:
+def check_release(ai: ApplicationInstanceView) -> str:
     """The release name; raises :class:`EngineError` for a missing or foreign release."""
-    release = ai["spec"].get("release")
-    namespace = ai["metadata"]["namespace"]
+    release = ai.spec.get("release")
+    namespace = ai.namespace
     if not isinstance(release, dict) or not release.get("name"):
         raise EngineError("spec.release is required for Seaweed workload")
     if release.get("namespace") != namespace:

@@ -30,14 +30,19 @@ by name, and found by the UID label only through the shared lookup
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from vworkspace.api import constants
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.operation import OperationType, OperationView
+from vworkspace.api.view import ObjectView
 from vworkspace.engines import workload
-from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.engines.base import EngineError, EngineRef, Observation, OperationRequest, State
+from vworkspace.engines.descriptor import OperationEngineDescriptor
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import OPERATIONS, ResourceType
 
@@ -46,17 +51,12 @@ NEVER_RESTORED = f"{OPERATIONS.plural}.{OPERATIONS.group}"
 RESTORES = ResourceType("velero.io", "v1", "restores", "Restore")
 
 
-def _params(op: JsonObj) -> JsonObj:
-    params = (op.get("spec") or {}).get("parameters")
-    return params if isinstance(params, dict) else {}
-
-
 def _nonempty_list(value: Any) -> list[str] | None:
     return [str(v) for v in value] if isinstance(value, list) and value else None
 
 
-def backup_spec(op: JsonObj, target: JsonObj) -> JsonObj:
-    params = _params(op)
+def backup_spec(op: OperationView, target: ApplicationInstanceView) -> JsonObj:
+    params = op.parameters
     spec: JsonObj = {
         "includedNamespaces": [workload.target_namespace(target)],
         "storageLocation": params.get("storageLocation") or "default",
@@ -75,8 +75,8 @@ def backup_spec(op: JsonObj, target: JsonObj) -> JsonObj:
     return spec
 
 
-def restore_spec(op: JsonObj) -> JsonObj:
-    params = _params(op)
+def restore_spec(op: OperationView) -> JsonObj:
+    params = op.parameters
     if not params.get("backupName"):
         raise EngineError("spec.parameters.backupName is required for a Restore")
     # Only the Operation's own namespace of the backup: the namespace a Backup Operation of
@@ -84,7 +84,7 @@ def restore_spec(op: JsonObj) -> JsonObj:
     # nothing of another namespace the backup may hold (a cluster-wide backup of an admin).
     spec: JsonObj = {
         "backupName": params["backupName"],
-        "includedNamespaces": [op["metadata"]["namespace"]],
+        "includedNamespaces": [op.namespace],
     }
     if isinstance(params.get("namespaceMapping"), dict):
         spec["namespaceMapping"] = params["namespaceMapping"]
@@ -120,7 +120,7 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def _counts(status: JsonObj) -> str:
+def _counts(status: Mapping[str, Any]) -> str:
     """``2 errors, 1 warning`` and, when hooks failed, ``1 of 1 hooks failed``."""
     parts = [
         _plural(_number(status.get("errors")), "error"),
@@ -133,7 +133,7 @@ def _counts(status: JsonObj) -> str:
     return ", ".join(parts)
 
 
-def _progress(kind: str, status: JsonObj) -> str:
+def _progress(kind: str, status: Mapping[str, Any]) -> str:
     """``: 12 of 12 items backed up`` (``restored``) from ``status.progress``, or nothing."""
     progress = status.get("progress")
     if not isinstance(progress, dict) or "totalItems" not in progress:
@@ -148,7 +148,7 @@ def _logs_hint(kind: str, key: ObjectKey) -> str:
 
 
 def rollup(
-    kind: str, status: JsonObj, *, key: ObjectKey, allow_partial: bool = False
+    kind: str, status: Mapping[str, Any], *, key: ObjectKey, allow_partial: bool = False
 ) -> tuple[State, str]:
     """The state and message of a Velero ``kind`` (Backup or Restore) whose ``status`` is
     given, for the object at ``key`` (named in the message's ``velero ... logs`` hint).
@@ -182,24 +182,37 @@ def rollup(
 class VeleroEngine:
     name = "velero"
 
-    def __init__(self, client: KubeClient, *, namespace: str = "velero") -> None:
+    def __init__(self, client: KubeApi, *, namespace: str = "velero") -> None:
         self._client = client
         self.namespace = namespace
 
-    def _kind(self, op: JsonObj) -> tuple[ResourceType, str]:
-        kind = (op.get("spec") or {}).get("type")
+    def approval_required(self, op: OperationView) -> bool:
+        """A Restore overwrites the application's objects with a backup's: it always needs
+        the control plane's signed approval, whatever ``spec.approvals.required`` says."""
+        return op.type == OperationType.RESTORE
+
+    def runs_without_target(self, op: OperationView) -> bool:
+        """A Restore may run while its target does not exist: bringing back a deleted
+        ApplicationInstance is what it is for (issue 26). It is confined to the Operation's
+        namespace (:func:`restore_spec`; a namespace mapping is refused then, see
+        ``api.admission.targetless_problem``) and its approval is always required
+        (:meth:`approval_required`), so the capability annotation, which went with the deleted
+        instance, is not missed."""
+        return op.type == OperationType.RESTORE
+
+    def _kind(self, op: OperationView) -> tuple[ResourceType, str]:
+        kind = op.type
         if kind == "Backup":
             return BACKUPS, "backupName"
         if kind == "Restore":
             return RESTORES, "restoreName"
         raise EngineError(f"the velero engine runs Backup and Restore Operations, not {kind}")
 
-    def _key(self, op: JsonObj) -> ObjectKey:
+    def _key(self, op: OperationView) -> ObjectKey:
         return ObjectKey(self.namespace, workload.workload_name(op))
 
-    async def materialize(self, request: EngineRequest) -> EngineRef:
+    async def materialize(self, request: OperationRequest) -> EngineRef:
         op, target = request.operation, request.target
-        assert op is not None
         resource, _ = self._kind(op)
         if resource is RESTORES:
             spec = restore_spec(op)  # needs no target: restoring a deleted one is its purpose
@@ -223,20 +236,19 @@ class VeleroEngine:
         await self._client.apply(resource, obj, field_manager=constants.FIELD_MANAGER_OPERATOR)
         return EngineRef("velero", key.name, self.namespace)
 
-    async def observe(self, request: EngineRequest) -> Observation:
+    async def observe(self, request: OperationRequest) -> Observation:
         op = request.operation
-        assert op is not None
         resource, output_key = self._kind(op)
-        obj = await workload.locate(self._client, resource, op, computed=self._key(op))
-        name = obj["metadata"]["name"]
-        ref = EngineRef("velero", name, obj["metadata"]["namespace"])
-        status = obj.get("status") or {}
+        obj = ObjectView(await workload.locate(self._client, resource, op, computed=self._key(op)))
+        name = obj.name
+        ref = EngineRef("velero", name, obj.namespace or "")
+        status = obj.status
         phase = status.get("phase")
         state, message = rollup(
             resource.kind,
             status,
             key=ObjectKey(ref.namespace, name),
-            allow_partial=_params(op).get("allowPartialFailure") is True,
+            allow_partial=op.parameters.get("allowPartialFailure") is True,
         )
         reason = {State.SUCCEEDED: "EngineCompleted", State.FAILED: "EngineFailed"}.get(
             state, "EngineStarted"
@@ -249,13 +261,20 @@ class VeleroEngine:
         ended = state == State.FAILED and phase != "Deleting"
         return Observation(state, reason, message, {output_key: name}, ref=ref, keep=ended)
 
-    async def cancel(self, request: EngineRequest) -> None:
+    async def cancel(self, request: OperationRequest) -> None:
         """Delete every object of the kind carrying the Operation's UID label, in any namespace;
         never an object by name alone (another Operation's Backup could have that name)."""
         op = request.operation
-        assert op is not None
         try:
             resource, _ = self._kind(op)
         except EngineError:
             return
         await workload.delete_labelled(self._client, resource, op, namespace=None)
+
+
+DESCRIPTOR = OperationEngineDescriptor(
+    name=VeleroEngine.name,
+    requires=("velero.io/v1/Backup",),
+    missing="the Velero CRDs (velero.io/v1 Backup) are not installed",
+    build=lambda context: VeleroEngine(context.client, namespace=context.settings.velero_namespace),
+)

@@ -23,11 +23,18 @@ while the Pod's node says ``Error (exit code 3)`` (after retries, the last attem
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.operation import OperationView
+from vworkspace.api.view import ObjectView
 from vworkspace.engines import workload
-from vworkspace.engines.base import EngineError, EngineRef, EngineRequest, Observation, State
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.engines.base import EngineError, EngineRef, Observation, OperationRequest, State
+from vworkspace.engines.descriptor import OperationEngineDescriptor
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.resources import ResourceType
 
 WORKFLOWS = ResourceType("argoproj.io", "v1alpha1", "workflows", "Workflow")
@@ -38,7 +45,7 @@ FAILED_PHASES = frozenset({"Failed", "Error"})
 ARGUMENT_PARAMETERS = ("targetChartVersion", "snapshotClassName", "failureAction")
 
 
-def arguments(params: JsonObj) -> list[JsonObj]:
+def arguments(params: Mapping[str, Any]) -> list[JsonObj]:
     values: dict[str, str] = {}
     extra = params.get("workflowTemplateParameters")
     if extra is not None and not isinstance(extra, dict):
@@ -51,7 +58,7 @@ def arguments(params: JsonObj) -> list[JsonObj]:
     return [{"name": k, "value": v} for k, v in sorted(values.items())]
 
 
-def desired(op: JsonObj, target: JsonObj) -> JsonObj:
+def desired(op: OperationView, target: ApplicationInstanceView) -> JsonObj:
     params = workload.params(op)
     template = params.get("template") or params.get("workflowTemplate")
     if params.get("workflowTemplate") and template != params["workflowTemplate"]:
@@ -79,7 +86,7 @@ def desired(op: JsonObj, target: JsonObj) -> JsonObj:
     }
 
 
-def failed_leaf(status: JsonObj) -> str:
+def failed_leaf(status: Mapping[str, Any]) -> str:
     """``"<display name>: <message>"`` of the failed (or errored) node without children that
     finished last, or "" when there is none (or Argo compressed or offloaded the nodes)."""
     nodes = status.get("nodes")
@@ -99,7 +106,7 @@ def failed_leaf(status: JsonObj) -> str:
     return f"{last.get('displayName') or last.get('name') or last.get('id')}: {last['message']}"
 
 
-def failure_message(name: str, phase: str, status: JsonObj) -> str:
+def failure_message(name: str, phase: str, status: Mapping[str, Any]) -> str:
     message = str(status.get("message") or "")
     said = f"{phase}: {message}" if message else f"Workflow {name} {phase}"
     leaf = failed_leaf(status)
@@ -107,10 +114,11 @@ def failure_message(name: str, phase: str, status: JsonObj) -> str:
 
 
 def workflow_observation(wf: JsonObj) -> Observation:
-    name = wf["metadata"]["name"]
+    view = ObjectView(wf)
+    name = view.name
     outputs = {"workflowName": name}
-    ref = EngineRef("Workflow", name, wf["metadata"]["namespace"])
-    status = wf.get("status") or {}
+    ref = EngineRef("Workflow", name, view.namespace or "")
+    status = view.status
     phase = status.get("phase") or ""
     message = status.get("message") or ""
     if phase == "Succeeded":
@@ -133,38 +141,48 @@ def workflow_observation(wf: JsonObj) -> Observation:
 class WorkflowEngine:
     name = "workflow"
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeApi) -> None:
         self._client = client
 
-    def _computed(self, request: EngineRequest) -> ObjectKey | None:
-        assert request.operation is not None
+    def approval_required(self, op: OperationView) -> bool:
+        return False  # only when the Operation asks (spec.approvals.required)
+
+    def runs_without_target(self, op: OperationView) -> bool:
+        return False  # the Workflow runs in the target's release namespace
+
+    def _computed(self, request: OperationRequest) -> ObjectKey | None:
         if request.target is None:
             return None
         return ObjectKey(
             workload.target_namespace(request.target), workload.workload_name(request.operation)
         )
 
-    async def materialize(self, request: EngineRequest) -> EngineRef:
+    async def materialize(self, request: OperationRequest) -> EngineRef:
         op, target = request.operation, request.target
-        assert op is not None
         if target is None:
             raise EngineError("the target ApplicationInstance does not exist")
         wf = desired(op, target)
-        await workload.ensure_runner_account(self._client, wf["metadata"]["namespace"])
+        await workload.ensure_runner_account(self._client, workload.target_namespace(target))
         created = await workload.create_if_absent(self._client, WORKFLOWS, wf)
         return workload.ref_of(WORKFLOWS, created)
 
-    async def observe(self, request: EngineRequest) -> Observation:
-        assert request.operation is not None
+    async def observe(self, request: OperationRequest) -> Observation:
         wf = await workload.locate(
             self._client, WORKFLOWS, request.operation, computed=self._computed(request)
         )
         return workflow_observation(wf)
 
-    async def cancel(self, request: EngineRequest) -> None:
+    async def cancel(self, request: OperationRequest) -> None:
         op = request.operation
-        assert op is not None
         known = workload.recorded_ref(op) or self._computed(request)
         await workload.delete_labelled(
             self._client, WORKFLOWS, op, namespace=known.namespace if known else None
         )
+
+
+DESCRIPTOR = OperationEngineDescriptor(
+    name=WorkflowEngine.name,
+    requires=("argoproj.io/v1alpha1/Workflow",),
+    missing="the Argo Workflows CRD (argoproj.io/v1alpha1 Workflow) is not installed",
+    build=lambda context: WorkflowEngine(context.client),
+)

@@ -22,75 +22,73 @@ UID label (docs/api.md, "What the operator makes of it").
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 from vworkspace.api import constants
 from vworkspace.api.admission import service_account_problem
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.operation import OperationView
 from vworkspace.api.templates import RUNNER_SERVICE_ACCOUNT
+from vworkspace.api.view import ObjectView
 from vworkspace.engines.base import EngineError, EngineRef, WorkloadMissingError
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import AlreadyExistsError, NotFoundError
 from vworkspace.kube.rest.resources import ResourceType
 
 MAX_NAME = 63
 
 
-def workload_name(op: JsonObj) -> str:
-    meta = op["metadata"]
-    name = f"{meta['namespace']}--{meta['name']}"
-    return name if len(name) <= MAX_NAME else str(meta["uid"])
+def workload_name(op: OperationView | JsonObj) -> str:
+    """The workload's name (also for tests and tools holding the Operation as JSON)."""
+    view = op if isinstance(op, OperationView) else OperationView(op)
+    name = f"{view.namespace}--{view.name}"
+    return name if len(name) <= MAX_NAME else view.uid
 
 
-def target_namespace(target: JsonObj) -> str:
+def target_namespace(target: ApplicationInstanceView) -> str:
     """``spec.release.namespace`` when set, else the instance's own namespace."""
-    release_ns = ((target.get("spec") or {}).get("release") or {}).get("namespace")
-    return str(release_ns or target["metadata"]["namespace"])
+    return target.release_namespace or target.namespace or ""
 
 
-def params(op: JsonObj) -> JsonObj:
-    value = (op.get("spec") or {}).get("parameters")
-    return value if isinstance(value, dict) else {}
+def params(op: OperationView) -> Mapping[str, Any]:
+    return op.parameters
 
 
-def runner_account(op: JsonObj) -> str:
+def runner_account(op: OperationView) -> str:
     """The ServiceAccount a Pod-running workload runs as: always the runner. A parameter naming
     another one is refused with the admission message (the reconciler refuses it earlier; this
     keeps an engine from ever writing such a Pod, whoever calls it)."""
-    problem = service_account_problem(op.get("spec") or {})
+    problem = service_account_problem(dict(op.spec))
     if problem:
         raise EngineError(problem)
     return RUNNER_SERVICE_ACCOUNT
 
 
-def labels(op: JsonObj) -> dict[str, str]:
+def labels(op: OperationView) -> dict[str, str]:
     return {
         constants.LABEL_MANAGED_BY: constants.MANAGED_BY_OPERATOR,
-        constants.LABEL_OPERATION: str(op["metadata"]["uid"]),
+        constants.LABEL_OPERATION: op.uid,
     }
 
 
-def metadata(op: JsonObj, *, name: str, namespace: str) -> JsonObj:
+def metadata(op: OperationView, *, name: str, namespace: str) -> JsonObj:
     meta: JsonObj = {"name": name, "namespace": namespace, "labels": labels(op)}
-    if op["metadata"].get("namespace") == namespace:
+    if op.namespace == namespace:
         meta["ownerReferences"] = [
-            {
-                "apiVersion": op["apiVersion"],
-                "kind": op["kind"],
-                "name": op["metadata"]["name"],
-                "uid": op["metadata"]["uid"],
-            }
+            {"apiVersion": op.api_version, "kind": op.kind, "name": op.name, "uid": op.uid}
         ]
     return meta
 
 
-def uid_selector(op: JsonObj) -> str:
-    return f"{constants.LABEL_OPERATION}={op['metadata']['uid']}"
+def uid_selector(op: OperationView) -> str:
+    return f"{constants.LABEL_OPERATION}={op.uid}"
 
 
-def owned_by(obj: JsonObj, op: JsonObj) -> bool:
-    found = ((obj.get("metadata") or {}).get("labels") or {}).get(constants.LABEL_OPERATION)
-    return bool(found == op["metadata"]["uid"])
+def owned_by(obj: JsonObj, op: OperationView) -> bool:
+    return ObjectView(obj).labels.get(constants.LABEL_OPERATION) == op.uid
 
 
 def foreign(resource: ResourceType, key: ObjectKey) -> EngineError:
@@ -99,30 +97,30 @@ def foreign(resource: ResourceType, key: ObjectKey) -> EngineError:
     )
 
 
-async def create_if_absent(client: KubeClient, resource: ResourceType, obj: JsonObj) -> JsonObj:
+async def create_if_absent(client: KubeApi, resource: ResourceType, obj: JsonObj) -> JsonObj:
     """Create ``obj``; if it exists already it must carry the same Operation label."""
-    key = ObjectKey(obj["metadata"]["namespace"], obj["metadata"]["name"])
-    uid = obj["metadata"]["labels"][constants.LABEL_OPERATION]
+    wanted = ObjectView(obj)
+    uid = wanted.labels[constants.LABEL_OPERATION]
     try:
         return await client.create(resource, obj, field_manager=constants.FIELD_MANAGER_OPERATOR)
     except AlreadyExistsError:
-        existing = await client.get(resource, key)
-    if ((existing["metadata"].get("labels") or {}).get(constants.LABEL_OPERATION)) != uid:
-        raise foreign(resource, key)
+        existing = await client.get(resource, wanted.key)
+    if ObjectView(existing).labels.get(constants.LABEL_OPERATION) != uid:
+        raise foreign(resource, wanted.key)
     return existing
 
 
-def recorded_ref(op: JsonObj) -> ObjectKey | None:
-    ref = (op.get("status") or {}).get("engineRef") or {}
+def recorded_ref(op: OperationView) -> ObjectKey | None:
+    ref = op.engine_ref
     if ref.get("name") and ref.get("namespace"):
         return ObjectKey(ref["namespace"], ref["name"])
     return None
 
 
 async def locate(
-    client: KubeClient,
+    client: KubeApi,
     resource: ResourceType,
-    op: JsonObj,
+    op: OperationView,
     *,
     computed: ObjectKey | None,
 ) -> JsonObj:
@@ -140,29 +138,27 @@ async def locate(
             return obj
     namespace = key.namespace if key is not None else None
     listed = await client.list(resource, namespace, labelSelector=uid_selector(op))
-    items = listed.get("items", [])
+    items = [ObjectView(i) for i in listed.get("items", [])]
     if len(items) > 1:
-        names = ", ".join(
-            sorted(f"{i['metadata']['namespace']}/{i['metadata']['name']}" for i in items)
-        )
+        names = ", ".join(sorted(f"{i.namespace}/{i.name}" for i in items))
         raise EngineError(
             f"ambiguous: several {resource.kind}s carry this operation's label: {names}"
         )
     if not items:
         where = f"{key.namespace}/{key.name}" if key is not None else "with this operation's label"
         raise WorkloadMissingError(f"{resource.kind} {where} not found")
-    return dict(items[0])
+    return dict(items[0].raw)
 
 
 def ref_of(resource: ResourceType, obj: JsonObj) -> EngineRef:
-    meta = obj["metadata"]
-    return EngineRef(resource.kind, meta["name"], meta["namespace"])
+    view = ObjectView(obj)
+    return EngineRef(resource.kind, view.name, view.namespace or "")
 
 
 SERVICE_ACCOUNTS = ResourceType("", "v1", "serviceaccounts", "ServiceAccount")
 
 
-async def ensure_runner_account(client: KubeClient, namespace: str) -> None:
+async def ensure_runner_account(client: KubeApi, namespace: str) -> None:
     """Create the runner ServiceAccount (no role bindings: it grants nothing) in ``namespace``
     if it is missing, so the workload's Pods can start (docs/operations.md)."""
     key = ObjectKey(namespace, RUNNER_SERVICE_ACCOUNT)
@@ -187,11 +183,10 @@ async def ensure_runner_account(client: KubeClient, namespace: str) -> None:
 
 
 async def delete_labelled(
-    client: KubeClient, resource: ResourceType, op: JsonObj, *, namespace: str | None
+    client: KubeApi, resource: ResourceType, op: OperationView, *, namespace: str | None
 ) -> None:
     """Delete every ``resource`` with the Operation's UID label (in ``namespace``, or in all)."""
     listed = await client.list(resource, namespace, labelSelector=uid_selector(op))
     for item in listed.get("items", []):
-        meta = item["metadata"]
         with contextlib.suppress(NotFoundError):
-            await client.delete(resource, ObjectKey(meta["namespace"], meta["name"]))
+            await client.delete(resource, ObjectView(item).key)

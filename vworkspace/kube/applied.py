@@ -23,7 +23,7 @@ import json
 from typing import Any
 
 from vworkspace.api.jsontypes import JsonObj
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.resources import ResourceType
 
 DIGEST_ANNOTATION = "apps.vworkspace.io/applied-digest"
@@ -72,7 +72,7 @@ def up_to_date(live: JsonObj | None, desired: JsonObj) -> bool:
 
 
 async def apply_if_changed(
-    client: KubeClient,
+    client: KubeApi,
     resource: ResourceType,
     desired: JsonObj,
     *,

@@ -19,10 +19,12 @@ from typing import Any
 import attrs
 import pytest
 
+from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.conditions import Condition
 from vworkspace.api.constants import CLUSTER_FINALIZER
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
+from vworkspace.api.operation import OperationView
 from vworkspace.controllers.applicationinstance import ApplicationInstanceReconciler
 from vworkspace.controllers.cluster import ClusterReconciler
 from vworkspace.controllers.initial import InitialReconciler
@@ -30,12 +32,20 @@ from vworkspace.controllers.operation import OperationReconciler
 from vworkspace.engines.base import (
     ConditionView,
     EngineRef,
-    EngineRegistry,
-    EngineRequest,
+    InstanceRequest,
     InstanceStatus,
     Observation,
+    OperationRequest,
     State,
 )
+from vworkspace.engines.catalog import ENGINES as CATALOG
+from vworkspace.engines.descriptor import (
+    EngineContext,
+    EngineSettings,
+    InstanceEngineDescriptor,
+    OperationEngineDescriptor,
+)
+from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import FakeClock
 from vworkspace.kube.events import EventRecorder
@@ -60,7 +70,8 @@ MISSING_GRACE = 60.0  # how long a missing workload of a Running Operation is to
 @attrs.define
 class FakeOperationEngine:
     """An Operation engine whose answers the test sets: ``observation`` (or an exception to
-    raise from ``observe``), ``fail_materialize``; it records what it was asked."""
+    raise from ``observe``), ``fail_materialize``; it records what it was asked. Its policy is
+    velero's: a Restore needs an approval and may run without its target."""
 
     name: str = "velero"
     observation: Observation | Exception = attrs.Factory(lambda: Observation(State.RUNNING))
@@ -69,32 +80,32 @@ class FakeOperationEngine:
     observed: list[str] = attrs.Factory(list)
     cancelled: list[str] = attrs.Factory(list)
 
-    async def materialize(self, request: EngineRequest) -> EngineRef:
-        name = _op_name(request)
+    def approval_required(self, op: OperationView) -> bool:
+        return op.spec.get("type") == "Restore"
+
+    def runs_without_target(self, op: OperationView) -> bool:
+        return op.spec.get("type") == "Restore"
+
+    async def materialize(self, request: OperationRequest) -> EngineRef:
         if self.fail_materialize is not None:
             raise self.fail_materialize
-        self.materialized.append(name)
-        return EngineRef(self.name, f"{NS}--{name}", "velero")
+        self.materialized.append(request.operation.name)
+        return EngineRef(self.name, f"{NS}--{request.operation.name}", "velero")
 
-    async def observe(self, request: EngineRequest) -> Observation:
-        self.observed.append(_op_name(request))
+    async def observe(self, request: OperationRequest) -> Observation:
+        self.observed.append(request.operation.name)
         if isinstance(self.observation, Exception):
             raise self.observation
         return self.observation
 
-    async def cancel(self, request: EngineRequest) -> None:
-        self.cancelled.append(_op_name(request))
-
-
-def _op_name(request: EngineRequest) -> str:
-    assert request.operation is not None
-    return str(request.operation["metadata"]["name"])
+    async def cancel(self, request: OperationRequest) -> None:
+        self.cancelled.append(request.operation.name)
 
 
 @attrs.define
 class FakeInstanceEngine:
-    """An instance engine (``flux``): Ready follows ``observation``; ``fail_materialize`` and
-    ``still_present`` (raised by ``cancel``) are the test's to set."""
+    """An instance engine (``flux``, claiming every instance): Ready follows ``observation``;
+    ``fail_materialize`` and ``still_present`` (raised by ``cancel``) are the test's to set."""
 
     name: str = "flux"
     observation: Observation = attrs.Factory(lambda: Observation(State.SUCCEEDED))
@@ -103,23 +114,26 @@ class FakeInstanceEngine:
     materialized: list[str] = attrs.Factory(list)
     cancelled: list[str] = attrs.Factory(list)
 
-    async def materialize(self, request: EngineRequest) -> EngineRef:
-        assert request.target is not None
+    def claims(self, ai: ApplicationInstanceView) -> bool:
+        return True
+
+    async def materialize(self, request: InstanceRequest) -> EngineRef:
         if self.fail_materialize is not None:
             raise self.fail_materialize
-        self.materialized.append(request.target["metadata"]["name"])
-        return EngineRef("HelmRelease", request.target["metadata"]["name"], NS)
+        self.materialized.append(request.instance.name)
+        return EngineRef("HelmRelease", request.instance.name, NS)
 
-    async def observe(self, request: EngineRequest) -> Observation:
+    async def observe(self, request: InstanceRequest) -> Observation:
         return self.observation
 
-    async def cancel(self, request: EngineRequest) -> None:
-        assert request.target is not None
-        self.cancelled.append(request.target["metadata"]["name"])
+    async def cancel(self, request: InstanceRequest) -> None:
+        self.cancelled.append(request.instance.name)
         if self.still_present is not None:
             raise self.still_present
 
-    async def instance_status(self, ai: JsonObj, seen: Observation) -> InstanceStatus:
+    async def instance_status(
+        self, ai: ApplicationInstanceView, seen: Observation
+    ) -> InstanceStatus:
         ready = seen.state == State.SUCCEEDED
         return InstanceStatus(
             conditions=(
@@ -130,11 +144,11 @@ class FakeInstanceEngine:
                     seen.message,
                 ),
             ),
-            fields={"helmReleaseRef": {"name": ai["metadata"]["name"], "namespace": NS}},
+            fields={"helmReleaseRef": {"name": ai.name, "namespace": NS}},
             requeue_after=None if ready else 30.0,
         )
 
-    def instance_failure(self, ai: JsonObj, message: str) -> InstanceStatus:
+    def instance_failure(self, ai: ApplicationInstanceView, message: str) -> InstanceStatus:
         return InstanceStatus(
             conditions=(ConditionView("Ready", "False", "HelmReleaseFailed", message),),
             requeue_after=30.0,
@@ -281,7 +295,7 @@ async def world() -> AsyncIterator[World]:
         api=api,
         clock=clock,
         informers=informers,
-        engines=EngineRegistry(),
+        engines=EngineRegistry(CATALOG),  # the real catalog: its messages for missing engines
         reporter=RecordingReporter(),
         recorder=EventRecorder(api, clock=clock),
     )
@@ -291,17 +305,32 @@ async def world() -> AsyncIterator[World]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _context(world: World) -> EngineContext:
+    def no_informer(watch: Any) -> Informer:
+        raise AssertionError("the fake engines watch nothing")
+
+    return EngineContext(
+        client=world.api, clock=world.clock, settings=EngineSettings(), informer=no_informer
+    )
+
+
 @pytest.fixture
 def velero(world: World) -> FakeOperationEngine:
+    """The fake Operation engine, registered as ``velero`` (the Backup/Restore templates')."""
     engine = FakeOperationEngine()
-    world.engines.register(engine)
+    descriptor = OperationEngineDescriptor(name=engine.name, build=lambda _: engine)
+    world.engines.register(descriptor, _context(world))
     return engine
 
 
 @pytest.fixture
 def flux(world: World) -> FakeInstanceEngine:
+    """The fake instance engine, registered as ``flux`` (claims every instance)."""
     engine = FakeInstanceEngine()
-    world.engines.register(engine)
+    descriptor = InstanceEngineDescriptor(
+        name=engine.name, build=lambda _: engine, claims=engine.claims
+    )
+    world.engines.register(descriptor, _context(world))
     return engine
 
 

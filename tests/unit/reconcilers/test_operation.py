@@ -5,6 +5,8 @@ what the engine was asked, what the control plane heard, and the Result."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from vworkspace.api.approvals import sign
@@ -36,7 +38,7 @@ def claim(world: World, op: str, *, secret: str = APPROVAL_SECRET) -> str:
     return sign({"v": 1, "op": op, "exp": exp}, secret)
 
 
-async def running(world: World, operations: OperationReconciler, **spec: object) -> None:
+async def running(world: World, operations: OperationReconciler, **spec: Any) -> None:
     await target(world)
     await world.create(OPERATIONS, operation("op", NS, **spec))
     assert await reconcile(world, operations) == Result.after(POLL)
