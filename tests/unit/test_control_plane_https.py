@@ -5,6 +5,7 @@ before the registration token leaves the cluster."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -16,7 +17,10 @@ from vworkspace.api.meta import ObjectKey
 from vworkspace.app.cli import build_parser, main
 from vworkspace.app.run_cmd import ignored_flags, settings_from
 from vworkspace.controllers.cluster import ClusterReconciler
+from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import FakeClock
+from vworkspace.kube.rest.resources import CLUSTERS
+from vworkspace.testing.fakeapi import FakeApi
 
 
 @pytest.mark.parametrize(
@@ -107,37 +111,6 @@ def test_register_refuses_a_plain_http_endpoint_naming_the_flag(
 # -- the Cluster reconciler ------------------------------------------------------------------
 
 
-class FakeStore:
-    def __init__(self, obj: JsonObj) -> None:
-        self.obj = obj
-
-    def get(self, key: ObjectKey) -> JsonObj:
-        return self.obj
-
-
-class FakeInformer:
-    def __init__(self, obj: JsonObj) -> None:
-        self.store = FakeStore(obj)
-
-
-class FakeKube:
-    def __init__(self, obj: JsonObj) -> None:
-        self.obj = obj
-
-    async def get(self, resource: Any, key: ObjectKey) -> JsonObj:
-        return self.obj
-
-    async def merge_patch(self, resource: Any, key: ObjectKey, patch: JsonObj, **_: Any) -> JsonObj:
-        meta = {**self.obj["metadata"], **patch.get("metadata", {})}
-        spec = {**self.obj["spec"], **patch.get("spec", {})}
-        self.obj = {**self.obj, "metadata": meta, "spec": spec}
-        return self.obj
-
-    async def replace(self, resource: Any, obj: JsonObj, **_: Any) -> JsonObj:
-        self.obj = obj
-        return obj
-
-
 class FakeGateway:
     def __init__(self) -> None:
         self.registered: list[str] = []
@@ -169,24 +142,35 @@ def cluster(spec: JsonObj) -> JsonObj:
     return {
         "apiVersion": "ops.vworkspace.io/v1alpha1",
         "kind": "Cluster",
-        "metadata": {"name": "c", "resourceVersion": "1", "uid": "u"},
+        "metadata": {"name": "c"},
         "spec": {"registrationToken": "one-time", **spec},
     }
 
 
 async def reconcile(obj: JsonObj, *, allow_insecure: bool) -> tuple[float, JsonObj, FakeGateway]:
-    kube, gateway = FakeKube(obj), FakeGateway()
-    reconciler = ClusterReconciler(
-        client=kube,  # type: ignore[arg-type]
-        informer=FakeInformer(obj),  # type: ignore[arg-type]
-        gateway=gateway,
-        namespace="vworkspace-system",
-        clock=FakeClock(),
-        allow_insecure_endpoint=allow_insecure,
-    )
-    result = await reconciler.reconcile(ObjectKey(None, "c"))
+    clock, gateway = FakeClock(), FakeGateway()
+    kube = FakeApi(clock=clock)
+    kube.add(CLUSTERS, obj)
+    informer = Informer(kube, CLUSTERS, clock=clock)
+    watching = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.wait_synced(), 5)
+        reconciler = ClusterReconciler(
+            client=kube,
+            informer=informer,
+            gateway=gateway,
+            namespace="vworkspace-system",
+            clock=clock,
+            allow_insecure_endpoint=allow_insecure,
+        )
+        result = await reconciler.reconcile(ObjectKey(None, "c"))
+    finally:
+        watching.cancel()
+        kube.close()
+    stored = kube.stored(CLUSTERS, ObjectKey(None, "c"))
     assert result.requeue_after is not None
-    return result.requeue_after, kube.obj, gateway
+    assert stored is not None
+    return result.requeue_after, stored, gateway
 
 
 def condition(obj: JsonObj, type_: str) -> JsonObj:

@@ -20,43 +20,27 @@ from vworkspace.devtools.demo_backup import (
 )
 from vworkspace.devtools.demo_core import Demo, steps_for
 from vworkspace.devtools.demo_watch import PhaseLog, Watch
-from vworkspace.kube.rest.errors import NotFoundError
-from vworkspace.kube.rest.resources import OPERATIONS, ResourceType
+from vworkspace.engines.velero import BACKUPS
+from vworkspace.kube.rest.resources import OPERATIONS
+from vworkspace.testing.fakeapi import FakeApi
 
 BACKUP = ObjectKey("velero", "demo--hello-backup")
 OPERATION = ObjectKey("demo", "hello-backup")
-BACKUP_ENTRY = ("backups", BACKUP.namespace, BACKUP.name)
 
 
-class FakeKube:
-    """``get`` answers from a dict keyed by (plural, namespace, name)."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str | None, str], JsonObj] = {}
-
-    async def get(self, resource: ResourceType, key: ObjectKey) -> JsonObj:
-        try:
-            return self.objects[(resource.plural, key.namespace, key.name)]
-        except KeyError:
-            raise NotFoundError(
-                status=404,
-                reason="NotFound",
-                message=f"{resource.plural} {key} not found",
-                body={},
-                method="GET",
-                path=f"/{resource.plural}/{key}",
-            ) from None
+def backup_is(kube: FakeApi, status: JsonObj) -> None:
+    """Velero's Backup, created or updated, with ``status``."""
+    if kube.stored(BACKUPS, BACKUP) is None:
+        kube.add(BACKUPS, {"metadata": {"name": BACKUP.name, "namespace": BACKUP.namespace}})
+    kube.set_status(BACKUPS, BACKUP, status)
 
 
-def demo_with(kube: FakeKube, *, operation_status: JsonObj) -> Demo:
+def demo_with(kube: FakeApi, *, operation_status: JsonObj) -> Demo:
     demo = Demo(args=argparse.Namespace(timeout=1.0, signed=False, backup=True), workdir=Path())
     demo.instance = {"metadata": {"name": "hello", "namespace": "demo"}}
-    kube.objects[("operations", "demo", "hello-backup")] = {
-        **operation(demo),
-        "status": operation_status,
-    }
+    kube.add(OPERATIONS, {**operation(demo), "status": operation_status})
     demo.kube = kube  # type: ignore[assignment]
-    demo.operation = Watch(kube, OPERATIONS, OPERATION)  # type: ignore[arg-type]
+    demo.operation = Watch(kube, OPERATIONS, OPERATION)
     return demo
 
 
@@ -102,13 +86,13 @@ def test_the_operation_carries_a_backup_of_the_instance_without_volume_snapshots
 
 
 async def test_the_backup_is_found_through_the_operations_engine_ref_and_its_phases_kept() -> None:
-    kube = FakeKube()
+    kube = FakeApi()
     demo = demo_with(kube, operation_status={"phase": "Pending"})
     assert await _backup_now(demo) is None  # no engineRef yet: nothing to look at
-    kube.objects[("operations", "demo", "hello-backup")]["status"] = RUNNING
+    kube.set_status(OPERATIONS, OPERATION, RUNNING)
     assert await _backup_now(demo) is None  # named, not created yet
     for phase in ("Queued", "InProgress", "Completed"):
-        kube.objects[BACKUP_ENTRY] = {"status": {"phase": phase}}
+        backup_is(kube, {"phase": phase})
         backup = await _backup_now(demo)
         assert backup is not None
     assert demo.backup is not None
@@ -117,26 +101,22 @@ async def test_the_backup_is_found_through_the_operations_engine_ref_and_its_pha
 
 
 async def test_a_backup_velero_ended_partially_failed_fails_the_step_with_velero_s_words() -> None:
-    kube = FakeKube()
+    kube = FakeApi()
     demo = demo_with(kube, operation_status=RUNNING)
-    kube.objects[BACKUP_ENTRY] = {
-        "status": {"phase": "PartiallyFailed", "errors": 2, "warnings": 1}
-    }
+    backup_is(kube, {"phase": "PartiallyFailed", "errors": 2, "warnings": 1})
     with pytest.raises(RuntimeError) as caught:
         await _backup_now(demo)
     assert str(caught.value) == (
         "Velero ended the backup: Backup PartiallyFailed: 2 errors, 1 warning; "
         "see velero backup logs demo--hello-backup -n velero"
     )
-    kube.objects[BACKUP_ENTRY] = {
-        "status": {"phase": "FailedValidation", "validationErrors": ["no location default"]}
-    }
+    backup_is(kube, {"phase": "FailedValidation", "validationErrors": ["no location default"]})
     with pytest.raises(RuntimeError, match="FailedValidation: no location default"):
         await _backup_now(demo)
 
 
 async def test_an_operation_the_operator_failed_fails_the_step_with_its_condition() -> None:
-    kube = FakeKube()
+    kube = FakeApi()
     condition = {
         "type": "Failed",
         "status": "True",

@@ -524,3 +524,50 @@ async def test_the_informer_syncs_sees_a_modification_and_relists_after_410() ->
     finally:
         task.cancel()
         api.close()
+
+
+# ---- test controls ----------------------------------------------------------------------------
+
+
+async def test_add_and_set_status_seed_as_other_controllers_would(api: FakeApi) -> None:
+    seeded = api.add(OPERATIONS, {**op(), "status": {"phase": "Running"}})
+    assert seeded["status"] == {"phase": "Running"}
+    assert seeded["metadata"]["uid"]
+    updated = api.set_status(OPERATIONS, KEY, {"phase": "Succeeded"})
+    assert updated["status"] == {"phase": "Succeeded"}
+    assert int(updated["metadata"]["resourceVersion"]) > int(seeded["metadata"]["resourceVersion"])
+    assert api.writes == []
+    assert api.requests == []
+
+
+async def test_respond_answers_a_non_resource_endpoint(api: FakeApi) -> None:
+    api.respond(
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        lambda body: {**body, "status": {"authenticated": True}},
+    )
+    answer = await api.request(
+        "POST",
+        ApiPath.parse("/apis/authentication.k8s.io/v1/tokenreviews"),
+        body={"spec": {"token": "t"}},
+    )
+    assert answer == {"spec": {"token": "t"}, "status": {"authenticated": True}}
+
+
+async def test_a_namespaced_watch_sees_only_its_namespace(api: FakeApi) -> None:
+    start = await api.create(OPERATIONS, op("a"), field_manager=M)
+    elsewhere = op("b")
+    elsewhere["metadata"]["namespace"] = "other"
+    await api.create(OPERATIONS, elsewhere, field_manager=M)
+    await api.create(OPERATIONS, op("c"), field_manager=M)
+    assert await collect(api, {"resourceVersion": start["metadata"]["resourceVersion"]}, 1) == [
+        ("ADDED", "c")
+    ]
+
+
+async def test_an_applied_field_another_manager_also_applied_stays(api: FakeApi) -> None:
+    both = {**op(), "spec": {"type": "Backup", "shared": "x"}}
+    await api.apply(OPERATIONS, both, field_manager="one")
+    await api.apply(OPERATIONS, both, field_manager="two")
+    after = await api.apply(OPERATIONS, op(), field_manager="one")
+    assert after["spec"] == {"type": "Backup", "shared": "x"}  # "two" still owns spec.shared

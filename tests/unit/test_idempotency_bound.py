@@ -14,6 +14,7 @@ from vworkspace.agent.idempotency import (
     bounded,
     encoded_size,
 )
+from vworkspace.testing.fakeapi import FakeApi
 
 ONE_MIB = 1024 * 1024
 
@@ -59,4 +60,4 @@ def test_a_key_longer_than_the_per_key_limit_is_refused() -> None:
 
 def test_a_byte_bound_below_one_key_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="max_bytes"):
-        IdempotencyStore(None, namespace="ops", max_bytes=100)  # type: ignore[arg-type]
+        IdempotencyStore(FakeApi(), namespace="ops", max_bytes=100)

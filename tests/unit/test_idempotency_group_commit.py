@@ -16,81 +16,84 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from vworkspace.agent.idempotency import DATA_KEY, IdempotencyStore
+from vworkspace.agent.idempotency import CONFIG_MAP, DATA_KEY, IdempotencyStore
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.poller import Poller
 from vworkspace.agent.wire import Job, JobResult, Outcome
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import RealClock
-from vworkspace.kube.rest.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
-from vworkspace.kube.rest.resources import ResourceType
+from vworkspace.kube.rest.api import MERGE_PATCH
+from vworkspace.kube.rest.errors import ApiError, error_for
+from vworkspace.kube.rest.paths import ApiPath
+from vworkspace.kube.rest.resources import CONFIG_MAPS
+from vworkspace.testing.fakeapi import FakeApi
+
+CM = ObjectKey("ops", CONFIG_MAP)
 
 
-def _error(cls: type[ApiError], status: int, reason: str, message: str) -> ApiError:
-    return cls(status=status, reason=reason, message=message, body={}, method="PUT", path="cm")
-
-
-class FakeConfigMaps:
-    """One ConfigMap, compare-and-swap on resourceVersion like the API server."""
+class FakeConfigMaps(FakeApi):
+    """The fake API (real resourceVersion compare-and-swap) whose ConfigMap writes can be held
+    open (``gate``), failed with a 500 (``fail_next``) or raced by another writer whose key
+    list is stored just before ours (``race_next``); ``written_keys`` are the key lists of every
+    write attempt, ``gets`` the reads."""
 
     def __init__(self) -> None:
-        self.object: JsonObj | None = None
-        self.version = 0
-        self.gets = 0
-        self.writes: list[list[str]] = []  # the key list of every write attempt
+        super().__init__()
+        self.written_keys: list[list[str]] = []
         self.gate: asyncio.Event | None = None  # set: writes wait for it
         self.writing = asyncio.Event()  # set while a write waits at the gate
-        self.fail_next = 0
-        self.race_next: list[str] | None = None  # another writer's list, stored before ours
+        self.fail_writes = 0
+        self.race_next: list[str] | None = None
+
+    @property
+    def object(self) -> JsonObj | None:
+        return self.stored(CONFIG_MAPS, CM)
+
+    @object.setter
+    def object(self, obj: JsonObj) -> None:
+        self.add(CONFIG_MAPS, {**obj, "metadata": {"name": CM.name, "namespace": CM.namespace}})
+
+    @property
+    def gets(self) -> int:
+        return sum(1 for method, path in self.requests if method == "GET" and "configmaps" in path)
 
     def stored_keys(self) -> list[str]:
         data = (self.object or {}).get("data") or {}
         keys: list[str] = json.loads(data.get(DATA_KEY, "[]"))
         return keys
 
-    def _store(self, obj: JsonObj) -> JsonObj:
-        self.version += 1
-        self.object = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self.version)}}
-        return self.object
+    async def request(self, method: str, path: ApiPath, **kwargs: Any) -> JsonObj:
+        if method in ("POST", "PUT") and "configmaps" in path.segments:
+            await self._before_write(kwargs["body"])
+        return await super().request(method, path, **kwargs)
 
-    async def get(self, resource: ResourceType, key: ObjectKey) -> JsonObj:
-        self.gets += 1
-        if self.object is None:
-            raise _error(NotFoundError, 404, "NotFound", "configmaps not found")
-        return self.object
-
-    async def _write(self, obj: JsonObj, *, create: bool) -> JsonObj:
-        self.writes.append(json.loads(obj["data"][DATA_KEY]))
+    async def _before_write(self, body: JsonObj) -> None:
+        self.written_keys.append(json.loads(body["data"][DATA_KEY]))
         if self.gate is not None:
             self.writing.set()
             await self.gate.wait()
-        if self.fail_next:
-            self.fail_next -= 1
-            raise _error(ApiError, 500, "InternalError", "etcdserver: request timed out")
+        if self.fail_writes:
+            self.fail_writes -= 1
+            raise error_for(
+                status=500,
+                body={"reason": "InternalError", "message": "etcdserver: request timed out"},
+                method="PUT",
+                path="configmaps",
+            )
         if self.race_next is not None:
             other, self.race_next = self.race_next, None
-            self._store(
-                {"metadata": {"name": "cm"}, "data": {DATA_KEY: json.dumps(other)}},
-            )
-        if create and self.object is not None:
-            raise _error(AlreadyExistsError, 409, "AlreadyExists", "configmaps already exists")
-        if not create:
+            data = {DATA_KEY: json.dumps(other)}
             if self.object is None:
-                raise _error(NotFoundError, 404, "NotFound", "configmaps not found")
-            if obj["metadata"].get("resourceVersion") != self.object["metadata"]["resourceVersion"]:
-                raise _error(ConflictError, 409, "Conflict", "the object has been modified")
-        return self._store(obj)
-
-    async def create(self, resource: ResourceType, obj: JsonObj, *, field_manager: str) -> JsonObj:
-        return await self._write(obj, create=True)
-
-    async def replace(self, resource: ResourceType, obj: JsonObj, *, field_manager: str) -> JsonObj:
-        return await self._write(obj, create=False)
+                self.object = {"data": data}
+            else:  # straight to the fake (not through this class: no hooks, not an attempt)
+                path = CONFIG_MAPS.path(CM)
+                patch = {"data": data}
+                await FakeApi.request(self, "PATCH", path, body=patch, content_type=MERGE_PATCH)
 
 
 def store_for(fake: FakeConfigMaps, **kwargs: Any) -> IdempotencyStore:
-    return IdempotencyStore(fake, namespace="ops", **kwargs)  # type: ignore[arg-type]
+    return IdempotencyStore(fake, namespace=CM.namespace or "", **kwargs)
 
 
 async def test_keys_recorded_together_are_one_write() -> None:
@@ -98,7 +101,7 @@ async def test_keys_recorded_together_are_one_write() -> None:
     store = store_for(fake)
     keys = [f"job-{index}" for index in range(50)]
     await asyncio.gather(*(store.record(key) for key in keys))
-    assert fake.writes == [keys]
+    assert fake.written_keys == [keys]
     assert fake.stored_keys() == keys
     assert all([await store.contains(key) for key in keys])
 
@@ -109,25 +112,25 @@ async def test_a_lone_key_is_written_at_once_and_latecomers_join_the_next_write(
     store = store_for(fake)
     first = asyncio.ensure_future(store.record("first"))
     await asyncio.wait_for(fake.writing.wait(), 5)  # no timer: the first key is being written
-    assert fake.writes == [["first"]]
+    assert fake.written_keys == [["first"]]
     later = [asyncio.ensure_future(store.record(f"later-{index}")) for index in range(20)]
     await asyncio.sleep(0)
-    assert len(fake.writes) == 1  # they wait for the write in flight...
+    assert len(fake.written_keys) == 1  # they wait for the write in flight...
     assert not any(task.done() for task in [first, *later])
     fake.gate.set()
     await asyncio.wait_for(asyncio.gather(first, *later), 5)
     # ...and then all go in ONE more write, merged onto the first.
-    assert fake.writes == [["first"], ["first", *(f"later-{index}" for index in range(20))]]
+    assert fake.written_keys == [["first"], ["first", *(f"later-{index}" for index in range(20))]]
 
 
 async def test_a_failed_write_fails_every_waiter_of_its_batch_only() -> None:
     fake = FakeConfigMaps()
-    fake.fail_next = 1
+    fake.fail_writes = 1
     store = store_for(fake)
     outcomes = await asyncio.gather(
         *(store.record(f"k{index}") for index in range(5)), return_exceptions=True
     )
-    assert len(fake.writes) == 1
+    assert len(fake.written_keys) == 1
     assert all(isinstance(o, ApiError) and o.status == 500 for o in outcomes)
     assert not any([await store.contains(f"k{index}") for index in range(5)])
     await store.record("next")  # the next batch is written normally
@@ -141,7 +144,7 @@ async def test_a_conflict_rereads_and_merges_the_other_writers_keys() -> None:
     fake.race_next = ["mine-0", "theirs"]  # another writer stores its list before our write
     await asyncio.gather(store.record("mine-1"), store.record("mine-2"))
     assert fake.stored_keys() == ["mine-0", "theirs", "mine-1", "mine-2"]
-    assert len(fake.writes) == 3  # the first batch, the conflicting write, its merged retry
+    assert len(fake.written_keys) == 3  # the first batch, the conflicting write, its merged retry
     assert await store.contains("theirs")  # the re-read refreshed the cache too
 
 
@@ -251,16 +254,16 @@ async def test_results_are_posted_only_once_the_keys_are_durable() -> None:
     assert {r.outcome for r in plane.results.values()} == {Outcome.SUCCEEDED}
     assert len(plane.results) == 40
     assert all(plane.durable_when_posted.values())
-    assert len(fake.writes) < 40  # grouped: far fewer writes than jobs
+    assert len(fake.written_keys) < 40  # grouped: far fewer writes than jobs
 
 
 async def test_a_failed_write_gives_every_job_of_its_batch_the_record_error() -> None:
     fake = FakeConfigMaps()
-    fake.fail_next = 1
+    fake.fail_writes = 1
     plane = FakeControlPlane(fake)
     poller = poller_for(fake, plane)
     await asyncio.gather(*(poller._process(job) for job in jobs(8)))
-    assert len(fake.writes) == 1
+    assert len(fake.written_keys) == 1
     assert {r.outcome for r in plane.results.values()} == {Outcome.FAILED}
     assert all(
         r.error == "record idempotency key: etcdserver: request timed out"

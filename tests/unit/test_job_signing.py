@@ -87,6 +87,9 @@ class FixedClock:
     def now(self) -> datetime.datetime:
         return self._now
 
+    def monotonic(self) -> float:
+        return self._now.timestamp()
+
     async def sleep(self, seconds: float) -> None:
         raise AssertionError("not used")
 
@@ -193,7 +196,7 @@ def verifier(*, require: bool = True, max_age: float = 24 * 3600, keys: Any = No
     found = trusted() if keys is None else keys
     return JobVerifier(
         keys=lambda: found,
-        clock=FixedClock(),  # type: ignore[arg-type]
+        clock=FixedClock(),
         require=require,
         max_age=datetime.timedelta(seconds=max_age),
     )

@@ -12,7 +12,8 @@ from vworkspace.agent.hygiene import MetadataError, check_metadata
 from vworkspace.agent.wire import Job, JobResult, Outcome
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.kube.clock import FakeClock
-from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.kube.rest.resources import NAMESPACES
+from vworkspace.testing.fakeapi import FakeApi
 
 DISCOVERY = {
     "/api/v1": [{"name": "namespaces", "kind": "Namespace", "namespaced": False}],
@@ -26,29 +27,19 @@ DISCOVERY = {
 }
 
 
-class FakeKube:
-    """Discovery, existing namespaces, and applies recorded (answered with the object)."""
+def fake_kube() -> FakeApi:
+    """Discovery of the kinds above and the Namespace team-a; the applier's requests are
+    recorded in ``writes``."""
+    api = FakeApi()
+    for path, resources in DISCOVERY.items():
+        api.respond("GET", path, lambda _, resources=resources: {"resources": resources})
+    api.add(NAMESPACES, {"metadata": {"name": "team-a"}})
+    return api
 
-    def __init__(self) -> None:
-        self.applied: list[JsonObj] = []
-        self.deleted: list[Any] = []
 
-    async def request(self, method: str, path: str, **_: Any) -> JsonObj:
-        if method == "GET" and str(path) in DISCOVERY:
-            return {"resources": DISCOVERY[str(path)]}
-        raise NotFoundError(
-            status=404, reason="NotFound", message="", body={}, method=method, path=path
-        )
-
-    async def get(self, resource: Any, key: Any) -> JsonObj:
-        return {"metadata": {"name": key.name}}  # every namespace exists
-
-    async def apply(self, resource: Any, obj: JsonObj, **_: Any) -> JsonObj:
-        self.applied.append(obj)
-        return {**obj, "metadata": {**obj["metadata"], "uid": "u-1", "generation": 1}}
-
-    async def delete(self, resource: Any, key: Any) -> None:
-        self.deleted.append(key)
+def applied(api: FakeApi) -> list[JsonObj]:
+    """The bodies of the server-side applies that reached the API."""
+    return [w.body for w in api.writes if w.method == "PATCH"]
 
 
 def namespace(**meta: Any) -> JsonObj:
@@ -66,11 +57,11 @@ def instance(**meta: Any) -> JsonObj:
 
 async def run(
     payload: JsonObj, *, kind: str = "apply", **applier: Any
-) -> tuple[JobResult, FakeKube]:
-    kube = FakeKube()
+) -> tuple[JobResult, FakeApi]:
+    kube = fake_kube()
     job = Job(id="j-1", kind=kind, payload=payload)
     result = await Applier(
-        kube,  # type: ignore[arg-type]
+        kube,
         cluster_id=lambda: "c-1",
         clock=FakeClock(),
         **applier,
@@ -103,14 +94,14 @@ async def test_metadata_the_server_acts_on_is_refused_naming_the_field(
     assert result.outcome is Outcome.FAILED
     assert f"metadata.{field} is refused" in result.error
     assert why in result.error
-    assert kube.applied == []  # nothing reached the API server
+    assert applied(kube) == []  # nothing reached the API server
 
 
 async def test_the_f2_reproduction_namespace_with_a_missing_owner_is_refused() -> None:
     """Issue 24 F2: an apply of Namespace team-a with an ownerReference to a Namespace that does
     not exist went out as sent (and the garbage collector deleted team-a)."""
     result, kube = await run(namespace(ownerReferences=OWNER))
-    assert (result.outcome, kube.applied) == (Outcome.FAILED, [])
+    assert (result.outcome, applied(kube)) == (Outcome.FAILED, [])
     assert result.error.startswith("metadata.ownerReferences is refused")
 
 
@@ -126,7 +117,7 @@ async def test_intents_are_held_to_the_same_rules(intent: str) -> None:
     key = "applicationInstance" if intent == "ensure-application-instance" else "operation"
     result, kube = await run({"intent": intent, key: embedded}, kind="intent")
     assert "metadata.ownerReferences is refused" in result.error
-    assert kube.applied == []
+    assert applied(kube) == []
 
 
 # -- what is kept, what is dropped -----------------------------------------------------------
@@ -147,7 +138,7 @@ async def test_a_round_tripped_object_applies_without_its_read_only_fields() -> 
     )
     result, kube = await run(exported)
     assert result.outcome is Outcome.SUCCEEDED, result.error
-    assert kube.applied[0]["metadata"] == {
+    assert applied(kube)[0]["metadata"] == {
         "name": "shop",
         "namespace": "team-a",
         "labels": {
@@ -176,7 +167,7 @@ async def test_labels_and_annotations_a_control_plane_sets_are_kept(
 ) -> None:
     result, kube = await run(instance(labels=labels, annotations=annotations))
     assert result.outcome is Outcome.SUCCEEDED, result.error
-    assert kube.applied[0]["metadata"]["annotations"] == annotations
+    assert applied(kube)[0]["metadata"]["annotations"] == annotations
 
 
 async def test_the_namespace_name_label_is_accepted_when_it_is_the_name() -> None:
@@ -184,7 +175,7 @@ async def test_the_namespace_name_label_is_accepted_when_it_is_the_name() -> Non
     assert ok.outcome is Outcome.SUCCEEDED, ok.error
     bad, kube = await run(namespace(labels={"kubernetes.io/metadata.name": "prod"}))
     assert 'metadata.labels["kubernetes.io/metadata.name"] must equal metadata.name' in bad.error
-    assert kube.applied == []
+    assert applied(kube) == []
 
 
 # -- labels and annotations ------------------------------------------------------------------
@@ -232,7 +223,7 @@ async def test_a_bad_label_or_annotation_fails_the_job_naming_it(
     result, kube = await run(instance(**meta))
     assert result.outcome is Outcome.FAILED
     assert expected in result.error
-    assert kube.applied == []
+    assert applied(kube) == []
 
 
 @pytest.mark.parametrize(
@@ -253,7 +244,7 @@ async def test_keys_the_operator_acts_on_are_refused(where: str, key: str) -> No
     result, kube = await run(instance(**{where: {key: "x"}}))
     assert result.outcome is Outcome.FAILED
     assert f'metadata.{where}["{key}"] is refused: the operator acts on it' in result.error
-    assert kube.applied == []
+    assert applied(kube) == []
 
 
 @pytest.mark.parametrize(
@@ -272,7 +263,7 @@ async def test_kubernetes_reserved_keys_are_refused(where: str, key: str) -> Non
     result, kube = await run(namespace(**{where: {key: "privileged"}}))
     assert result.outcome is Outcome.FAILED
     assert f'metadata.{where}["{key}"] is refused: keys of the Kubernetes-reserved' in result.error
-    assert kube.applied == []
+    assert applied(kube) == []
 
 
 # -- F8: Cluster is not on the default allow-list --------------------------------------------
@@ -299,13 +290,13 @@ async def test_a_cluster_job_is_refused_by_default() -> None:
     assert "kind Cluster of API group ops.vworkspace.io is not on the agent allow-list" in (
         result.error
     )
-    assert kube.applied == []
+    assert applied(kube) == []
     deleted, kube = await run(
         {"apiVersion": "ops.vworkspace.io/v1alpha1", "kind": "Cluster", "name": "c"},
         kind="delete",
     )
     assert "not on the agent allow-list" in deleted.error
-    assert kube.deleted == []
+    assert kube.writes == []
 
 
 async def test_a_cluster_job_applies_when_the_kind_is_allowed() -> None:
@@ -321,4 +312,4 @@ async def test_a_cluster_job_applies_when_the_kind_is_allowed() -> None:
         allowed=allowed,
     )
     assert result.outcome is Outcome.SUCCEEDED, result.error
-    assert kube.applied[0]["kind"] == "Cluster"
+    assert applied(kube)[0]["kind"] == "Cluster"

@@ -110,7 +110,7 @@ class Creds:
 def verifier(clock: Clock, *, require: bool = True, **kwargs: Any) -> JobVerifier:
     return JobVerifier(
         keys=trusted,
-        clock=clock,  # type: ignore[arg-type]
+        clock=clock,
         require=require,
         max_age=datetime.timedelta(hours=24),
         **kwargs,
@@ -118,7 +118,7 @@ def verifier(clock: Clock, *, require: bool = True, **kwargs: Any) -> JobVerifie
 
 
 def store_for(fake: FakeConfigMaps, clock: Clock, **kwargs: Any) -> IdempotencyStore:
-    return IdempotencyStore(fake, namespace="ops", clock=clock, **kwargs)  # type: ignore[arg-type]
+    return IdempotencyStore(fake, namespace="ops", clock=clock, **kwargs)
 
 
 def poller_for(
@@ -138,7 +138,7 @@ def poller_for(
         credentials=Creds(),  # type: ignore[arg-type]
         applier=applier,  # type: ignore[arg-type]
         idempotency=store_for(fake, clock, **store),
-        clock=clock,  # type: ignore[arg-type]
+        clock=clock,
         metrics=metrics,
         verifier=check or verifier(clock),
     )
@@ -237,7 +237,7 @@ async def test_a_failed_job_is_remembered_too_so_its_replay_cannot_succeed_later
 
 async def test_an_id_that_cannot_be_recorded_fails_the_job_and_is_not_remembered() -> None:
     fake, clock = FakeConfigMaps(), Clock()
-    fake.fail_next = 1
+    fake.fail_writes = 1
     applier = CountingApplier()
     poller, plane, _ = poller_for(fake, clock, applier)
     await poller._process(signed_job())
@@ -249,7 +249,7 @@ async def test_an_id_that_cannot_be_recorded_fails_the_job_and_is_not_remembered
 
 async def test_a_failed_job_whose_id_cannot_be_recorded_names_both_errors() -> None:
     fake, clock = FakeConfigMaps(), Clock()
-    fake.fail_next = 1
+    fake.fail_writes = 1
     failing = CountingApplier(Outcome.FAILED, "server-side apply: etcd timeout")
     poller, plane, _ = poller_for(fake, clock, failing)
     await poller._process(signed_job())
@@ -397,7 +397,7 @@ async def test_the_poller_fetches_nothing_before_the_trusted_keys_are_listed() -
     keys: dict[str, Any] = {}  # the informer's cache, empty until it has listed
     check = JobVerifier(
         keys=lambda: keys,
-        clock=clock,  # type: ignore[arg-type]
+        clock=clock,
         require=True,
         synced=listed.is_set,
         wait_synced=listed.wait,
@@ -422,7 +422,7 @@ async def test_a_stop_while_waiting_for_the_keys_ends_the_poller() -> None:
     never = asyncio.Event()
     check = JobVerifier(
         keys=dict,
-        clock=clock,  # type: ignore[arg-type]
+        clock=clock,
         synced=never.is_set,
         wait_synced=never.wait,
     )

@@ -22,8 +22,8 @@ from vworkspace.engines import s3credentials as s3
 from vworkspace.engines.base import EngineError, Observation, State, Supplement
 from vworkspace.engines.seaweed import credentials_users, has_s3, seaweed_conditions, snapshot
 from vworkspace.engines.seaweedvalues import normalize
-from vworkspace.kube.rest.errors import NotFoundError
-from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, SECRETS
+from vworkspace.testing.fakeapi import FakeApi
 
 
 def seaweedfs(**spec: Any) -> JsonObj:
@@ -157,19 +157,13 @@ def test_ready_without_the_s3_endpoint_waits_for_it() -> None:
 # -- credential discovery -------------------------------------------------------------------------
 
 
-class Secrets:
-    def __init__(self, secrets: dict[str, dict[str, str]]) -> None:
-        self._secrets = secrets
-
-    async def get(self, resource: Any, key: ObjectKey) -> JsonObj:
-        if key.name not in self._secrets:
-            raise NotFoundError(
-                status=404, reason="NotFound", message="gone", body={}, method="GET", path=key.name
-            )
-        data = {
-            k: base64.b64encode(v.encode()).decode() for k, v in self._secrets[key.name].items()
-        }
-        return {"data": data}
+def secrets_api(secrets: dict[str, dict[str, str]]) -> FakeApi:
+    """A fake API holding the Secrets (name -> data) in namespace ns."""
+    api = FakeApi()
+    for name, data in secrets.items():
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        api.add(SECRETS, {"metadata": {"name": name, "namespace": "ns"}, "data": encoded})
+    return api
 
 
 def cred(name: str, phase: str, *, release: str = "sw", secret: str = "") -> JsonObj:
@@ -182,7 +176,7 @@ def cred(name: str, phase: str, *, release: str = "sw", secret: str = "") -> Jso
 
 def resolve(creds: list[JsonObj], secrets: dict[str, dict[str, str]]) -> s3.Credentials:
     return asyncio.run(
-        s3.resolve(Secrets(secrets), lambda ns: creds, namespace="ns", release="sw")  # type: ignore[arg-type]
+        s3.resolve(secrets_api(secrets), lambda ns: creds, namespace="ns", release="sw")
     )
 
 
@@ -249,13 +243,16 @@ class Reporter:
         self.waiting.clear()
 
 
-class Patches:
-    def __init__(self) -> None:
-        self.patches: list[JsonObj] = []
+class Patches(FakeApi):
+    """A fake API holding the instance sw; ``patches`` are the merge patches it received."""
 
-    async def merge_patch(self, resource: Any, key: ObjectKey, patch: JsonObj, **_: Any) -> JsonObj:
-        self.patches.append(patch)
-        return {}
+    def __init__(self) -> None:
+        super().__init__()
+        self.add(APPLICATION_INSTANCES, {"metadata": {"name": "sw", "namespace": "ns"}})
+
+    @property
+    def patches(self) -> list[JsonObj]:
+        return [w.body for w in self.writes_to(APPLICATION_INSTANCES)]
 
 
 def settle(sup: Supplements, annotations: dict[str, str], item: Supplement) -> None:
@@ -266,7 +263,7 @@ def settle(sup: Supplements, annotations: dict[str, str], item: Supplement) -> N
 def test_one_event_and_the_annotation_only_after_delivery() -> None:
     reporter, client = Reporter(), Patches()
     sup = Supplements(
-        client=client,  # type: ignore[arg-type]
+        client=client,
         resource=APPLICATION_INSTANCES,
         reporter=reporter,
         field_manager="test",
@@ -292,7 +289,7 @@ def test_one_event_and_the_annotation_only_after_delivery() -> None:
 def test_a_dropped_event_is_handed_over_again_and_a_cleared_report_is_rearmed() -> None:
     reporter, client = Reporter(), Patches()
     sup = Supplements(
-        client=client,  # type: ignore[arg-type]
+        client=client,
         resource=APPLICATION_INSTANCES,
         reporter=reporter,
         field_manager="test",

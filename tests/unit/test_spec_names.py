@@ -26,6 +26,7 @@ from vworkspace.kube.metrics import Metrics
 from vworkspace.kube.runtime.controller import Controller
 from vworkspace.kube.runtime.workqueue import WorkQueue
 from vworkspace.kube.tls import CertificateReloader
+from vworkspace.testing.fakeapi import FakeApi
 from vworkspace.webhooks.certs import write_webhook_certs
 from vworkspace.webhooks.server import OPERATION_PATH, WebhookMetrics, WebhookServer
 
@@ -56,19 +57,16 @@ async def test_an_operation_whose_target_cannot_be_a_name_is_denied_without_a_lo
     assert lookup.calls == 0
 
 
-class NoRequests:
-    async def get(self, *args: object, **kwargs: object) -> object:
-        raise AssertionError("no request expected")
-
-
 @pytest.mark.parametrize("source", ["secretRef", "configMapRef"])
 async def test_a_values_reference_that_cannot_be_a_name_is_an_engine_error(source: str) -> None:
     ai = {
         "metadata": {"name": "db", "namespace": "team-a"},
         "spec": {"values": {"source": source, source: {"name": "../kube-system/x", "key": "v"}}},
     }
+    api = FakeApi()
     with pytest.raises(EngineError, match=rf'^load values: spec\.values\.{source}\.name "\.\./'):
-        await load_values(NoRequests(), ApplicationInstanceView(ai))  # type: ignore[arg-type]
+        await load_values(api, ApplicationInstanceView(ai))
+    assert api.requests == []  # refused before any request
 
 
 async def test_an_invalid_name_ends_a_reconcile_without_retries() -> None:

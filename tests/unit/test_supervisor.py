@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -38,7 +39,7 @@ class Flaky:
 
 
 def make(
-    clock: FakeClock, flaky: Flaky, **kwargs: object
+    clock: FakeClock, flaky: Flaky, **kwargs: Any
 ) -> tuple[Supervisor, list[str], CollectorRegistry]:
     fatal: list[str] = []
     registry = CollectorRegistry()
@@ -49,7 +50,7 @@ def make(
         rng=random.Random(5),
         on_fatal=fatal.append,
         metrics=Metrics(registry),
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
     return supervisor, fatal, registry
 

@@ -19,9 +19,9 @@ from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.operation import OperationView
 from vworkspace.engines.base import EngineError, OperationRequest, State
-from vworkspace.engines.velero import VeleroEngine, restore_spec, rollup
-from vworkspace.kube.rest.errors import NotFoundError
+from vworkspace.engines.velero import RESTORES, VeleroEngine, restore_spec, rollup
 from vworkspace.testing import objects
+from vworkspace.testing.fakeapi import FakeApi
 
 KEY = ObjectKey("velero", "team-a--nightly")
 BACKUP_LOGS = "see velero backup logs team-a--nightly -n velero"
@@ -170,28 +170,14 @@ def restore(**parameters: Any) -> JsonObj:
     return op
 
 
-class _Applied:
-    """A KubeClient stand-in that records the object the engine applies (no API server)."""
-
-    def __init__(self) -> None:
-        self.applied: list[JsonObj] = []
-
-    async def get(self, *_: Any) -> JsonObj:
-        raise NotFoundError(
-            status=404, reason="NotFound", message="not found", body={}, method="GET", path="/"
-        )
-
-    async def apply(self, _resource: Any, obj: JsonObj, **_: Any) -> JsonObj:
-        self.applied.append(obj)
-        return obj
-
-
 async def test_a_restore_materializes_without_its_target_confined_to_its_namespace() -> None:
-    client = _Applied()
-    engine = VeleroEngine(client, namespace="velero")  # type: ignore[arg-type]
+    api = FakeApi()
+    engine = VeleroEngine(api, namespace="velero")
     ref = await engine.materialize(OperationRequest(OperationView(restore())))
     assert (ref.name, ref.namespace) == ("team-a--bring-back", "velero")
-    assert client.applied[0]["spec"] == {
+    stored = api.stored(RESTORES, ObjectKey("velero", "team-a--bring-back"))
+    assert stored is not None
+    assert stored["spec"] == {
         "backupName": "b",
         "includedNamespaces": ["team-a"],
         "excludedResources": ["operations.ops.vworkspace.io"],
@@ -213,16 +199,18 @@ def test_a_restore_never_brings_operations_back(given: Any, sent: list[str]) -> 
 
 
 async def test_a_backup_still_needs_its_target() -> None:
-    engine = VeleroEngine(_Applied(), namespace="velero")  # type: ignore[arg-type]
+    api = FakeApi()
+    engine = VeleroEngine(api, namespace="velero")
     backup = objects.operation("nightly", "team-a", type_="Backup")
     backup["metadata"]["uid"] = "1a2b-uid"
     with pytest.raises(EngineError, match="target ApplicationInstance does not exist"):
         await engine.materialize(OperationRequest(OperationView(backup)))
+    assert api.writes == []
 
 
 def test_only_a_velero_restore_runs_without_its_target_and_always_needs_approval() -> None:
     # The engine's policy hooks, which the Operation reconciler asks.
-    engine = VeleroEngine(_Applied(), namespace="velero")  # type: ignore[arg-type]
+    engine = VeleroEngine(FakeApi(), namespace="velero")
     backup = OperationView(objects.operation("nightly", "team-a", type_="Backup"))
     assert engine.runs_without_target(OperationView(restore()))
     assert engine.approval_required(OperationView(restore()))
@@ -252,22 +240,13 @@ def test_a_restore_without_its_target_may_not_map_namespaces() -> None:
     )
 
 
-class _Found(_Applied):
-    """A KubeClient stand-in whose ``get`` finds one Velero object with ``status``."""
-
-    def __init__(self, op: JsonObj, status: JsonObj) -> None:
-        super().__init__()
-        self.obj = {
-            "metadata": {
-                "name": "team-a--bring-back",
-                "namespace": "velero",
-                "labels": {"ops.vworkspace.io/operation": op["metadata"]["uid"]},
-            },
-            "status": status,
-        }
-
-    async def get(self, *_: Any) -> JsonObj:
-        return self.obj
+def _found(op: JsonObj, status: JsonObj) -> FakeApi:
+    """A fake API holding the Operation's Velero Restore with ``status``."""
+    api = FakeApi()
+    labels = {"ops.vworkspace.io/operation": op["metadata"]["uid"]}
+    restore = {"metadata": {"name": "team-a--bring-back", "namespace": "velero", "labels": labels}}
+    api.add(RESTORES, {**restore, "status": status})
+    return api
 
 
 @pytest.mark.parametrize(
@@ -287,7 +266,7 @@ async def test_a_failed_velero_object_is_kept_as_the_failures_record(
     # Deleting a Restore makes Velero delete its logs from the bucket, the logs the message
     # names (seen in tests/real/test_velero_ops.py): the reconciler must not cancel it.
     op = restore()
-    engine = VeleroEngine(_Found(op, status), namespace="velero")  # type: ignore[arg-type]
+    engine = VeleroEngine(_found(op, status), namespace="velero")
     seen = await engine.observe(OperationRequest(OperationView(op)))
     assert seen.keep is keep
     assert seen.outputs == {"restoreName": "team-a--bring-back"}

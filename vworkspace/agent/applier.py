@@ -54,7 +54,7 @@ from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import InvalidNameError
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.discovery import Discovery, UnknownKindError, split_api_version
 from vworkspace.kube.rest.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
 from vworkspace.kube.rest.resources import NAMESPACES, ResourceType
@@ -100,7 +100,7 @@ def parse_allowed(entries: list[str]) -> set[tuple[str, str]]:
 class Applier:
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         *,
         cluster_id: Callable[[], str],
         clock: Clock,

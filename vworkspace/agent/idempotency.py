@@ -50,7 +50,7 @@ from vworkspace.api.constants import FIELD_MANAGER_AGENT
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import Clock, RealClock
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import AlreadyExistsError, ConflictError, NotFoundError
 from vworkspace.kube.rest.resources import CONFIG_MAPS
 
@@ -109,7 +109,7 @@ def merged(stored: list[str], new: list[str]) -> list[str]:
 class IdempotencyStore:
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         *,
         namespace: str,
         name: str = CONFIG_MAP,

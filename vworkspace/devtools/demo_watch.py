@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import ResourceType
 
@@ -95,7 +95,7 @@ class PhaseLog:
 class Watch:
     """One object, polled: its last version and the conditions and phases it went through."""
 
-    def __init__(self, kube: KubeClient, resource: ResourceType, key: ObjectKey) -> None:
+    def __init__(self, kube: KubeApi, resource: ResourceType, key: ObjectKey) -> None:
         self.kube = kube
         self.resource = resource
         self.key = key
@@ -132,7 +132,7 @@ class Watch:
         return f"{self.name}: {seen}; now {state_of(ready)}{message}"
 
 
-async def released_deployments(kube: KubeClient, release: ObjectKey) -> list[JsonObj]:
+async def released_deployments(kube: KubeApi, release: ObjectKey) -> list[JsonObj]:
     """The Deployments helm-controller installed for the HelmRelease ``release``."""
     selector = f"{RELEASE_NAME_LABEL}={release.name},{RELEASE_NAMESPACE_LABEL}={release.namespace}"
     found = await kube.list(DEPLOYMENTS, release.namespace, labelSelector=selector)
@@ -147,7 +147,7 @@ def deployment_available(deployment: JsonObj) -> bool:
     return available and ready >= wanted
 
 
-async def pods_of(kube: KubeClient, deployment: JsonObj) -> list[JsonObj]:
+async def pods_of(kube: KubeApi, deployment: JsonObj) -> list[JsonObj]:
     """The Pods the Deployment's selector matches (``matchLabels`` only: the charts here use
     nothing else)."""
     labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}

@@ -17,7 +17,7 @@ import structlog
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import ApiError, NotFoundError
 from vworkspace.kube.rest.resources import EVENTS
 
@@ -42,7 +42,7 @@ def _micro_time(clock: Clock) -> str:
 class EventRecorder:
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         *,
         clock: Clock,
         controller: str = "vworkspace.io/operator",

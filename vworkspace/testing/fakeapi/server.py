@@ -15,16 +15,16 @@ import attrs
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import Clock, FakeClock
-from vworkspace.kube.rest.api import APPLY_PATCH, JSON, MERGE_PATCH, RestVerbs
+from vworkspace.kube.rest.api import JSON, RestVerbs
 from vworkspace.kube.rest.errors import ApiError
 from vworkspace.kube.rest.paths import ApiPath
 from vworkspace.kube.rest.resources import ResourceType
 from vworkspace.testing.fakeapi import routes
-from vworkspace.testing.fakeapi.merge import merge_patch
 from vworkspace.testing.fakeapi.routes import Route
 from vworkspace.testing.fakeapi.selectors import SelectorError, selector
 from vworkspace.testing.fakeapi.status import failure
 from vworkspace.testing.fakeapi.store import WITHOUT_STATUS, ObjectStore
+from vworkspace.testing.fakeapi.verbs import StoreVerbs, plain, route_of
 from vworkspace.testing.fakeapi.watch import Watch, line
 
 Responder = Callable[[JsonObj | None], JsonObj]
@@ -51,10 +51,6 @@ class _Injected:
     message: str
 
 
-def _plain(path: ApiPath) -> str:
-    return "/" + "/".join(path.segments)
-
-
 def _json_copy(body: Any) -> Any:
     """What the server would decode: a deep copy, and a TypeError for what is not JSON."""
     return json.loads(json.dumps(body)) if body is not None else None
@@ -68,6 +64,7 @@ class FakeApi(RestVerbs):
     ) -> None:
         self.clock: Clock = clock if clock is not None else FakeClock()
         self._store = ObjectStore(clock=self.clock, without_status=without_status)
+        self._verbs = StoreVerbs(self._store)
         self.writes: list[Write] = []
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request and watch
         self._injected: list[_Injected] = []
@@ -85,14 +82,17 @@ class FakeApi(RestVerbs):
         content_type: str = JSON,
         timeout_s: float | None = None,
     ) -> JsonObj:
-        method, text, query = method.upper(), _plain(path), dict(query or {})
+        method, text, query = method.upper(), plain(path), dict(query or {})
         self.requests.append((method, text))
-        self._raise_injected(method, text)
+        if method == "GET":
+            self._raise_injected(method, text)  # writes: recorded with the injected answer
         body = _json_copy(body)
         responder = self._responders.get((method, text))
+        route = routes.parse(path)
+        if method != "GET" and (responder is not None or route is None):
+            self._raise_injected(method, text)
         if responder is not None:
             return responder(body)
-        route = routes.parse(path)
         if route is None:
             raise failure(method, text, 404, "the server could not find the requested resource")
         if method == "GET":
@@ -111,7 +111,7 @@ class FakeApi(RestVerbs):
         """A watch from ``query["resourceVersion"]`` (from now, with the current objects as
         ADDED, when it is empty or "0"); it ends after ``timeoutSeconds`` (or ``total_timeout``)
         on the fake's clock, at :meth:`break_watches` or :meth:`close`."""
-        text = _plain(path)
+        text = plain(path)
         self.requests.append(("WATCH", text))
         self._raise_injected("WATCH", text)
         route = routes.parse(path)
@@ -152,7 +152,7 @@ class FakeApi(RestVerbs):
     ) -> None:
         """The next request of ``method`` (``WATCH`` for opening a watch) whose path starts with
         ``path_prefix`` fails with ``status`` (once), before the fake looks at it."""
-        prefix = _plain(path_prefix) if isinstance(path_prefix, ApiPath) else path_prefix
+        prefix = plain(path_prefix) if isinstance(path_prefix, ApiPath) else path_prefix
         self._injected.append(
             _Injected(method.upper(), prefix, status, message or f"injected {status}")
         )
@@ -195,16 +195,18 @@ class FakeApi(RestVerbs):
         ``requests``). The object gets uid, resourceVersion and so on as on create."""
         obj = _json_copy(obj)
         namespace = obj.get("metadata", {}).get("namespace") if resource.namespaced else None
-        route = _route_of(resource, ObjectKey(namespace, obj["metadata"]["name"]))
+        route = route_of(resource, ObjectKey(namespace, obj["metadata"]["name"]))
         obj.setdefault("kind", resource.kind)
-        return self._store.create(route, obj, fail=self._fail("POST", route), keep_status=True)
+        return self._store.create(
+            route, obj, fail=self._verbs.fail_for("POST", route), keep_status=True
+        )
 
     def set_status(self, resource: ResourceType, key: ObjectKey, status: JsonObj) -> JsonObj:
         """Write ``status`` as another controller would (not recorded in ``writes``)."""
-        route = attrs.evolve(_route_of(resource, key), subresource="status")
+        route = attrs.evolve(route_of(resource, key), subresource="status")
         live = self._live(route, "PUT")
         return self._store.update(
-            route, live, {"status": _json_copy(status)}, fail=self._fail("PUT", route)
+            route, live, {"status": _json_copy(status)}, fail=self._verbs.fail_for("PUT", route)
         )
 
     def writes_to(self, resource: ResourceType, *, subresource: str = "") -> list[Write]:
@@ -245,10 +247,7 @@ class FakeApi(RestVerbs):
             raise failure("GET", text, 400, f"unable to parse requirement: {err}") from None
 
     def _live(self, route: Route, method: str) -> JsonObj:
-        live = self._store.get(route.resource, route.key)
-        if live is None:
-            raise self._fail(method, route)(404, f'{route.resource} "{route.name}" not found')
-        return live
+        return self._verbs.live(route, method)
 
     # ---- writes ---------------------------------------------------------------------------
 
@@ -270,134 +269,13 @@ class FakeApi(RestVerbs):
             body=copy.deepcopy(body),
         )
         try:
-            answer = self._dispatch(method, route, query, body, content_type)
+            self._raise_injected(method, text)
+            answer = self._verbs.dispatch(method, route, query, body, content_type)
         except ApiError as err:
             self.writes.append(Write(**record, code=err.status))
             raise
         self.writes.append(Write(**record, code=201 if method == "POST" else 200))
         return answer
-
-    def _dispatch(
-        self, method: str, route: Route, query: dict[str, str], body: Any, content_type: str
-    ) -> JsonObj:
-        fail = self._fail(method, route)
-        if method == "POST" and not route.name:
-            return self._create(route, body)
-        if not route.name:
-            raise fail(405, f"{method} is not supported on a collection")
-        if method == "DELETE":
-            return self._store.delete(route, self._live(route, method))
-        if not isinstance(body, dict):
-            raise fail(400, "the request body must be a JSON object")
-        if method == "PUT":
-            return self._replace(route, body)
-        if method == "PATCH" and content_type == MERGE_PATCH:
-            live = self._live(route, method)
-            self._check_precondition(route, live, body)
-            return self._store.update(route, live, merge_patch(live, body), fail=fail)
-        if method == "PATCH" and content_type == APPLY_PATCH:
-            return self._apply(route, query, body)
-        if method == "PATCH":
-            raise fail(415, f"the fake does not support the patch type {content_type}")
-        raise fail(405, f"{method} is not supported")
-
-    def _create(self, route: Route, body: Any) -> JsonObj:
-        fail = self._fail("POST", route)
-        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
-            raise fail(400, "the request body must be an object with metadata")
-        meta = body["metadata"]
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = f"{meta['generateName']}{self._store.revision + 1:05d}"
-        if not meta.get("name"):
-            raise fail(
-                422,
-                f"{route.resource} is invalid: metadata.name: Required value: name or "
-                "generateName is required",
-            )
-        if route.namespace and meta.get("namespace") not in (None, "", route.namespace):
-            raise fail(
-                400,
-                "the namespace of the provided object does not match the namespace sent "
-                "on the request",
-            )
-        return self._store.create(attrs.evolve(route, name=meta["name"]), body, fail=fail)
-
-    def _replace(self, route: Route, body: JsonObj) -> JsonObj:
-        fail = self._fail("PUT", route)
-        if (body.get("metadata") or {}).get("name") != route.name:
-            raise fail(400, "the name of the object does not match the name on the URL")
-        live = self._live(route, "PUT")
-        self._check_precondition(route, live, body)
-        return self._store.update(route, live, body, fail=fail)
-
-    def _check_precondition(self, route: Route, live: JsonObj, body: JsonObj) -> None:
-        wanted = (body.get("metadata") or {}).get("resourceVersion")
-        if wanted and wanted != live["metadata"]["resourceVersion"]:
-            raise self._fail("PUT", route)(
-                409,
-                f'Operation cannot be fulfilled on {route.resource} "{route.name}": the object '
-                "has been modified; please apply your changes to the latest version and try again",
-            )
-
-    def _apply(self, route: Route, query: dict[str, str], body: JsonObj) -> JsonObj:
-        fail = self._fail("PATCH", route)
-        manager = query.get("fieldManager", "")
-        if not manager:
-            raise fail(422, "PatchOptions is invalid: fieldManager: Required value")
-        if (body.get("metadata") or {}).get("name") != route.name:
-            raise fail(400, "the name of the object does not match the name on the URL")
-        status_only = route.subresource == "status"
-        if status_only:
-            applied = {"status": body.get("status") or {}}
-        elif self._store.has_status(route.resource):
-            applied = {k: v for k, v in body.items() if k != "status"}
-        else:
-            applied = body
-        live = self._store.get(route.resource, route.key)
-        if live is None:
-            if route.subresource:
-                raise fail(404, f'{route.resource} "{route.name}" not found')
-            created = self._store.create(route, copy.deepcopy(applied), fail=fail)
-            _, owners = self._store.owners(route.resource, route.key).applied({}, applied, manager)
-            self._store.set_owners(route.resource, route.key, owners)
-            return created
-        self._check_precondition(route, live, body)
-        owners = self._store.owners(route.resource, route.key)
-        conflicts = owners.conflicts(live, applied, manager)
-        if conflicts and query.get("force") != "true":
-            raise fail(
-                409,
-                f"Apply failed with {len(conflicts)} conflict(s)",
-                causes=[
-                    {
-                        "reason": "FieldManagerConflict",
-                        "message": f'conflict with "{other}"',
-                        "field": "." + ".".join(path),
-                    }
-                    for other, path in conflicts
-                ],
-            )
-        merged, after = owners.applied(live, applied, manager)
-        stored = self._store.update(route, live, merged, fail=fail)
-        self._store.set_owners(route.resource, route.key, after)
-        return stored
-
-    def _fail(self, method: str, route: Route) -> Callable[..., ApiError]:
-        text = _plain(_path_of(route))
-
-        def fail(code: int, message: str, **details: Any) -> ApiError:
-            return failure(
-                method,
-                text,
-                code,
-                message,
-                name=route.name,
-                group=route.group,
-                kind=route.plural,
-                **details,
-            )
-
-        return fail
 
     def _raise_injected(self, method: str, text: str) -> None:
         for injected in self._injected:
@@ -421,22 +299,3 @@ async def _drain(watch: Watch) -> AsyncIterator[bytes]:
         if isinstance(item, BaseException):
             raise item
         yield item
-
-
-def _route_of(resource: ResourceType, key: ObjectKey) -> Route:
-    return Route(
-        resource.group,
-        resource.version,
-        resource.plural,
-        key.namespace if resource.namespaced else None,
-        key.name,
-    )
-
-
-def _path_of(route: Route) -> ApiPath:
-    segments = ["apis", route.group, route.version] if route.group else ["api", route.version]
-    if route.namespace:
-        segments += ["namespaces", route.namespace]
-    segments.append(route.plural)
-    segments += [s for s in (route.name, route.subresource) if s]
-    return ApiPath(tuple(segments))
