@@ -1,76 +1,27 @@
 """The one status commit (controllers/status.py): writes only a change, renders the decision
 onto the fresh object after a 409 (never re-sends a status built from a stale read), drops a
-decision the fresh object invalidates, reports and records transitions once."""
+decision the fresh object invalidates, reports and records transitions once. On the fake API
+(vworkspace/testing/fakeapi): the 409s are its optimistic-concurrency answers to a stale
+resourceVersion, not injected."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from vworkspace.api.conditions import Condition
 from vworkspace.api.jsontypes import JsonObj
+from vworkspace.api.meta import ObjectKey
 from vworkspace.api.view import ObjectView
 from vworkspace.controllers.conditions import FALSE, TRUE, UNKNOWN
 from vworkspace.controllers.status import Outcome, StatusCommit, StatusDraft
-from vworkspace.kube.rest.api import JSON, RestVerbs
-from vworkspace.kube.rest.errors import error_for
-from vworkspace.kube.rest.paths import ApiPath
 from vworkspace.kube.rest.resources import OPERATIONS
 from vworkspace.kube.runtime.controller import Result
+from vworkspace.testing.fakeapi import FakeApi
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-
-
-class OneObjectApi(RestVerbs):
-    """One stored object: GET it, PUT its status with optimistic concurrency (409 on a stale
-    resourceVersion), and ``meanwhile``: a write by someone else before our next PUT."""
-
-    def __init__(self, obj: JsonObj) -> None:
-        self.stored = copy.deepcopy(obj)
-        self.puts: list[JsonObj] = []
-        self.meanwhile: JsonObj | None = None
-
-    async def request(
-        self,
-        method: str,
-        path: ApiPath,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: Any = None,
-        content_type: str = JSON,
-        timeout_s: float | None = None,
-    ) -> JsonObj:
-        if method == "GET":
-            return copy.deepcopy(self.stored)
-        assert method == "PUT", method
-        assert path.segments[-1] == "status", path
-        self.puts.append(copy.deepcopy(body))
-        if self.meanwhile is not None:
-            self._write_status(self.meanwhile)
-            self.meanwhile = None
-        if body["metadata"]["resourceVersion"] != self.stored["metadata"]["resourceVersion"]:
-            raise error_for(status=409, body={"reason": "Conflict"}, method=method, path=str(path))
-        self._write_status(body["status"])
-        return copy.deepcopy(self.stored)
-
-    def _write_status(self, status: JsonObj) -> None:
-        self.stored["status"] = copy.deepcopy(status)
-        version = int(self.stored["metadata"]["resourceVersion"]) + 1
-        self.stored["metadata"]["resourceVersion"] = str(version)
-
-    def stream_lines(
-        self,
-        path: ApiPath,
-        *,
-        query: Mapping[str, str],
-        connect_timeout: float,
-        total_timeout: float,
-    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        raise NotImplementedError("no watches here")
+KEY = ObjectKey("ns", "op")
 
 
 class Reports:
@@ -87,34 +38,48 @@ class Reports:
         return False
 
 
-def operation(status: JsonObj | None = None) -> JsonObj:
+def operation(status: JsonObj | None = None) -> tuple[FakeApi, JsonObj]:
+    """A fake API holding one Operation, and the Operation as a reconcile read it."""
     obj: JsonObj = {
         "apiVersion": "ops.vworkspace.io/v1alpha1",
         "kind": "Operation",
-        "metadata": {"name": "op", "namespace": "ns", "resourceVersion": "1", "generation": 1},
+        "metadata": {"name": KEY.name, "namespace": KEY.namespace},
         "spec": {"type": "Backup", "engine": "velero"},
     }
     if status is not None:
         obj["status"] = status
-    return obj
+    api = FakeApi()
+    return api, api.add(OPERATIONS, obj)
 
 
-def commit(
-    api: OneObjectApi, obj: JsonObj, outcome: Outcome, reports: Reports | None = None
-) -> Result:
+def meanwhile(api: FakeApi, status: JsonObj) -> None:
+    """Another writer stores ``status`` after our read: our resourceVersion is now stale."""
+    api.set_status(OPERATIONS, KEY, status)
+
+
+def stored_status(api: FakeApi) -> JsonObj:
+    stored = api.stored(OPERATIONS, KEY)
+    assert stored is not None
+    return dict(stored.get("status") or {})
+
+
+def status_codes(api: FakeApi) -> list[int]:
+    return [w.code for w in api.writes if w.subresource == "status"]
+
+
+def commit(api: FakeApi, obj: JsonObj, outcome: Outcome, reports: Reports | None = None) -> Result:
     writer = StatusCommit(
-        client=api, resource=OPERATIONS, field_manager="test", reporter=reporter(reports)
+        client=api,
+        resource=OPERATIONS,
+        field_manager="test",
+        reporter=reports if reports is not None else Reports(),
     )
     return asyncio.run(writer.commit(ObjectView(obj), outcome))
 
 
-def reporter(reports: Reports | None) -> Reports:
-    return reports if reports is not None else Reports()
-
-
 def test_a_decision_is_written_once_and_its_transitions_reported() -> None:
-    obj = operation()
-    api, reports = OneObjectApi(obj), Reports()
+    api, obj = operation()
+    reports = Reports()
     draft = StatusDraft(ObjectView(obj), now=NOW)
     draft.set("phase", "Running")
     draft.set_condition("Running", TRUE, "EngineStarted")
@@ -122,19 +87,19 @@ def test_a_decision_is_written_once_and_its_transitions_reported() -> None:
     result = commit(api, obj, Outcome(Result.after(5), draft), reports)
 
     assert result == Result.after(5)
-    assert len(api.puts) == 1
-    assert api.stored["status"]["phase"] == "Running"
+    assert status_codes(api) == [200]
+    assert stored_status(api)["phase"] == "Running"
     assert reports.seen == [["Running=True"]]
 
 
 def test_an_unchanged_status_is_not_written_nor_reported() -> None:
-    obj = operation()
-    api = OneObjectApi(obj)
+    api, obj = operation()
     draft = StatusDraft(ObjectView(obj), now=NOW)
     draft.set("phase", "Running")
     draft.set_condition("Running", TRUE, "EngineStarted")
     commit(api, obj, Outcome(status=draft))
-    stored = copy.deepcopy(api.stored)
+    stored = api.stored(OPERATIONS, KEY)
+    assert stored is not None
     reports = Reports()
 
     again = StatusDraft(ObjectView(stored), now=NOW + datetime.timedelta(seconds=5))
@@ -142,35 +107,38 @@ def test_an_unchanged_status_is_not_written_nor_reported() -> None:
     again.set_condition("Running", TRUE, "EngineStarted")
     commit(api, stored, Outcome(status=again), reports)
 
-    assert len(api.puts) == 1
+    assert status_codes(api) == [200]
     assert reports.seen == []
 
 
 def test_after_a_409_the_decision_is_rendered_onto_the_fresh_object() -> None:
-    obj = operation({"phase": "Running"})
-    api, reports = OneObjectApi(obj), Reports()
+    api, obj = operation({"phase": "Running"})
+    reports = Reports()
     # Someone else stores a field and a condition between our read and our write.
-    api.meanwhile = {
-        "phase": "Running",
-        "logsRef": {"name": "kept"},
-        "conditions": [
-            {
-                "type": "Accepted",
-                "status": "True",
-                "reason": "AdmissionPassed",
-                "message": "",
-                "lastTransitionTime": "2025-12-31T00:00:00Z",
-            }
-        ],
-    }
+    meanwhile(
+        api,
+        {
+            "phase": "Running",
+            "logsRef": {"name": "kept"},
+            "conditions": [
+                {
+                    "type": "Accepted",
+                    "status": "True",
+                    "reason": "AdmissionPassed",
+                    "message": "",
+                    "lastTransitionTime": "2025-12-31T00:00:00Z",
+                }
+            ],
+        },
+    )
     draft = StatusDraft(ObjectView(obj), now=NOW)
     draft.set("engineRef", {"kind": "Backup", "name": "b"})
     draft.set_condition("Running", TRUE, "EngineStarted")
 
     commit(api, obj, Outcome(status=draft), reports)
 
-    assert len(api.puts) == 2  # the stale write, then one rendered from the fresh read
-    stored = api.stored["status"]
+    assert status_codes(api) == [409, 200]  # the stale write, then one from the fresh read
+    stored = stored_status(api)
     assert stored["logsRef"] == {"name": "kept"}  # the other writer's field survives
     assert stored["engineRef"] == {"kind": "Backup", "name": "b"}
     assert {c["type"] for c in stored["conditions"]} == {"Accepted", "Running"}
@@ -178,9 +146,9 @@ def test_after_a_409_the_decision_is_rendered_onto_the_fresh_object() -> None:
 
 
 def test_a_fresh_object_that_invalidates_the_decision_is_not_overwritten() -> None:
-    obj = operation({"phase": "Running"})
-    api, reports = OneObjectApi(obj), Reports()
-    api.meanwhile = {"phase": "Succeeded"}
+    api, obj = operation({"phase": "Running"})
+    reports = Reports()
+    meanwhile(api, {"phase": "Succeeded"})
     draft = StatusDraft(
         ObjectView(obj),
         now=NOW,
@@ -194,50 +162,45 @@ def test_a_fresh_object_that_invalidates_the_decision_is_not_overwritten() -> No
 
     result = commit(api, obj, Outcome(Result.done(), draft, then=then), reports)
 
-    assert api.stored["status"]["phase"] == "Succeeded"
+    assert stored_status(api)["phase"] == "Succeeded"
+    assert status_codes(api) == [409]
     assert result == Result.after(0.0)  # looked at again, with the fresh object
     assert ran == []  # nothing follows a decision that was not stored
     assert reports.seen == []
 
 
 def test_a_default_condition_never_overwrites_a_stored_one() -> None:
-    obj = operation()
-    api = OneObjectApi(obj)
-    api.meanwhile = {
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "False",
-                "reason": "Broken",
-                "message": "",
-                "lastTransitionTime": "2025-12-31T00:00:00Z",
-            }
-        ]
+    api, obj = operation()
+    broken = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Broken",
+        "message": "",
+        "lastTransitionTime": "2025-12-31T00:00:00Z",
     }
+    meanwhile(api, {"conditions": [broken]})
     draft = StatusDraft(ObjectView(obj), now=NOW)
     draft.default_condition("Ready", UNKNOWN, "Reconciling")
     assert draft.condition("Ready") is not None
 
     commit(api, obj, Outcome(status=draft))
 
-    ready = api.stored["status"]["conditions"]
-    assert [(c["type"], c["status"], c["reason"]) for c in ready] == [("Ready", "False", "Broken")]
-    assert len(api.puts) == 1  # the fresh object already has a Ready: nothing more to write
+    assert stored_status(api)["conditions"] == [broken]
+    assert status_codes(api) == [409]  # the fresh object has a Ready: nothing more to write
 
 
 def test_the_then_step_runs_after_the_write_and_may_replace_the_requeue() -> None:
-    obj = operation()
-    api = OneObjectApi(obj)
+    api, obj = operation()
     draft = StatusDraft(ObjectView(obj), now=NOW)
     draft.set_condition("Deleting", TRUE, "Uninstalling")
     draft.set_condition("Ready", FALSE, "Uninstalling")
     order: list[str] = []
 
     async def then() -> Result:
-        order.append(f"then after {len(api.puts)} write(s)")
+        order.append(f"then after {len(status_codes(api))} status write(s)")
         return Result.after(15)
 
     result = commit(api, obj, Outcome(Result.done(), draft, report=False, then=then))
 
-    assert order == ["then after 1 write(s)"]
+    assert order == ["then after 1 status write(s)"]
     assert result == Result.after(15)
