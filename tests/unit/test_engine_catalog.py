@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from tests.unit.engines import noop_engine
+from tests.unit.test_webhook_server import ScriptedLookup, post, review
 from vworkspace.api import templates
+from vworkspace.api.admission import World
 from vworkspace.api.applicationinstance import ApplicationInstanceView
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
@@ -37,7 +41,10 @@ from vworkspace.kube.rest.paths import ApiPath
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, OPERATIONS, key_of
 from vworkspace.kube.runtime.controller import Controller, Result
 from vworkspace.kube.runtime.workqueue import WorkQueue
+from vworkspace.kube.tls import CertificateReloader
 from vworkspace.testing.objects import managed_instance, operation
+from vworkspace.webhooks.certs import write_webhook_certs
+from vworkspace.webhooks.server import OPERATION_PATH, WebhookMetrics, WebhookServer
 
 
 class MemoryApi(RestVerbs):
@@ -228,3 +235,30 @@ def test_a_registry_of_ready_made_engines_for_tests() -> None:
     shop = ApplicationInstanceView(managed_instance("shop", "ns"))
     assert registry.instance_engine(shop) is None
     assert registry.instance_engine_missing(shop) == NO_ENGINE
+
+
+@pytest.mark.parametrize(("registered", "allowed"), [(True, True), (False, False)])
+async def test_the_webhook_asks_the_engine_whether_an_operation_runs_without_its_target(
+    tmp_path: Path, registered: bool, allowed: bool
+) -> None:
+    # Rule 6: a Restore whose target is gone is admitted because the velero engine says so
+    # (velero.py runs_without_target); without that engine nothing runs without its target.
+    files = write_webhook_certs(tmp_path, hosts=("127.0.0.1",))
+    served = frozenset(velero.DESCRIPTOR.requires) if registered else frozenset()
+    registry, _, _, _ = finder(ENGINES, served)
+    server = WebhookServer(
+        host="127.0.0.1",
+        port=0,
+        certificates=CertificateReloader(cert=files.cert, key=files.key),
+        lookup=ScriptedLookup(World(target=None)),
+        approval_secret="",
+        clock=FakeClock(),
+        metrics=WebhookMetrics.create(CollectorRegistry()),
+        engines=registry,
+    )
+    restore = operation("bring-back", "team-a", type_="Restore", parameters={"backupName": "b"})
+    async with TestClient(TestServer(server.application())) as client:
+        answer = await post(client, OPERATION_PATH, review(restore))
+    assert answer["allowed"] is allowed, answer
+    if not allowed:
+        assert "not found in namespace 'team-a'" in answer["status"]["message"]

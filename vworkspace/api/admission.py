@@ -135,6 +135,9 @@ class World:
     namespace_annotations: dict[str, str] = attrs.field(factory=dict)
     target: JsonObj | None = None
     operations: list[JsonObj] = attrs.field(factory=list)  # in the Operation's namespace
+    # The Operation's engine lets it start while its target does not exist (its policy hook,
+    # OperationEngine.runs_without_target: a Velero Restore brings a deleted instance back).
+    runs_without_target: bool = False
 
 
 IDENTITY_FIELDS = (
@@ -170,7 +173,7 @@ def review_operation(
         lambda: known_type_problem(spec),
         lambda: allowed_type_problem(new, world.namespace_annotations),
         lambda: template_problem(spec),
-        lambda: _target_missing_problem(new, world.target),
+        lambda: _target_missing_problem(new, world.target, world.runs_without_target),
         lambda: capability_problem(new, world.target),
         lambda: parameters_problem(new) if check_parameters else None,
     )
@@ -298,18 +301,10 @@ def template_problem(spec: JsonObj) -> str | None:
     return f"no built-in template for type {type_} with engine {engine}{_expected_engine(type_)}"
 
 
-def runs_without_target(spec: JsonObj) -> bool:
-    """A Restore through Velero may run while its target does not exist: bringing back a
-    deleted ApplicationInstance is what it is for (issue 26). Its approval claim is always
-    required, and it is confined to the Operation's namespace (the engine restores only that
-    namespace of the backup; :func:`targetless_problem` refuses a namespace mapping), so the
-    capability annotation, which went with the deleted instance, is not missed."""
-    return spec.get("type") == "Restore" and spec.get("engine") == "velero"
-
-
 def targetless_problem(op: JsonObj) -> str | None:
-    """For a Velero Restore whose target does not exist: a namespace mapping would let it write
-    outside the Operation's namespace with no instance to consent, so it is refused."""
+    """For an Operation that runs without its target (its engine says so: a Velero Restore,
+    engines/velero.py): a namespace mapping would let it write outside the Operation's
+    namespace with no instance to consent, so it is refused."""
     params = _parameters(op)
     if not isinstance(params, dict) or not params.get("namespaceMapping"):
         return None
@@ -321,12 +316,14 @@ def targetless_problem(op: JsonObj) -> str | None:
     )
 
 
-def _target_missing_problem(op: JsonObj, target: JsonObj | None) -> str | None:
-    """Rule 6 (the reconciler has its own: ``TargetNotReady``, retried, as Go's); a Velero
-    Restore may run without its target (:func:`runs_without_target`)."""
+def _target_missing_problem(
+    op: JsonObj, target: JsonObj | None, runs_without_target: bool
+) -> str | None:
+    """Rule 6 (the reconciler has its own: ``TargetNotReady``, retried, as Go's); an Operation
+    whose engine lets it run without its target (``World.runs_without_target``) may."""
     if target is not None:
         return None
-    if runs_without_target(op.get("spec") or {}):
+    if runs_without_target:
         return targetless_problem(op)
     return (
         f"spec.targetRef.name: ApplicationInstance {op['spec']['targetRef']['name']!r} "

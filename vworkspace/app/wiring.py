@@ -214,7 +214,9 @@ def build_manager(
         served=served,
     )
     if settings.webhooks is not None:
-        add_webhooks(manager, settings, settings.webhooks, client=client, clock=clock)
+        add_webhooks(
+            manager, settings, settings.webhooks, client=client, clock=clock, engines=engines
+        )
     return manager
 
 
@@ -305,8 +307,10 @@ def add_webhooks(
     *,
     client: KubeClient,
     clock: Clock,
+    engines: EngineRegistry | None = None,
 ) -> WebhookServer:
-    """The admission webhook server, on every replica (not only the leader). Raises
+    """The admission webhook server, on every replica (not only the leader); ``engines``
+    gives the engines' policy (which Operations may run without their target). Raises
     :class:`~vworkspace.kube.tls.CertificateError` when the serving pair cannot be read."""
     server = WebhookServer(
         host=webhooks.address.host,
@@ -321,6 +325,7 @@ def add_webhooks(
         clock=clock,
         metrics=WebhookMetrics.create(manager.metrics.registry),
         reload_interval=webhooks.reload_interval,
+        engines=engines,
     )
     # Failing before it listens (the port is taken, the certificate is unreadable) is a
     # start-up error; failing later is restarted like any task.

@@ -32,6 +32,8 @@ from vworkspace.api.admission import (
     review_operation,
 )
 from vworkspace.api.names import InvalidNameError, check_subdomain
+from vworkspace.api.operation import OperationView
+from vworkspace.engines.registry import EngineRegistry
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.listener import (
     DEFAULT_LIMITS,
@@ -108,9 +110,12 @@ class WebhookServer:
         reload_interval: float = 10.0,
         limits: ListenerLimits = DEFAULT_LIMITS,
         body_timeout: float = BODY_TIMEOUT,
+        engines: EngineRegistry | None = None,
     ) -> None:
         """``limits``: the listener's header and handshake deadlines and connection cap;
-        ``body_timeout``: how long one request's body may take to arrive."""
+        ``body_timeout``: how long one request's body may take to arrive; ``engines``: the
+        operator's engines, whose policy says which Operations may run without their target
+        (a Velero Restore); None: none may."""
         self._host = host
         self._port = port
         self.certificates = certificates
@@ -121,6 +126,7 @@ class WebhookServer:
         self._reload_interval = reload_interval
         self._limits = limits
         self._body_timeout = body_timeout
+        self._engines = engines if engines is not None else EngineRegistry()
         self.port = 0
         self.started = asyncio.Event()
 
@@ -219,6 +225,10 @@ class WebhookServer:
         world = await self._lookup.world(
             namespace=admission.namespace, target=target if isinstance(target, str) else ""
         )
+        view = OperationView(new)
+        engine = self._engines.operation_engine(view.engine)
+        if engine is not None and engine.runs_without_target(view):
+            world = attrs.evolve(world, runs_without_target=True)
         return review_operation(
             new,
             old,
