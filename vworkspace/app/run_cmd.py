@@ -268,6 +268,14 @@ def add_parser(commands: Any, *, summary: str) -> None:
         metavar="SECONDS",
         help="deadline of one reconcile (default: %(default)s)",
     )
+    tuning.add_argument(
+        "--trace-file",
+        type=Path,
+        metavar="PATH",
+        help="append NDJSON of every informer event and every reconcile (objects scrubbed of "
+        "secrets) for debugging and replay fixtures, docs/traces.md (env: VWORKSPACE_TRACE_FILE; "
+        "default: off)",
+    )
     agent = run.add_argument_group(
         "pull-mode agent",
         "Credentials: each flag wins over its environment variable, which wins over the "
@@ -488,6 +496,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
             args.approval_claim_secret or env.get("VWORKSPACE_APPROVAL_CLAIM_SECRET", "")
         ).strip(),
         flux_service_account=hardening.flux_service_account,
+        trace_file=args.trace_file
+        or (Path(env["VWORKSPACE_TRACE_FILE"]) if env.get("VWORKSPACE_TRACE_FILE") else None),
     )
 
 

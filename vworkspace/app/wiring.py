@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import attrs
@@ -61,6 +62,7 @@ from vworkspace.kube.runtime.controller import Controller, Reconciler
 from vworkspace.kube.runtime.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
 from vworkspace.kube.runtime.workqueue import WorkQueue
 from vworkspace.kube.tls import CertificateError, CertificateReloader
+from vworkspace.kube.trace import Tracer, TracingApi
 from vworkspace.webhooks.lookup import ClusterLookup
 from vworkspace.webhooks.server import WebhookMetrics, WebhookServer
 
@@ -143,6 +145,8 @@ class OperatorSettings:
     engine_discovery_interval: float = 5.0
     engine_discovery_max_interval: float = 60.0
     approval_secret: str = attrs.field(default="", repr=False)
+    # NDJSON of informer events and reconciles (run --trace-file; kube/trace.py); None: off.
+    trace_file: Path | None = None
     # HelmRelease spec.serviceAccountName (Flux impersonation); "" keeps helm-controller's own.
     flux_service_account: str = ""
     agent: AgentSettings | None = None
@@ -197,6 +201,10 @@ def build_manager(
     clock = clock or RealClock()
     metrics = Metrics(registry)
     client.instrument(RestClientMetrics.create(registry))
+    tracer = Tracer.open(settings.trace_file, clock=clock) if settings.trace_file else None
+    if tracer is not None:
+        # Informers and controllers find the tracer on the API they use (kube/trace.py).
+        client = cast(KubeClient, TracingApi(client, tracer))  # until components take KubeApi
     elector = None
     if settings.leader_elect:
         lease = LeaseConfig(
@@ -220,6 +228,8 @@ def build_manager(
             MetricsAuthorizer(api=client, clock=clock) if settings.metrics_secure else None
         ),
     )
+    if tracer is not None:
+        manager.add_runnable("trace writer", tracer.run, leader_only=False)
     recorder = EventRecorder(client, clock=clock, instance=settings.identity)
     informers = {
         name: manager.add_informer(Informer(client, resource, clock=clock, metrics=metrics))
