@@ -201,8 +201,14 @@ def build_manager(
     clock = clock or RealClock()
     metrics = Metrics(registry)
     client.instrument(RestClientMetrics.create(registry))
-    tracer = Tracer.open(settings.trace_file, clock=clock) if settings.trace_file else None
-    if tracer is not None:
+    tracer = None
+    if settings.trace_file is not None:
+        # The settings a replay needs to build the same operator (vworkspace/testing/replay.py).
+        replayed: JsonObj = {
+            "velero_namespace": settings.velero_namespace,
+            "flux_service_account": settings.flux_service_account,
+        }
+        tracer = Tracer.open(settings.trace_file, clock=clock, settings=replayed)
         # Informers and controllers find the tracer on the API they use (kube/trace.py).
         client = cast(KubeClient, TracingApi(client, tracer))  # until components take KubeApi
     elector = None

@@ -32,8 +32,9 @@ references) are replaced, as are JWT-looking strings anywhere, ``managedFields``
 ``last-applied-configuration`` annotation (it copies a Secret's data) are dropped. The trade-off:
 a replay sees placeholder credentials, which is all a reconcile may see of them anyway.
 
-Trade-offs: the file is written synchronously from the event loop, buffered (flushed when 64 KiB
-are pending, by :meth:`Tracer.run` every second and at close); a trace is for debugging and
+Trade-offs: the file is written synchronously from the event loop; event lines are buffered
+(flushed with the next reconcile line, when 64 KiB are pending, by :meth:`Tracer.run` every
+second and at shutdown), a reconcile line is flushed at once. A trace is for debugging and
 fixtures, not for production at 10,000 objects.
 """
 
@@ -223,11 +224,13 @@ class Tracer:
         self.lines = 0
 
     @classmethod
-    def open(cls, path: Path, *, clock: Clock) -> Tracer:
-        """Append to ``path`` (created with its directory); a header line names the version."""
+    def open(cls, path: Path, *, clock: Clock, settings: JsonObj | None = None) -> Tracer:
+        """Append to ``path`` (created with its directory); a header line names the version
+        and the ``settings`` a replay needs to build the same operator."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tracer = cls(path.open("a", encoding="utf-8"), clock=clock)
-        tracer._write({"t": "header", "version": TRACE_VERSION, "time": tracer._now()})
+        header = {"t": "header", "version": TRACE_VERSION, "time": tracer._now()}
+        tracer._write({**header, "settings": settings or {}})
         return tracer
 
     def _now(self) -> str:
@@ -289,7 +292,8 @@ class Tracer:
         meta = obj.get("metadata") or {}
         ns, name = meta.get("namespace"), meta.get("name")
         key = f"{ns}/{name}" if ns else str(name)
-        record.reads[(resource, key)] = str(meta.get("resourceVersion", ""))
+        # The first read is the state the reconcile decided on; later ones are its own writes.
+        record.reads.setdefault((resource, key), str(meta.get("resourceVersion", "")))
 
     def begin(self, controller: str, key: ObjectKey, reconcile_id: str) -> contextvars.Token[Any]:
         """Start tracing a reconcile in this task's context; :meth:`end` with the token."""
@@ -308,6 +312,9 @@ class Tracer:
         _current.reset(token)
         if record is not None:
             self._write(record.line(outcome, time.perf_counter()))
+            # A reconcile is what a trace is read for: it reaches the file at once (the events
+            # before it with it), so a process killed later loses at most the events since.
+            self.flush()
 
 
 def outcome_of(
