@@ -8,7 +8,10 @@ normalized so that it is small, stable and replayable on the fake API
 * only the last run of the file (after its last ``header`` line);
 * with ``--namespace``, only the reconciles of objects in those namespaces (and cluster-scoped);
 * only the events of our kinds and of the objects the kept reconciles read, fetched or wrote
-  (a watch of Secrets or Leases the reconciles never looked at is noise); ``seq`` renumbered;
+  (a watch of Secrets or Leases the reconciles never looked at is noise), and of those only
+  the states a reconcile could have seen (the last before each reconcile started, the versions
+  the reconciles read, deletions); ``seq`` renumbered; a status write keeps only its body's
+  ``status`` (all the API server takes from it);
 * uids become ``uid-1``, ``uid-2``, ... wherever they appear whole (``uid`` fields, the
   Operation-uid label of a Backup) and resourceVersions their rank (``1``, ``2``, ...), in
   order of appearance and of value, so a re-recording diffs on what changed, not on etcd's
@@ -36,6 +39,7 @@ from typing import Any
 
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.kube.applied import DIGEST_ANNOTATION, with_digest
+from vworkspace.kube.trace import status_only
 
 OUR_RESOURCES = frozenset(
     {
@@ -95,16 +99,22 @@ def trim(run: list[JsonObj], *, namespaces: frozenset[str] = frozenset()) -> lis
         wanted.update((r["resource"], r["key"]) for r in rec.get("reads", []))
         wanted.update((f["resource"], f["key"]) for f in rec.get("fetched", []))
         wanted.update((w["resource"], w["key"]) for w in rec.get("writes", []))
-    kept: list[JsonObj] = []
-    renumber: list[tuple[int, int]] = []  # (old seq, new seq)
+    relevant = []
     for line in body:
         if line["t"] != "event":
             continue
         key = _object_key(line["object"])
         ours = line["resource"] in OUR_RESOURCES and _in_namespaces(key, namespaces)
         if ours or (line["resource"], key) in wanted:
+            relevant.append(line)
+    needed = _needed(relevant, reconciles)
+    kept: list[JsonObj] = []
+    renumber: list[tuple[int, int]] = []  # (old seq, new seq)
+    for line in relevant:
+        if id(line) in needed:
             renumber.append((line["seq"], len(kept) + 1))
             kept.append({**line, "seq": len(kept) + 1})
+    reconciles = [{**rec, "writes": [status_only(w) for w in rec["writes"]]} for rec in reconciles]
     out = [header]
     events = iter(kept)
     pending = next(events, None)
@@ -118,6 +128,35 @@ def trim(run: list[JsonObj], *, namespaces: frozenset[str] = frozenset()) -> lis
         out.append(pending)
         pending = next(events, None)
     return out
+
+
+def _needed(events: list[JsonObj], reconciles: list[JsonObj]) -> set[int]:
+    """The events a replay needs (their ``id``): each object's last state before each reconcile,
+    the states the reconciles read, and every deletion; a state superseded before any reconcile
+    started never reached a decision."""
+    starts = sorted(rec["seq"] for rec in reconciles)
+    read = {
+        (ref["resource"], ref["key"], ref.get(field, ""))
+        for rec in reconciles
+        for ref in rec.get("reads", [])
+        for field in ("resourceVersion", "lastResourceVersion")
+    }
+    last: dict[tuple[str, str], JsonObj] = {}
+    needed: set[int] = set()
+    pending = iter(starts)
+    boundary = next(pending, None)
+    for event in events:
+        while boundary is not None and event["seq"] > boundary:
+            needed.update(id(e) for e in last.values())  # the world this reconcile started in
+            boundary = next(pending, None)
+        key = (event["resource"], _object_key(event["object"]))
+        meta = event["object"].get("metadata") or {}
+        if event["type"] == "DELETED" or (*key, str(meta.get("resourceVersion", ""))) in read:
+            needed.add(id(event))
+        last[key] = event
+    if boundary is not None:
+        needed.update(id(e) for e in last.values())
+    return needed
 
 
 def _walk(value: Any, visit: Any, key: str = "") -> Any:

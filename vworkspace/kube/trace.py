@@ -7,11 +7,11 @@
   (``via``: ``watch``, ``list``, ``write``);
 * ``{"t": "reconcile", ...}``: one reconcile: controller, key, the clock time it started, how
   many events had been traced before it started (``seq``, so a replay knows the world it saw),
-  the cached objects it read (references: resource, key, resourceVersion; their content is in
-  the events), the objects it fetched with GET (whole, scrubbed), the writes it made (method,
-  resource, key, subresource, body, scrubbed, and the answer's code), the status it committed
-  (the body of its last status write) and its outcome (``done``, ``after`` with the requeue,
-  ``terminal``, ``error``, ``timeout``).
+  the cached objects it read (references: resource, key, the first and the last
+  resourceVersion it read; their content is in the events), the objects it fetched with GET
+  (whole, scrubbed), the writes it made (method, resource, key, subresource, body, scrubbed,
+  and the answer's code), the status it committed (the body of its last status write) and its
+  outcome (``done``, ``after`` with the requeue, ``terminal``, ``error``, ``timeout``).
 
 ``python -m vworkspace trace to-fixture`` turns a trace into a replay fixture
 (vworkspace/devtools/trace_cmd.py; tests/unit/test_replay_fixtures.py replays them).
@@ -148,7 +148,7 @@ class ReconcileRecord:
     time: str
     seq: int
     started: float
-    reads: dict[tuple[str, str], str] = attrs.field(factory=dict)
+    reads: dict[tuple[str, str], tuple[str, str]] = attrs.field(factory=dict)
     fetched: list[JsonObj] = attrs.field(factory=list)
     writes: list[JsonObj] = attrs.field(factory=list)
 
@@ -190,8 +190,8 @@ class ReconcileRecord:
             "time": self.time,
             "seq": self.seq,
             "reads": [
-                {"resource": r, "key": k, "resourceVersion": rv}
-                for (r, k), rv in sorted(self.reads.items())
+                {"resource": r, "key": k, "resourceVersion": first, "lastResourceVersion": last}
+                for (r, k), (first, last) in sorted(self.reads.items())
             ],
             "fetched": self.fetched,
             "writes": self.writes,
@@ -292,8 +292,11 @@ class Tracer:
         meta = obj.get("metadata") or {}
         ns, name = meta.get("namespace"), meta.get("name")
         key = f"{ns}/{name}" if ns else str(name)
-        # The first read is the state the reconcile decided on; later ones are its own writes.
-        record.reads.setdefault((resource, key), str(meta.get("resourceVersion", "")))
+        # The first and the last version read: a reconcile reads its own writes back, and a
+        # watch event that arrives while it awaits something can be read by it too.
+        version = str(meta.get("resourceVersion", ""))
+        first, _ = record.reads.get((resource, key), (version, version))
+        record.reads[(resource, key)] = (first, version)
 
     def begin(self, controller: str, key: ObjectKey, reconcile_id: str) -> contextvars.Token[Any]:
         """Start tracing a reconcile in this task's context; :meth:`end` with the token."""
@@ -315,6 +318,15 @@ class Tracer:
             # A reconcile is what a trace is read for: it reaches the file at once (the events
             # before it with it), so a process killed later loses at most the events since.
             self.flush()
+
+
+def status_only(write: JsonObj) -> JsonObj:
+    """A status write as what it can change: its body's ``status`` (the API server ignores the
+    rest; fixtures keep only that, devtools/trace_cmd.py)."""
+    body = write.get("body")
+    if write.get("subresource") != "status" or not isinstance(body, dict):
+        return write
+    return {**write, "body": {"status": body.get("status")}}
 
 
 def outcome_of(

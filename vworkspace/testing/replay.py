@@ -24,10 +24,11 @@ replay test's ``--update-replay``/``VWORKSPACE_UPDATE_REPLAY=1``, docs/traces.md
 
 The in-memory API (:class:`ReplayApi`) is deliberately naive: it stores what it is given
 verbatim (metadata.generation included, which the reconcilers compare with observedGeneration),
-answers GET/LIST, applies merge patches and applies (as merge patches), replaces, keeps objects
-with finalizers on DELETE. It checks no preconditions: the recorded world is authoritative, and
-a replay is about what the reconcilers decide, not about conflicts (the fake API's own tests,
-vworkspace/testing/fakeapi, cover those semantics).
+answers GET/LIST, applies merge patches and applies (as merge patches), replaces, bumps
+``metadata.generation`` when anything but metadata and status changes, keeps status out of
+main-resource writes, keeps objects with finalizers on DELETE. It checks no preconditions: the
+recorded world is authoritative, and a replay is about what the reconcilers decide, not about
+conflicts (the fake API's own tests, vworkspace/testing/fakeapi, cover those semantics).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from vworkspace.kube.rest.api import JSON, MERGE_PATCH, RestVerbs
 from vworkspace.kube.rest.errors import error_for
 from vworkspace.kube.rest.paths import ApiPath
 from vworkspace.kube.runtime.controller import Reconciler, Result
-from vworkspace.kube.trace import Target, Tracer, TracingApi, outcome_of
+from vworkspace.kube.trace import Target, Tracer, TracingApi, outcome_of, status_only
 
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 _DROPPED = frozenset({"resourceVersion", "uid", "managedFields", "reportingInstance"})
@@ -148,8 +149,12 @@ class ReplayApi(RestVerbs):
         new = copy.deepcopy(body) if method == "PUT" else _merge(live or {}, body)
         if target.subresource == "status" and live is not None:
             new = {**live, "status": new.get("status")}
+        elif live is not None and "status" in live:
+            new["status"] = live["status"]  # the main resource does not write status
         meta = new.setdefault("metadata", {})
         self._revision += 1
+        if live is not None and _spec(live) != _spec(new):
+            meta["generation"] = int(live.get("metadata", {}).get("generation") or 0) + 1
         if live is None:  # created (POST, or an apply of a missing object)
             meta.setdefault("namespace", target.namespace)
             if not meta.get("name"):
@@ -187,6 +192,11 @@ class ReplayApi(RestVerbs):
 
     def instrument(self, metrics: object) -> None:
         """build_manager instruments the concrete client; nothing to count here."""
+
+
+def _spec(obj: JsonObj) -> JsonObj:
+    """What bumps metadata.generation: everything but metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
 def _now(clock: FakeClock) -> str:
@@ -246,7 +256,11 @@ def comparable(value: Any, *, resource: str = "") -> Any:
 
 
 def _comparable_writes(writes: list[JsonObj]) -> list[JsonObj]:
-    return [comparable(w, resource=w.get("resource", "")) for w in writes]
+    """In a stable order: the order of a reconcile's writes to different objects can depend on
+    which of its children's watch events had arrived (a race of the recorded run), not on its
+    decisions; the writes to one object keep their order."""
+    found = [comparable(status_only(w), resource=w.get("resource", "")) for w in writes]
+    return sorted(found, key=lambda w: (w.get("resource", ""), w.get("key", "")))
 
 
 @attrs.frozen
@@ -304,11 +318,16 @@ class _Replay:
         for informer in self.informers.get(resource, []):
             informer.store.upsert(stored)
 
-    def seed_reads(self, reads: list[JsonObj], states: dict[tuple[str, str, str], JsonObj]) -> None:
+    def seed_reads(self, rec: JsonObj, states: dict[tuple[str, str, str], JsonObj]) -> None:
         """The cached objects at the versions the reconcile read: an event that arrived while
-        it was already running (a concurrent watch) can have been read by it."""
-        for ref in reads:
-            event = states.get((ref["resource"], ref["key"], ref.get("resourceVersion", "")))
+        it was already running (a concurrent watch) can have been read by it. Not the objects
+        it wrote itself: it may have read those only after its own write."""
+        written = {(w["resource"], w["key"]) for w in rec.get("writes", [])}
+        for ref in rec.get("reads", []):
+            if (ref["resource"], ref["key"]) in written:
+                continue
+            version = ref.get("lastResourceVersion", ref.get("resourceVersion", ""))
+            event = states.get((ref["resource"], ref["key"], version))
             if event is not None and event["type"] != "DELETED":
                 self.feed(event)
 
@@ -401,7 +420,7 @@ async def replay(path: Path, *, update: bool = False) -> list[Mismatch]:
             rewritten.append(line)
             continue
         index += 1
-        state.seed_reads(line.get("reads", []), states)
+        state.seed_reads(line, states)
         state.seed_fetched(line.get("fetched", []))
         got = await state.run(line)
         mismatches.extend(_compare(index, line, got))
