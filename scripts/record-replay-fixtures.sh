@@ -19,11 +19,18 @@ names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(install-ready upgrade-failed backup-succeeded)
 
 export VWORKSPACE_REQUIRE_TESTENV=1
-traces=$(mktemp -d -t vworkspace-traces.XXXXXX)
-trap 'rm -rf "$traces"' EXIT
+# The raw traces are removed at exit unless VWORKSPACE_TRACES_DIR names where to keep them.
+if [ -n "${VWORKSPACE_TRACES_DIR:-}" ]; then
+  traces=$VWORKSPACE_TRACES_DIR
+  mkdir -p "$traces"
+else
+  traces=$(mktemp -d -t vworkspace-traces.XXXXXX)
+  trap 'rm -rf "$traces"' EXIT
+fi
 for name in "${names[@]}"; do
   test=${SCENARIOS[$name]:?unknown fixture $name (known: ${!SCENARIOS[*]})}
   echo "record-replay-fixtures: $name <- $test"
+  rm -f "$traces/$name.ndjson"
   VWORKSPACE_TRACE_FILE="$traces/$name.ndjson" \
     "$venv/bin/python" -m pytest "$test" -q -p no:cacheprovider
   "$venv/bin/python" -m vworkspace trace to-fixture "$traces/$name.ndjson" --name "$name" \

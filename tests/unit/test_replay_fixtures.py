@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -53,10 +54,13 @@ async def test_a_reconciler_bug_makes_the_backup_fixture_fail(
     (If the reconciler's verdict step is renamed, adapt the one patched method here.)"""
     finish = OperationReconciler._finish
 
-    async def inverted(self: OperationReconciler, op, result: Observation, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def inverted(
+        self: OperationReconciler, op: Any, result: Observation, *args: Any, **kw: Any
+    ) -> Any:
+        # Sync, returning whatever the original returns (a coroutine while _finish is async).
         if result.state == State.SUCCEEDED:
             result = attrs.evolve(result, state=State.FAILED)
-        return await finish(self, op, result, *args, **kwargs)
+        return finish(self, op, result, *args, **kw)
 
     monkeypatch.setattr(OperationReconciler, "_finish", inverted)
     copy = tmp_path / "backup-succeeded.ndjson"

@@ -54,7 +54,7 @@ def secret(name: str = "creds") -> JsonObj:
 
 def traced(clock: FakeClock) -> tuple[ReplayApi, TracingApi, io.StringIO]:
     out = io.StringIO()
-    world = ReplayApi(clock)
+    world = ReplayApi(clock=clock)
     return world, TracingApi(world, Tracer(out, clock=clock)), out
 
 
@@ -118,7 +118,7 @@ def test_a_path_names_its_resource_key_and_subresource() -> None:
 
 async def test_without_a_traced_api_nothing_is_traced() -> None:
     clock = FakeClock()
-    informer = Informer(ReplayApi(clock), SECRETS, clock=clock)
+    informer = Informer(ReplayApi(clock=clock), SECRETS, clock=clock)
     assert informer.tracer is None
     assert informer.store.on_read is None
 
@@ -179,8 +179,8 @@ async def test_a_reconcile_line_holds_its_reads_writes_status_and_outcome() -> N
         {
             "resource": "clusters.ops.vworkspace.io",
             "key": "c",
-            "resourceVersion": "",
-            "lastResourceVersion": "",
+            "resourceVersion": "2",  # the fake API's: the Secret was put first
+            "lastResourceVersion": "2",
         }
     ]
     assert [(f["resource"], f["key"], f["code"]) for f in line["fetched"]] == [
@@ -221,7 +221,7 @@ async def test_the_real_cluster_reconcile_over_a_registration_token_and_a_secret
     (tracing on), a Cluster with an inline registration token, a Secret in the watched
     namespace; its informers list them, its Cluster controller reconciles."""
     clock = FakeClock()
-    world = ReplayApi(clock)
+    world = ReplayApi(clock=clock)
     world.put(
         "clusters.ops.vworkspace.io",
         {

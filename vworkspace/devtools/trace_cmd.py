@@ -10,8 +10,8 @@ normalized so that it is small, stable and replayable on the fake API
 * only the events of our kinds and of the objects the kept reconciles read, fetched or wrote
   (a watch of Secrets or Leases the reconciles never looked at is noise), and of those only
   the states a reconcile could have seen (the last before each reconcile started, the versions
-  the reconciles read, deletions); ``seq`` renumbered; a status write keeps only its body's
-  ``status`` (all the API server takes from it);
+  the reconciles read, deletions) and the last state of each object; ``seq`` renumbered; a
+  status write keeps only its body's ``status`` (all the API server takes from it);
 * uids become ``uid-1``, ``uid-2``, ... wherever they appear whole (``uid`` fields, the
   Operation-uid label of a Backup) and resourceVersions their rank (``1``, ``2``, ...), in
   order of appearance and of value, so a re-recording diffs on what changed, not on etcd's
@@ -20,7 +20,10 @@ normalized so that it is small, stable and replayable on the fake API
   the fake clock's start (``2026-01-01T00:16:40Z``, FakeClock's default); durations between
   them, which the reconcilers compute (grace periods), are unchanged;
 * applied digests (``apps.vworkspace.io/applied-digest``, kube/applied.py) are recomputed
-  after the uids they cover were renamed.
+  after the uids they cover were renamed;
+* strings of 1,000 characters or more in the recorded foreign objects (a helm-controller
+  message that quotes a whole Deployment) are cut to their first 240 and a digest, wherever
+  they occur, inside the operator's own messages too (:func:`_shorten`).
 
 The recorded writes, statuses and outcomes are the fixture's expectations; the replay test's
 ``--update`` rewrites them from what the reconcilers do now.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import re
 import sys
@@ -52,6 +56,8 @@ OUR_RESOURCES = frozenset(
 REPLAY_EPOCH = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 REPLAY_START = 1000.0
 DEFAULT_DIR = Path("tests/replay")
+LONG_STRING = 1000  # characters: longer strings from the world are cut (_shorten)
+LONG_PREFIX = 240
 _TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
@@ -132,8 +138,8 @@ def trim(run: list[JsonObj], *, namespaces: frozenset[str] = frozenset()) -> lis
 
 def _needed(events: list[JsonObj], reconciles: list[JsonObj]) -> set[int]:
     """The events a replay needs (their ``id``): each object's last state before each reconcile,
-    the states the reconciles read, and every deletion; a state superseded before any reconcile
-    started never reached a decision."""
+    the states the reconciles read, every deletion, and the last state of each object (how the
+    run ended); a state superseded before any reconcile started never reached a decision."""
     starts = sorted(rec["seq"] for rec in reconciles)
     read = {
         (ref["resource"], ref["key"], ref.get(field, ""))
@@ -154,8 +160,7 @@ def _needed(events: list[JsonObj], reconciles: list[JsonObj]) -> set[int]:
         if event["type"] == "DELETED" or (*key, str(meta.get("resourceVersion", ""))) in read:
             needed.add(id(event))
         last[key] = event
-    if boundary is not None:
-        needed.update(id(e) for e in last.values())
+    needed.update(id(e) for e in last.values())  # how the run left each object
     return needed
 
 
@@ -185,6 +190,7 @@ def normalize(lines: list[JsonObj]) -> list[JsonObj]:
     versions: list[Any] = []
     _collect(lines, "uid", uids)
     _collect(lines, "resourceVersion", versions)
+    _collect(lines, "lastResourceVersion", versions)
     uid_map: dict[str, str] = {}
     for uid in uids:
         uid_map.setdefault(uid, f"uid-{len(uid_map) + 1}")
@@ -199,7 +205,7 @@ def normalize(lines: list[JsonObj]) -> list[JsonObj]:
             return value
         if value in uid_map:  # a uid field, or a label or name that carries one
             return uid_map[value]
-        if key == "resourceVersion":
+        if key in ("resourceVersion", "lastResourceVersion"):
             return rv_map.get(value, value)
         match = _TIME.match(value)
         if match:
@@ -208,7 +214,59 @@ def normalize(lines: list[JsonObj]) -> list[JsonObj]:
         return value
 
     result: list[JsonObj] = _walk(lines, visit)
-    return _restamp_digests(result)
+    return _shorten(_restamp_digests(result))
+
+
+def _shorten(lines: list[JsonObj], limit: int = LONG_STRING) -> list[JsonObj]:
+    """Long strings the world handed the operator (a helm-controller message quoting a whole
+    Deployment runs to 6 KB, and the operator copies it into conditions, Events and reports)
+    are cut to a prefix and a digest *wherever they occur*, inside longer strings too: a message
+    the operator builds around one ("UpgradeFailed: <it>") then stays what the replay builds
+    around the cut one, and the fixture stays small."""
+    sources: set[str] = set()
+    for line in lines:
+        # The world's strings, not the operator's own objects: those hold the operator's
+        # messages built around them, which must be cut where the source occurs.
+        if line["t"] == "event" and line["resource"] not in OUR_RESOURCES:
+            _collect_long(line["object"], limit, sources)
+    if not sources:
+        return lines
+    cut = {text: _cut(text) for text in sorted(sources, key=len, reverse=True)}
+
+    def visit(_: str, value: Any) -> Any:
+        if not isinstance(value, str) or len(value) < limit:
+            return value
+        for text, short in cut.items():
+            if text in value:
+                value = value.replace(text, short)
+                continue
+            # Cut short by the operator (an Event's note is at most 1,024 characters, "..."
+            # at the end): the tail that is a prefix of the source becomes the cut source, as
+            # in the replay.
+            start = value.find(text[:LONG_PREFIX])
+            tail = value[start:].removesuffix("...")
+            if start >= 0 and text.startswith(tail):
+                value = value[:start] + short
+        return value
+
+    result: list[JsonObj] = _walk(lines, visit)
+    return result
+
+
+def _collect_long(value: Any, limit: int, into: set[str]) -> None:
+    if isinstance(value, str) and len(value) >= limit:
+        into.add(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_long(item, limit, into)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_long(item, limit, into)
+
+
+def _cut(text: str) -> str:
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"{text[:LONG_PREFIX]}...[{len(text)} chars, sha256 {digest}]"
 
 
 def _restamp_digests(lines: list[JsonObj]) -> list[JsonObj]:

@@ -22,24 +22,22 @@ today's reconcilers the same questions:
 ``update=True`` rewrites the fixture's expectations from what the reconcilers do now (the
 replay test's ``--update-replay``/``VWORKSPACE_UPDATE_REPLAY=1``, docs/traces.md).
 
-The in-memory API (:class:`ReplayApi`) is deliberately naive: it stores what it is given
-verbatim (metadata.generation included, which the reconcilers compare with observedGeneration),
-answers GET/LIST, applies merge patches and applies (as merge patches), replaces, bumps
-``metadata.generation`` when anything but metadata and status changes, keeps status out of
-main-resource writes, keeps objects with finalizers on DELETE. It checks no preconditions: the
-recorded world is authoritative, and a replay is about what the reconcilers decide, not about
-conflicts (the fake API's own tests, vworkspace/testing/fakeapi, cover those semantics).
+The API is the fake API with real semantics (vworkspace/testing/fakeapi; :class:`ReplayApi`
+adds only a verbatim put, since a recorded object keeps its uid and generation, which the
+reconcilers compare). What a replay cannot know, it leaves out rather than guess: objects of a
+watched kind that a reconcile fetched with GET are not put (the events are their world, and a put
+would move the API ahead of the cache into a 409 the recording never had), unless the GET found
+nothing; a write's failure in the recording (a 409, a 403) is compared as recorded against the
+fake's answer, so a fixture whose reconciles hit such errors needs ``update`` or a re-recording.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +50,9 @@ from vworkspace.app.engines import OPTIONAL_KINDS
 from vworkspace.app.wiring import OperatorSettings, build_manager
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import FakeClock
-from vworkspace.kube.rest.api import JSON, MERGE_PATCH, RestVerbs
-from vworkspace.kube.rest.errors import error_for
-from vworkspace.kube.rest.paths import ApiPath
 from vworkspace.kube.runtime.controller import Reconciler, Result
-from vworkspace.kube.trace import Target, Tracer, TracingApi, outcome_of, status_only
+from vworkspace.kube.trace import Tracer, TracingApi, outcome_of, status_only
+from vworkspace.testing.fakeapi import FakeApi
 
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 _DROPPED = frozenset({"resourceVersion", "uid", "managedFields", "reportingInstance"})
@@ -65,130 +61,29 @@ _DIGEST = "apps.vworkspace.io/applied-digest"
 _EVENTS = "events.events.k8s.io"
 
 
-def _merge(live: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(live) if isinstance(live, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = _merge(out.get(key), value)
-    return out
-
-
-class ReplayApi(RestVerbs):
-    """The naive in-memory API of a replay (module docstring)."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self._clock = clock
-        self._objects: dict[tuple[str, str | None, str], JsonObj] = {}
-        self._revision = 10_000  # above a fixture's normalized resourceVersions
-
-    # -- the recorded world --------------------------------------------------------------
+class ReplayApi(FakeApi):
+    """The fake API (vworkspace/testing/fakeapi) with the recorded world put into it verbatim."""
 
     def put(self, resource: str, obj: JsonObj) -> JsonObj:
-        meta = obj.get("metadata") or {}
-        stored = copy.deepcopy(obj)
-        self._objects[(resource, meta.get("namespace"), meta["name"])] = stored
-        return copy.deepcopy(stored)
+        """Store ``obj`` as recorded (uid, generation, status, deletionTimestamp: the reconcilers
+        compare them), under a new resourceVersion of the fake's; the stored object.
+        ``FakeApi.add`` would not do: it creates, as the API server would, with a new uid and
+        generation 1. This reaches into the fake's store for that one verbatim write."""
+        store = self._store
+        key = _key(obj)
+        key = ObjectKey(key.namespace, key.name)
+        previous = store._objects.get(resource, {}).get(key)
+        if obj.get("apiVersion") and obj.get("kind"):
+            store.kinds.setdefault(resource, (obj["apiVersion"], obj["kind"]))
+        stored: JsonObj = store._store(
+            resource, key, json.loads(json.dumps(obj)), previous=previous
+        )
+        return stored
 
     def remove(self, resource: str, obj: JsonObj) -> None:
-        meta = obj.get("metadata") or {}
-        self._objects.pop((resource, meta.get("namespace"), meta["name"]), None)
-
-    # -- KubeApi -----------------------------------------------------------------------------
-
-    async def request(
-        self,
-        method: str,
-        path: ApiPath,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: Any = None,
-        content_type: str = JSON,
-        timeout_s: float | None = None,
-    ) -> JsonObj:
-        target = Target.of(path)
-        if target.name is None:
-            if method == "GET":
-                return {"items": self._list(target), "metadata": {"resourceVersion": "1"}}
-            return self._write(target, None, body, method, content_type)
-        slot = (target.resource, target.namespace, target.name)
-        live = self._objects.get(slot)
-        if method == "GET":
-            if live is None:
-                raise self._not_found(method, path)
-            return copy.deepcopy(live)
-        if method == "DELETE":
-            if live is None:
-                raise self._not_found(method, path)
-            if live.get("metadata", {}).get("finalizers"):
-                live["metadata"]["deletionTimestamp"] = _now(self._clock)
-                return copy.deepcopy(live)
-            del self._objects[slot]
-            return copy.deepcopy(live)
-        if live is None and not (method == "PATCH" and content_type != MERGE_PATCH):
-            raise self._not_found(method, path)
-        return self._write(target, live, body, method, content_type)
-
-    def _list(self, target: Target) -> list[JsonObj]:
-        return [
-            copy.deepcopy(o)
-            for (resource, ns, _), o in sorted(self._objects.items(), key=lambda i: str(i[0]))
-            if resource == target.resource and (target.namespace in (None, ns))
-        ]
-
-    def _write(
-        self, target: Target, live: JsonObj | None, body: Any, method: str, content_type: str
-    ) -> JsonObj:
-        # Through JSON, as over the wire: str enums become plain strings (the cache interns them).
-        body = json.loads(json.dumps(body)) if isinstance(body, dict) else {}
-        # POST, merge patch, server-side apply (as a merge: the replay's subset) merge.
-        new = copy.deepcopy(body) if method == "PUT" else _merge(live or {}, body)
-        if target.subresource == "status" and live is not None:
-            new = {**live, "status": new.get("status")}
-        elif live is not None and "status" in live:
-            new["status"] = live["status"]  # the main resource does not write status
-        meta = new.setdefault("metadata", {})
-        self._revision += 1
-        if live is not None and _spec(live) != _spec(new):
-            meta["generation"] = int(live.get("metadata", {}).get("generation") or 0) + 1
-        if live is None:  # created (POST, or an apply of a missing object)
-            meta.setdefault("namespace", target.namespace)
-            if not meta.get("name"):
-                meta["name"] = f"{meta.get('generateName', 'obj-')}{self._revision}"
-            meta.update(uid=f"replay-uid-{self._revision}", generation=1)
-            meta["creationTimestamp"] = _now(self._clock)
-        meta["resourceVersion"] = str(self._revision)
-        if live is not None and live.get("metadata", {}).get("deletionTimestamp"):
-            meta["deletionTimestamp"] = live["metadata"]["deletionTimestamp"]
-            if not meta.get("finalizers"):
-                self.remove(target.resource, new)
-                return copy.deepcopy(new)
-        return self.put(target.resource, new)
-
-    def _not_found(self, method: str, path: ApiPath) -> Exception:
-        body = {"kind": "Status", "reason": "NotFound", "code": 404, "message": "not found"}
-        return error_for(status=404, body=body, method=method, path=str(path))
-
-    @asynccontextmanager
-    async def stream_lines(
-        self,
-        path: ApiPath,
-        *,
-        query: Mapping[str, str],
-        connect_timeout: float,
-        total_timeout: float,
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """No watches: a replay feeds the informers' caches itself."""
-
-        async def nothing() -> AsyncIterator[bytes]:
-            return
-            yield b""  # pragma: no cover - makes this an async generator
-
-        yield nothing()
+        """Forget ``obj`` (a recorded deletion)."""
+        self._store._objects.get(resource, {}).pop(_key(obj), None)
+        self._store._owners.pop((resource, _key(obj)), None)
 
     def instrument(self, metrics: object) -> None:
         """build_manager instruments the concrete client; nothing to count here."""
@@ -260,6 +155,9 @@ def _comparable_writes(writes: list[JsonObj]) -> list[JsonObj]:
     which of its children's watch events had arrived (a race of the recorded run), not on its
     decisions; the writes to one object keep their order."""
     found = [comparable(status_only(w), resource=w.get("resource", "")) for w in writes]
+    for write in found:
+        if write.get("resource") == _EVENTS:  # a generated name: namespace/<event>
+            write["key"] = str(write.get("key", "")).rsplit("/", 1)[0] + "/<event>"
     return sorted(found, key=lambda w: (w.get("resource", ""), w.get("key", "")))
 
 
@@ -298,7 +196,7 @@ def _clock_seconds(text: str) -> float:
 class _Replay:
     def __init__(self, header: JsonObj) -> None:
         self.clock = FakeClock(start=_clock_seconds(header["time"]))
-        self.world = ReplayApi(self.clock)
+        self.world = ReplayApi(clock=self.clock)
         self.tracer = Tracer(io.StringIO(), clock=self.clock)
         operator = build_reconcilers(TracingApi(self.world, self.tracer), self.clock, header)
         self.reconcilers = operator.reconcilers
@@ -333,6 +231,11 @@ class _Replay:
 
     def seed_fetched(self, fetched: list[JsonObj]) -> None:
         for entry in fetched:
+            if entry["resource"] in self.informers and entry.get("code") != 404:
+                # A watched kind: its events are the world, and a put would move it ahead of
+                # the cache (a 409 the recorded run did not get). A 404 is kept: the object was
+                # gone on the server while the cache still held it.
+                continue
             if entry.get("code", 200) < 300 and isinstance(entry.get("object"), dict):
                 self.world.put(entry["resource"], entry["object"])
             elif entry.get("code") == 404:
