@@ -18,15 +18,8 @@ from vworkspace.kube.clock import FakeClock
 from vworkspace.kube.rest.resources import CLUSTERS, SECRETS
 from vworkspace.kube.runtime.controller import Controller, Result, TerminalError
 from vworkspace.kube.runtime.workqueue import WorkQueue
-from vworkspace.kube.trace import (
-    SCRUBBED,
-    SCRUBBED_B64,
-    Target,
-    Tracer,
-    TracingApi,
-    scrub,
-    tracer_of,
-)
+from vworkspace.kube.scrub import SCRUBBED, SCRUBBED_B64, scrub
+from vworkspace.kube.trace import Target, Tracer, TracingApi, tracer_of
 from vworkspace.testing.replay import ReplayApi
 
 TOKEN = "reg-token-7f3a9c-do-not-leak"

@@ -122,6 +122,14 @@ def test_a_file_without_a_header_is_refused() -> None:
         read_trace(["{not json\n"])
 
 
+def test_an_unfinished_last_line_is_left_out() -> None:
+    lines = text(trace_lines())
+    run = read_trace([*lines, lines[-1][:25]])  # killed while writing it: no newline
+    assert run[-1] == trace_lines()[-1]
+    with pytest.raises(ValueError, match="not JSON"):
+        read_trace([*lines[:3], lines[3][:25] + "\n", *lines[4:]])
+
+
 def test_trim_keeps_the_states_a_reconcile_could_see_and_drops_the_rest() -> None:
     lines = trim(read_trace(text(trace_lines())))
     kinds = [

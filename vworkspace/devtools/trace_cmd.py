@@ -63,14 +63,16 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
 def read_trace(lines: Iterable[str]) -> list[JsonObj]:
-    """The lines of the last run in a trace (a file may hold several processes' runs)."""
+    """The lines of the last run in a trace (a file may hold several processes' runs); an
+    unfinished last line (the process was killed while writing it) is left out."""
     run: list[JsonObj] = []
-    for number, text in enumerate(lines, 1):
-        if not text.strip():
-            continue
+    texts = [text for text in lines if text.strip()]
+    for number, text in enumerate(texts, 1):
         try:
             line = json.loads(text)
         except json.JSONDecodeError as err:
+            if number == len(texts) and not text.endswith("\n"):
+                break  # the last line of a process killed while writing it
             raise ValueError(f"line {number}: not JSON ({err})") from None
         if not isinstance(line, dict) or "t" not in line:
             raise ValueError(f"line {number}: not a trace line")

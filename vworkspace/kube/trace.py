@@ -25,12 +25,9 @@ engines and event recorder make through the API are attributed to it without tou
 site. Cost when off: the informer and the controller test one attribute per event and per
 reconcile (``if self.tracer is not None``), the store one per read.
 
-Secrets never reach a trace (:func:`scrub`): a Secret's ``data``/``stringData`` values become a
-placeholder (the keys stay, so a replay sees which exist), string fields whose name looks secret
-(token, password, secret, credential, private/access key; not ``...Name``/``...Ref``/``...Key``
-references) are replaced, as are JWT-looking strings anywhere, ``managedFields`` and the
-``last-applied-configuration`` annotation (it copies a Secret's data) are dropped. The trade-off:
-a replay sees placeholder credentials, which is all a reconcile may see of them anyway.
+Secrets never reach a trace: every object and body goes through
+:func:`~vworkspace.kube.scrub.scrub` first (Secret data, secret-looking fields, JWTs,
+``last-applied-configuration``).
 
 Trade-offs: the file is written synchronously from the event loop; event lines are buffered
 (flushed with the next reconcile line, when 64 KiB are pending, by :meth:`Tracer.run` every
@@ -44,7 +41,6 @@ import asyncio
 import contextlib
 import contextvars
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -59,52 +55,12 @@ from vworkspace.kube.clock import Clock
 from vworkspace.kube.rest.api import JSON, KubeApi, RestVerbs
 from vworkspace.kube.rest.errors import ApiError
 from vworkspace.kube.rest.paths import ApiPath
+from vworkspace.kube.scrub import scrub
 
 TRACE_VERSION = 1
-SCRUBBED = "[scrubbed]"
-# base64 of "scrubbed": a Secret's data value stays valid base64 for whoever decodes it.
-SCRUBBED_B64 = "c2NydWJiZWQ="
 FLUSH_BYTES = 64 * 1024
-
-_SECRET_NAME = re.compile(
-    r"token|password|passwd|secret|credential|private_?key|access_?key|api_?key|bearer", re.I
-)
-# A field *naming* a secret (secretName, secretNamespace, tokenSecretRef) or describing one
-# (tokenType, rotatedAt) is kept; a ``privateKey`` or ``secretAccessKey`` is not.
-_REFERENCE = re.compile(r"(name|namespace|ref|consumed|at|type)$", re.I)
-_JWT = re.compile(r"^eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*$")
-_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _STATUS_SUBRESOURCE = "status"
 _SECRETS = "secrets"
-
-
-def _secret_field(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name)) and not _REFERENCE.search(name)
-
-
-def scrub(value: Any, *, secret: bool = False) -> Any:
-    """A copy of ``value`` (JSON) without secret values; ``secret``: it is a Secret (or a write
-    to ``secrets``), whose ``data``/``stringData`` values are replaced whatever their keys."""
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    if isinstance(value, str):
-        return SCRUBBED if _JWT.match(value) else value
-    if not isinstance(value, dict):
-        return value
-    secret = secret or value.get("kind") == "Secret"
-    out: JsonObj = {}
-    for key, item in value.items():
-        if key == "managedFields":
-            continue
-        if secret and key in ("data", "stringData") and isinstance(item, dict):
-            out[key] = {k: SCRUBBED_B64 if key == "data" else SCRUBBED for k in item}
-        elif key == "annotations" and isinstance(item, dict):
-            out[key] = {k: scrub(v) for k, v in item.items() if k != _LAST_APPLIED}
-        elif isinstance(item, str) and _secret_field(key):
-            out[key] = SCRUBBED
-        else:
-            out[key] = scrub(item)
-    return out
 
 
 @attrs.frozen
