@@ -54,13 +54,17 @@ async def test_a_reconciler_bug_makes_the_backup_fixture_fail(
     (If the reconciler's verdict step is renamed, adapt the one patched method here.)"""
     finish = OperationReconciler._finish
 
-    def inverted(
-        self: OperationReconciler, op: Any, result: Observation, *args: Any, **kw: Any
-    ) -> Any:
-        # Sync, returning whatever the original returns (a coroutine while _finish is async).
-        if result.state == State.SUCCEEDED:
-            result = attrs.evolve(result, state=State.FAILED)
-        return finish(self, op, result, *args, **kw)
+    def inverted(self: OperationReconciler, *args: Any, **kw: Any) -> Any:
+        # Whatever the verdict step's signature: the engine's Observation it is given is turned
+        # from success into failure; sync, returning what the original returns (a coroutine if
+        # it is async).
+        args = tuple(
+            attrs.evolve(a, state=State.FAILED)
+            if isinstance(a, Observation) and a.state == State.SUCCEEDED
+            else a
+            for a in args
+        )
+        return finish(self, *args, **kw)
 
     monkeypatch.setattr(OperationReconciler, "_finish", inverted)
     copy = tmp_path / "backup-succeeded.ndjson"
