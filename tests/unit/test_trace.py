@@ -249,3 +249,24 @@ async def test_the_real_cluster_reconcile_over_a_registration_token_and_a_secret
     assert any(e["t"] == "event" and e["resource"] == "secrets" for e in written)
     for leak in (TOKEN, SECRET_VALUE, base64.b64encode(SECRET_VALUE.encode()).decode()):
         assert leak not in text
+
+
+# -- the flag ---------------------------------------------------------------------------------
+
+
+def run_settings(argv: list[str], env: dict[str, str]) -> OperatorSettings:
+    from vworkspace.app.cli import build_parser
+    from vworkspace.app.run_cmd import settings_from
+
+    return settings_from(build_parser().parse_args(["run", *argv]), env)
+
+
+def test_tracing_is_off_unless_asked_for() -> None:
+    assert run_settings([], {}).trace_file is None
+
+
+def test_trace_file_comes_from_the_flag_or_the_environment(tmp_path: Path) -> None:
+    env = {"VWORKSPACE_TRACE_FILE": str(tmp_path / "env.ndjson")}
+    assert run_settings([], env).trace_file == tmp_path / "env.ndjson"
+    flag = ["--trace-file", str(tmp_path / "flag.ndjson")]
+    assert run_settings(flag, env).trace_file == tmp_path / "flag.ndjson"  # the flag wins
