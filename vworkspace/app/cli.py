@@ -5,7 +5,7 @@ Each sub-command lives in its own module and registers its options through
 dispatches. Exit codes: 0 success, 1 runtime failure, 2 usage error (argparse's convention).
 
 Sub-command modules are imported lazily, only the one being run: ``run`` must not load the
-development commands (``demo``, ``testenv``, ``mock-control-plane`` in
+development commands (``demo``, ``testenv``, ``mock-control-plane``, ``trace`` in
 :mod:`vworkspace.devtools`), which pull in the local test control plane and the mock control
 plane. That keeps the operator's memory and start-up small and its import graph honest (the
 import-linter contracts in ``pyproject.toml`` check the static side; a test checks what ``run``
@@ -76,6 +76,11 @@ COMMANDS: tuple[Command, ...] = (
         "vworkspace.devtools.demo_cmd",
         "the whole Pull loop on this machine in one command (local Kubernetes, mock control "
         "plane, operator, one job)",
+    ),
+    Command(
+        "trace",
+        "vworkspace.devtools.trace_cmd",
+        "event traces of run --trace-file: turn one into a replay fixture (to-fixture)",
     ),
     Command(
         "keys",

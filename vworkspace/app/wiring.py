@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import attrs
@@ -51,6 +52,7 @@ from vworkspace.kube.runtime.controller import Controller
 from vworkspace.kube.runtime.host import ControllerOptions
 from vworkspace.kube.runtime.leaderelection import LeaderElector, LeaseConfig, LeaseTiming
 from vworkspace.kube.tls import CertificateError, CertificateReloader
+from vworkspace.kube.trace import Tracer, TracingApi
 from vworkspace.webhooks.lookup import ClusterLookup
 from vworkspace.webhooks.server import WebhookMetrics, WebhookServer
 
@@ -131,6 +133,8 @@ class OperatorSettings:
     approval_secret: str = attrs.field(default="", repr=False)
     # How often a Running Operation's workload is looked at (``--operation-poll-interval``).
     operation_poll_interval: float = POLL
+    # NDJSON of informer events and reconciles (run --trace-file; kube/trace.py); None: off.
+    trace_file: Path | None = None
     # HelmRelease spec.serviceAccountName (Flux impersonation); "" keeps helm-controller's own.
     flux_service_account: str = ""
     agent: AgentSettings | None = None
@@ -174,7 +178,19 @@ def build_manager(
     clock = clock or RealClock()
     metrics = Metrics(registry)
     client.instrument(RestClientMetrics.create(registry))
+    tracer = None
+    if settings.trace_file is not None:
+        # The settings a replay needs to build the same operator (vworkspace/testing/replay.py).
+        replayed: JsonObj = {
+            "velero_namespace": settings.velero_namespace,
+            "flux_service_account": settings.flux_service_account,
+        }
+        tracer = Tracer.open(settings.trace_file, clock=clock, settings=replayed)
+        # Informers and controllers find the tracer on the API they use (kube/trace.py).
+        client = cast(KubeClient, TracingApi(client, tracer))  # until components take KubeApi
     manager = new_manager(settings, client, clock=clock, metrics=metrics)
+    if tracer is not None:
+        manager.add_runnable("trace writer", tracer.run, leader_only=False)
     recorder = EventRecorder(client, clock=clock, instance=settings.identity)
     gateway = None
     if settings.agent is not None:

@@ -7,6 +7,7 @@ import argparse
 import socket
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from vworkspace.agent.poller import parse_interval
@@ -83,6 +84,14 @@ def add_tuning_flags(run: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how often a Running Operation's workload is looked at (default: %(default)s)",
     )
+    tuning.add_argument(
+        "--trace-file",
+        type=Path,
+        metavar="PATH",
+        help="append NDJSON of every informer event and every reconcile (objects scrubbed of "
+        "secrets) for debugging and replay fixtures, docs/traces.md (env: VWORKSPACE_TRACE_FILE; "
+        "default: off)",
+    )
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
@@ -105,6 +114,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str,
         "workers": args.workers,
         "reconcile_timeout": args.reconcile_timeout,
         "operation_poll_interval": args.operation_poll_interval,
+        "trace_file": args.trace_file
+        or (Path(env["VWORKSPACE_TRACE_FILE"]) if env.get("VWORKSPACE_TRACE_FILE") else None),
     }
 
 

@@ -26,6 +26,7 @@ when it says so. Adds, deletes and objects new to the cache always reach the han
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable
 
@@ -42,6 +43,7 @@ from vworkspace.kube.rest import safejson
 from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import ApiError, GoneError, RetryableError, error_for
 from vworkspace.kube.rest.resources import ResourceType, key_of
+from vworkspace.kube.trace import tracer_of
 
 EventHandler = Callable[[JsonObj, bool], None]
 UpdatePredicate = Callable[[JsonObj, JsonObj], bool]  # (previous, current) -> notify?
@@ -146,6 +148,10 @@ class Informer:
         self._backoff = Backoff(clock=self._clock, rng=self._rng)
         self.watches_opened = 0
         self.relists = 0
+        # Set when the client is a TracingApi (run --trace-file; kube/trace.py).
+        self.tracer = tracer_of(client)
+        if self.tracer is not None:
+            self.store.on_read = functools.partial(self.tracer.cache_read, str(resource))
 
     @property
     def name(self) -> str:
@@ -249,6 +255,8 @@ class Informer:
                 "resourceVersion"
             ) != obj.get("metadata", {}).get("resourceVersion")
             if changed:
+                if self.tracer is not None:
+                    self._trace("ADDED" if previous is None else "MODIFIED", obj, "list")
                 self._notify(obj, initial=initial, previous=previous)
         vanished = [key for key in self.store.all_keys() if key not in seen]
         for key in vanished:
@@ -256,6 +264,8 @@ class Informer:
             if gone is not None:
                 # Deleted at an unknown version after ``gone``'s: refuse any late write-through.
                 self._bury({"metadata": {**gone["metadata"], "resourceVersion": str(2**63)}})
+                if self.tracer is not None:
+                    self._trace("DELETED", gone, "list")
                 self._notify(gone, initial=False)
 
     async def _watch(self, resource_version: str) -> str:
@@ -306,10 +316,14 @@ class Informer:
                 # Our own write (record_write) already brought this state or a newer one.
                 return new_rv
             previous = self.store.upsert(obj)
+            if self.tracer is not None:
+                self._trace(kind, obj, "watch")
             self._notify(obj, initial=False, previous=previous)
         elif kind == "DELETED":
             self.store.delete(key_of(obj))
             self._bury(obj)
+            if self.tracer is not None:
+                self._trace(kind, obj, "watch")
             self._notify(obj, initial=False)
         return new_rv
 
@@ -334,7 +348,13 @@ class Informer:
         elif not _older(cached, obj):
             return
         self.store.upsert(obj)
+        if self.tracer is not None:
+            self._trace("ADDED" if cached is None else "MODIFIED", obj, "write")
         self._notify(obj, initial=False, previous=cached)
+
+    def _trace(self, kind: str, obj: JsonObj, via: str) -> None:
+        if self.tracer is not None:
+            self.tracer.informer_event(str(self.resource), kind, obj, via=via)
 
     def _bury(self, obj: JsonObj) -> None:
         now = self._clock.monotonic()

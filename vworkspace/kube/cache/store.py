@@ -96,9 +96,14 @@ class Store:
         self._indexes: dict[str, defaultdict[str, set[ObjectKey]]] = {
             name: defaultdict(set) for name in self._indexers
         }
+        # Told of every object read, when a trace is on (run --trace-file; kube/trace.py).
+        self.on_read: Callable[[JsonObj], None] | None = None
 
     def get(self, key: ObjectKey) -> JsonObj | None:
-        return self._items.get(key)
+        obj = self._items.get(key)
+        if self.on_read is not None and obj is not None:
+            self.on_read(obj)
+        return obj
 
     def all_keys(self) -> list[ObjectKey]:
         return list(self._items)
@@ -107,7 +112,11 @@ class Store:
         return [*self._items.values()]
 
     def by_index(self, index: str, value: str) -> list[JsonObj]:
-        return [self._items[k] for k in self._indexes[index].get(value, ())]
+        found = [self._items[k] for k in self._indexes[index].get(value, ())]
+        if self.on_read is not None:
+            for obj in found:
+                self.on_read(obj)
+        return found
 
     def __len__(self) -> int:
         return len(self._items)

@@ -35,6 +35,7 @@ from vworkspace.kube.cache.informer import Informer, UpdatePredicate
 from vworkspace.kube.metrics import ControllerMetrics
 from vworkspace.kube.rest.resources import key_of
 from vworkspace.kube.runtime.workqueue import WorkQueue
+from vworkspace.kube.trace import Tracer, outcome_of
 
 _log = structlog.get_logger("vworkspace.controller")
 
@@ -82,6 +83,7 @@ class Controller:
         self.reconcile_timeout = reconcile_timeout
         self._metrics = metrics
         self._sources: list[Informer] = []  # the informers whose events feed the queue
+        self.tracer: Tracer | None = None  # that of its informers' API (kube/trace.py)
         if metrics:
             metrics.max_concurrent.set(workers)
 
@@ -95,6 +97,7 @@ class Controller:
             on_update=on_update,
         )
         self._sources.append(informer)
+        self.tracer = self.tracer or informer.tracer
 
     def watch_owned(self, informer: Informer, *, owner_kind: str) -> None:
         """Reconcile the controlling owner (of ``owner_kind``) of each object of ``informer``,
@@ -110,6 +113,7 @@ class Controller:
 
         informer.add_handler(handler)
         self._sources.append(informer)
+        self.tracer = self.tracer or informer.tracer
 
     def watch_mapped(
         self,
@@ -127,6 +131,7 @@ class Controller:
 
         informer.add_handler(handler, on_update=on_update)
         self._sources.append(informer)
+        self.tracer = self.tracer or informer.tracer
 
     # -- running ---------------------------------------------------------------------------
 
@@ -165,10 +170,13 @@ class Controller:
         started = time.perf_counter()
         if metrics:
             metrics.active_workers.inc()
+        trace = self.tracer.begin(self.name, key, reconcile_id) if self.tracer else None
+        outcome: Result | BaseException = asyncio.CancelledError()  # until it ends otherwise
         try:
             async with asyncio.timeout(self.reconcile_timeout):
-                result = await self.reconciler.reconcile(key)
+                result = outcome = await self.reconciler.reconcile(key)
         except (TerminalError, InvalidNameError) as err:
+            outcome = err
             self.queue.forget(key)
             log.error(
                 "reconcile failed permanently; not retrying until the object changes",
@@ -178,7 +186,8 @@ class Controller:
                 metrics.terminal_errors.inc()
                 metrics.errors.inc()
                 metrics.reconcile_total("error").inc()
-        except TimeoutError:
+        except TimeoutError as err:
+            outcome = err
             self.queue.add_rate_limited(key)
             log.error(
                 "reconcile timed out",
@@ -190,6 +199,7 @@ class Controller:
                 metrics.errors.inc()
                 metrics.reconcile_total("error").inc()
         except Exception as err:
+            outcome = err
             self.queue.add_rate_limited(key)
             log.exception(
                 "reconcile failed; retrying with backoff",
@@ -208,9 +218,17 @@ class Controller:
                     "requeue_after" if result.requeue_after is not None else "success"
                 ).inc()
         finally:
+            if self.tracer is not None and trace is not None:
+                self.tracer.end(trace, _outcome(outcome))
             if metrics:
                 metrics.active_workers.dec()
                 metrics.reconcile_time.observe(time.perf_counter() - started)
             structlog.contextvars.unbind_contextvars(
                 "controller", "namespace", "name", "reconcile_id"
             )
+
+
+def _outcome(outcome: Result | BaseException) -> JsonObj:
+    if isinstance(outcome, Result):
+        return outcome_of(outcome.requeue_after)
+    return outcome_of(error=outcome)
