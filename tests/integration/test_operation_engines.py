@@ -7,7 +7,7 @@ The hand-written Job statuses are what the real Job controller wrote in tests/re
 
 The operator runs with a clock whose wall time a test can move forward (``ShiftedClock``), so
 the 60 s "workload missing" grace is tested without waiting a minute, and with a short Operation
-poll (``OPERATION_POLL``), so a Running Operation is looked at again within a fraction of a
+poll (``waits.OPERATION_POLL``), so a Running Operation is looked at again within a fraction of a
 second. Where a test asserts that something did NOT change, it first waits for the operator to
 have looked again (``Operator.reconciles``, tests/integration/waits.py) instead of sleeping."""
 
@@ -18,22 +18,26 @@ import contextlib
 import datetime
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
-from unittest import mock
 
-import attrs
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.integration.waits import Reconciles, condition, eventually, op_phase, poke
+from tests.integration.waits import (
+    Reconciles,
+    condition,
+    eventually,
+    op_phase,
+    poke,
+    short_operation_poll,
+)
 from vworkspace.api.approvals import sign
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.templates import TEMPLATES, parameter_problem
 from vworkspace.app.engines import WORKFLOW_KIND, served
 from vworkspace.app.manager import Manager
 from vworkspace.app.wiring import OperatorSettings, build_manager, served_kinds
-from vworkspace.controllers import operation as operation_controller
 from vworkspace.engines.job import JOBS
 from vworkspace.engines.velero import BACKUPS, RESTORES
 from vworkspace.engines.workflow import WORKFLOWS
@@ -81,11 +85,6 @@ class ShiftedClock(RealClock):
         return super().now() + datetime.timedelta(seconds=self.shift)
 
 
-# A Running Operation is polled this often here (5 s in production): a test that asserts
-# "still Running" waits for a poll it can count rather than through one it cannot see.
-OPERATION_POLL = 0.25
-
-
 class Operator:
     def __init__(self, manager: Manager, clock: ShiftedClock) -> None:
         self.manager = manager
@@ -101,18 +100,6 @@ class Operator:
             return informer.store.get(key) is None
 
         await eventually(gone, what=f"{resource.kind} {key} gone from the operator's cache")
-
-
-@contextlib.contextmanager
-def short_operation_poll(settings: OperatorSettings) -> Iterator[OperatorSettings]:
-    """``settings`` with the Operation poll at ``OPERATION_POLL``. The setting is
-    ``OperatorSettings.operation_poll_interval`` (``run --operation-poll-interval``); until
-    that lands (issue 28, the controllers slice), the controller's module constant stands in."""
-    if "operation_poll_interval" in attrs.fields_dict(OperatorSettings):
-        yield attrs.evolve(settings, operation_poll_interval=OPERATION_POLL)
-        return
-    with mock.patch.object(operation_controller, "POLL", OPERATION_POLL):
-        yield settings
 
 
 async def _namespace(kube: KubeClient, name: str) -> None:

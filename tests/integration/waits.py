@@ -4,13 +4,19 @@ have looked again (:class:`Reconciles`), never sleep."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+from unittest import mock
+
+import attrs
 
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.manager import Manager
+from vworkspace.app.wiring import OperatorSettings
+from vworkspace.controllers import operation as operation_controller
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import OPERATIONS, ResourceType
@@ -114,3 +120,21 @@ async def poke(kube: KubeClient, resource: ResourceType, key: ObjectKey) -> None
         {"metadata": {"labels": {"test.vworkspace.io/poked": str(time.monotonic_ns())}}},
         field_manager="test",
     )
+
+
+# A Running Operation is polled this often by the in-process operators of the tests (5 s in
+# production): a test that asserts "still Running" waits for a poll it can count
+# (:class:`Reconciles`) rather than through one it cannot see.
+OPERATION_POLL = 0.25
+
+
+@contextlib.contextmanager
+def short_operation_poll(settings: OperatorSettings) -> Iterator[OperatorSettings]:
+    """``settings`` with the Operation poll at :data:`OPERATION_POLL`. The setting is
+    ``OperatorSettings.operation_poll_interval`` (``run --operation-poll-interval``); until
+    that lands (issue 28, the controllers slice), the controller's module constant stands in."""
+    if "operation_poll_interval" in attrs.fields_dict(OperatorSettings):
+        yield attrs.evolve(settings, operation_poll_interval=OPERATION_POLL)
+        return
+    with mock.patch.object(operation_controller, "POLL", OPERATION_POLL):
+        yield settings
