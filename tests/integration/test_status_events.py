@@ -20,6 +20,7 @@ from vworkspace.mockcontrolplane import Fault, MockControlPlane
 from vworkspace.testing.objects import operation
 
 from .test_reconcilers import eventually, flux_failed, flux_succeeded, managed, set_hr_status
+from .waits import condition
 
 pytestmark = pytest.mark.integration
 CLUSTER = "cluster-events"
@@ -102,7 +103,8 @@ async def test_transitions_reach_the_control_plane_and_a_flap_is_not_deduplicate
             ),
             what=f"Ready={status}",
         )
-        await asyncio.sleep(1.1)  # transition times are whole seconds
+        # Kept: transition times are whole seconds, and the flap is to cross one.
+        await asyncio.sleep(1.1)
     events = ready_events(mock, kube_namespace, "flappy")
     statuses = [e["conditions"][0]["status"] for e in events]
     # Status changes, collapsed: a reason or message change at the same status is an event of
@@ -121,6 +123,15 @@ async def _async(value: Any) -> Any:
     return value
 
 
+async def _every_ready(kube: KubeClient, namespace: str, names: list[str], status: str) -> bool:
+    """Every instance's stored Ready condition has ``status``."""
+    for name in names:
+        ai = await kube.get(APPLICATION_INSTANCES, ObjectKey(namespace, name))
+        if condition(ai, "Ready").get("status") != status:
+            return False
+    return True
+
+
 @pytest.mark.tiny_event_buffer
 async def test_after_an_outage_the_control_plane_gets_the_final_state_of_everything(
     operator: None, mock: MockControlPlane, kube: KubeClient, kube_namespace: str
@@ -131,11 +142,9 @@ async def test_after_an_outage_the_control_plane_gets_the_final_state_of_everyth
         await kube.create(
             APPLICATION_INSTANCES, managed(name, kube_namespace), field_manager="test"
         )
-    for name in names:
-        await eventually(
-            lambda n=name: kube.get(APPLICATION_INSTANCES, ObjectKey(kube_namespace, n)), what=name
-        )
-    await asyncio.sleep(2)
+    # Each instance's first transitions are committed (and handed to the batcher) while the
+    # control plane is down.
+    await eventually(lambda: _every_ready(kube, kube_namespace, names, "Unknown"), what="Unknown")
     for name in names:
         await set_hr_status(
             kube,
@@ -143,7 +152,7 @@ async def test_after_an_outage_the_control_plane_gets_the_final_state_of_everyth
             name,
             flux_succeeded("install"),
         )
-    await asyncio.sleep(2)
+    await eventually(lambda: _every_ready(kube, kube_namespace, names, "True"), what="Ready")
     assert mock.events(CLUSTER, namespace=kube_namespace) == []
     mock.state.faults.clear()  # the control plane is back
     started = time.monotonic()
