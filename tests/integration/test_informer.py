@@ -184,7 +184,18 @@ async def test_relist_after_compaction_drops_objects_deleted_while_disconnected(
             POD_TEMPLATES, pod_template("fresh", kube_namespace), field_manager="test"
         )
         control_plane.compact_etcd()
-        await asyncio.sleep(1.5)
+
+        def reconnect_refused() -> bool:
+            # Any list/watch failure but 410 Gone: the informer noticed the cut and retried.
+            return any(
+                sample.value >= 1
+                for family in metrics.registry.collect()
+                if family.name == "vworkspace_informer_watch_errors"
+                for sample in family.samples
+                if sample.name.endswith("_total") and sample.labels["kind"] != "gone"
+            )
+
+        await eventually("a reconnect refused", reconnect_refused)
         notified.clear()
         proxy.set_mode(Mode.FORWARD)
         await eventually(

@@ -6,7 +6,10 @@ The hand-written Job statuses are what the real Job controller wrote in tests/re
 (``set_job_condition``).
 
 The operator runs with a clock whose wall time a test can move forward (``ShiftedClock``), so
-the 60 s "workload missing" grace is tested without waiting a minute."""
+the 60 s "workload missing" grace is tested without waiting a minute, and with a short Operation
+poll (``waits.OPERATION_POLL``), so a Running Operation is looked at again within a fraction of a
+second. Where a test asserts that something did NOT change, it first waits for the operator to
+have looked again (``Operator.reconciles``, tests/integration/waits.py) instead of sleeping."""
 
 from __future__ import annotations
 
@@ -21,7 +24,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.integration.waits import condition, eventually, op_phase
+from tests.integration.waits import (
+    Reconciles,
+    condition,
+    eventually,
+    op_phase,
+    poke,
+    short_operation_poll,
+)
 from vworkspace.api.approvals import sign
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.templates import TEMPLATES, parameter_problem
@@ -80,6 +90,17 @@ class Operator:
     def __init__(self, manager: Manager, clock: ShiftedClock) -> None:
         self.manager = manager
         self.clock = clock
+        self.reconciles = Reconciles.of(manager, "operation")
+
+    async def forgot(self, resource: ResourceType, key: ObjectKey) -> None:
+        """Wait until the operator's cache no longer holds the object (deleted, finalizers
+        released, the watch event seen): what its reconciles read from then on."""
+        informer = next(i for i in self.manager.informers if i.resource == resource)
+
+        async def gone() -> bool:
+            return informer.store.get(key) is None
+
+        await eventually(gone, what=f"{resource.kind} {key} gone from the operator's cache")
 
 
 async def _namespace(kube: KubeClient, name: str) -> None:
@@ -103,18 +124,20 @@ async def velero_ns(kube: KubeClient, kube_namespace: str) -> AsyncIterator[str]
 async def running_operator(kube: KubeClient, settings: OperatorSettings) -> AsyncIterator[Operator]:
     clock = ShiftedClock()
     served_now = await served_kinds(kube)
-    manager = build_manager(
-        settings, kube, registry=CollectorRegistry(), served=served_now, clock=clock
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(manager.run(stop))
-    for informer in manager.informers:
-        await asyncio.wait_for(informer.wait_synced(), 20)
-    try:
-        yield Operator(manager, clock)
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == 0
+    with short_operation_poll(settings) as settings:
+        manager = build_manager(
+            settings, kube, registry=CollectorRegistry(), served=served_now, clock=clock
+        )
+        running = Operator(manager, clock)
+        stop = asyncio.Event()
+        task = asyncio.create_task(manager.run(stop))
+        for informer in manager.informers:
+            await asyncio.wait_for(informer.wait_synced(), 20)
+        try:
+            yield running
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(task, 30) == 0
 
 
 @pytest.fixture
@@ -327,7 +350,8 @@ async def test_a_run_command_becomes_a_job_and_succeeds_with_its_name(
     )
     assert account["metadata"]["labels"]["app.vworkspace.io/managed-by"] == "vworkspace-operator"
 
-    await asyncio.sleep(1)
+    # A poll of the unfinished Job keeps the Operation Running.
+    await operator.reconciles.another(ObjectKey(kube_namespace, "cmd"))
     assert await op_phase(kube, kube_namespace, "cmd", "Running")
     await set_job_condition(kube, key, "Complete")
     done = await eventually(lambda: op_phase(kube, kube_namespace, "cmd", "Succeeded"))
@@ -365,8 +389,11 @@ async def test_a_failed_job_fails_the_operation_with_its_message_then_is_deleted
         return bool(got["metadata"].get("deletionTimestamp"))
 
     await eventually(gone, what="failed Job deleted after the verdict")
-    await asyncio.sleep(1)
-    again = await kube.get(OPERATIONS, ObjectKey(kube_namespace, "bad"))
+    # A finished Operation is not polled: make the operator look at it with its Job gone.
+    op_key = ObjectKey(kube_namespace, "bad")
+    await poke(kube, OPERATIONS, op_key)
+    await operator.reconciles.another(op_key)
+    again = await kube.get(OPERATIONS, op_key)
     assert condition(again, "Failed")["message"] == BACKOFF
 
 
@@ -434,7 +461,8 @@ async def test_a_job_of_another_operation_at_the_name_fails_the_operation(
     assert condition(failed, "Failed")["message"] == (
         f"Job {kube_namespace}/{name} belongs to a different operation"
     )
-    await asyncio.sleep(0.5)
+    # The reconcile that wrote the verdict has finished (a cancel would have followed it).
+    await operator.reconciles.settled(ObjectKey(kube_namespace, "taken"))
     job = await kube.get(JOBS, ObjectKey(kube_namespace, name))  # not ours: left alone
     assert not job["metadata"].get("deletionTimestamp")
 
@@ -456,6 +484,7 @@ async def test_a_running_operation_whose_target_is_deleted_follows_its_job_by_la
         return False
 
     await eventually(target_gone, what="target deleted")
+    await operator.forgot(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "shop"))
     # Forget where the Job is: the engine must find it by the UID label alone.
     op = await kube.get(OPERATIONS, ObjectKey(kube_namespace, "orphan"))
     await kube.merge_patch(
@@ -465,7 +494,16 @@ async def test_a_running_operation_whose_target_is_deleted_follows_its_job_by_la
         field_manager="test",
         subresource="status",
     )
-    await asyncio.sleep(6)  # more than one 5 s poll
+    # A poll back-fills the reference (only the operator writes it back), and the one after it
+    # still finds the Operation Running.
+    op_key = ObjectKey(kube_namespace, "orphan")
+
+    async def backfilled() -> bool:
+        got = await kube.get(OPERATIONS, op_key)
+        return (got.get("status") or {}).get("engineRef") == op["status"]["engineRef"]
+
+    await eventually(backfilled, what="engineRef back-filled")
+    await operator.reconciles.another(op_key)
     still = await op_phase(kube, kube_namespace, "orphan", "Running")
     assert still, "a Running Operation must not fall back to Pending when its target goes"
     assert condition(still, "Blocked").get("status") != "True"
@@ -495,6 +533,9 @@ async def test_two_jobs_with_the_operation_label_and_no_target_fail_it_as_ambigu
     }
     await kube.create(JOBS, copy, field_manager="test")
     await kube.delete(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "shop"))
+    # While the target is there (also while it is being deleted), the Job's name is derived
+    # from it and found: only without the target is the label the Job's one trace.
+    await operator.forgot(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "shop"))
     await kube.merge_patch(
         OPERATIONS,
         ObjectKey(kube_namespace, "twins"),
@@ -516,8 +557,8 @@ async def test_a_missing_job_is_tolerated_for_the_grace_period_then_fails(
     key = job_key(created, kube_namespace)
     await kube.delete(JOBS, key)
     await eventually(lambda: _absent(kube, JOBS, key), what="Job gone")
-    await asyncio.sleep(6)  # a poll saw it missing, within the grace
-    assert await op_phase(kube, kube_namespace, "lost", "Running")
+    await operator.reconciles.another(ObjectKey(kube_namespace, "lost"))  # saw it missing
+    assert await op_phase(kube, kube_namespace, "lost", "Running")  # within the grace
     operator.clock.shift = 61.0  # past the 60 s grace after startedAt
     failed = await eventually(lambda: op_phase(kube, kube_namespace, "lost", "Failed"))
     assert condition(failed, "Failed")["message"] == (
@@ -596,7 +637,7 @@ async def test_a_runbook_becomes_a_workflow_of_its_template(
         "activeDeadlineSeconds": 600,
     }
     await set_workflow_phase(kube, key, "Running", "")
-    await asyncio.sleep(1)
+    await operator.reconciles.another(ObjectKey(kube_namespace, "rb"))  # saw it Running
     assert await op_phase(kube, kube_namespace, "rb", "Running")
     message, nodes = failed_step_nodes(key.name, "restart", 2)
     await set_workflow_phase(kube, key, "Failed", message, nodes)
@@ -765,7 +806,7 @@ async def test_same_named_backups_in_two_namespaces_get_two_velero_backups(
         assert await _absent(kube, BACKUPS, ObjectKey(velero_ns, names[0]))
         survivor = await kube.get(BACKUPS, ObjectKey(velero_ns, names[1]))
         assert survivor["metadata"]["uid"] == backups[1]["metadata"]["uid"]
-        await asyncio.sleep(1)
+        await operator.reconciles.another(ObjectKey(other, "nightly"))  # a poll after the delete
         assert await op_phase(kube, other, "nightly", "Running")
         await kube.merge_patch(
             BACKUPS,
@@ -783,7 +824,9 @@ async def test_same_named_backups_in_two_namespaces_get_two_velero_backups(
         )
         assert condition(failed, "Failed")["message"] == verdict
         assert failed["status"]["outputs"] == {"backupName": names[1]}
-        await asyncio.sleep(6)
+        # A finished Operation is not polled: make the operator look at it again.
+        await poke(kube, OPERATIONS, ObjectKey(other, "nightly"))
+        await operator.reconciles.another(ObjectKey(other, "nightly"))
         again = await kube.get(OPERATIONS, ObjectKey(other, "nightly"))
         assert condition(again, "Failed")["message"] == verdict
         # A failed Velero object is kept (it is the record the message points to), until its

@@ -13,8 +13,10 @@ from vworkspace.mockcontrolplane import AdminClient, MockControlPlane
 from vworkspace.testing import ControlPlane
 from vworkspace.testing.objects import managed_instance
 
-from .operator_process import OperatorProcess, free_port
+from .operator_process import OperatorProcess, free_port, wait_until
+from .test_install_manifests import get
 from .test_reconcilers import flux_succeeded, stamped
+from .waits import eventually
 
 pytestmark = pytest.mark.integration
 CLUSTER = "cluster-outage"
@@ -51,7 +53,22 @@ async def test_after_30_seconds_down_the_control_plane_learns_the_current_state(
         await asyncio.to_thread(operator.wait_ready)
         for name in names:
             rest.post(base, managed_instance(name, kube_namespace))
-        await asyncio.sleep(3)
+        # Before the outage: the operator made each HelmRelease, and the control plane heard of
+        # each instance (not Ready yet), so what it must learn later is a change.
+        await asyncio.to_thread(
+            wait_until,
+            "every HelmRelease created",
+            lambda: all(get(rest, f"{hrs}/{name}") for name in names),
+        )
+        admin = AdminClient(mock.url)
+
+        async def every_instance_reported() -> bool:
+            events = await admin.events(
+                CLUSTER, kind="ApplicationInstance", namespace=kube_namespace
+            )
+            return {e["resourceRef"]["name"] for e in events} >= set(names)
+
+        await eventually(every_instance_reported, what="every instance reported")
         await mock.stop()  # the control plane goes away
         down_at = time.monotonic()
         for name in names:  # Flux reports each release Ready while it is down
@@ -68,6 +85,7 @@ async def test_after_30_seconds_down_the_control_plane_learns_the_current_state(
                     }
                 },
             )
+        # Kept: the 30 s outage is the scenario under test, not a wait for something.
         await asyncio.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
         mock = await MockControlPlane(port=port, state=mock.state).start()  # back, same state
         back_at = time.monotonic()

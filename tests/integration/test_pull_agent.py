@@ -24,6 +24,7 @@ from vworkspace.kube.rest.resources import (
 from vworkspace.mockcontrolplane import Fault, MockControlPlane
 
 from .agent_harness import CLUSTER, TOKEN, Agent, instance, wait_result
+from .waits import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -408,11 +409,12 @@ async def test_a_crash_between_apply_and_result_yields_noop_on_redelivery(
             "payload": instance("crashy", kube_namespace),
         },
     )
-    for _ in range(200):
-        if first.count("succeeded"):
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.2)
+
+    async def result_stalled() -> bool:
+        # Applied, and its result POST in flight: the stalling fault above has taken it.
+        return bool(first.count("succeeded")) and not mock.state.faults
+
+    await eventually(result_stalled, what="the job applied and its result stalled")
     await first.kill()  # ...because the operator dies here
     assert mock.job_result("crash") is None
     await kube.get(APPLICATION_INSTANCES, ObjectKey(kube_namespace, "crashy"))  # it was applied

@@ -14,7 +14,8 @@ import pytest
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.testing import ApiError, ControlPlane
 
-from .operator_process import OperatorProcess
+from .operator_process import OperatorProcess, wait_until
+from .test_install_manifests import get
 
 pytestmark = pytest.mark.integration
 
@@ -103,8 +104,20 @@ async def test_register_reports_success_a_bad_token_and_an_unreachable_endpoint(
         assert code == 1
         assert "cannot reach the control plane at http://127.0.0.1:9" in out
     finally:
-        for name in (f"{kube_namespace}-ok", f"{kube_namespace}-bad"):
+        clusters = [
+            f"/apis/ops.vworkspace.io/v1alpha1/clusters/{kube_namespace}-{suffix}"
+            for suffix in ("ok", "bad")
+        ]
+        for path in clusters:
             with contextlib.suppress(ApiError):
-                rest.delete(f"/apis/ops.vworkspace.io/v1alpha1/clusters/{name}")
-        await asyncio.sleep(2)  # let the operator release its finalizers
-        operator.stop()
+                rest.delete(path)
+        try:
+            # The operator releases its finalizers before it stops, or the Clusters (not
+            # namespaced: no namespace deletion takes them) would stay behind.
+            await asyncio.to_thread(
+                wait_until,
+                "the Clusters deleted",
+                lambda: all(get(rest, p) is None for p in clusters),
+            )
+        finally:
+            operator.stop()

@@ -137,7 +137,7 @@ def test_children_die_with_a_killed_parent(control_plane: ControlPlane, tmp_path
                              with_controller_manager={control_plane.with_controller_manager!r})
         plane.start()
         print("READY", flush=True)
-        time.sleep(600)
+        time.sleep(600)  # kept: the parent idles until the test SIGKILLs it (never wakes)
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
