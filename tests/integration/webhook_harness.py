@@ -65,7 +65,7 @@ async def unregister(kube: KubeClient, config: JsonObj) -> None:
 async def wait_until_enforced(kube: KubeClient, namespace: str, timeout: float = 20) -> None:
     """The API server picks up a new webhook configuration asynchronously; probe with a
     dry-run create that only the webhook rejects."""
-    probe = {
+    probe: JsonObj = {
         "apiVersion": "apps.vworkspace.io/v1alpha1",
         "kind": "ApplicationInstance",
         "metadata": {"name": "webhook-probe", "namespace": namespace},
