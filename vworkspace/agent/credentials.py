@@ -23,7 +23,7 @@ from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import Clock
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import SECRETS
 
@@ -77,7 +77,7 @@ def written_at(secret: JsonObj | None) -> datetime.datetime | None:
 class CredentialStore:
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         *,
         namespace: str,
         secret_name: str = DEFAULT_SECRET,

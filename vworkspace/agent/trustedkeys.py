@@ -29,7 +29,7 @@ from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.names import subdomain_problem
 from vworkspace.kube.cache.informer import Informer
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.resources import CONFIG_MAPS, SECRETS
 
 if TYPE_CHECKING:  # cryptography is loaded only once a key is parsed (agent/signing.py)
@@ -91,7 +91,7 @@ def parse_keys(
 
 
 class TrustedKeys:
-    def __init__(self, client: KubeClient, *, namespace: str, source: KeySource) -> None:
+    def __init__(self, client: KubeApi, *, namespace: str, source: KeySource) -> None:
         self.namespace = namespace
         self.source = source
         self._keys: dict[str, Ed25519PublicKey] = {}

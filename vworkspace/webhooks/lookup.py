@@ -15,7 +15,7 @@ from typing import Protocol
 from vworkspace.api.admission import World
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.paths import ApiPath
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, NAMESPACES, OPERATIONS
@@ -28,7 +28,7 @@ class WorldLookup(Protocol):
 
 
 class ClusterLookup:
-    def __init__(self, client: KubeClient, *, timeout: float = LOOKUP_TIMEOUT) -> None:
+    def __init__(self, client: KubeApi, *, timeout: float = LOOKUP_TIMEOUT) -> None:
         self._client = client
         self._timeout = timeout
 
