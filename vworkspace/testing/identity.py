@@ -56,7 +56,7 @@ Doc = dict[str, Any]
 
 NAMESPACE = "vworkspace-system"
 SERVICE_ACCOUNT = "vworkspace-operator"
-# Read by the operator's app layer only (vworkspace/app/run_cmd.py).
+# Read by the operator's app layer only (vworkspace/app/flags/connection.py).
 SERVICE_ACCOUNT_DIR_ENV = "VWORKSPACE_SERVICE_ACCOUNT_DIR"
 FIELD_MANAGER = "vworkspace-testing-identity"
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
