@@ -124,20 +124,20 @@ async def velero_ns(kube: KubeClient, kube_namespace: str) -> AsyncIterator[str]
 async def running_operator(kube: KubeClient, settings: OperatorSettings) -> AsyncIterator[Operator]:
     clock = ShiftedClock()
     served_now = await served_kinds(kube)
-    with short_operation_poll(settings) as settings:
-        manager = build_manager(
-            settings, kube, registry=CollectorRegistry(), served=served_now, clock=clock
-        )
-        running = Operator(manager, clock)
-        stop = asyncio.Event()
-        task = asyncio.create_task(manager.run(stop))
-        for informer in manager.informers:
-            await asyncio.wait_for(informer.wait_synced(), 20)
-        try:
-            yield running
-        finally:
-            stop.set()
-            assert await asyncio.wait_for(task, 30) == 0
+    settings = short_operation_poll(settings)
+    manager = build_manager(
+        settings, kube, registry=CollectorRegistry(), served=served_now, clock=clock
+    )
+    running = Operator(manager, clock)
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
+    for informer in manager.informers:
+        await asyncio.wait_for(informer.wait_synced(), 20)
+    try:
+        yield running
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
 
 
 @pytest.fixture

@@ -4,19 +4,16 @@ have looked again (:class:`Reconciles`), never sleep."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
-from unittest import mock
 
 import attrs
 
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.manager import Manager
 from vworkspace.app.wiring import OperatorSettings
-from vworkspace.controllers import operation as operation_controller
 from vworkspace.kube.rest.client import KubeClient
 from vworkspace.kube.rest.errors import NotFoundError
 from vworkspace.kube.rest.resources import OPERATIONS, ResourceType
@@ -128,13 +125,7 @@ async def poke(kube: KubeClient, resource: ResourceType, key: ObjectKey) -> None
 OPERATION_POLL = 0.25
 
 
-@contextlib.contextmanager
-def short_operation_poll(settings: OperatorSettings) -> Iterator[OperatorSettings]:
-    """``settings`` with the Operation poll at :data:`OPERATION_POLL`. The setting is
-    ``OperatorSettings.operation_poll_interval`` (``run --operation-poll-interval``); until
-    that lands (issue 28, the controllers slice), the controller's module constant stands in."""
-    if "operation_poll_interval" in attrs.fields_dict(OperatorSettings):
-        yield attrs.evolve(settings, operation_poll_interval=OPERATION_POLL)
-        return
-    with mock.patch.object(operation_controller, "POLL", OPERATION_POLL):
-        yield settings
+def short_operation_poll(settings: OperatorSettings) -> OperatorSettings:
+    """``settings`` with the Operation poll at :data:`OPERATION_POLL`
+    (``OperatorSettings.operation_poll_interval``, ``run --operation-poll-interval``)."""
+    return attrs.evolve(settings, operation_poll_interval=OPERATION_POLL)

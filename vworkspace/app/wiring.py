@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
 
 import aiohttp
 import attrs
@@ -179,6 +178,7 @@ def build_manager(
     metrics = Metrics(registry)
     client.instrument(RestClientMetrics.create(registry))
     tracer = None
+    api: KubeApi = client
     if settings.trace_file is not None:
         # The settings a replay needs to build the same operator (vworkspace/testing/replay.py).
         replayed: JsonObj = {
@@ -187,25 +187,25 @@ def build_manager(
         }
         tracer = Tracer.open(settings.trace_file, clock=clock, settings=replayed)
         # Informers and controllers find the tracer on the API they use (kube/trace.py).
-        client = cast(KubeClient, TracingApi(client, tracer))  # until components take KubeApi
-    manager = new_manager(settings, client, clock=clock, metrics=metrics)
+        api = TracingApi(client, tracer)
+    manager = new_manager(settings, api, clock=clock, metrics=metrics)
     if tracer is not None:
         manager.add_runnable("trace writer", tracer.run, leader_only=False)
-    recorder = EventRecorder(client, clock=clock, instance=settings.identity)
+    recorder = EventRecorder(api, clock=clock, instance=settings.identity)
     gateway = None
     if settings.agent is not None:
         if http is None:
             raise ValueError("the agent needs an HTTP session")
-        gateway = add_agent(manager, settings, settings.agent, client=client, http=http)
+        gateway = add_agent(manager, settings, settings.agent, client=api, http=http)
     # Condition transitions go to the control plane through the agent's batcher.
     reporter: StatusReporter = gateway.batcher if gateway is not None else NullReporter()
     engines = EngineRegistry(ENGINES)  # filled by setup_engines below
     instances = applicationinstance.setup(
-        manager, client=client, engines=engines, recorder=recorder, reporter=reporter
+        manager, client=api, engines=engines, recorder=recorder, reporter=reporter
     )
     operations = operation.setup(
         manager,
-        client=client,
+        client=api,
         engines=engines,
         approval_secret=settings.approval_secret,
         poll=settings.operation_poll_interval,
@@ -214,7 +214,7 @@ def build_manager(
     )
     cluster.setup(
         manager,
-        client=client,
+        client=api,
         gateway=gateway,
         options=cluster_options(settings),
         recorder=recorder,
@@ -224,15 +224,13 @@ def build_manager(
         manager,
         settings,
         engines,
-        client=client,
+        client=api,
         instances=instances,
         operations=operations,
         served=served,
     )
     if settings.webhooks is not None:
-        add_webhooks(
-            manager, settings, settings.webhooks, client=client, clock=clock, engines=engines
-        )
+        add_webhooks(manager, settings, settings.webhooks, client=api, clock=clock, engines=engines)
     return manager
 
 
@@ -274,7 +272,7 @@ def add_engines(
 
 
 def new_manager(
-    settings: OperatorSettings, client: KubeClient, *, clock: Clock, metrics: Metrics
+    settings: OperatorSettings, client: KubeApi, *, clock: Clock, metrics: Metrics
 ) -> Manager:
     """The manager with its endpoints, leader election and controller options."""
     elector = None
@@ -321,7 +319,7 @@ def add_webhooks(
     settings: OperatorSettings,
     webhooks: WebhookSettings,
     *,
-    client: KubeClient,
+    client: KubeApi,
     clock: Clock,
     engines: EngineRegistry | None = None,
 ) -> WebhookServer:
@@ -354,7 +352,7 @@ def add_agent(
     settings: OperatorSettings,
     agent: AgentSettings,
     *,
-    client: KubeClient,
+    client: KubeApi,
     http: aiohttp.ClientSession,
 ) -> AgentGateway:
     """The Pull-mode agent: credential store (an informer), client, applier, poller and event
@@ -429,7 +427,7 @@ def add_agent(
 
 
 def add_verifier(
-    manager: Manager, hardening: Hardening, *, client: KubeClient, namespace: str, clock: Clock
+    manager: Manager, hardening: Hardening, *, client: KubeApi, namespace: str, clock: Clock
 ) -> JobVerifier:
     """The signature check of every job, with the trusted keys watched in the operator
     namespace (agent/trustedkeys.py)."""

@@ -30,7 +30,7 @@ from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import Clock
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.rest.client import KubeClient
+from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
 from vworkspace.kube.rest.resources import LEASES
 
@@ -81,7 +81,7 @@ def _micro_time(when: datetime.datetime) -> str:
 class LeaderElector:
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         config: LeaseConfig,
         *,
         clock: Clock,
