@@ -66,24 +66,12 @@ class ReplayApi(FakeApi):
 
     def put(self, resource: str, obj: JsonObj) -> JsonObj:
         """Store ``obj`` as recorded (uid, generation, status, deletionTimestamp: the reconcilers
-        compare them), under a new resourceVersion of the fake's; the stored object.
-        ``FakeApi.add`` would not do: it creates, as the API server would, with a new uid and
-        generation 1. This reaches into the fake's store for that one verbatim write."""
-        store = self._store
-        key = _key(obj)
-        key = ObjectKey(key.namespace, key.name)
-        previous = store._objects.get(resource, {}).get(key)
-        if obj.get("apiVersion") and obj.get("kind"):
-            store.kinds.setdefault(resource, (obj["apiVersion"], obj["kind"]))
-        stored: JsonObj = store._store(
-            resource, key, json.loads(json.dumps(obj)), previous=previous
-        )
-        return stored
+        compare them); ``FakeApi.add`` would create it anew, with a new uid and generation 1."""
+        return self._store.put_verbatim(resource, obj)
 
     def remove(self, resource: str, obj: JsonObj) -> None:
         """Forget ``obj`` (a recorded deletion)."""
-        self._store._objects.get(resource, {}).pop(_key(obj), None)
-        self._store._owners.pop((resource, _key(obj)), None)
+        self._store.forget(resource, _key(obj))
 
     def instrument(self, metrics: object) -> None:
         """build_manager instruments the concrete client; nothing to count here."""

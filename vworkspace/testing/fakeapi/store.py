@@ -206,6 +206,22 @@ class ObjectStore:
         self.watches.publish(Change(self.revision, change, resource, copy.deepcopy(obj), previous))
         return copy.deepcopy(obj)
 
+    def put_verbatim(self, resource: str, obj: JsonObj) -> JsonObj:
+        """Store a copy of ``obj`` as it is (uid, generation, status, deletionTimestamp kept), under
+        a new resourceVersion, published to the watches: a recorded world replayed
+        (vworkspace/testing/replay.py), where ``create`` would give a new uid and generation 1."""
+        meta = obj["metadata"]
+        key = ObjectKey(meta.get("namespace") or None, meta["name"])
+        if obj.get("apiVersion") and obj.get("kind"):
+            self.kinds.setdefault(resource, (obj["apiVersion"], obj["kind"]))
+        previous = self._objects.get(resource, {}).get(key)
+        return self._store(resource, key, copy.deepcopy(obj), previous=previous)
+
+    def forget(self, resource: str, key: ObjectKey) -> None:
+        """Drop an object without a watch event (a recorded deletion the caches are told of)."""
+        self._objects.get(resource, {}).pop(key, None)
+        self._owners.pop((resource, key), None)
+
     def _remove(self, resource: str, key: ObjectKey, obj: JsonObj) -> JsonObj:
         self.revision += 1
         gone = copy.deepcopy(obj)
