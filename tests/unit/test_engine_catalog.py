@@ -6,8 +6,6 @@ noop_engine.py, carried out by the real Operation reconciler on an in-memory API
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ from tests.unit.test_webhook_server import ScriptedLookup, post, review
 from vworkspace.api import templates
 from vworkspace.api.admission import World
 from vworkspace.api.applicationinstance import ApplicationInstanceView
-from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.api.operation import OperationView
 from vworkspace.app.engines import EngineFinder, Wake, required_kinds
@@ -35,67 +32,14 @@ from vworkspace.engines.seaweed import S3_CREDENTIALS, SEAWEEDS
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.clock import FakeClock
 from vworkspace.kube.metrics import Metrics
-from vworkspace.kube.rest.api import JSON, RestVerbs
-from vworkspace.kube.rest.errors import NotFoundError
-from vworkspace.kube.rest.paths import ApiPath
-from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, OPERATIONS, key_of
+from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, OPERATIONS
 from vworkspace.kube.runtime.controller import Controller, Result
 from vworkspace.kube.runtime.workqueue import WorkQueue
 from vworkspace.kube.tls import CertificateReloader
+from vworkspace.testing.fakeapi import FakeApi
 from vworkspace.testing.objects import managed_instance, operation
 from vworkspace.webhooks.certs import write_webhook_certs
 from vworkspace.webhooks.server import OPERATION_PATH, WebhookMetrics, WebhookServer
-
-
-class MemoryApi(RestVerbs):
-    """Just enough of an API server for one Operation's reconciles: GET, merge patch (the
-    finalizer), PUT of the status subresource; every object at its path, with resourceVersions."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, JsonObj] = {}
-        self.version = 0
-
-    def store(self, resource: Any, obj: JsonObj) -> JsonObj:
-        self.version += 1
-        stored = copy.deepcopy(obj)
-        stored["metadata"].setdefault("uid", f"uid-{stored['metadata']['name']}")
-        stored["metadata"]["resourceVersion"] = str(self.version)
-        self.objects[str(resource.path(key_of(stored)))] = stored
-        return copy.deepcopy(stored)
-
-    async def request(
-        self,
-        method: str,
-        path: ApiPath,
-        *,
-        query: Any = None,
-        body: Any = None,
-        content_type: str = JSON,
-        timeout_s: float | None = None,
-    ) -> JsonObj:
-        status = path.segments[-1] == "status"
-        where = str(ApiPath(path.segments[:-1]) if status else path)
-        if where not in self.objects:
-            raise NotFoundError(
-                status=404,
-                reason="NotFound",
-                message="not found",
-                body={},
-                method=method,
-                path=where,
-            )
-        current = self.objects[where]
-        if method == "GET":
-            return copy.deepcopy(current)
-        self.version += 1
-        if method == "PUT" and status:
-            current["status"] = json.loads(json.dumps(body["status"]))  # as on the wire
-        elif method == "PATCH":
-            current["metadata"].update(json.loads(json.dumps(body["metadata"])))
-        else:
-            raise AssertionError(f"unexpected {method} {where}")
-        current["metadata"]["resourceVersion"] = str(self.version)
-        return copy.deepcopy(current)
 
 
 def finder(
@@ -105,7 +49,7 @@ def finder(
     clock = FakeClock()
     metrics = Metrics(CollectorRegistry())
     manager = Manager(settings=ManagerSettings(), metrics=metrics, clock=clock)
-    api = MemoryApi()
+    api = FakeApi(clock=clock)
     instances = Informer(api, APPLICATION_INSTANCES, clock=clock)
     controller = Controller(
         "applicationinstance", _Idle(), WorkQueue("applicationinstance", clock=clock)
@@ -193,16 +137,16 @@ async def test_an_engine_is_one_file_plus_its_catalog_line(monkeypatch: pytest.M
     monkeypatch.setitem(templates._BY_PAIR, pair, runcommand)
 
     clock = FakeClock()
-    api = MemoryApi()
+    api = FakeApi(clock=clock)
     operations = Informer(api, OPERATIONS, clock=clock)
     instances = Informer(api, APPLICATION_INSTANCES, clock=clock)
     # The target grants its RunCommand capability to the engine "noop" (admission rule 7).
     target = managed_instance("shop", "ns", annotations={runcommand.capability_annotation: "noop"})
-    instances.store.upsert(api.store(APPLICATION_INSTANCES, target))
+    instances.store.upsert(api.add(APPLICATION_INSTANCES, target))
     op = operation("nothing", "ns", type_="RunCommand", engine="noop", parameters={"image": "x"})
-    operations.store.upsert(api.store(OPERATIONS, op))
+    operations.store.upsert(api.add(OPERATIONS, op))
     reconciler = OperationReconciler(
-        client=api,  # type: ignore[arg-type]  # the reconciler takes KubeClient until slice C
+        client=api,
         operations=operations,
         instances=instances,
         engines=registry,
