@@ -391,8 +391,9 @@ async def test_a_failed_job_fails_the_operation_with_its_message_then_is_deleted
     await eventually(gone, what="failed Job deleted after the verdict")
     # A finished Operation is not polled: make the operator look at it with its Job gone.
     op_key = ObjectKey(kube_namespace, "bad")
+    seen = operator.reconciles.started(op_key)
     await poke(kube, OPERATIONS, op_key)
-    await operator.reconciles.another(op_key)
+    await operator.reconciles.another(op_key, since=seen)
     again = await kube.get(OPERATIONS, op_key)
     assert condition(again, "Failed")["message"] == BACKOFF
 
@@ -825,8 +826,9 @@ async def test_same_named_backups_in_two_namespaces_get_two_velero_backups(
         assert condition(failed, "Failed")["message"] == verdict
         assert failed["status"]["outputs"] == {"backupName": names[1]}
         # A finished Operation is not polled: make the operator look at it again.
+        seen = operator.reconciles.started(ObjectKey(other, "nightly"))
         await poke(kube, OPERATIONS, ObjectKey(other, "nightly"))
-        await operator.reconciles.another(ObjectKey(other, "nightly"))
+        await operator.reconciles.another(ObjectKey(other, "nightly"), since=seen)
         again = await kube.get(OPERATIONS, ObjectKey(other, "nightly"))
         assert condition(again, "Failed")["message"] == verdict
         # A failed Velero object is kept (it is the record the message points to), until its

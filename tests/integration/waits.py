@@ -86,9 +86,19 @@ class Reconciles:
     def finished(self, key: ObjectKey) -> int:
         return self._finished[key]
 
-    async def another(self, key: ObjectKey, *, timeout: float = 20) -> None:
-        """Wait until a reconcile of ``key`` that starts after this call has finished."""
-        await self._until(key, self._started[key] + 1, timeout, "another reconcile")
+    def started(self, key: ObjectKey) -> int:
+        """How many reconciles of ``key`` have started: a mark to pass to :meth:`another` as
+        ``since`` when the test itself causes the next reconcile (a poke), which may start and
+        finish before the test gets to wait for it."""
+        return self._started[key]
+
+    async def another(
+        self, key: ObjectKey, *, since: int | None = None, timeout: float = 20
+    ) -> None:
+        """Wait until a reconcile of ``key`` that starts after this call (or after the mark
+        ``since`` from :meth:`started`) has finished."""
+        start = self._started[key] if since is None else since
+        await self._until(key, start + 1, timeout, "another reconcile")
 
     async def settled(self, key: ObjectKey, *, timeout: float = 20) -> None:
         """Wait until every reconcile of ``key`` started so far has finished (e.g. the one whose
@@ -110,7 +120,9 @@ class Reconciles:
 async def poke(kube: KubeClient, resource: ResourceType, key: ObjectKey) -> None:
     """Change a label of the object: a metadata change every controller reconciles (its update
     predicate passes spec and metadata changes), to make the operator look at an object that
-    waits for nothing, e.g. a finished Operation."""
+    waits for nothing, e.g. a finished Operation. Take :meth:`Reconciles.started` before the
+    poke and wait with ``another(key, since=...)``: the reconcile it causes may be over before
+    the poke returns."""
     await kube.merge_patch(
         resource,
         key,
