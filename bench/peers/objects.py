@@ -154,9 +154,16 @@ def same_status(before: JsonObj | None, after: JsonObj) -> bool:
     return {**(before or {}), **ignore} == {**after, **ignore}
 
 
-def instance(index: int, namespace: str) -> JsonObj:
-    """The managed Helm ApplicationInstance the benchmarks create (as bench_applicationinstances)."""
+def instance(index: int, namespace: str, *, repositories: int = 1) -> JsonObj:
+    """The managed Helm ApplicationInstance the benchmarks create (as bench_applicationinstances).
+    ``repositories``: over how many chart repository URLs the instances spread (1: all share
+    one, so vworkspace keeps one chart source for all of them)."""
     name = f"app-{index:05d}"
+    url = (
+        "https://charts.example.com"
+        if repositories <= 1
+        else f"https://charts-{index % repositories}.example.com"
+    )
     return {
         "apiVersion": "apps.vworkspace.io/v1alpha1",
         "kind": "ApplicationInstance",
@@ -165,7 +172,7 @@ def instance(index: int, namespace: str) -> JsonObj:
             "appRef": {"catalogId": "odoo"},
             "chart": {
                 "sourceType": "helm",
-                "url": "https://charts.example.com",
+                "url": url,
                 "name": "odoo",
                 "version": "1.0.0",
             },
