@@ -81,7 +81,11 @@ class StatusDraft:
         self._edits: dict[str, Any] = {}
         self._settings: list[tuple[str, ConditionStatus, str, str, bool]] = []
         self._still_valid = still_valid
-        self._preview = Conditions(obj.raw, now=now)
+        self._obj = obj.raw
+        # The conditions as decided so far, decoded only when the deciding code reads one
+        # (:meth:`condition`): decoding costs about 25 us a condition here, and most drafts are
+        # only rendered, once, at the commit.
+        self._preview: Conditions | None = None
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -103,7 +107,8 @@ class StatusDraft:
         self, type_: str, status: ConditionStatus, reason: str, message: str = ""
     ) -> None:
         self._settings.append((type_, status, reason, message, False))
-        self._preview.set(type_, status, reason, message)
+        if self._preview is not None:
+            self._preview.set(type_, status, reason, message)
 
     def default_condition(
         self, type_: str, status: ConditionStatus, reason: str, message: str = ""
@@ -111,11 +116,19 @@ class StatusDraft:
         """Set the condition only where the stored object has none of ``type_`` (decided per
         rendering, so a condition another writer stored meanwhile is never overwritten)."""
         self._settings.append((type_, status, reason, message, True))
-        if self._preview.get(type_) is None:
+        if self._preview is not None and self._preview.get(type_) is None:
             self._preview.set(type_, status, reason, message)
 
     def condition(self, type_: str) -> Condition | None:
+        if self._preview is None:
+            self._preview = self._apply_settings(Conditions(self._obj, now=self._now))
         return self._preview.get(type_)
+
+    def _apply_settings(self, conds: Conditions) -> Conditions:
+        for type_, cond_status, reason, message, if_absent in self._settings:
+            if not (if_absent and conds.get(type_) is not None):
+                conds.set(type_, cond_status, reason, message)
+        return conds
 
     # -- committing ----------------------------------------------------------------------
 
@@ -130,10 +143,7 @@ class StatusDraft:
                 status.pop(field, None)
             else:
                 status[field] = value
-        conds = Conditions(live, now=self._now)
-        for type_, cond_status, reason, message, if_absent in self._settings:
-            if not (if_absent and conds.get(type_) is not None):
-                conds.set(type_, cond_status, reason, message)
+        conds = self._apply_settings(Conditions(live, now=self._now))
         if conds.items != conds.before or "conditions" not in status:
             status["conditions"] = conds.wire()
         # else: the stored list as it is (a re-encoding could differ in form, not in meaning,
