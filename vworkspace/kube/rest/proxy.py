@@ -167,6 +167,13 @@ class ProxyEnvironment:
             cgi=bool(env.get("REQUEST_METHOD")),
         )
 
+    def __repr__(self) -> str:
+        # The variables may carry the proxy's password: never shown (settings get logged).
+        return (
+            f"ProxyEnvironment(https_proxy={redact(self.https_proxy)!r}, "
+            f"http_proxy={redact(self.http_proxy)!r}, no_proxy={self.no_proxy!r}, cgi={self.cgi})"
+        )
+
     def __bool__(self) -> bool:
         return bool(self.https_proxy or self.http_proxy)
 
