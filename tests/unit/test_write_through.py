@@ -14,8 +14,8 @@ from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.applied import DIGEST_ANNOTATION, covers, up_to_date, with_digest
 from vworkspace.kube.cache.informer import Informer
 from vworkspace.kube.cache.store import LAST_APPLIED, slim
+from vworkspace.kube.rest.proxy import ProxyEnvironment
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES
-from vworkspace.kube.rest.transport import proxy_for
 
 
 def desired() -> JsonObj:
@@ -156,18 +156,26 @@ def test_a_deleted_object_does_not_come_back_from_a_late_write_answer() -> None:
 @pytest.mark.parametrize(
     ("url", "proxies", "expected"),
     [
-        ("https://10.0.0.1:6443", {"https": "http://proxy:3128"}, "http://proxy:3128"),
-        ("https://10.0.0.1:6443", {"https": "http://proxy:3128", "no": "10.0.0.1"}, None),
-        ("https://api.cluster.local", {"https": "http://p:1", "no": ".cluster.local"}, None),
-        ("https://10.0.0.1:6443", {"http": "http://proxy:3128"}, None),
-        ("http://127.0.0.1:8080", {"http": "http://proxy:3128", "no": "*"}, None),
+        ("https://10.0.0.1:6443", {"HTTPS_PROXY": "http://proxy:3128"}, "http://proxy:3128"),
+        (
+            "https://10.0.0.1:6443",
+            {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "10.0.0.1"},
+            None,
+        ),
+        (
+            "https://api.cluster.local",
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".cluster.local"},
+            None,
+        ),
+        ("https://10.0.0.1:6443", {"HTTP_PROXY": "http://proxy:3128"}, None),
+        ("http://10.0.0.1:8080", {"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "*"}, None),
         ("https://10.0.0.1:6443", {}, None),
     ],
 )
 def test_the_api_server_proxy_honours_no_proxy(
     url: str, proxies: dict[str, str], expected: str | None
 ) -> None:
-    assert proxy_for(url, proxies) == expected
+    assert ProxyEnvironment.from_environ(proxies).proxy_for(url) == expected
 
 
 def test_the_cache_shares_one_copy_of_keys_and_short_values() -> None:

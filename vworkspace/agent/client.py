@@ -15,6 +15,12 @@ timeouts".
   (:mod:`vworkspace.agent.answers` reads bodies capped at 4 MiB).
 * 409 on ack and result counts as success (the job was already closed).
 * Other 4xx are raised at once as typed errors; tokens are never logged or put in messages.
+* **Egress** (agent/egress.py): with an :class:`~vworkspace.agent.egress.Egress` session, a
+  proxy's own failure is blamed on the proxy: a refused CONNECT (407, 403, 502) is a
+  ProtocolError ``proxy`` whose message starts with ``proxy <url without credentials>:``, an
+  unreachable proxy an UnavailableError saying so; a refused pin or unusable TLS material
+  (nothing was sent) is an UnavailableError naming the flag or Secret key. All are retried with
+  backoff like other transport errors.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import aiohttp
 import structlog
 
 from vworkspace.agent import answers
+from vworkspace.agent.egress import Egress, describe_failure
 from vworkspace.agent.errors import (
     ControlPlaneError,
     ForbiddenError,
@@ -58,6 +65,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+# The operator's session is an Egress; tests and embedders may pass a plain aiohttp session.
+HttpSession = aiohttp.ClientSession | Egress
 AGENT_TIMEOUT = 300.0
 MAX_RETRY_AFTER = 300.0
 _log = structlog.get_logger("vworkspace.agent.client")
@@ -111,7 +120,20 @@ async def _error_from(
     return ControlPlaneError(message, status=resp.status, code=code)
 
 
-def _transport_error(endpoint: str, method: str, path: str, err: Exception) -> UnavailableError:
+def proxy_of(session: HttpSession, url: str) -> str:
+    """The proxy ``url`` goes through, without credentials, for messages ("" when direct)."""
+    return session.proxy_label(url) if isinstance(session, Egress) else ""
+
+
+def _transport_error(
+    endpoint: str, method: str, path: str, err: Exception, *, url: str = "", proxy: str = ""
+) -> UnavailableError:
+    described = describe_failure(err, url=url, proxy=proxy)
+    if described is not None:
+        text, protocol = described
+        if protocol:
+            return ProtocolError(text[:600], endpoint=endpoint, reason="proxy")
+        return UnavailableError(f"{method} {path}: {text}"[:600])
     text = f"{method} {path}: {type(err).__name__}: {err}".rstrip(": ")[:400]
     if isinstance(err, aiohttp.ClientPayloadError):
         # The body was cut short (a middlebox, a reset mid-answer).
@@ -122,7 +144,7 @@ def _transport_error(endpoint: str, method: str, path: str, err: Exception) -> U
 class ControlPlaneClient:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: HttpSession,
         *,
         credentials: Callable[[], Credentials | None],
         reload: Callable[[], Awaitable[Credentials | None]],
@@ -183,10 +205,12 @@ class ControlPlaneClient:
             if body is not None:
                 headers["Content-Type"] = MEDIA_TYPE
                 data = json.dumps(body).encode()
+            url = credentials.base_url.rstrip("/") + path
+            proxy = proxy_of(self._session, url)
             try:
                 async with self._session.request(
                     method,
-                    credentials.base_url.rstrip("/") + path,
+                    url,
                     params=query,
                     data=data,
                     headers=headers,
@@ -215,9 +239,9 @@ class ControlPlaneClient:
                         return decoded
                     error = await _error_from(resp, endpoint=endpoint, secrets=secrets)
             except ProtocolError as err:
-                error = err
+                error = _through_proxy(err, proxy)
             except (aiohttp.ClientError, TimeoutError) as err:
-                error = _transport_error(endpoint, method, path, err)
+                error = _transport_error(endpoint, method, path, err, url=url, proxy=proxy)
             self.count(error)
             if isinstance(error, UnauthorizedError) and not reloaded:
                 reloaded = True
@@ -301,12 +325,22 @@ class ControlPlaneClient:
         return token
 
 
+def _through_proxy(err: ProtocolError, proxy: str) -> ProtocolError:
+    """A non-JSON answer (a login page) that came through a proxy says so: the proxy, not the
+    control plane, is the likely author."""
+    if not proxy or err.reason != "content_type":
+        return err
+    return ProtocolError(
+        f"{err} through proxy {proxy}", endpoint=err.endpoint, reason=err.reason, status=err.status
+    )
+
+
 def _escape(job_id: str) -> str:
     return quote(job_id, safe="")
 
 
 async def register(
-    session: aiohttp.ClientSession,
+    session: HttpSession,
     *,
     base_url: str,
     registration_token: str,
@@ -324,10 +358,13 @@ async def register(
         "Content-Type": MEDIA_TYPE,
     }
     secrets = (registration_token,)
+    url = base_url.rstrip("/") + "/api/agent/register"
+    proxy = proxy_of(session, url)
     try:
         try:
-            async with session.post(
-                base_url.rstrip("/") + "/api/agent/register",
+            async with session.request(
+                "POST",
+                url,
                 data=json.dumps(body).encode(),
                 headers=headers,
                 allow_redirects=False,
@@ -339,9 +376,15 @@ async def register(
                 answer = answers.decode_json(
                     resp, raw, endpoint="register", secrets=secrets, show_body=False
                 )
+        except ProtocolError as err:
+            raise _through_proxy(err, proxy) from None
         except (aiohttp.ClientError, TimeoutError) as err:
-            if isinstance(err, aiohttp.ClientPayloadError):
-                raise _transport_error("register", "POST", "/api/agent/register", err) from None
+            if isinstance(err, aiohttp.ClientPayloadError) or describe_failure(
+                err, url=url, proxy=proxy
+            ):
+                raise _transport_error(
+                    "register", "POST", "/api/agent/register", err, url=url, proxy=proxy
+                ) from None
             raise UnavailableError(
                 f"cannot reach {base_url}: {type(err).__name__}: {err}"
             ) from None

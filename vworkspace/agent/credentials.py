@@ -31,6 +31,10 @@ DEFAULT_SECRET = "vworkspace-agent-credentials"
 KEY_BASE_URL = "control-plane-base-url"
 KEY_CLUSTER_ID = "cluster-id"
 KEY_TOKEN = "token"
+# Optional TLS material for the control plane connection (agent/egresstls.py).
+KEY_CA = "ca.crt"
+KEY_CERT = "tls.crt"
+KEY_KEY = "tls.key"
 _log = structlog.get_logger("vworkspace.agent.credentials")
 
 
@@ -41,6 +45,17 @@ class Overrides:
     base_url: str = ""
     cluster_id: str = ""
     token: str = attrs.field(default="", repr=False)
+
+
+@attrs.frozen
+class SecretTls:
+    """The credentials Secret's optional ``ca.crt``, ``tls.crt`` and ``tls.key`` (PEM; empty
+    when absent), and which Secret they came from, for error messages."""
+
+    source: str = ""
+    ca_pem: bytes = b""
+    cert_pem: bytes = b""
+    key_pem: bytes = attrs.field(default=b"", repr=False)
 
 
 def _decode(secret: JsonObj, key: str) -> str:
@@ -117,6 +132,17 @@ class CredentialStore:
             token=self._overrides.token or _decode(secret, KEY_TOKEN),
         )
         return creds if creds.complete else None
+
+    def tls(self) -> SecretTls:
+        """The Secret's TLS material as it is now (read per request: a rotated client
+        certificate is used for the next new connection)."""
+        secret = self._secret or {}
+        return SecretTls(
+            source=f"Secret {self.key}",
+            ca_pem=_decode(secret, KEY_CA).encode(),
+            cert_pem=_decode(secret, KEY_CERT).encode(),
+            key_pem=_decode(secret, KEY_KEY).encode(),
+        )
 
     def written_at(self) -> datetime.datetime | None:
         """When the credentials in the Secret were last written (see :func:`written_at`)."""

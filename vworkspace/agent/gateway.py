@@ -5,9 +5,7 @@ credential store and event batcher."""
 
 from __future__ import annotations
 
-import aiohttp
-
-from vworkspace.agent.client import ControlPlaneClient, NoCredentialsError, register
+from vworkspace.agent.client import ControlPlaneClient, HttpSession, NoCredentialsError, register
 from vworkspace.agent.credentials import CredentialStore
 from vworkspace.agent.events import EventBatcher
 from vworkspace.agent.wire import AppliedRef, Credentials, format_time
@@ -23,7 +21,7 @@ class AgentGateway:
         *,
         store: CredentialStore,
         client: ControlPlaneClient,
-        http: aiohttp.ClientSession,
+        http: HttpSession,
         batcher: EventBatcher,
         clock: Clock,
     ) -> None:

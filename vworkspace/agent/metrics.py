@@ -55,6 +55,18 @@ class AgentMetrics:
             ["reason"],
             registry=registry,
         )
+        self.tls_pin_failures = Counter(
+            "vworkspace_agent_tls_pin_failures",
+            "TLS connections to the control plane refused because no key of the server's chain "
+            "is pinned (--control-plane-pin-sha256); nothing was sent on them",
+            registry=registry,
+        )
+        self.tls_material_errors = Counter(
+            "vworkspace_agent_tls_material_errors",
+            "Distinct problems with the control plane CA bundle or client certificate (unreadable, "
+            "invalid, mismatched key, expired); no request is sent until they are fixed",
+            registry=registry,
+        )
         self.jobs = Counter(
             "vworkspace_agent_jobs",
             "Jobs processed by outcome",

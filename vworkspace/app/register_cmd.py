@@ -3,7 +3,9 @@
 Applies a token Secret and a Cluster that references it, then waits for the running operator
 (its agent runs unless ``--agent-enabled=false``) to exchange the token, and prints the
 outcome. Checks first that the control plane endpoint answers at all, so a typo fails in a
-second instead of after the timeout. The endpoint must be ``https://`` unless
+second instead of after the timeout; that check goes out as the operator's agent does (the same
+egress flags and proxy variables: app/flags/egress.py), so a proxy or TLS problem shows here
+first. The endpoint must be ``https://`` unless
 ``--allow-insecure-control-plane`` is given (the operator must run with it too, or it refuses
 the Cluster's http:// endpoint; api/endpoints.py).
 """
@@ -20,8 +22,11 @@ from typing import Any
 
 import aiohttp
 
+from vworkspace.agent.client import proxy_of
+from vworkspace.agent.egress import Egress, EgressConfig, describe_failure
 from vworkspace.api.endpoints import endpoint_problem
 from vworkspace.api.meta import ObjectKey
+from vworkspace.app.flags import egress as egress_flags
 from vworkspace.app.hardening_flags import add_insecure_flag
 from vworkspace.app.run_cmd import go_bool
 from vworkspace.kube.rest.client import KubeClient, KubeConfigError
@@ -78,6 +83,7 @@ def add_parser(commands: Any, *, summary: str) -> None:
         help="how long to wait for the exchange (default: %(default)s)",
     )
     add_insecure_flag(reg, boolean=go_bool)
+    egress_flags.add_flags(reg)
     reg.set_defaults(handler=run_register)
 
 
@@ -97,6 +103,11 @@ def run_register(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    try:
+        args.egress = egress_flags.config_from(args, dict(os.environ))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     namespace = args.namespace or os.environ.get("POD_NAMESPACE") or "vworkspace-system"
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
     return asyncio.run(_register(args, namespace, kubeconfig))
@@ -107,15 +118,17 @@ def endpoint_from(args: argparse.Namespace, env: dict[str, str]) -> str:
     return str(args.control_plane_endpoint or env.get("CONTROL_PLANE_BASE_URL", "")).strip()
 
 
-async def _reachable(url: str) -> str | None:
+async def _reachable(url: str, config: EgressConfig) -> str | None:
+    """None when the control plane answers at all (any status), else what failed."""
+    egress = Egress(config)
     try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(url, timeout=aiohttp.ClientTimeout(total=10)),
-        ):
+        async with egress.request("GET", url, timeout=aiohttp.ClientTimeout(total=10)):
             return None
     except (aiohttp.ClientError, TimeoutError) as err:
-        return f"{type(err).__name__}: {err}"
+        described = describe_failure(err, url=url, proxy=proxy_of(egress, url))
+        return described[0] if described else f"{type(err).__name__}: {err}"
+    finally:
+        await egress.close()
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -125,7 +138,7 @@ def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 async def _register(args: argparse.Namespace, namespace: str, kubeconfig: str | None) -> int:
-    problem = await _reachable(args.control_plane_endpoint)
+    problem = await _reachable(args.control_plane_endpoint, args.egress)
     if problem:
         print(
             f"error: cannot reach the control plane at {args.control_plane_endpoint}: {problem}",

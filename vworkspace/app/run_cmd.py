@@ -14,7 +14,7 @@ another one (``--metrics-cert-path`` without secure metrics) are accepted and lo
 as Go ignores them, so a Go deployment's arguments keep working.
 
 The flags are defined by concern in app/flags/ (connection, endpoints, manager, engines,
-webhooks, agent, logging) and app/hardening_flags.py; this module composes them.
+webhooks, agent, egress, logging) and app/hardening_flags.py; this module composes them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import structlog
 
 from vworkspace.app import hardening_flags
 from vworkspace.app import logging as app_logging
-from vworkspace.app.flags import agent, connection, endpoints, engines, manager, webhooks
+from vworkspace.app.flags import agent, connection, egress, endpoints, engines, manager, webhooks
 from vworkspace.app.flags import go_bool as go_bool
 from vworkspace.app.flags import logging as logging_flags
 from vworkspace.app.flags.logging import log_config_from as log_config_from
@@ -46,6 +46,8 @@ environment:
   CONTROL_PLANE_BASE_URL   see --control-plane-base-url
   VWORKSPACE_CLUSTER_ID    see --cluster-id
   VWORKSPACE_AGENT_TOKEN   see --agent-token
+  HTTPS_PROXY, HTTP_PROXY, NO_PROXY  proxies for the API server and the control plane (Go's
+                           rules; read once at start); see --control-plane-proxy
   VELERO_NAMESPACE         see --velero-namespace
   VWORKSPACE_APPROVAL_CLAIM_SECRET  see --approval-claim-secret
 
@@ -76,6 +78,7 @@ def add_parser(commands: Any, *, summary: str) -> None:
     webhooks.add_flags(run)
     manager.add_tuning_flags(run)
     agent.add_flags(run)
+    egress.add_flags(run)
     hardening_flags.add_flags(run, boolean=go_bool)
     logging_flags.add_flags(run)
     run.set_defaults(handler=run_main)

@@ -16,8 +16,9 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, Applier
-from vworkspace.agent.client import ControlPlaneClient
+from vworkspace.agent.client import ControlPlaneClient, HttpSession
 from vworkspace.agent.credentials import DEFAULT_SECRET, CredentialStore, Overrides
+from vworkspace.agent.egress import Egress, EgressConfig
 from vworkspace.agent.events import EventBatcher, snapshot_events
 from vworkspace.agent.gateway import AgentGateway
 from vworkspace.agent.idempotency import IdempotencyStore
@@ -45,6 +46,7 @@ from vworkspace.kube.rest.api import KubeApi
 from vworkspace.kube.rest.client import KubeClient, KubeConfigError
 from vworkspace.kube.rest.errors import ApiError
 from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT
+from vworkspace.kube.rest.proxy import ProxyEnvironment
 from vworkspace.kube.rest.resources import APPLICATION_INSTANCES, CLUSTERS, OPERATIONS, ResourceType
 from vworkspace.kube.rest.transport import RestClientMetrics
 from vworkspace.kube.runtime.controller import Controller
@@ -77,6 +79,8 @@ class AgentSettings:
     heartbeat_interval: float = 60.0
     # Signed jobs and the local policy (app/hardening_flags.py).
     hardening: Hardening = attrs.field(factory=Hardening)
+    # Proxy, CA, client certificate and pins for the control plane (app/flags/egress.py).
+    egress: EgressConfig = attrs.field(factory=EgressConfig)
 
 
 @attrs.frozen
@@ -98,9 +102,9 @@ class OperatorSettings:
     kubeconfig: str | None = None
     context: str | None = None
     in_cluster: bool = False
-    # Proxies for the API server as urllib names them ({"https": ..., "no": ...}), read from the
-    # environment once by run_cmd (kube/rest/transport.py).
-    proxies: Mapping[str, str] = attrs.field(factory=dict)
+    # HTTPS_PROXY/HTTP_PROXY/NO_PROXY for the API server, read from the environment once by
+    # run_cmd (kube/rest/proxy.py).
+    proxies: ProxyEnvironment = attrs.field(factory=ProxyEnvironment)
     # KUBERNETES_SERVICE_HOST/_PORT for in_cluster, and the environment an exec credential
     # plugin runs with; read by run_cmd (kube/rest/kubeconfig.py, kube/rest/execplugin.py).
     service_host: str = ""
@@ -167,7 +171,7 @@ def build_manager(
     registry: CollectorRegistry,
     served: frozenset[str] = frozenset(),
     clock: Clock | None = None,
-    http: aiohttp.ClientSession | None = None,
+    http: HttpSession | None = None,
 ) -> Manager:
     """Wire the operator: the manager, then each part set up against it (the agent, the three
     controllers, the engines, the webhooks). ``served``: which CRDs the engines require the
@@ -353,7 +357,7 @@ def add_agent(
     agent: AgentSettings,
     *,
     client: KubeApi,
-    http: aiohttp.ClientSession,
+    http: HttpSession,
 ) -> AgentGateway:
     """The Pull-mode agent: credential store (an informer), client, applier, poller and event
     batcher; returns the gateway the Cluster reconciler uses (its batcher is the reporter).
@@ -371,6 +375,12 @@ def add_agent(
     manager.add_informer(store.informer)
     metrics = AgentMetrics(registry)
     metrics.watch_credential_age(registry, store.written_at)
+    if isinstance(http, Egress):  # the Secret's ca.crt/tls.crt/tls.key, and the TLS metrics
+        http.attach(
+            secret=store.tls,
+            on_pin_failure=metrics.tls_pin_failures.inc,
+            on_tls_error=metrics.tls_material_errors.inc,
+        )
     control_plane = ControlPlaneClient(
         http, credentials=store.current, reload=store.reload, clock=clock, metrics=metrics
     )
@@ -473,7 +483,7 @@ async def run_operator(
             hint = "not in a Pod and no --kubeconfig or $KUBECONFIG given; "
         _log.error("cannot connect to Kubernetes", error=f"{hint}{err}")
         return 1
-    http = aiohttp.ClientSession() if settings.agent is not None else None
+    http = Egress(settings.agent.egress) if settings.agent is not None else None
     try:
         try:
             # The first request: a wrong address, CA or token fails here, with one clear line

@@ -6,6 +6,7 @@ Each module adds its argument group(s) to the ``run`` parser (``add_flags``), bu
 flag at fault) and, where it has any, names the flags given that have no effect in this
 combination (``ignored``). app/run_cmd.py composes them in the order ``--help`` shows:
 connection, endpoints (probes and metrics), leader election, engines, webhooks, tuning, agent,
+egress (the control plane proxy, CA, client certificate and pins; also used by ``register``),
 hardening (app/hardening_flags.py), logging.
 
 Trade-off: the parts are plain mappings of settings fields, so one module never needs another's

@@ -13,7 +13,7 @@ from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, parse
 from vworkspace.agent.credentials import DEFAULT_SECRET, Overrides
 from vworkspace.agent.poller import DEFAULT_CONCURRENCY, parse_interval
 from vworkspace.api.endpoints import endpoint_problem
-from vworkspace.app.flags import go_bool
+from vworkspace.app.flags import egress, go_bool
 from vworkspace.app.hardening_flags import Hardening
 from vworkspace.app.wiring import AgentSettings
 
@@ -97,7 +97,13 @@ def settings_from(
     # Unset means on, as the Go operator always runs its agent (docs/operations.md).
     if args.agent_enabled is False:
         return {"agent": None}
-    return {"agent": attrs.evolve(agent_settings_from(args, env), hardening=hardening)}
+    return {
+        "agent": attrs.evolve(
+            agent_settings_from(args, env),
+            hardening=hardening,
+            egress=egress.config_from(args, env),
+        )
+    }
 
 
 def ignored(args: argparse.Namespace) -> list[str]:
@@ -117,6 +123,7 @@ def ignored(args: argparse.Namespace) -> list[str]:
         )
         if value != default
     ]
+    given += egress.given(args)
     if given and args.agent_enabled is False:
         return [f"{', '.join(given)} ignored: --agent-enabled=false turns the agent off"]
     return []

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT
+from vworkspace.kube.rest.proxy import ProxyEnvironment
 
 SERVICE_ACCOUNT_DIR_ENV = "VWORKSPACE_SERVICE_ACCOUNT_DIR"
 
@@ -30,23 +31,12 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str,
         "kubeconfig": kubeconfig,
         "context": args.context,
         "in_cluster": kubeconfig is None and bool(env.get("KUBERNETES_SERVICE_HOST")),
-        "proxies": proxies_from(env),
+        "proxies": ProxyEnvironment.from_environ(env),
         "service_host": env.get("KUBERNETES_SERVICE_HOST", ""),
         "service_port": env.get("KUBERNETES_SERVICE_PORT", ""),
         "service_account_dir": service_account_dir_from(env),
         "exec_environ": env,
     }
-
-
-def proxies_from(env: Mapping[str, str]) -> dict[str, str]:
-    """HTTPS_PROXY, HTTP_PROXY and NO_PROXY (lower case wins, as in curl and urllib) for the
-    API server connection, read once here (kube/rest/transport.py, ``proxy_for``)."""
-    proxies: dict[str, str] = {}
-    for name in ("https", "http", "no"):
-        value = env.get(f"{name}_proxy") or env.get(f"{name.upper()}_PROXY")
-        if value:
-            proxies[name] = value
-    return proxies
 
 
 def service_account_dir_from(env: Mapping[str, str]) -> Path:

@@ -32,6 +32,7 @@ from vworkspace.kube.rest.config import ClusterConfig, KubeConfigError
 from vworkspace.kube.rest.errors import ApiError, InvalidResponseError, error_for, parse_retry_after
 from vworkspace.kube.rest.kubeconfig import SERVICE_ACCOUNT, in_cluster_config, load_kubeconfig
 from vworkspace.kube.rest.paths import ApiPath
+from vworkspace.kube.rest.proxy import ProxyEnvironment
 from vworkspace.kube.rest.transport import RestClientMetrics, Transport
 
 DEFAULT_TIMEOUT = 30.0
@@ -51,7 +52,7 @@ class KubeClient(RestVerbs):
         *,
         request_timeout: float = DEFAULT_TIMEOUT,
         pool_size: int = 32,
-        proxies: Mapping[str, str] | None = None,
+        proxies: ProxyEnvironment | None = None,
     ) -> None:
         self._transport = Transport(
             config, pool_size=pool_size, proxies=proxies, user_agent=USER_AGENT
@@ -66,12 +67,12 @@ class KubeClient(RestVerbs):
         context: str | None = None,
         pool_size: int = 32,
         request_timeout: float = DEFAULT_TIMEOUT,
-        proxies: Mapping[str, str] | None = None,
+        proxies: ProxyEnvironment | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> KubeClient:
         """``path`` may list several files (``os.pathsep``), like $KUBECONFIG; None means
         ``~/.kube/config``. Raises :class:`KubeConfigError` naming the file and the problem.
-        ``proxies``: as :func:`~vworkspace.kube.rest.transport.proxy_for` takes them, used unless
+        ``proxies``: HTTPS_PROXY/NO_PROXY as read once (kube/rest/proxy.py), used unless
         the kubeconfig names a proxy (the app reads them from the environment once).
         ``environ``: the environment an exec credential plugin runs with (the app's)."""
         config = await load_kubeconfig(path, context=context, environ=environ)
@@ -86,7 +87,7 @@ class KubeClient(RestVerbs):
         service_account: Path = SERVICE_ACCOUNT,
         pool_size: int = 32,
         request_timeout: float = DEFAULT_TIMEOUT,
-        proxies: Mapping[str, str] | None = None,
+        proxies: ProxyEnvironment | None = None,
     ) -> KubeClient:
         """The Pod's service account; ``host``/``port``: ``KUBERNETES_SERVICE_HOST``/``_PORT``
         (the app reads them). The token is re-read every minute, so rotated projected tokens

@@ -15,8 +15,9 @@ Credentials are asked for on every request (kube/rest/credentials.py), so a rota
 expired exec-plugin credential is picked up without a restart; a 401 makes them refresh before
 the next request. A client certificate an exec plugin hands out is loaded into the same TLS
 context, so new connections use it while open ones finish with the old one. Proxies: the
-kubeconfig's ``proxy-url``, else the proxy the app resolved from the environment once at start
-(client-go also reads ``HTTPS_PROXY``/``NO_PROXY`` once); nothing here reads the environment.
+kubeconfig's ``proxy-url``, else the proxy of ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` with
+Go's rules (kube/rest/proxy.py), which the app read from the environment once at start, as
+client-go does; nothing here reads the environment.
 
 URLs are built here, from an :class:`~vworkspace.kube.rest.paths.ApiPath`: each segment
 percent-encoded, and the URL handed to aiohttp as already encoded (``yarl.URL(...,
@@ -31,7 +32,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
-from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
 import aiohttp
 import attrs
@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from vworkspace.kube.rest.config import ClusterConfig
 from vworkspace.kube.rest.credentials import ClientCertificate, load_certificate
 from vworkspace.kube.rest.paths import ApiPath
+from vworkspace.kube.rest.proxy import ProxyEnvironment
 
 # client-go's rest_client_request_duration_seconds buckets.
 REQUEST_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
@@ -84,17 +85,6 @@ def ssl_context(config: ClusterConfig) -> ssl.SSLContext:
     return context
 
 
-def proxy_for(url: str, proxies: Mapping[str, str]) -> str | None:
-    """The proxy for ``url`` from ``proxies`` as urllib names them (``{"https": ..., "http":
-    ..., "no": "10.0.0.0/8,.cluster.local"}``, from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``),
-    or None when there is none or ``no`` exempts the host."""
-    parts = urlsplit(url)
-    proxy = proxies.get(parts.scheme)
-    if not proxy or proxy_bypass_environment(parts.hostname or "", proxies):
-        return None
-    return proxy
-
-
 class Transport:
     """Requests to one API server over a pooled aiohttp session (created on first use, inside
     the event loop)."""
@@ -104,7 +94,7 @@ class Transport:
         config: ClusterConfig,
         *,
         pool_size: int = 32,
-        proxies: Mapping[str, str] | None = None,
+        proxies: ProxyEnvironment | None = None,
         user_agent: str = "",
     ) -> None:
         self.config = config
@@ -113,7 +103,7 @@ class Transport:
         self._base = str(yarl.URL(self.host))
         self._host_label = urlsplit(self.host).netloc or self.host
         self._pool_size = pool_size
-        self._proxy = config.proxy_url or proxy_for(self.host, proxies or {})
+        self._proxy = config.proxy_url or (proxies.proxy_for(self.host) if proxies else None)
         self._server_hostname = config.tls_server_name
         self._tls: ssl.SSLContext | None = None
         self._certificate = config.client_certificate
