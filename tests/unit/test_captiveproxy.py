@@ -25,7 +25,8 @@ async def test_html_mode_answers_plain_requests_with_the_login_page() -> None:
 
 async def test_html_mode_answers_connect_with_a_page_where_tls_was_expected() -> None:
     async with CaptiveProxy(CaptiveMode.HTML) as proxy, aiohttp.ClientSession() as session:
-        with pytest.raises(aiohttp.ClientError):
+        # The TLS handshake reads "HTTP/1.1 200 OK" where a ServerHello belongs.
+        with pytest.raises(aiohttp.ClientSSLError):
             await session.get(f"https://{TARGET}/healthz", proxy=proxy.url)
     assert proxy.requests == [ProxyRequest("CONNECT", TARGET, False)]
 

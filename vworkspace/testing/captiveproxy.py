@@ -3,9 +3,10 @@
 Two failures a cluster behind a corporate proxy meets (issue 27) and that the agent must report
 as the proxy's, not the control plane's:
 
-* ``html``: a captive portal. Every request, CONNECT included, gets ``200 OK`` with an HTML login
-  page and the connection closes; a client that took the 200 to CONNECT as an open tunnel then
-  reads HTML where it expected a TLS ServerHello.
+* ``html``: a captive portal. Every request gets ``200 OK`` with an HTML login page. A CONNECT
+  gets the same answer, and the connection stays open: whatever the client sends next (its TLS
+  ClientHello) is answered with the page again, so a client that took the 200 for an open tunnel
+  reads HTML where it expected a TLS ServerHello, as behind a real portal.
 * ``auth``: ``407 Proxy Authentication Required`` with ``Proxy-Authenticate: Basic`` and an HTML
   body, whatever credentials came (a proxy that refuses this client).
 
@@ -112,6 +113,10 @@ class CaptiveProxy:
         with contextlib.suppress(ConnectionError):
             writer.write(self._response())
             await writer.drain()
+            if method == "CONNECT" and self.mode is CaptiveMode.HTML:
+                while await reader.read(65536):  # until the client gives up
+                    writer.write(self._response())
+                    await writer.drain()
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
