@@ -229,9 +229,15 @@ class Squid(StartStop):
         hosts = ["127.0.0.1 localhost", *(f"127.0.0.1 {name}" for name in self.hosts)]
         (directory / "hosts").write_text("\n".join(hosts) + "\n")
         if self.user is not None and self.password is not None:
+            helper = _HELPERS / "basic_ncsa_auth"
+            if not helper.is_file():
+                raise SquidError(
+                    f"no {helper} (squid's Basic auth helper, in Debian's squid package); "
+                    f"{INSTALL_SCRIPT} installs it"
+                )
             (directory / "passwd").write_text(f"{self.user}:{_apr1_hash(self.password)}\n")
             lines += [
-                f"auth_param basic program {_HELPERS / 'basic_ncsa_auth'} {directory / 'passwd'}",
+                f"auth_param basic program {helper} {directory / 'passwd'}",
                 "auth_param basic children 2 startup=1 idle=1",
                 "auth_param basic realm vworkspace-test-proxy",
                 "acl authenticated proxy_auth REQUIRED",
