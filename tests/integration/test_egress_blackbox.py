@@ -234,7 +234,11 @@ async def test_a_wrong_proxy_password_gets_407_and_the_message_names_the_proxy(
     operator = start_operator(args, https_proxy=squid.url_with(PROXY_USER, WRONG_PASSWORD))
     line = await log_says(operator, f"proxy {squid.url}:", "407")
     assert f"CONNECT {CONTROL_PLANE_HOST}:{tls_mock.port}" in line, line
-    assert [(e.status, e.result) for e in tunnels(squid, tls_mock)][:1] == [(407, "TCP_DENIED")]
+    # squid writes its log line after answering: wait for it rather than race it.
+    await asyncio.to_thread(
+        wait_until, "the 407 in squid's log", lambda: tunnels(squid, tls_mock), 20
+    )
+    assert {(e.status, e.result) for e in tunnels(squid, tls_mock)} == {(407, "TCP_DENIED")}
     assert tls_mock.state.requests == 0
     assert tls_mock.pending_count(CLUSTER) == 1
     no_secrets_in(operator)
