@@ -186,6 +186,15 @@ def _target(url: str) -> str:
     return f"{parts.hostname}:{port}"
 
 
+def _at_proxy(err: Exception, proxy: str, url: str) -> bool:
+    """A connection error about the proxy's own address (e.g. its name does not resolve:
+    aiohttp raises ClientConnectorDNSError, not ClientProxyConnectionError, for that)."""
+    if not isinstance(err, aiohttp.ClientConnectorError):
+        return False
+    proxy_host = urlsplit(proxy).hostname
+    return err.host == proxy_host and proxy_host != urlsplit(url).hostname
+
+
 def describe_failure(err: Exception, *, url: str, proxy: str) -> tuple[str, bool] | None:
     """A message for a failure that the proxy or the egress configuration caused, and whether
     it is a protocol error (the proxy answered, but not as a tunnel should); None for other
@@ -202,12 +211,24 @@ def describe_failure(err: Exception, *, url: str, proxy: str) -> tuple[str, bool
             f"proxy {proxy}: {verb} {_target(url)} answered {err.status} {err.message}{extra}",
             True,
         )
-    if isinstance(err, aiohttp.ClientProxyConnectionError):
+    if isinstance(err, aiohttp.ClientProxyConnectionError) or _at_proxy(err, proxy, url):
         return f"proxy {proxy}: cannot connect to the proxy: {err}", False
-    if isinstance(err, aiohttp.ClientSSLError | ssl.SSLError):
+    if isinstance(err, aiohttp.ConnectionTimeoutError):
+        # E.g. a proxy that answers CONNECT with a page and keeps the connection open.
         return (
-            f"proxy {proxy}: TLS to {_target(url)} through the proxy failed; the proxy may be "
-            f"intercepting the connection or answering with its own page: {err}",
+            f"proxy {proxy}: no tunnel to {_target(url)} within the connect timeout; the proxy "
+            "may be slow, or answering with its own page instead of a tunnel",
+            False,
+        )
+    # The proxy accepted the connection, then the tunnel or the TLS inside it failed (aiohttp
+    # raises ClientProxyConnectionError, handled above, only when the proxy itself is out of
+    # reach): something other than the control plane answered, e.g. a login page.
+    if isinstance(err, aiohttp.ClientConnectorError | ssl.SSLError):
+        cause = err.os_error if isinstance(err, aiohttp.ClientConnectorError) else err
+        reason = getattr(cause, "reason", None) or type(cause).__name__
+        return (
+            f"proxy {proxy}: the tunnel to {_target(url)} failed ({reason}); the proxy may be "
+            "intercepting the connection or answering with its own page",
             True,
         )
     return None
