@@ -198,7 +198,7 @@ async def test_registers_reachability_check_goes_through_the_proxy_and_blames_it
         # The flag wins over HTTPS_PROXY: http://x:1 is not reachable...
         problem = await _reachable("https://cp.example.test", config)
         assert problem is not None
-        assert problem.startswith("proxy http://x:1: cannot connect to the proxy")
+        assert problem.startswith("proxy http://x:1: cannot reach the proxy")
         # ...and without it the environment's proxy is used, and its 407 named.
         args.control_plane_proxy = None
         problem = await _reachable(

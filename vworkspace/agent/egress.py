@@ -180,6 +180,22 @@ class Egress:
         await self.session.close()
 
 
+def connection_detail(err: Exception) -> str:
+    """What went wrong on a connection, without aiohttp's ``ssl:<ssl.SSLContext object at
+    0x...>`` noise: ``cannot connect to host:port: <reason>``."""
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        cause = err.certificate_error
+        reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause
+        return f"{err.host}:{err.port}: certificate verification failed: {reason}"
+    if isinstance(err, aiohttp.ClientConnectorError):
+        cause = err.os_error
+        reason = (
+            cause.strerror or getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+        )
+        return f"cannot connect to {err.host}:{err.port}: {reason}"
+    return str(err)
+
+
 def _target(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -212,7 +228,7 @@ def describe_failure(err: Exception, *, url: str, proxy: str) -> tuple[str, bool
             True,
         )
     if isinstance(err, aiohttp.ClientProxyConnectionError) or _at_proxy(err, proxy, url):
-        return f"proxy {proxy}: cannot connect to the proxy: {err}", False
+        return f"proxy {proxy}: cannot reach the proxy: {connection_detail(err)}", False
     if isinstance(err, aiohttp.ConnectionTimeoutError):
         # E.g. a proxy that answers CONNECT with a page and keeps the connection open.
         return (
