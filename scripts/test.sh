@@ -7,7 +7,8 @@
 #   * the control-plane binaries in ~/.cache/vworkspace/testenv (built from the Go module proxy
 #     when absent; a no-op when current), unless VWORKSPACE_TEST_ASSETS/KUBEBUILDER_ASSETS is set;
 #   * the pinned Flux, Velero and Argo Workflows CRDs in ~/.cache/vworkspace/testenv/crds
-#     (scripts/fetch-third-party-crds.sh), unless VWORKSPACE_THIRD_PARTY_CRDS is set.
+#     (scripts/fetch-third-party-crds.sh), unless VWORKSPACE_THIRD_PARTY_CRDS is set;
+#   * Debian's squid, the egress tests' forward proxy (scripts/install-squid.sh; quiet if present).
 # Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -k queue`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,6 +20,8 @@ if [ -z "${VWORKSPACE_TEST_ASSETS:-}" ] && [ -z "${KUBEBUILDER_ASSETS:-}" ]; the
 else
   bash scripts/fetch-third-party-crds.sh
 fi
+
+bash scripts/install-squid.sh
 
 echo "test.sh: ruff"
 "$venv/bin/ruff" check vworkspace tests e2e bench

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,20 @@ def add_parser(commands: Any, *, summary: str) -> None:
         metavar="ID",
         help="key id in the signatures (default: derived from the public key)",
     )
+    mock.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        metavar="PATH",
+        help="serve HTTPS with this PEM certificate (chain) and --tls-key-file (default: HTTP)",
+    )
+    mock.add_argument("--tls-key-file", type=Path, metavar="PATH", help="its PEM private key")
+    mock.add_argument(
+        "--client-ca-file",
+        type=Path,
+        metavar="PATH",
+        help="with --tls-cert-file: require a client certificate signed by a CA in this PEM "
+        "bundle (mutual TLS, as a control plane behind a client-certificate gateway)",
+    )
     mock.add_argument("--log-format", choices=["json", "console"], default="console")
     mock.set_defaults(handler=run_mock)
 
@@ -108,11 +123,51 @@ def run_mock(args: argparse.Namespace) -> int:
         except (OSError, ValueError, TypeError) as err:
             print(f"error: --signing-key: {err}")
             return 2
+    try:
+        ssl_context = tls_context(args.tls_cert_file, args.tls_key_file, args.client_ca_file)
+    except ValueError as err:
+        print(f"error: {err}")
+        return 2
     app_logging.configure(fmt=args.log_format)
-    return asyncio.run(_serve(args, address, signer))
+    return asyncio.run(_serve(args, address, signer, ssl_context=ssl_context))
 
 
-async def _serve(args: argparse.Namespace, address: Address, signer: Signer | None) -> int:
+def tls_context(
+    cert: Path | None, key: Path | None, client_ca: Path | None
+) -> ssl.SSLContext | None:
+    """The server context of --tls-cert-file/--tls-key-file/--client-ca-file (None: plain
+    HTTP). Raises ValueError naming the flag: flags that do not go together, a file that cannot
+    be read or is not PEM, a key that does not match the certificate."""
+    if (cert is None) != (key is None):
+        raise ValueError("--tls-cert-file and --tls-key-file go together; give both")
+    if cert is None or key is None:
+        if client_ca is not None:
+            raise ValueError("--client-ca-file needs --tls-cert-file and --tls-key-file")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        raise ValueError(
+            f"--tls-cert-file/--tls-key-file: cannot load {cert}, {key}: {err}"
+        ) from None
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        try:
+            context.load_verify_locations(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as err:
+            raise ValueError(f"--client-ca-file {client_ca}: {err}") from None
+    return context
+
+
+async def _serve(
+    args: argparse.Namespace,
+    address: Address,
+    signer: Signer | None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
     state = MockState(
         visibility_timeout=args.visibility_timeout,
         strict_registration=args.strict_registration,
@@ -125,7 +180,7 @@ async def _serve(args: argparse.Namespace, address: Address, signer: Signer | No
         create_app(state, admin_token=args.admin_token), access_log=None, handler_cancellation=True
     )
     await runner.setup()
-    await web.TCPSite(runner, address.host, address.port).start()
+    await web.TCPSite(runner, address.host, address.port, ssl_context=ssl_context).start()
     structlog.get_logger("vworkspace.mockcontrolplane").info(
         "mock control plane listening",
         addr=str(address),
@@ -133,6 +188,8 @@ async def _serve(args: argparse.Namespace, address: Address, signer: Signer | No
         admin_auth=bool(args.admin_token),
         visibility_timeout=args.visibility_timeout,
         signing_key_id=signer.key_id if signer else None,
+        tls=ssl_context is not None,
+        client_certificates="required" if args.client_ca_file else "not asked",
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,12 @@ from vworkspace.mockcontrolplane.state import MockState
 
 
 class MockControlPlane:
-    """The mock on a free loopback port, with direct access to its state for assertions."""
+    """The mock on a free loopback port, with direct access to its state for assertions.
+
+    ``ssl_context``: serve HTTPS with it (a context whose ``verify_mode`` is ``CERT_REQUIRED``
+    makes every client present a certificate its CAs trust; see
+    :mod:`vworkspace.testing.egresspki`). ``url_host``: the host name :attr:`url` shows instead
+    of the listen address, e.g. a name that only a test proxy resolves."""
 
     def __init__(
         self,
@@ -26,6 +32,8 @@ class MockControlPlane:
         port: int = 0,
         state: MockState | None = None,
         signer: Signer | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        url_host: str = "",
     ) -> None:
         # Pass the state of a stopped mock to restart it with everything it knew.
         self.state = state or MockState(
@@ -36,12 +44,22 @@ class MockControlPlane:
         self.admin_token = admin_token
         self._host = host
         self._port = port
+        self._ssl_context = ssl_context
+        self._url_host = url_host
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self._url_host or self._host}:{self.port}"
+
+    @property
+    def address_url(self) -> str:
+        """:attr:`url` with the listen address rather than ``url_host`` (for the test's own
+        admin calls when ``url_host`` resolves only through a proxy)."""
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self._host}:{self.port}"
 
     async def start(self) -> MockControlPlane:
         self._runner = web.AppRunner(
@@ -52,7 +70,7 @@ class MockControlPlane:
             handler_cancellation=True,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._ssl_context)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         return self
@@ -97,10 +115,23 @@ class MockControlPlane:
 
 
 class AdminClient:
-    """The mock's admin API over HTTP (for a mock in another process or Pod)."""
+    """The mock's admin API over HTTP (for a mock in another process or Pod). ``ssl_context``:
+    the client context for a mock served over HTTPS by a private CA (and requiring a client
+    certificate); ``server_hostname``: the name to verify when ``base_url`` is an address that
+    differs from the certificate's name."""
 
-    def __init__(self, base_url: str, *, admin_token: str = "", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        admin_token: str = "",
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._ssl = ssl_context
+        self._server_hostname = server_hostname
         self._headers = {"Accept": MEDIA_TYPE}
         if admin_token:
             self._headers[ADMIN_HEADER] = admin_token
@@ -109,7 +140,14 @@ class AdminClient:
     async def _call(self, method: str, path: str, body: JsonObj | None = None) -> tuple[int, Any]:
         async with (
             aiohttp.ClientSession(timeout=self._timeout) as session,
-            session.request(method, self.base_url + path, json=body, headers=self._headers) as resp,
+            session.request(
+                method,
+                self.base_url + path,
+                json=body,
+                headers=self._headers,
+                ssl=self._ssl if self._ssl is not None else True,
+                server_hostname=self._server_hostname,
+            ) as resp,
         ):
             text = await resp.text()
             return resp.status, (await resp.json(content_type=None)) if text else None
