@@ -61,6 +61,8 @@ ALL_ON = [
     "agent.registration.token=one-time",
     "agent.controlPlaneBaseUrl=https://cp.example",
     "agent.pollInterval=10s",
+    "agent.egress.proxy=http://proxy.corp:3128",
+    "agent.egress.pinSha256[0]=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
     "metrics.readers[0].name=prometheus",
     "metrics.readers[0].namespace=monitoring",
     "imagePullSecrets[0].name=regcred",
@@ -246,6 +248,9 @@ def test_every_optional_feature_renders(all_on: list[Doc], kubectl: str) -> None
     assert args[-2:] == ["--velero-namespace", "backups"]  # extraArgs last: they win
     for flag in ("--webhooks-enabled", "--control-plane-base-url", "--agent-poll-interval"):
         assert flag in args
+    assert args[args.index("--control-plane-proxy") + 1] == "http://proxy.corp:3128"
+    pin = args[args.index("--control-plane-pin-sha256") + 1]
+    assert pin == "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
     assert {"name": "EXTRA", "value": "on"} in cont["env"]
     pod = find(all_on, "Deployment", "vworkspace-operator")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]

@@ -140,6 +140,8 @@ async def https_server(
     async def handle(request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peercert") if request.transport else None
         seen.requests.append((request.method, request.path, bool(peer)))
+        if request.method == "POST" and request.path.endswith(("/ack", "/result")):
+            return web.Response(status=204)
         return web.Response(
             body=b'{"clusterId": "c1", "token": "t1"}',
             content_type="application/vnd.vworkspace.agent.v1+json",
@@ -168,10 +170,13 @@ async def https_server(
 class ConnectProxy:
     """A forward proxy for CONNECT only. ``mode``: "tunnel" (relays, after checking Basic auth
     when ``credentials`` are set), "407" (always asks for credentials), "html" (answers CONNECT
-    with 200 and a login page instead of a tunnel), "403" (refuses)."""
+    with 200 and a login page instead of a tunnel, then closes; "html-keep-open" keeps the
+    connection, so the client's TLS handshake reads the page), "403" (refuses)."""
 
     mode: str = "tunnel"
     credentials: tuple[str, str] | None = None
+    # Names only the proxy can resolve (as a corporate proxy resolves external names).
+    hosts: dict[str, str] = attrs.field(factory=dict)
     port: int = 0
     connects: list[str] = attrs.field(factory=list)
     auth_headers: list[str] = attrs.field(factory=list)
@@ -202,16 +207,22 @@ class ConnectProxy:
             )
         elif self.mode == "403":
             writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-        elif self.mode == "html":
+        elif self.mode in ("html", "html-keep-open"):
             page = b"<html><body><form>Sign in to the corporate network</form></body></html>"
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
                 + f"Content-Length: {len(page)}\r\n\r\n".encode()
                 + page
             )
+            if self.mode == "html-keep-open":  # and read on, as a keep-alive connection does
+                await writer.drain()
+                while await reader.read(65536):
+                    pass
         elif method == "CONNECT":
             host, _, port = target.rpartition(":")
-            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                self.hosts.get(host, host), int(port)
+            )
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
             await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
@@ -241,9 +252,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 @contextlib.asynccontextmanager
 async def connect_proxy(
-    mode: str = "tunnel", credentials: tuple[str, str] | None = None
+    mode: str = "tunnel",
+    credentials: tuple[str, str] | None = None,
+    hosts: dict[str, str] | None = None,
 ) -> AsyncIterator[ConnectProxy]:
-    proxy = ConnectProxy(mode=mode, credentials=credentials)
+    proxy = ConnectProxy(mode=mode, credentials=credentials, hosts=hosts or {})
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
     proxy.port = server.sockets[0].getsockname()[1]
     try:

@@ -35,7 +35,7 @@ import aiohttp
 import structlog
 
 from vworkspace.agent import answers
-from vworkspace.agent.egress import Egress, describe_failure
+from vworkspace.agent.egress import Egress, connection_detail, describe_failure
 from vworkspace.agent.errors import (
     ControlPlaneError,
     ForbiddenError,
@@ -134,7 +134,7 @@ def _transport_error(
         if protocol:
             return ProtocolError(text[:600], endpoint=endpoint, reason="proxy")
         return UnavailableError(f"{method} {path}: {text}"[:600])
-    text = f"{method} {path}: {type(err).__name__}: {err}".rstrip(": ")[:400]
+    text = f"{method} {path}: {type(err).__name__}: {connection_detail(err)}".rstrip(": ")[:400]
     if isinstance(err, aiohttp.ClientPayloadError):
         # The body was cut short (a middlebox, a reset mid-answer).
         return ProtocolError(text, endpoint=endpoint, reason="truncated")
@@ -386,7 +386,7 @@ async def register(
                     "register", "POST", "/api/agent/register", err, url=url, proxy=proxy
                 ) from None
             raise UnavailableError(
-                f"cannot reach {base_url}: {type(err).__name__}: {err}"
+                f"cannot reach {base_url}: {type(err).__name__}: {connection_detail(err)}"
             ) from None
         return answers.cluster_id_of(answer), answers.token_of(answer, endpoint="register")
     except ProtocolError as err:

@@ -180,10 +180,35 @@ class Egress:
         await self.session.close()
 
 
+def connection_detail(err: Exception) -> str:
+    """What went wrong on a connection, without aiohttp's ``ssl:<ssl.SSLContext object at
+    0x...>`` noise: ``cannot connect to host:port: <reason>``."""
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        cause = err.certificate_error
+        reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause
+        return f"{err.host}:{err.port}: certificate verification failed: {reason}"
+    if isinstance(err, aiohttp.ClientConnectorError):
+        cause = err.os_error
+        reason = (
+            cause.strerror or getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+        )
+        return f"cannot connect to {err.host}:{err.port}: {reason}"
+    return str(err)
+
+
 def _target(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return f"{parts.hostname}:{port}"
+
+
+def _at_proxy(err: Exception, proxy: str, url: str) -> bool:
+    """A connection error about the proxy's own address (e.g. its name does not resolve:
+    aiohttp raises ClientConnectorDNSError, not ClientProxyConnectionError, for that)."""
+    if not isinstance(err, aiohttp.ClientConnectorError):
+        return False
+    proxy_host = urlsplit(proxy).hostname
+    return err.host == proxy_host and proxy_host != urlsplit(url).hostname
 
 
 def describe_failure(err: Exception, *, url: str, proxy: str) -> tuple[str, bool] | None:
@@ -202,12 +227,24 @@ def describe_failure(err: Exception, *, url: str, proxy: str) -> tuple[str, bool
             f"proxy {proxy}: {verb} {_target(url)} answered {err.status} {err.message}{extra}",
             True,
         )
-    if isinstance(err, aiohttp.ClientProxyConnectionError):
-        return f"proxy {proxy}: cannot connect to the proxy: {err}", False
-    if isinstance(err, aiohttp.ClientSSLError | ssl.SSLError):
+    if isinstance(err, aiohttp.ClientProxyConnectionError) or _at_proxy(err, proxy, url):
+        return f"proxy {proxy}: cannot reach the proxy: {connection_detail(err)}", False
+    if isinstance(err, aiohttp.ConnectionTimeoutError):
+        # E.g. a proxy that answers CONNECT with a page and keeps the connection open.
         return (
-            f"proxy {proxy}: TLS to {_target(url)} through the proxy failed; the proxy may be "
-            f"intercepting the connection or answering with its own page: {err}",
+            f"proxy {proxy}: no tunnel to {_target(url)} within the connect timeout; the proxy "
+            "may be slow, or answering with its own page instead of a tunnel",
+            False,
+        )
+    # The proxy accepted the connection, then the tunnel or the TLS inside it failed (aiohttp
+    # raises ClientProxyConnectionError, handled above, only when the proxy itself is out of
+    # reach): something other than the control plane answered, e.g. a login page.
+    if isinstance(err, aiohttp.ClientConnectorError | ssl.SSLError):
+        cause = err.os_error if isinstance(err, aiohttp.ClientConnectorError) else err
+        reason = getattr(cause, "reason", None) or type(cause).__name__
+        return (
+            f"proxy {proxy}: the tunnel to {_target(url)} failed ({reason}); the proxy may be "
+            "intercepting the connection or answering with its own page",
             True,
         )
     return None

@@ -59,8 +59,10 @@ def _idna(host: str) -> str:
     codec refuses is compared as given, as Go does."""
     if host.isascii():
         return host
-    try:
-        return host.encode("idna").decode("ascii")
+    try:  # label by label: the codec refuses the empty label of ".example.com"
+        return ".".join(
+            label.encode("idna").decode("ascii") if label else "" for label in host.split(".")
+        )
     except UnicodeError:
         return host
 
