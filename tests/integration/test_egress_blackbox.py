@@ -13,6 +13,7 @@ the proxy password and the bearer token: neither may appear.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -145,6 +146,11 @@ async def log_says(operator: OperatorProcess, *needles: str, timeout: float = 30
     return found()
 
 
+def error_of(line: str) -> str:
+    """The ``error`` field of one JSON log line."""
+    return str(json.loads(line).get("error", ""))
+
+
 def tunnels(squid: Squid, mock: MockControlPlane) -> list[AccessEntry]:
     target = f"{CONTROL_PLANE_HOST}:{mock.port}"
     return [e for e in squid.access_log() if e.method == "CONNECT" and e.target == target]
@@ -233,7 +239,10 @@ async def test_a_wrong_proxy_password_gets_407_and_the_message_names_the_proxy(
     args = egress_args(tls_mock, egress_pki, pins=(egress_pki.ca_pin,))
     operator = start_operator(args, https_proxy=squid.url_with(PROXY_USER, WRONG_PASSWORD))
     line = await log_says(operator, f"proxy {squid.url}:", "407")
-    assert f"CONNECT {CONTROL_PLANE_HOST}:{tls_mock.port}" in line, line
+    # The proxy is blamed first thing (the message starts with it), not the control plane.
+    assert error_of(line).startswith(
+        f"proxy {squid.url}: CONNECT {CONTROL_PLANE_HOST}:{tls_mock.port} answered 407"
+    ), line
     # squid writes its log line after answering: wait for it rather than race it.
     await asyncio.to_thread(
         wait_until, "the 407 in squid's log", lambda: tunnels(squid, tls_mock), 20
@@ -244,7 +253,7 @@ async def test_a_wrong_proxy_password_gets_407_and_the_message_names_the_proxy(
     no_secrets_in(operator)
 
 
-@pytest.mark.parametrize("mode", [CaptiveMode.HTML, CaptiveMode.AUTH])
+@pytest.mark.parametrize("mode", list(CaptiveMode))
 async def test_a_captive_proxy_is_blamed_not_the_control_plane(
     vworkspace_crds: list[str],
     kube_namespace: str,
@@ -262,9 +271,11 @@ async def test_a_captive_proxy_is_blamed_not_the_control_plane(
             proxy_flag=captive.url_with(PROXY_USER, PROXY_PASSWORD),
         )
         operator = start_operator(args)
-        line = await log_says(operator, f"proxy {captive.url}:")
+        proxy_url = captive.url
+        line = await log_says(operator, f"proxy {proxy_url}:")
         assert captive.requests, "the operator never asked the captive proxy"
         assert {r.method for r in captive.requests} == {"CONNECT"}
+    assert error_of(line).startswith(f"proxy {proxy_url}:"), line
     if mode is CaptiveMode.AUTH:
         assert "407" in line, line
     assert tls_mock.state.requests == 0

@@ -37,3 +37,10 @@ async def test_auth_mode_refuses_connect_with_407_whatever_the_credentials() -> 
             await session.get(f"https://{TARGET}/healthz", proxy=proxy.url_with("u", "secret"))
         assert caught.value.status == 407
     assert proxy.requests == [ProxyRequest("CONNECT", TARGET, True)]
+
+
+async def test_html_close_mode_answers_connect_with_a_page_and_hangs_up() -> None:
+    async with CaptiveProxy(CaptiveMode.HTML_CLOSE) as proxy, aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await session.get(f"https://{TARGET}/healthz", proxy=proxy.url)
+    assert proxy.requests == [ProxyRequest("CONNECT", TARGET, False)]

@@ -7,6 +7,8 @@ as the proxy's, not the control plane's:
   gets the same answer, and the connection stays open: whatever the client sends next (its TLS
   ClientHello) is answered with the page again, so a client that took the 200 for an open tunnel
   reads HTML where it expected a TLS ServerHello, as behind a real portal.
+* ``html-close``: the same page, after which the connection closes at once (portals do both); the
+  client's TLS handshake inside the "tunnel" meets a closed or reset connection.
 * ``auth``: ``407 Proxy Authentication Required`` with ``Proxy-Authenticate: Basic`` and an HTML
   body, whatever credentials came (a proxy that refuses this client).
 
@@ -34,6 +36,7 @@ _MAX_HEAD = 64 * 1024
 
 class CaptiveMode(enum.Enum):
     HTML = "html"
+    HTML_CLOSE = "html-close"
     AUTH = "auth"
 
 
