@@ -327,3 +327,81 @@ async def test_an_expired_client_certificate_fails_closed(
     assert tls_mock.state.requests == 0
     assert tls_mock.pending_count(CLUSTER) == 1
     no_secrets_in(operator)
+
+
+@pytest.mark.parametrize("source", ["files", "Secret"])
+async def test_a_renewed_client_certificate_is_used_without_a_restart(
+    control_plane: ControlPlane,
+    vworkspace_crds: list[str],
+    kube_namespace: str,
+    squid: Squid,
+    tls_mock: MockControlPlane,
+    egress_pki: EgressPki,
+    start_operator: StartOperator,
+    tmp_path: Path,
+    source: str,
+) -> None:
+    """The client certificate (and, from the Secret, the CA too) starts out expired; renewing
+    the files, or the credentials Secret's ``tls.crt``/``tls.key``, lets the same process serve
+    the queued job."""
+    tls_mock.set_bootstrap_token(CLUSTER, TOKEN)
+    await tls_mock.enqueue(CLUSTER, apply_job(kube_namespace))
+    rest = control_plane.rest()
+    expired, valid = egress_pki.expired_client, egress_pki.client
+    secret_path = f"/api/v1/namespaces/{kube_namespace}/secrets/vworkspace-agent-credentials"
+    if source == "files":
+        live = PemPair(tmp_path / "client.crt", tmp_path / "client.key")
+        live.key.write_bytes(expired.key.read_bytes())
+        live.cert.write_bytes(expired.cert.read_bytes())
+        args = egress_args(tls_mock, egress_pki, pins=(egress_pki.ca_pin,), client=live)
+        expect = str(live.cert)
+    else:
+        rest.post(
+            f"/api/v1/namespaces/{kube_namespace}/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "vworkspace-agent-credentials"},
+                "stringData": {
+                    "control-plane-base-url": tls_mock.url,
+                    "cluster-id": CLUSTER,
+                    "token": TOKEN,
+                    "ca.crt": egress_pki.ca_cert.read_text(),
+                    "tls.crt": expired.cert.read_text(),
+                    "tls.key": expired.key.read_text(),
+                },
+            },
+        )
+        args = [
+            "--agent-enabled",
+            "--agent-poll-interval",
+            "1s",
+            "--control-plane-pin-sha256",
+            egress_pki.ca_pin,
+        ]
+        expect = "tls.crt"
+    operator = start_operator(args, https_proxy=squid.url_with_credentials)
+    line = await log_says(operator, "client certificate expired")
+    assert expect in line, line
+    assert tls_mock.state.requests == 0
+
+    if source == "files":  # key first: a reader that sees the new certificate sees its key
+        live.key.write_bytes(valid.key.read_bytes())
+        live.cert.write_bytes(valid.cert.read_bytes())
+    else:
+        rest.request(
+            "PATCH",
+            secret_path,
+            content_type="application/merge-patch+json",
+            body={
+                "stringData": {"tls.crt": valid.cert.read_text(), "tls.key": valid.key.read_text()}
+            },
+        )
+    await asyncio.to_thread(
+        wait_until, "the job served after the renewal", lambda: tls_mock.job_result(JOB_ID), 60
+    )
+    result = tls_mock.job_result(JOB_ID)
+    assert result is not None
+    assert result["outcome"] == "succeeded", result
+    assert operator.proc.poll() is None  # the same process: no restart
+    no_secrets_in(operator)
