@@ -80,11 +80,6 @@ class Route:
     proxy_authorization: str = attrs.field(default="", repr=False)
     ssl: ssl.SSLContext | bool = True
 
-    @property
-    def proxy_label(self) -> str:
-        """The proxy as messages show it (no credentials), or ""."""
-        return redact(self.proxy) if self.proxy else ""
-
 
 def split_proxy(proxy: str, *, source: str) -> tuple[str, str]:
     """The proxy URL without userinfo, and its credentials as a Basic ``Proxy-Authorization``
