@@ -100,9 +100,16 @@ async def test_without_the_private_ca_the_server_is_not_trusted(
     try:
         with pytest.raises(ssl.SSLCertVerificationError):
             await get(egress, mtls_server.url)
+        with pytest.raises(UnavailableError) as err:
+            await agent_client(egress, mtls_server.url).ack("job-1")
     finally:
         await egress.close()
     assert mtls_server.requests == []
+    message = str(err.value)
+    assert "127.0.0.1" in message
+    assert "certificate verification failed: " in message
+    assert "--control-plane-ca-file" in message
+    assert "SSLContext object" not in message
 
 
 async def test_the_secret_supplies_ca_and_client_certificate(

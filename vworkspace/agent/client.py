@@ -138,7 +138,7 @@ def _transport_error(
         return UnavailableError(
             (text if text.startswith("proxy ") else f"{method} {path}: {text}")[:600]
         )
-    text = f"{method} {path}: {type(err).__name__}: {connection_detail(err)}".rstrip(": ")[:400]
+    text = f"{method} {path}: {type(err).__name__}: {connection_detail(err)}".rstrip(": ")[:600]
     if isinstance(err, aiohttp.ClientPayloadError):
         # The body was cut short (a middlebox, a reset mid-answer).
         return ProtocolError(text, endpoint=endpoint, reason="truncated")
