@@ -15,19 +15,23 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import CollectorRegistry
 
 from tests.unit.egress_helpers import DAY, NOW, CountingServer, Pki, https_server, issue
 from vworkspace.agent.client import ControlPlaneClient, UnavailableError, register
-from vworkspace.agent.credentials import SecretTls
+from vworkspace.agent.credentials import DEFAULT_SECRET, CredentialStore, SecretTls
 from vworkspace.agent.egress import Egress, EgressConfig
 from vworkspace.agent.egresstls import TlsMaterialError
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.pinning import PinMismatchError, show_pin, spki_digest
 from vworkspace.agent.wire import Credentials
-from vworkspace.kube.clock import RealClock
+from vworkspace.api.jsontypes import JsonObj
+from vworkspace.kube.clock import FakeClock, RealClock
+from vworkspace.kube.rest.resources import SECRETS
+from vworkspace.testing.fakeapi import FakeApi
 
 TOKEN = "bearer-never-sent-42"
 
@@ -96,9 +100,16 @@ async def test_without_the_private_ca_the_server_is_not_trusted(
     try:
         with pytest.raises(ssl.SSLCertVerificationError):
             await get(egress, mtls_server.url)
+        with pytest.raises(UnavailableError) as err:
+            await agent_client(egress, mtls_server.url).ack("job-1")
     finally:
         await egress.close()
     assert mtls_server.requests == []
+    message = str(err.value)
+    assert "127.0.0.1" in message
+    assert "certificate verification failed: " in message
+    assert "--control-plane-ca-file" in message
+    assert "SSLContext object" not in message
 
 
 async def test_the_secret_supplies_ca_and_client_certificate(
@@ -390,3 +401,36 @@ async def test_a_refused_pin_is_retried_with_backoff_not_hot_looped(
         await egress.close()
     assert len(slept) == 2, slept
     assert all(delay > 0 for delay in slept), slept
+
+
+async def test_the_credentials_secret_keys_reach_the_session_and_changes_apply(
+    mtls_server: CountingServer, pki: Pki
+) -> None:
+    """The store reads ca.crt/tls.crt/tls.key (base64 ``data``) of the Secret in use; writing
+    the keys later (no restart) makes the next request present the certificate."""
+    api = FakeApi()
+    store = CredentialStore(api, namespace="ops", clock=FakeClock())
+    secret: JsonObj = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": DEFAULT_SECRET, "namespace": "ops"},
+        "data": {"ca.crt": base64.b64encode(pki.ca.cert_pem).decode()},
+    }
+    await api.create(SECRETS, secret, field_manager="test")
+    await store.reload()
+    assert store.tls().source == f"Secret ops/{DEFAULT_SECRET}"
+    egress = Egress(EgressConfig())
+    egress.attach(secret=store.tls)
+    try:
+        # The CA alone: trusted, but the server wants a client certificate and drops us.
+        with pytest.raises(aiohttp.ClientError):
+            await get(egress, mtls_server.url)
+        secret["data"]["tls.crt"] = base64.b64encode(pki.client.cert_pem).decode()
+        secret["data"]["tls.key"] = base64.b64encode(pki.client.key_pem).decode()
+        await api.apply(SECRETS, secret, field_manager="test")
+        await store.reload()
+        assert await get(egress, mtls_server.url) == 200
+    finally:
+        await egress.close()
+    assert mtls_server.requests == [("GET", "/api/agent/jobs", True)]
+    assert "PRIVATE KEY" not in repr(store.tls())

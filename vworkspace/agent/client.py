@@ -133,8 +133,12 @@ def _transport_error(
         text, protocol = described
         if protocol:
             return ProtocolError(text[:600], endpoint=endpoint, reason="proxy")
-        return UnavailableError(f"{method} {path}: {text}"[:600])
-    text = f"{method} {path}: {type(err).__name__}: {connection_detail(err)}".rstrip(": ")[:400]
+        # The proxy's own failures start with "proxy <url>:" (the contract the docs show);
+        # refusals of the TLS material or the pin say which request was held back.
+        return UnavailableError(
+            (text if text.startswith("proxy ") else f"{method} {path}: {text}")[:600]
+        )
+    text = f"{method} {path}: {type(err).__name__}: {connection_detail(err)}".rstrip(": ")[:600]
     if isinstance(err, aiohttp.ClientPayloadError):
         # The body was cut short (a middlebox, a reset mid-answer).
         return ProtocolError(text, endpoint=endpoint, reason="truncated")

@@ -53,9 +53,9 @@ class SecretTls:
     when absent), and which Secret they came from, for error messages."""
 
     source: str = ""
-    ca_pem: bytes = b""
-    cert_pem: bytes = b""
-    key_pem: bytes = attrs.field(default=b"", repr=False)
+    ca_pem: bytes = attrs.field(default=b"", repr=False)
+    cert_pem: bytes = attrs.field(default=b"", repr=False)
+    key_pem: bytes = attrs.field(default=b"", repr=False)  # the private key: never shown
 
 
 def _decode(secret: JsonObj, key: str) -> str:

@@ -80,11 +80,6 @@ class Route:
     proxy_authorization: str = attrs.field(default="", repr=False)
     ssl: ssl.SSLContext | bool = True
 
-    @property
-    def proxy_label(self) -> str:
-        """The proxy as messages show it (no credentials), or ""."""
-        return redact(self.proxy) if self.proxy else ""
-
 
 def split_proxy(proxy: str, *, source: str) -> tuple[str, str]:
     """The proxy URL without userinfo, and its credentials as a Basic ``Proxy-Authorization``
@@ -186,7 +181,11 @@ def connection_detail(err: Exception) -> str:
     if isinstance(err, aiohttp.ClientConnectorCertificateError):
         cause = err.certificate_error
         reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause
-        return f"{err.host}:{err.port}: certificate verification failed: {reason}"
+        return (
+            f"{err.host}:{err.port}: certificate verification failed: {reason}; if the control "
+            "plane (or a TLS-inspecting proxy) uses a private CA, give it with "
+            "--control-plane-ca-file or the credentials Secret's key ca.crt"
+        )
     if isinstance(err, aiohttp.ClientConnectorError):
         cause = err.os_error
         reason = (
