@@ -1,7 +1,10 @@
 """The agent's side of the Cluster reconciler's ControlPlaneGateway.
 
 Registration, rotation, heartbeat and the batcher's drop count, over the agent's own client,
-credential store and event batcher."""
+credential store and event batcher. Registration also makes sure the cluster has its encryption
+key pair (agent/encryptionkeys.py); its public key goes into the register body and every
+heartbeat as ``encryptionPublicKey``, so the control plane learns it, and a replaced key, without
+a new registration."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import aiohttp
 
 from vworkspace.agent.client import ControlPlaneClient, NoCredentialsError, register
 from vworkspace.agent.credentials import CredentialStore
+from vworkspace.agent.encryptionkeys import EncryptionKeys
 from vworkspace.agent.events import EventBatcher
 from vworkspace.agent.wire import AppliedRef, Credentials, format_time
 from vworkspace.api.constants import OPS_API_VERSION
@@ -26,8 +30,10 @@ class AgentGateway:
         http: aiohttp.ClientSession,
         batcher: EventBatcher,
         clock: Clock,
+        keys: EncryptionKeys | None = None,
     ) -> None:
         self._store = store
+        self._keys = keys
         self._client = client
         self._http = http
         self._batcher = batcher
@@ -43,12 +49,14 @@ class AgentGateway:
         return current.cluster_id if current else None
 
     async def register(self, *, endpoint: str, token: str, cluster_id: str, owner: JsonObj) -> str:
+        key = await self._keys.ensure() if self._keys is not None else None
         issued, bearer = await register(
             self._http,
             base_url=endpoint,
             registration_token=token,
             cluster_id=cluster_id,
             metrics=self._client.metrics,
+            encryption_public_key=key.recipient if key is not None else "",
         )
         await self._store.persist(Credentials(endpoint.rstrip("/"), issued, bearer), owner=owner)
         return issued
@@ -89,16 +97,15 @@ class AgentGateway:
         ref = AppliedRef(
             api_version=OPS_API_VERSION, kind="Cluster", namespace="", name=current.cluster_id
         )
-        await self._client.post_events(
-            [
-                {
-                    "kind": "ClusterHeartbeat",
-                    "resourceRef": ref.to_wire(),
-                    "timestamp": format_time(self._clock.now()),
-                }
-            ],
-            endpoint="heartbeat",
-        )
+        event: JsonObj = {
+            "kind": "ClusterHeartbeat",
+            "resourceRef": ref.to_wire(),
+            "timestamp": format_time(self._clock.now()),
+        }
+        public_key = self._keys.public_key() if self._keys is not None else ""
+        if public_key:
+            event["encryptionPublicKey"] = public_key
+        await self._client.post_events([event], endpoint="heartbeat")
 
     async def follow(self, *, name: str, namespace: str) -> bool:
         return await self._store.follow(ObjectKey(namespace, name))
