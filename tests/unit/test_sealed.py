@@ -374,3 +374,24 @@ def test_keys_generate_encryption_writes_a_usable_pair(
     assert main(["keys", "generate", "--encryption", "--out", str(out)]) == 1
     assert main(["keys", "generate", "--encryption", "--out", str(out), "--key-id", "k"]) == 2
     assert ClusterKey.parse(private.read_text()).recipient == key.recipient
+
+
+async def test_registration_goes_on_without_a_key_when_the_secret_cannot_be_written() -> None:
+    from vworkspace.agent.gateway import AgentGateway
+
+    kube = FakeApi()
+    kube.fail_next("POST", "/api/v1/namespaces/ns/secrets", status=403)
+    keys = EncryptionKeys(kube, namespace="ns")
+    gateway = AgentGateway(
+        store=None,  # type: ignore[arg-type]  # not used to pick the key
+        client=None,  # type: ignore[arg-type]
+        http=None,  # type: ignore[arg-type]
+        batcher=None,  # type: ignore[arg-type]
+        clock=FakeClock(),
+        keys=keys,
+    )
+    assert await gateway._encryption_key() == ""
+    # Once the Secret can be written, the next registration sends the new key.
+    recipient = await gateway._encryption_key()
+    assert recipient.startswith("age1")
+    assert recipient == keys.public_key()

@@ -54,7 +54,13 @@ from vworkspace.agent import confine
 from vworkspace.agent.hygiene import check_metadata
 from vworkspace.agent.policy import Policy, PolicyError
 from vworkspace.agent.sealed import ENCRYPTED_PAYLOAD, SealedError, Unsealer
-from vworkspace.agent.valuessecret import ValuesSecret, ValuesSecretError, ValuesSecrets, split
+from vworkspace.agent.valuessecret import (
+    ValuesSecret,
+    ValuesSecretError,
+    ValuesSecrets,
+    carries_sealed,
+    split,
+)
 from vworkspace.agent.wire import AppliedRef, Job, JobResult, Outcome
 from vworkspace.api import constants
 from vworkspace.api.jsontypes import JsonObj
@@ -222,7 +228,11 @@ class Applier:
         confine.check_applied(resource, obj)
         self.policy.check_object(resource.group, resource.kind, obj)
         values = None
-        if (resource.group, resource.kind) == (constants.APPS_GROUP, "ApplicationInstance"):
+        is_instance = (resource.group, resource.kind) == (
+            constants.APPS_GROUP,
+            "ApplicationInstance",
+        )
+        if is_instance and carries_sealed(obj, sealed_payload=sealed):
             # Decrypted before any request: a value this cluster cannot read applies nothing.
             await self._unsealer.ready()
             values = split(obj, unsealer=self._unsealer, sealed_payload=sealed)
@@ -262,7 +272,7 @@ class Applier:
         created = await self._values.write(values)
         try:
             stored = await self._server_side_apply(resource, obj)
-        except BaseException:
+        except Exception:  # (not on cancellation: a stopping agent leaves it to the next try)
             if created:
                 await self._values.drop(values)
             raise

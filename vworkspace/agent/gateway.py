@@ -9,6 +9,7 @@ a new registration."""
 from __future__ import annotations
 
 import aiohttp
+import structlog
 
 from vworkspace.agent.client import ControlPlaneClient, NoCredentialsError, register
 from vworkspace.agent.credentials import CredentialStore
@@ -19,6 +20,9 @@ from vworkspace.api.constants import OPS_API_VERSION
 from vworkspace.api.jsontypes import JsonObj
 from vworkspace.api.meta import ObjectKey
 from vworkspace.kube.clock import Clock
+from vworkspace.kube.rest.errors import ApiError
+
+_log = structlog.get_logger("vworkspace.agent.gateway")
 
 
 class AgentGateway:
@@ -49,17 +53,33 @@ class AgentGateway:
         return current.cluster_id if current else None
 
     async def register(self, *, endpoint: str, token: str, cluster_id: str, owner: JsonObj) -> str:
-        key = await self._keys.ensure() if self._keys is not None else None
         issued, bearer = await register(
             self._http,
             base_url=endpoint,
             registration_token=token,
             cluster_id=cluster_id,
             metrics=self._client.metrics,
-            encryption_public_key=key.recipient if key is not None else "",
+            encryption_public_key=await self._encryption_key(),
         )
         await self._store.persist(Credentials(endpoint.rstrip("/"), issued, bearer), owner=owner)
         return issued
+
+    async def _encryption_key(self) -> str:
+        """The cluster's recipient, the key pair generated first if there is none. A failure
+        (RBAC, API server) does not stop the registration: encrypted jobs then fail naming the
+        missing key until one exists, and the heartbeat sends the key once it does."""
+        if self._keys is None:
+            return ""
+        try:
+            key = await self._keys.ensure()
+        except (ApiError, aiohttp.ClientError, TimeoutError) as err:
+            _log.warning(
+                "cannot read or create the encryption key; registering without it",
+                secret=self._keys.source,
+                error=str(err) or type(err).__name__,
+            )
+            return ""
+        return key.recipient if key is not None else ""
 
     async def rotate(self, *, owner: JsonObj) -> None:
         current = self._store.current()

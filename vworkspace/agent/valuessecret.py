@@ -94,16 +94,28 @@ def render(values: Any) -> str:
     return str(yaml.safe_dump(values, sort_keys=True, default_flow_style=False, allow_unicode=True))
 
 
-def split(obj: JsonObj, *, unsealer: Unsealer, sealed_payload: bool) -> ValuesSecret | None:
-    """Take the inline values out of an ApplicationInstance ``obj`` (changed in place to a
-    secretRef) when they carry encrypted material; None (``obj`` untouched) otherwise. Raises
-    :class:`~vworkspace.agent.sealed.SealedError` before anything is written."""
+def _inline(obj: JsonObj) -> JsonObj | None:
+    """The inline values of an ApplicationInstance whose values source is inline."""
     spec = obj.get("spec")
     values = spec.get("values") if isinstance(spec, dict) else None
     if not isinstance(values, dict) or values.get("source") != "inline":
         return None
     inline = values.get("inline")
-    if not isinstance(inline, dict) or not (sealed_payload or has_sealed(inline)):
+    return inline if isinstance(inline, dict) else None
+
+
+def carries_sealed(obj: JsonObj, *, sealed_payload: bool) -> bool:
+    """Whether :func:`split` would take the values out (cheap: no decryption)."""
+    inline = _inline(obj)
+    return inline is not None and (sealed_payload or has_sealed(inline))
+
+
+def split(obj: JsonObj, *, unsealer: Unsealer, sealed_payload: bool) -> ValuesSecret | None:
+    """Take the inline values out of an ApplicationInstance ``obj`` (changed in place to a
+    secretRef) when they carry encrypted material; None (``obj`` untouched) otherwise. Raises
+    :class:`~vworkspace.agent.sealed.SealedError` before anything is written."""
+    inline = _inline(obj)
+    if inline is None or not carries_sealed(obj, sealed_payload=sealed_payload):
         return None
     plain, _ = unsealer.values(inline, path="spec.values.inline")
     meta = obj["metadata"]  # checked by the applier (name and namespace are valid names)
@@ -114,8 +126,7 @@ def split(obj: JsonObj, *, unsealer: Unsealer, sealed_payload: bool) -> ValuesSe
             f'metadata.name: the values Secret "{name}" is not a valid Secret name ({problem}); '
             f"use an instance name of at most {253 - len(SUFFIX)} characters"
         )
-    assert isinstance(spec, dict)
-    spec["values"] = {"source": "secretRef", "secretRef": {"name": name, "key": VALUES_KEY}}
+    obj["spec"]["values"] = {"source": "secretRef", "secretRef": {"name": name, "key": VALUES_KEY}}
     return ValuesSecret(
         namespace=str(meta["namespace"]),
         name=name,
