@@ -177,6 +177,18 @@ def test_keys_parse_as_age_keygen_writes_them_and_never_show_in_repr() -> None:
         encrypt(b"x", "age1nope")
 
 
+def test_a_rotated_key_keeps_the_previous_one_for_decryption_only() -> None:
+    new = ClusterKey.generate()
+    both = ClusterKey.parse(f"{new.secret_text()}\n# previous\n{KEY.secret_text()}\n")
+    assert both.recipient == new.recipient
+    old_value = encrypt(b"old", KEY.recipient)
+    new_value = encrypt(b"new", new.recipient)
+    tree, _ = Unsealer(key=lambda: both, source="s").values([old_value, new_value], path="v")
+    assert tree == ["old", "new"]
+    with pytest.raises(ValueError, match="key line 2 is not"):
+        ClusterKey.parse(f"{new.secret_text()}\nAGE-SECRET-KEY-1BAD\n")
+
+
 def test_the_secret_holds_the_key_and_a_bad_one_counts_as_none() -> None:
     body = secret_body(KEY, namespace="ns")
     data = {k: base64.b64encode(v.encode()).decode() for k, v in body["stringData"].items()}

@@ -49,10 +49,17 @@ class SealedError(ValueError):
 @attrs.frozen
 class ClusterKey:
     """The cluster's age X25519 identity and its public recipient. The identity never appears
-    in ``repr`` (and so in no log line)."""
+    in ``repr`` (and so in no log line). ``previous``: older identities still accepted for
+    decryption (rotation: the new key first, the old ones after it until nothing is encrypted
+    to them any more); the recipient is always the first's."""
 
     identity: Any = attrs.field(repr=False)  # pyrage.x25519.Identity (untyped extension)
     recipient: str
+    previous: tuple[Any, ...] = attrs.field(default=(), repr=False)
+
+    @property
+    def identities(self) -> list[Any]:
+        return [self.identity, *self.previous]
 
     @classmethod
     def generate(cls) -> ClusterKey:
@@ -63,23 +70,27 @@ class ClusterKey:
 
     @classmethod
     def parse(cls, text: str) -> ClusterKey:
-        """An ``AGE-SECRET-KEY-1...`` line (comments and blank lines, as ``age-keygen`` writes
-        them, are skipped); ValueError that does not echo the text."""
+        """``AGE-SECRET-KEY-1...`` lines, the current key first (comments and blank lines, as
+        ``age-keygen`` writes them, are skipped); ValueError that does not echo the text."""
         from pyrage import IdentityError, x25519
 
         lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-        if len(lines) != 1:
-            raise ValueError(
-                f"expected exactly one AGE-SECRET-KEY-1... line, found {len(lines)} key lines"
-            )
-        try:
-            identity = x25519.Identity.from_str(lines[0])
-        except IdentityError:
-            raise ValueError("not an age X25519 identity (AGE-SECRET-KEY-1...)") from None
-        return cls(identity=identity, recipient=str(identity.to_public()))
+        if not lines:
+            raise ValueError("no AGE-SECRET-KEY-1... line")
+        identities = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                identities.append(x25519.Identity.from_str(line))
+            except IdentityError:
+                raise ValueError(
+                    f"key line {number} is not an age X25519 identity (AGE-SECRET-KEY-1...)"
+                ) from None
+        first = identities[0]
+        return cls(identity=first, recipient=str(first.to_public()), previous=tuple(identities[1:]))
 
     def secret_text(self) -> str:
-        """The identity as ``age-keygen`` writes it (for the Secret or a 0600 file only)."""
+        """The current identity as ``age-keygen`` writes it (for the Secret or a 0600 file
+        only)."""
         return str(self.identity)
 
 
@@ -156,7 +167,7 @@ class Unsealer:
                 reason=NO_KEY,
             )
         try:
-            plain: bytes = pyrage.decrypt(str(armored).strip().encode("utf-8"), [key.identity])
+            plain: bytes = pyrage.decrypt(str(armored).strip().encode("utf-8"), key.identities)
         except pyrage.DecryptError as err:
             if "No matching keys" in str(err):
                 raise SealedError(
