@@ -407,3 +407,11 @@ async def test_registration_goes_on_without_a_key_when_the_secret_cannot_be_writ
     recipient = await gateway._encryption_key()
     assert recipient.startswith("age1")
     assert recipient == keys.public_key()
+
+
+def test_wholly_encrypted_jobs_keep_their_order_in_one_chain() -> None:
+    from vworkspace.agent.poller import target_of
+
+    first = Job.from_wire({"id": "a", "kind": "apply", "encryptedPayload": "x"})
+    second = Job.from_wire({"id": "b", "kind": "intent", "encryptedPayload": "y"})
+    assert target_of(first) == target_of(second) == "encrypted-payload"
