@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from tests.chaos import report
 from tests.integration.operator_process import OperatorProcess, wait_until
+from vworkspace.agent.sealed import ClusterKey
 from vworkspace.mockcontrolplane import MockControlPlane
 from vworkspace.testing import ApiError, ControlPlane
 from vworkspace.testing.faultproxy import HttpFaultProxy
@@ -78,8 +79,9 @@ class ChaosControlPlane:
     def state(self) -> Any:
         return self.mock.state
 
-    def enqueue(self, job: dict[str, Any]) -> None:
-        self.loop.run(self.mock.state.enqueue(self.cluster, job))
+    def enqueue(self, job: dict[str, Any], **options: str) -> None:
+        """``options``: ``encrypt`` and ``recipient`` of the mock (mockcontrolplane/sealer.py)."""
+        self.loop.run(self.mock.state.enqueue(self.cluster, job, **options))
 
     def enqueue_all(self, jobs: list[dict[str, Any]]) -> None:
         async def put() -> None:
@@ -120,6 +122,8 @@ class Operators:
         self.logs = logs
         self.chaos = chaos
         self.secret_value = "chaos-secret-" + secrets.token_hex(12)
+        # A value that only ever travels encrypted to the cluster's key (plant_sealed).
+        self.sealed_value = "chaos-sealed-" + secrets.token_hex(12)
         self.all: list[OperatorProcess] = []
 
     def args(self, *extra: str) -> list[str]:
@@ -187,19 +191,62 @@ def plant_secret(rest: Any, namespace: str, value: str) -> dict[str, Any]:
     return {"source": "secretRef", "secretRef": {"name": "chaos-values", "key": "values.yaml"}}
 
 
+def plant_encryption_key(rest: Any, namespace: str) -> str:
+    """The cluster's age key in the operator namespace (as `keys generate --encryption` and
+    `kubectl create secret` put it); returns the recipient the mock encrypts to."""
+    key = ClusterKey.generate()
+    rest.post(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "vworkspace-agent-encryption", "namespace": namespace},
+            "stringData": {"age.key": key.secret_text() + "\n"},
+        },
+    )
+    return key.recipient
+
+
+def sealed_job(job_id: str, namespace: str, value: str) -> dict[str, Any]:
+    """An instance whose inline values hold ``value``; enqueue it with ``encrypt="values"``."""
+    return {
+        "id": job_id,
+        "kind": "apply",
+        "idempotencyKey": f"applicationinstance/{namespace}/{job_id}@1",
+        "payload": {
+            "apiVersion": "apps.vworkspace.io/v1alpha1",
+            "kind": "ApplicationInstance",
+            "metadata": {"name": job_id, "namespace": namespace},
+            "spec": {
+                "appRef": {"catalogId": "sealed"},
+                "mode": "placeholder",
+                "values": {"source": "inline", "inline": {"db": {"password": value}}},
+            },
+        },
+    }
+
+
 def check_secrets(
     *, within: str, rest: Any, namespaces: list[str], logs: list[Path], planted: list[str]
 ) -> list[str]:
-    """Scenario f: grep every operator log, Event and HelmRelease spec for the planted values.
-    Records the figure and returns where anything was found."""
+    """Scenario f: grep every operator log, Event, HelmRelease spec and ApplicationInstance
+    spec for the planted values. Records the figure and returns where anything was found."""
     found: list[str] = []
     log_bytes = 0
     for path in logs:
         text = path.read_text(errors="replace") if path.exists() else ""
         log_bytes += len(text)
         found += [f"{path.name}: {p[:12]}..." for p in planted if p in text]
-    events = helmreleases = 0
+    events = helmreleases = instances = 0
     for ns in namespaces:
+        ais = rest.get(f"{APPS}/namespaces/{ns}/applicationinstances")["items"]
+        instances += len(ais)
+        found += [
+            f"ApplicationInstance {a['metadata']['name']}"
+            for a in ais
+            for p in planted
+            if p in json.dumps(a.get("spec"))
+        ]
         items = rest.get(f"/api/v1/namespaces/{ns}/events")["items"]
         events += len(items)
         found += [f"Event in {ns}" for e in items for p in planted if p in json.dumps(e)]
@@ -219,6 +266,7 @@ def check_secrets(
         log_bytes=log_bytes,
         events=events,
         helmreleases=helmreleases,
+        instances=instances,
         hits=len(found),
     )
     return found

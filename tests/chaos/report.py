@@ -46,7 +46,7 @@ def record(
 
 
 def record_secrets(
-    *, within: str, log_bytes: int, events: int, helmreleases: int, hits: int
+    *, within: str, log_bytes: int, events: int, helmreleases: int, instances: int, hits: int
 ) -> None:
     _emit(
         {
@@ -55,6 +55,7 @@ def record_secrets(
             "log_bytes": log_bytes,
             "events": events,
             "helmreleases": helmreleases,
+            "instances": instances,
             "hits": hits,
             "passed": hits == 0,
         }
@@ -66,14 +67,16 @@ def _secrets_row(lines: list[dict[str, Any]]) -> dict[str, Any]:
     mib = sum(int(line["log_bytes"]) for line in lines) / (1024 * 1024)
     events = sum(int(line["events"]) for line in lines)
     hrs = sum(int(line["helmreleases"]) for line in lines)
+    ais = sum(int(line.get("instances", 0)) for line in lines)
     within = ", ".join(sorted({str(line["within"])[:1] for line in lines}))
     return {
         "scenario": SECRETS,
         "load": f"planted in scenarios {within}",
-        "faults": "a known agent token and a Secret value referenced by instances",
+        "faults": "a known agent token, a Secret value referenced by instances and a value "
+        "sent encrypted to the cluster's key",
         "outcome": "found nowhere" if hits == 0 else f"found {hits} times",
-        "figure": f"{mib:.1f} MiB of operator logs, {events} Events, {hrs} HelmRelease specs "
-        f"searched: {hits} hits",
+        "figure": f"{mib:.1f} MiB of operator logs, {events} Events, {hrs} HelmRelease specs, "
+        f"{ais} ApplicationInstance specs searched: {hits} hits",
         "passed": hits == 0,
     }
 

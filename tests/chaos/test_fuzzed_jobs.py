@@ -8,11 +8,17 @@ least 1,000 distinct such jobs flow through the real operator in batches (a batc
 any body cap). Every one must end with a ``failed`` result whose error says something, the
 operator must never exit, and no object outside the allow-list may exist afterwards.
 
+Among them, two jobs whose instance value the mock encrypted to the cluster's key (one to the
+right key, which must install with the value in its values Secret only, one to another key,
+which must fail naming it and apply nothing); the secrets check (scenario f) then looks for
+that value in the logs, Events and instance specs.
+
 The seed is printed; ``CHAOS_SEED=<n>`` replays a run.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -24,9 +30,20 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from tests.chaos import report
-from tests.chaos.harness import ChaosControlPlane, Operators, check_secrets, seeded
+from tests.chaos.harness import (
+    APPS,
+    ChaosControlPlane,
+    Operators,
+    check_secrets,
+    exists,
+    plant_encryption_key,
+    sealed_job,
+    seeded,
+    wait_for,
+)
+from vworkspace.agent.sealed import ClusterKey
 from vworkspace.api.constants import LABEL_MANAGED_BY, MANAGED_BY_CONTROL_PLANE
-from vworkspace.testing import ControlPlane
+from vworkspace.testing import ApiError, ControlPlane
 
 WANTED, BATCH, MAX_PAYLOAD, QUIET = 1000, 100, 64 * 1024, 8.0
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -235,7 +252,13 @@ def test_fuzzed_jobs_each_end_failed_and_nothing_outside_the_allow_list(
     assert len(examples) >= WANTED, f"hypothesis produced only {len(examples)} distinct jobs"
     jobs = [{"id": f"e-{i}", **job} for i, (_, job) in enumerate(examples)]
     broken = {f"e-{i}": how for i, (how, _) in enumerate(examples)}
+    rest = control_plane.rest()
+    recipient = plant_encryption_key(rest, kube_namespace)
     operator = operators.start("--agent-max-payload-bytes", str(MAX_PAYLOAD))
+    sealed = sealed_job("e-sealed", kube_namespace, operators.sealed_value)
+    chaos.enqueue(sealed, encrypt="values", recipient=recipient)
+    wrong = sealed_job("e-sealed-wrong", kube_namespace, operators.sealed_value)
+    chaos.enqueue(wrong, encrypt="values", recipient=ClusterKey.generate().recipient)
     exits = 0
     for first in range(0, len(jobs), BATCH):
         batch = jobs[first : first + BATCH]
@@ -256,14 +279,26 @@ def test_fuzzed_jobs_each_end_failed_and_nothing_outside_the_allow_list(
             elif time.monotonic() - last_change > QUIET:
                 break
             time.sleep(0.2)
+    wait_for(
+        "the encrypted jobs answered",
+        lambda: {"e-sealed", "e-sealed-wrong"} <= set(chaos.results()),
+        timeout=30,
+    )
     results = chaos.results()
+    sealed_ok = results["e-sealed"].get("outcome") == "succeeded" and operators.sealed_value in (
+        _values_document(rest, kube_namespace, "e-sealed-vws-values")
+    )
+    wrong_refused = str(results["e-sealed-wrong"].get("error") or "").startswith(
+        "encryption: spec.values.inline.db.password is encrypted to another key"
+    ) and not exists(
+        rest, f"{APPS}/namespaces/{kube_namespace}/applicationinstances/e-sealed-wrong"
+    )
     unanswered = Counter(broken[j["id"]] for j in jobs if j["id"] not in results)
     not_failed = {
         i: (broken[i], r.get("outcome"))
         for i, r in results.items()
         if i in broken and (r.get("outcome") != "failed" or not str(r.get("error") or "").strip())
     }
-    rest = control_plane.rest()
     selector = f"labelSelector={LABEL_MANAGED_BY}%3D{MANAGED_BY_CONTROL_PLANE}"
     outside = []
     for api_version, kind, plural in OUTSIDE:
@@ -279,10 +314,17 @@ def test_fuzzed_jobs_each_end_failed_and_nothing_outside_the_allow_list(
         rest=rest,
         namespaces=[kube_namespace],
         logs=operators.log_paths(),
-        planted=[chaos.token, operators.secret_value],
+        planted=[chaos.token, operators.secret_value, operators.sealed_value],
     )
     kinds = Counter(broken.values())
-    passed = not not_failed and not outside and exits == 0 and not unanswered
+    passed = (
+        not not_failed
+        and not outside
+        and exits == 0
+        and not unanswered
+        and sealed_ok
+        and wrong_refused
+    )
     report.record(
         scenario="e. fuzzed jobs",
         load=f"{len(jobs)} distinct hypothesis jobs in batches of {BATCH}",
@@ -292,7 +334,8 @@ def test_fuzzed_jobs_each_end_failed_and_nothing_outside_the_allow_list(
         if passed
         else f"{sum(unanswered.values())} jobs without any result ({dict(unanswered)}), "
         f"{len(not_failed)} answered but not failed with a reason, {exits} exits, "
-        f"{len(outside)} objects outside the allow-list",
+        f"{len(outside)} objects outside the allow-list, encrypted job installed: {sealed_ok}, "
+        f"wrong key refused: {wrong_refused}",
         figure=f"{len(jobs)} fuzzed jobs -> "
         f"{sum(1 for r in results.values() if r.get('outcome') == 'failed')} failed results, "
         f"{exits} crashes, {len(outside)} objects outside the allow-list, "
@@ -303,4 +346,15 @@ def test_fuzzed_jobs_each_end_failed_and_nothing_outside_the_allow_list(
     assert not unanswered, f"jobs that never got a result, by breakage: {dict(unanswered)}"
     assert not not_failed, f"jobs that did not fail with a reason: {list(not_failed.items())[:10]}"
     assert not outside, f"objects outside the allow-list: {outside}"
+    assert sealed_ok, f"the encrypted job: {results['e-sealed']}"
+    assert wrong_refused, f"the job encrypted to another key: {results['e-sealed-wrong']}"
     assert not leaks, f"planted secrets found in: {leaks}"
+
+
+def _values_document(rest: Any, namespace: str, name: str) -> str:
+    """The decoded values.yaml of an instance's values Secret ("" when there is none)."""
+    try:
+        secret = rest.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    except ApiError:  # absent: the check reports the value as missing
+        return ""
+    return base64.b64decode(secret["data"]["values.yaml"]).decode()

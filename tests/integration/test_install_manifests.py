@@ -248,11 +248,14 @@ def test_rbac_has_no_wildcards_and_binds_only_the_operator(
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
-    # Secrets and ConfigMaps: written only in the operator's namespace (namespaced Roles);
-    # cluster-wide only `get` by name (native SeaweedFS values and S3 credentials).
+    # ConfigMaps: written only in the operator's namespace (namespaced Roles); cluster-wide only
+    # `get` by name (native SeaweedFS values). Secrets also create/patch/delete by name (the
+    # values Secret of an instance with encrypted values), never list, watch or update.
     for rule in roles[("ClusterRole", "vworkspace-operator")]["rules"]:
-        if {"secrets", "configmaps"} & set(rule["resources"]):
+        if "configmaps" in rule["resources"]:
             assert rule["verbs"] == ["get"], rule
+        if "secrets" in rule["resources"]:
+            assert rule["verbs"] == ["create", "delete", "get", "patch"], rule
     assert ("coordination.k8s.io", "leases") not in cluster_resources
     for needed in [
         ("events.k8s.io", "events"),

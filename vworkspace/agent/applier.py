@@ -32,6 +32,11 @@ results and outcomes" and "Payload kinds").
   be (agent/confine.py) before any request is built, and the policy then sees those names; a
   failure is ``failed`` naming the field (issue 24: a namespace ``team-a/../prod`` once reached
   ``prod``).
+* **Encrypted payloads** (agent/sealed.py, agent/valuessecret.py): a job's ``encryptedPayload``
+  is decrypted with the cluster's key after the signature check, and sealed values of an
+  ApplicationInstance go into a Secret the instance references, never into its spec. A payload
+  or value that cannot be decrypted (another key, no key, not an age file) is ``failed`` naming
+  the field, before anything (a namespace included) is written.
 * Bad input (not an object, missing apiVersion/kind/name, unknown kind, oversized payload) is a
   ``failed`` result with a clear message; :meth:`Applier.process` never raises (except on
   cancellation), so one bad job cannot stop the agent.
@@ -48,6 +53,14 @@ import structlog
 from vworkspace.agent import confine
 from vworkspace.agent.hygiene import check_metadata
 from vworkspace.agent.policy import Policy, PolicyError
+from vworkspace.agent.sealed import ENCRYPTED_PAYLOAD, SealedError, Unsealer
+from vworkspace.agent.valuessecret import (
+    ValuesSecret,
+    ValuesSecretError,
+    ValuesSecrets,
+    carries_sealed,
+    split,
+)
 from vworkspace.agent.wire import AppliedRef, Job, JobResult, Outcome
 from vworkspace.api import constants
 from vworkspace.api.jsontypes import JsonObj
@@ -108,6 +121,7 @@ class Applier:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         policy: Policy | None = None,
         on_rejected: Callable[[str], None] = lambda reason: None,
+        unsealer: Unsealer | None = None,
     ) -> None:
         self._client = client
         self.policy = policy or Policy()
@@ -119,6 +133,9 @@ class Applier:
         self.max_payload_bytes = max_payload_bytes
         self._discovery = Discovery(client)
         self._namespaces: set[str] = set()  # seen to exist; see ensure_namespace
+        # Without one, an encrypted job fails with encryption_no_key (agent/sealed.py).
+        self._unsealer = unsealer or Unsealer(key=lambda: None, source="(none configured)")
+        self._values = ValuesSecrets(client)
 
     def _result(
         self, outcome: Outcome, *, error: str = "", ref: AppliedRef | None = None
@@ -127,25 +144,33 @@ class Applier:
 
     async def process(self, job: Job) -> JobResult:
         try:
-            size = len(json.dumps(job.payload))
+            if job.encrypted:
+                await self._unsealer.ready()
+            payload = self._payload(job)
+            size = len(json.dumps(payload))
             if size > self.max_payload_bytes:
                 raise JobError(
                     f"payload too large: {size} bytes exceeds the limit of {self.max_payload_bytes}"
                 )
             if job.kind == "apply":
-                ref = await self._apply(_object(job.payload, "decode apply payload"))
+                ref = await self._apply(
+                    _object(payload, "decode apply payload"), sealed=job.encrypted
+                )
             elif job.kind == "delete":
-                ref = await self._delete(job.payload)
+                ref = await self._delete(payload)
             elif job.kind == "intent":
-                ref = await self._intent(job.payload)
+                ref = await self._intent(payload, sealed=job.encrypted)
             else:
                 raise JobError(f'unsupported job kind "{job.kind}"')
         except PolicyError as err:
             self._on_rejected(f"policy_{err.rule}")
             return self._result(Outcome.FAILED, error=str(err))
+        except SealedError as err:  # nothing was written: decryption precedes every request
+            self._on_rejected(err.reason)
+            return self._result(Outcome.FAILED, error=str(err))
         except InvalidNameError as err:  # agent/confine.py: names the field at fault
             return self._result(Outcome.FAILED, error=str(err))
-        except JobError as err:
+        except (JobError, ValuesSecretError) as err:
             message = str(err)
             outcome = Outcome.CONFLICT if "conflict" in message else Outcome.FAILED
             return self._result(outcome, error=message)
@@ -159,9 +184,26 @@ class Applier:
             )
         return self._result(Outcome.SUCCEEDED, ref=ref)
 
+    def _payload(self, job: Job) -> Any:
+        """The payload, decrypted first when it travels as ``encryptedPayload``."""
+        if not job.encrypted:
+            return job.payload
+        if job.payload is not None:
+            raise JobError(
+                f"job carries both payload and {ENCRYPTED_PAYLOAD}; send exactly one of them"
+            )
+        armored = job.wire[ENCRYPTED_PAYLOAD]
+        # Bounded before decrypting: armour and age framing add about a third.
+        if isinstance(armored, str) and len(armored) > 2 * self.max_payload_bytes:
+            raise JobError(
+                f"{ENCRYPTED_PAYLOAD} too large: {len(armored)} bytes exceeds twice the limit "
+                f"of {self.max_payload_bytes}"
+            )
+        return self._unsealer.payload(armored)
+
     # -- kinds -------------------------------------------------------------------------------
 
-    async def _apply(self, obj: JsonObj) -> AppliedRef:
+    async def _apply(self, obj: JsonObj, *, sealed: bool = False) -> AppliedRef:
         resource = await self._allowed_resource(obj.get("apiVersion"), obj.get("kind"))
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
@@ -185,6 +227,15 @@ class Applier:
         # Names, then the local policy, before anything (a namespace included) is created.
         confine.check_applied(resource, obj)
         self.policy.check_object(resource.group, resource.kind, obj)
+        values = None
+        is_instance = (resource.group, resource.kind) == (
+            constants.APPS_GROUP,
+            "ApplicationInstance",
+        )
+        if is_instance and carries_sealed(obj, sealed_payload=sealed):
+            # Decrypted before any request: a value this cluster cannot read applies nothing.
+            await self._unsealer.ready()
+            values = split(obj, unsealer=self._unsealer, sealed_payload=sealed)
         namespaces: list[str] = []
         if resource.namespaced:  # confine checked the namespace is there and valid
             namespaces.append(meta["namespace"])
@@ -201,7 +252,7 @@ class Applier:
         for namespace in namespaces:
             await self.ensure_namespace(namespace)
         try:
-            stored = await self._server_side_apply(resource, obj)
+            stored = await self._write(resource, obj, values)
         except NotFoundError:
             if not namespaces:
                 raise
@@ -209,8 +260,24 @@ class Applier:
             self._namespaces.difference_update(namespaces)
             for namespace in namespaces:
                 await self.ensure_namespace(namespace)
-            stored = await self._server_side_apply(resource, obj)
+            stored = await self._write(resource, obj, values)
         return AppliedRef.of(stored)
+
+    async def _write(
+        self, resource: ResourceType, obj: JsonObj, values: ValuesSecret | None
+    ) -> JsonObj:
+        """The apply, with the values Secret first and owned after (agent/valuessecret.py)."""
+        if values is None:
+            return await self._server_side_apply(resource, obj)
+        created = await self._values.write(values)
+        try:
+            stored = await self._server_side_apply(resource, obj)
+        except Exception:  # (not on cancellation: a stopping agent leaves it to the next try)
+            if created:
+                await self._values.drop(values)
+            raise
+        await self._values.own(values, stored)
+        return stored
 
     async def _server_side_apply(self, resource: ResourceType, obj: JsonObj) -> JsonObj:
         """The stored object; NotFoundError passes through (a namespace may be gone)."""
@@ -258,7 +325,7 @@ class Applier:
             raise JobError(f"delete {kind}/{name}: {err.message}") from None
         return AppliedRef(api_version=api_version, kind=kind, namespace=str(namespace), name=name)
 
-    async def _intent(self, payload: Any) -> AppliedRef:
+    async def _intent(self, payload: Any, *, sealed: bool = False) -> AppliedRef:
         record = _object(payload, "decode intent payload")
         intent = record.get("intent")
         if intent == "ensure-application-instance":
@@ -266,7 +333,8 @@ class Applier:
             if not isinstance(obj, dict):
                 raise JobError("ensure-application-instance requires applicationInstance")
             return await self._apply(
-                {"apiVersion": constants.APPS_API_VERSION, "kind": "ApplicationInstance", **obj}
+                {"apiVersion": constants.APPS_API_VERSION, "kind": "ApplicationInstance", **obj},
+                sealed=sealed,
             )
         if intent == "request-operation":
             obj = record.get("operation")

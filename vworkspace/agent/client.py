@@ -351,11 +351,16 @@ async def register(
     cluster_id: str = "",
     timeout_s: float = 120.0,
     metrics: AgentMetrics | None = None,
+    encryption_public_key: str = "",
 ) -> tuple[str, str]:
-    """Exchange a one-time registration token; return (cluster id, bearer token)."""
+    """Exchange a one-time registration token; return (cluster id, bearer token).
+    ``encryption_public_key``: the cluster's age recipient, sent so the control plane can
+    encrypt payloads to it (agent/encryptionkeys.py)."""
     body: JsonObj = {"registrationToken": registration_token}
     if cluster_id:
         body["clusterId"] = cluster_id
+    if encryption_public_key:
+        body["encryptionPublicKey"] = encryption_public_key
     headers = {
         "Authorization": f"Bearer {registration_token}",
         "Accept": MEDIA_TYPE,

@@ -51,7 +51,8 @@ class AgentMetrics:
             "vworkspace_agent_job_rejections",
             "Jobs refused before anything was applied, by reason: unsigned, malformed, "
             "unknown_key, bad_signature, no_expiry, expiry_too_far, no_idempotency_key, "
-            "replayed, replay_capacity, policy_<rule> (policy_metadata included)",
+            "replayed, replay_capacity, encryption_wrong_key, encryption_no_key, "
+            "encryption_malformed, policy_<rule> (policy_metadata included)",
             ["reason"],
             registry=registry,
         )

@@ -91,7 +91,12 @@ def parse_interval(text: str) -> int:
 
 
 def target_of(job: Job) -> str:
-    """A key for "the object this job touches", to keep per-object order."""
+    """A key for "the object this job touches", to keep per-object order. A wholly encrypted
+    payload names no object before it is decrypted (after the signature check, at apply time),
+    so such jobs share one chain: in arrival order among themselves, at the cost of running one
+    at a time."""
+    if job.encrypted:
+        return "encrypted-payload"
     payload: JsonObj = job.payload if isinstance(job.payload, dict) else {}
     if job.kind == "intent":
         inner = payload.get("applicationInstance") or payload.get("operation") or payload

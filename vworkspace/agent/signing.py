@@ -3,12 +3,13 @@
 
 A signature covers an **envelope**, not the bare payload, so it cannot be moved to another
 cluster, job id, kind or expiry: ``{"v": 1, "clusterId", "id", "kind", "idempotencyKey",
-"createdAt", "expiresAt", "payload"}``, each job field taken exactly as it appears in the job
-object on the wire (absent or ``null`` fields omitted), ``clusterId`` being the cluster the job is
-for (the verifier uses its own). The bytes signed are the RFC 8785 (JCS) canonical JSON of that
-envelope, produced by the ``rfc8785`` library; the signature is Ed25519 (``cryptography``). No
-hand-rolled crypto or canonicalisation: the trade-off is two dependencies for a format another
-language can reproduce byte for byte.
+"createdAt", "expiresAt", "payload", "encryptedPayload"}``, each job field taken exactly as it
+appears in the job object on the wire (absent or ``null`` fields omitted), ``clusterId`` being
+the cluster the job is for (the verifier uses its own). An encrypted payload is signed as its
+ciphertext (encrypt-then-sign): verification needs no decryption key. The bytes signed are the
+RFC 8785 (JCS) canonical JSON of that envelope, produced by the ``rfc8785`` library; the
+signature is Ed25519 (``cryptography``). No hand-rolled crypto or canonicalisation: the
+trade-off is two dependencies for a format another language can reproduce byte for byte.
 
 The wire form is ``v1.<keyId>.<base64url(signature) without padding>``. Key ids are
 ``[A-Za-z0-9_-]{1,64}`` (no dot, so the form splits unambiguously, and a valid ConfigMap key).
@@ -42,7 +43,17 @@ if TYPE_CHECKING:
 
 VERSION = 1
 PREFIX = "v1"
-ENVELOPE_FIELDS = ("id", "kind", "idempotencyKey", "createdAt", "expiresAt", "payload")
+# encryptedPayload: encrypt-then-sign (agent/sealed.py), so a signature verifies without the
+# decryption key; absent in a clear job, so signatures made before it existed still verify.
+ENVELOPE_FIELDS = (
+    "id",
+    "kind",
+    "idempotencyKey",
+    "createdAt",
+    "expiresAt",
+    "payload",
+    "encryptedPayload",
+)
 KEY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SIGNATURE_BYTES = 64
 

@@ -65,6 +65,11 @@ class Job:
     def signed(self) -> bool:
         return self.wire.get("signature") not in (None, "")
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether the payload travels as ``encryptedPayload`` (agent/sealed.py)."""
+        return self.wire.get("encryptedPayload") not in (None, "")
+
     @classmethod
     def from_wire(cls, data: Any) -> Job:
         if not isinstance(data, dict):
@@ -75,13 +80,13 @@ class Job:
         kind = data.get("kind")
         if not isinstance(kind, str):
             raise JobDecodeError(f"job {job_id} has no kind")
-        if "payload" not in data:
+        if "payload" not in data and data.get("encryptedPayload") in (None, ""):
             raise JobDecodeError(f"job {job_id} has no payload")
         key = data.get("idempotencyKey") or ""
         return cls(
             id=job_id,
             kind=kind,
-            payload=data["payload"],
+            payload=data.get("payload"),
             idempotency_key=str(key).strip(),
             created_at=parse_time(data.get("createdAt")),
             expires_at=parse_time(data.get("expiresAt")),

@@ -5,6 +5,13 @@ jobs (the control plane, or the mock with ``--signing-key``), the public key int
 ConfigMap of the cluster. Writes ``signing-key.pem`` (PKCS#8, mode 0600, created exclusively so
 an existing key is never overwritten unless ``--force``) and ``signing-key.pub.pem``; prints the
 key id (default: derived from the public key) and the command that installs the public key.
+
+``--encryption`` writes the cluster's age X25519 key pair for encrypted payloads instead
+(docs/pull-mode.md, "Encrypted payloads"): ``age.key`` (the ``AGE-SECRET-KEY-1...`` line, mode
+0600, as ``age-keygen`` writes it) and ``age.pub`` (the ``age1...`` recipient the control plane
+encrypts to), and prints the command that puts the private key into the cluster's Secret. The
+agent otherwise generates one itself at registration; this is for a key made and backed up
+outside the cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from vworkspace.agent.encryptionkeys import DEFAULT_SECRET as ENCRYPTION_SECRET
+from vworkspace.agent.encryptionkeys import KEY_PRIVATE, KEY_PUBLIC
+from vworkspace.agent.sealed import ClusterKey
 from vworkspace.agent.signing import check_key_id, derived_key_id, private_pem, public_pem
 from vworkspace.agent.trustedkeys import DEFAULT_NAME
 
@@ -27,6 +37,7 @@ EPILOG = f"""\
 examples:
   python -m vworkspace keys generate --out ./keys
   python -m vworkspace keys generate --out ./keys --key-id k2
+  python -m vworkspace keys generate --encryption --out ./cluster-key
   kubectl -n vworkspace-system create configmap {DEFAULT_NAME} \\
       --from-file=<keyId>=./keys/{PUBLIC_FILE}"""
 
@@ -54,6 +65,12 @@ def add_parser(commands: Any, *, summary: str) -> None:
     generate.add_argument(
         "--force", action="store_true", help="overwrite an existing key pair in DIR"
     )
+    generate.add_argument(
+        "--encryption",
+        action="store_true",
+        help=f"write the cluster's age key pair for encrypted payloads ({KEY_PRIVATE}, mode "
+        f"0600, and {KEY_PUBLIC}) instead of a signing key",
+    )
     generate.set_defaults(handler=run_generate)
 
 
@@ -69,14 +86,55 @@ def write_key_pair(out: Path, *, key_id: str | None = None, force: bool = False)
         private_path.unlink(missing_ok=True)
     # Exclusive create with 0600 from the start: the private key is never world-readable, not
     # even between a write and a chmod.
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(private_pem(key))
+    _write_private(private_path, private_pem(key))
     (out / PUBLIC_FILE).write_text(public_pem(public))
     return key_id or derived_key_id(public)
 
 
+def _write_private(path: Path, content: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+
+
+def write_encryption_key(out: Path, *, force: bool = False) -> str:
+    """Create ``age.key`` (0600) and ``age.pub`` in ``out``; returns the recipient.
+    FileExistsError unless ``force``."""
+    key = ClusterKey.generate()
+    out.mkdir(parents=True, exist_ok=True)
+    private_path = out / KEY_PRIVATE
+    if force:
+        private_path.unlink(missing_ok=True)
+    text = f"# public key: {key.recipient}\n{key.secret_text()}\n"
+    _write_private(private_path, text.encode("ascii"))
+    (out / KEY_PUBLIC).write_text(key.recipient + "\n")
+    return key.recipient
+
+
+def run_generate_encryption(args: argparse.Namespace) -> int:
+    if args.key_id is not None:
+        print("error: --key-id names signing keys; leave it out with --encryption", file=sys.stderr)
+        return 2
+    try:
+        recipient = write_encryption_key(args.out, force=args.force)
+    except FileExistsError:
+        print(
+            f"error: {args.out / KEY_PRIVATE} exists; pass --force to replace it", file=sys.stderr
+        )
+        return 1
+    print(f"wrote {args.out / KEY_PRIVATE} (private, mode 0600) and {args.out / KEY_PUBLIC}")
+    print(f"recipient: {recipient}")
+    print("install it on the cluster (before the agent registers, or replacing its key):")
+    print(
+        f"  kubectl -n vworkspace-system create secret generic {ENCRYPTION_SECRET} "
+        f"--from-file={KEY_PRIVATE}={args.out / KEY_PRIVATE}"
+    )
+    return 0
+
+
 def run_generate(args: argparse.Namespace) -> int:
+    if args.encryption:
+        return run_generate_encryption(args)
     try:
         key_id = write_key_pair(args.out, key_id=args.key_id, force=args.force)
     except ValueError as err:

@@ -24,6 +24,7 @@ import aiohttp
 
 from vworkspace.agent.client import proxy_of
 from vworkspace.agent.egress import Egress, EgressConfig, describe_failure
+from vworkspace.agent.encryptionkeys import EncryptionKeys
 from vworkspace.api.endpoints import endpoint_problem
 from vworkspace.api.meta import ObjectKey
 from vworkspace.app.flags import egress as egress_flags
@@ -168,6 +169,9 @@ async def _register(args: argparse.Namespace, namespace: str, kubeconfig: str | 
             },
             field_manager="vworkspace-register",
         )
+        # The cluster's encryption key pair, before the operator registers: its public key goes
+        # into the register body (agent/encryptionkeys.py; an existing key is kept).
+        encryption = await EncryptionKeys(client, namespace=namespace).ensure()
         await client.apply(
             CLUSTERS,
             {
@@ -200,6 +204,8 @@ async def _register(args: argparse.Namespace, namespace: str, kubeconfig: str | 
                     f"registered: cluster id {cluster['spec'].get('clusterId')}, "
                     f"credentials in Secret {ref.get('namespace')}/{ref.get('name')}"
                 )
+                if encryption is not None:
+                    print(f"encryption recipient (age): {encryption.recipient}")
                 return 0
             if auth.get("reason") in ("RegistrationFailed", "TokenSecretMissing"):
                 print(f"error: registration failed: {auth.get('message')}", file=sys.stderr)

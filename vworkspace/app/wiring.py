@@ -19,11 +19,13 @@ from vworkspace.agent.applier import DEFAULT_ALLOWED, DEFAULT_MAX_PAYLOAD, Appli
 from vworkspace.agent.client import ControlPlaneClient, HttpSession
 from vworkspace.agent.credentials import DEFAULT_SECRET, CredentialStore, Overrides
 from vworkspace.agent.egress import Egress, EgressConfig
+from vworkspace.agent.encryptionkeys import EncryptionKeys
 from vworkspace.agent.events import EventBatcher, snapshot_events
 from vworkspace.agent.gateway import AgentGateway
 from vworkspace.agent.idempotency import IdempotencyStore
 from vworkspace.agent.metrics import AgentMetrics
 from vworkspace.agent.poller import DEFAULT_CONCURRENCY, Poller
+from vworkspace.agent.sealed import Unsealer
 from vworkspace.agent.trustedkeys import TrustedKeys
 from vworkspace.agent.verifier import JobVerifier
 from vworkspace.api.jsontypes import JsonObj
@@ -373,6 +375,9 @@ def add_agent(
         clock=clock,
     )
     manager.add_informer(store.informer)
+    # The cluster's age key pair for encrypted payloads, watched (agent/encryptionkeys.py).
+    encryption = EncryptionKeys(client, namespace=namespace)
+    manager.add_informer(encryption.informer)
     metrics = AgentMetrics(registry)
     metrics.watch_credential_age(registry, store.written_at)
     if isinstance(http, Egress):  # the Secret's ca.crt/tls.crt/tls.key, and the TLS metrics
@@ -400,6 +405,11 @@ def add_agent(
             max_payload_bytes=agent.max_payload_bytes,
             policy=agent.hardening.policy,
             on_rejected=lambda reason: metrics.rejections.labels(reason).inc(),
+            unsealer=Unsealer(
+                key=encryption.current,
+                source=encryption.source,
+                wait_synced=encryption.informer.wait_synced,
+            ),
         ),
         idempotency=IdempotencyStore(
             client, namespace=namespace, max_keys=agent.idempotency_max_keys, clock=clock
@@ -433,7 +443,14 @@ def add_agent(
         capacity=agent.event_buffer_size,
     )
     manager.add_runnable("event batcher", batcher.run, leader_only=True)
-    return AgentGateway(store=store, client=control_plane, http=http, batcher=batcher, clock=clock)
+    return AgentGateway(
+        store=store,
+        client=control_plane,
+        http=http,
+        batcher=batcher,
+        clock=clock,
+        keys=encryption,
+    )
 
 
 def add_verifier(

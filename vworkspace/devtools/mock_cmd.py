@@ -14,7 +14,7 @@ from aiohttp import web
 
 from vworkspace.app import logging as app_logging
 from vworkspace.app.http import Address
-from vworkspace.mockcontrolplane import MockState, create_app
+from vworkspace.mockcontrolplane import MockState, create_app, sealer
 from vworkspace.mockcontrolplane.signer import Signer
 
 
@@ -100,6 +100,14 @@ def add_parser(commands: Any, *, summary: str) -> None:
         help="with --tls-cert-file: require a client certificate signed by a CA in this PEM "
         "bundle (mutual TLS, as a control plane behind a client-certificate gateway)",
     )
+    mock.add_argument(
+        "--encrypt-to",
+        default="",
+        metavar="RECIPIENT",
+        help="encrypt every enqueued payload whole to this age recipient (age1...), or "
+        "`registered`: to the encryptionPublicKey the cluster sent (default: not encrypted; "
+        'per job: "encrypt" in the enqueue body)',
+    )
     mock.add_argument("--log-format", choices=["json", "console"], default="console")
     mock.set_defaults(handler=run_mock)
 
@@ -123,6 +131,12 @@ def run_mock(args: argparse.Namespace) -> int:
         except (OSError, ValueError, TypeError) as err:
             print(f"error: --signing-key: {err}")
             return 2
+    problem = None
+    if args.encrypt_to and args.encrypt_to != sealer.REGISTERED:
+        problem = sealer.recipient_problem(args.encrypt_to)
+    if problem:
+        print(f"error: --encrypt-to: {problem}")
+        return 2
     try:
         ssl_context = tls_context(args.tls_cert_file, args.tls_key_file, args.client_ca_file)
     except ValueError as err:
@@ -172,6 +186,7 @@ async def _serve(
         visibility_timeout=args.visibility_timeout,
         strict_registration=args.strict_registration,
         signer=signer,
+        encrypt_to=args.encrypt_to,
     )
     state.add_registration_token(args.registration_token, args.cluster_id)
     if args.bootstrap_token:

@@ -20,8 +20,9 @@ import structlog
 from aiohttp import web
 
 from vworkspace.kube.rest import safejson
+from vworkspace.mockcontrolplane import sealer
 from vworkspace.mockcontrolplane.signer import MODES
-from vworkspace.mockcontrolplane.state import Fault, MockState, wire_job
+from vworkspace.mockcontrolplane.state import EncryptError, Fault, MockState, wire_job
 
 MEDIA_TYPE = "application/vnd.vworkspace.agent.v1+json"
 ADMIN_HEADER = "X-Mock-Control-Plane-Admin-Token"
@@ -153,6 +154,9 @@ async def register(request: web.Request) -> web.Response:
     if registered is None:
         raise _RejectError(error(401, "Unauthorized", "unknown or already used registration token"))
     cluster_id, bootstrap = registered
+    public_key = body.get("encryptionPublicKey")
+    if isinstance(public_key, str) and public_key:
+        _state(request).encryption_keys[cluster_id] = public_key
     return ok_json({"clusterId": cluster_id, "token": bootstrap})
 
 
@@ -244,7 +248,19 @@ async def admin_enqueue(request: web.Request) -> web.Response:
     signing = body.get("signing") or "sign"
     if signing not in MODES:
         raise _RejectError(error(400, "InvalidSigning", f"signing must be one of {MODES}"))
-    await _state(request).enqueue(cluster, job, signing=signing)
+    encrypt = body.get("encrypt") or ""
+    if encrypt and encrypt not in sealer.MODES:
+        raise _RejectError(error(400, "InvalidEncrypt", f"encrypt must be one of {sealer.MODES}"))
+    try:
+        await _state(request).enqueue(
+            cluster,
+            job,
+            signing=signing,
+            encrypt=encrypt,
+            recipient=str(body.get("recipient") or ""),
+        )
+    except EncryptError as err:
+        raise _RejectError(error(400, "InvalidEncrypt", str(err))) from None
     return no_content()
 
 

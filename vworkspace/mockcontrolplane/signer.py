@@ -32,7 +32,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from vworkspace.api.jsontypes import JsonObj
 
 MODES = ("sign", "none", "tampered-payload", "tampered-signature", "as-is")
-SIGNED_FIELDS = ("id", "kind", "idempotencyKey", "createdAt", "expiresAt", "payload")
+SIGNED_FIELDS = (
+    "id",
+    "kind",
+    "idempotencyKey",
+    "createdAt",
+    "expiresAt",
+    "payload",
+    "encryptedPayload",
+)
 ZERO_TIME = "0001-01-01T00:00:00Z"
 # A signed job without an expiry gets one: the agent refuses signed jobs that never expire.
 DEFAULT_TTL = datetime.timedelta(hours=1)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import attrs
 
 from vworkspace.api.jsontypes import JsonObj
+from vworkspace.mockcontrolplane import sealer
 from vworkspace.mockcontrolplane.signer import Signer
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -66,9 +67,15 @@ def wire_job(job: JsonObj) -> JsonObj:
         "createdAt": job.get("createdAt") or ZERO_TIME,
         "expiresAt": job.get("expiresAt") or ZERO_TIME,
     }
+    if job.get("encryptedPayload"):
+        wire["encryptedPayload"] = job["encryptedPayload"]
     if job.get("signature"):
         wire["signature"] = job["signature"]
     return wire
+
+
+class EncryptError(ValueError):
+    """An enqueue that asks for encryption the mock cannot do (no or a bad recipient)."""
 
 
 class MockState:
@@ -79,9 +86,15 @@ class MockState:
         strict_registration: bool = False,
         clock: Callable[[], float] = time.monotonic,
         signer: Signer | None = None,
+        encrypt_to: str = "",
     ) -> None:
         # With a signer every enqueued job is signed (mockcontrolplane/signer.py, modes).
         self.signer = signer
+        # Every enqueued payload is encrypted whole to this recipient ("registered": the one
+        # the cluster sent) unless the enqueue says otherwise (mockcontrolplane/sealer.py).
+        self.encrypt_to = encrypt_to
+        # cluster id -> the encryptionPublicKey of its last register body or heartbeat.
+        self.encryption_keys: dict[str, str] = {}
         self.visibility_timeout = visibility_timeout
         # The Go mock accepts any registration token; strict mode answers 401 for unknown ones.
         self.strict_registration = strict_registration
@@ -161,7 +174,21 @@ class MockState:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def enqueue(self, cluster_id: str, job: JsonObj, *, signing: str = "sign") -> None:
+    async def enqueue(
+        self,
+        cluster_id: str,
+        job: JsonObj,
+        *,
+        signing: str = "sign",
+        encrypt: str = "",
+        recipient: str = "",
+    ) -> None:
+        """Queue ``job``: encrypted first (``encrypt``: a mode of sealer.MODES, default
+        ``payload`` with ``--encrypt-to``, else none), then signed. EncryptError when
+        encryption is asked for and there is no usable recipient."""
+        mode = encrypt or ("payload" if self.encrypt_to else "none")
+        if mode != "none":
+            job = sealer.seal(job, mode=mode, recipient=self._recipient(cluster_id, recipient))
         if self.signer is not None:
             # Signed in the form it is delivered in: the signature covers the wire values.
             job = self.signer.apply(wire_job(job), cluster_id=cluster_id, mode=signing)
@@ -172,6 +199,20 @@ class MockState:
         self.enqueued_at.setdefault(str(job.get("id")), self._clock())
         async with state.wakeup:
             state.wakeup.notify_all()
+
+    def _recipient(self, cluster_id: str, given: str) -> str:
+        chosen = given or self.encrypt_to
+        if chosen in ("", sealer.REGISTERED):
+            chosen = self.encryption_keys.get(cluster_id, "")
+            if not chosen:
+                raise EncryptError(
+                    f"cluster {cluster_id} has sent no encryptionPublicKey (register or "
+                    "heartbeat) yet; give a recipient"
+                )
+        problem = sealer.recipient_problem(chosen)
+        if problem:
+            raise EncryptError(problem)
+        return chosen
 
     def _redeliver_expired(self, cluster_id: str) -> None:
         now = self._clock()
@@ -245,6 +286,9 @@ class MockState:
         state = self.cluster(cluster_id)
         self.events_received += len(events)
         for event in events:
+            public_key = event.get("encryptionPublicKey")
+            if event.get("kind") == "ClusterHeartbeat" and isinstance(public_key, str):
+                self.encryption_keys[cluster_id] = public_key
             key = event.get("eventKey") or ""
             if key:
                 if key in state.event_keys:

@@ -34,12 +34,14 @@ class MockControlPlane:
         signer: Signer | None = None,
         ssl_context: ssl.SSLContext | None = None,
         url_host: str = "",
+        encrypt_to: str = "",
     ) -> None:
         # Pass the state of a stopped mock to restart it with everything it knew.
         self.state = state or MockState(
             visibility_timeout=visibility_timeout,
             strict_registration=strict_registration,
             signer=signer,
+            encrypt_to=encrypt_to,
         )
         self.admin_token = admin_token
         self._host = host
@@ -93,8 +95,19 @@ class MockControlPlane:
     def set_bootstrap_token(self, cluster_id: str, token: str) -> None:
         self.state.set_bootstrap_token(cluster_id, token)
 
-    async def enqueue(self, cluster_id: str, job: JsonObj, *, signing: str = "sign") -> None:
-        await self.state.enqueue(cluster_id, job, signing=signing)
+    async def enqueue(
+        self,
+        cluster_id: str,
+        job: JsonObj,
+        *,
+        signing: str = "sign",
+        encrypt: str = "",
+        recipient: str = "",
+    ) -> None:
+        """``encrypt``/``recipient``: see mockcontrolplane/sealer.py (encrypted, then signed)."""
+        await self.state.enqueue(
+            cluster_id, job, signing=signing, encrypt=encrypt, recipient=recipient
+        )
 
     def was_acked(self, job_id: str) -> bool:
         return job_id in self.state.acked
@@ -152,11 +165,24 @@ class AdminClient:
             text = await resp.text()
             return resp.status, (await resp.json(content_type=None)) if text else None
 
-    async def enqueue(self, cluster_id: str, job: JsonObj, *, signing: str = "") -> None:
-        """``signing``: a mode of mockcontrolplane/signer.py (default: sign if it has a key)."""
+    async def enqueue(
+        self,
+        cluster_id: str,
+        job: JsonObj,
+        *,
+        signing: str = "",
+        encrypt: str = "",
+        recipient: str = "",
+    ) -> None:
+        """``signing``: a mode of mockcontrolplane/signer.py (default: sign if it has a key);
+        ``encrypt`` (``payload``, ``values``, ``none``) and ``recipient``: sealer.py."""
         request: JsonObj = {"clusterId": cluster_id, "job": job}
         if signing:
             request["signing"] = signing
+        if encrypt:
+            request["encrypt"] = encrypt
+        if recipient:
+            request["recipient"] = recipient
         status, body = await self._call("POST", "/api/admin/enqueue", request)
         if status != 204:
             raise RuntimeError(f"enqueue failed: {status} {body}")
