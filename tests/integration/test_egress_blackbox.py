@@ -133,6 +133,14 @@ def no_secrets_in(operator: OperatorProcess) -> None:
         assert secret not in log, "a secret reached the operator's log"
 
 
+def nothing_served(operator: OperatorProcess, mock: MockControlPlane) -> None:
+    """Failed closed: the mock saw no agent request, the job is still queued, and no secret
+    reached the operator's log."""
+    assert mock.state.requests == 0
+    assert mock.pending_count(CLUSTER) == 1
+    no_secrets_in(operator)
+
+
 async def log_says(operator: OperatorProcess, *needles: str, timeout: float = 30) -> str:
     """Wait until one line of the operator's log holds every needle; return that line."""
 
@@ -221,9 +229,7 @@ async def test_without_the_proxy_the_control_plane_is_unreachable(
     operator = start_operator(args)
     line = await log_says(operator, CONTROL_PLANE_HOST)
     assert "Name or service not known" in line or "resolve" in line.lower(), line
-    assert tls_mock.state.requests == 0
-    assert tls_mock.pending_count(CLUSTER) == 1
-    no_secrets_in(operator)
+    nothing_served(operator, tls_mock)
 
 
 async def test_a_wrong_proxy_password_gets_407_and_the_message_names_the_proxy(
@@ -248,9 +254,7 @@ async def test_a_wrong_proxy_password_gets_407_and_the_message_names_the_proxy(
         wait_until, "the 407 in squid's log", lambda: tunnels(squid, tls_mock), 20
     )
     assert {(e.status, e.result) for e in tunnels(squid, tls_mock)} == {(407, "TCP_DENIED")}
-    assert tls_mock.state.requests == 0
-    assert tls_mock.pending_count(CLUSTER) == 1
-    no_secrets_in(operator)
+    nothing_served(operator, tls_mock)
 
 
 @pytest.mark.parametrize("mode", list(CaptiveMode))
@@ -303,9 +307,7 @@ async def test_a_wrong_pin_is_refused_before_any_request(
         "the pin failure counted",
         lambda: (operator.metric("vworkspace_agent_tls_pin_failures_total") or 0) >= 1,
     )
-    assert tls_mock.state.requests == 0  # the handshake completed; no request followed
-    assert tls_mock.pending_count(CLUSTER) == 1
-    no_secrets_in(operator)
+    nothing_served(operator, tls_mock)  # the handshake completed; no request followed
 
 
 async def test_an_expired_client_certificate_fails_closed(
@@ -324,9 +326,7 @@ async def test_an_expired_client_certificate_fails_closed(
     operator = start_operator(args, https_proxy=squid.url_with_credentials)
     line = await log_says(operator, "client certificate expired")
     assert str(egress_pki.expired_client.cert) in line, line
-    assert tls_mock.state.requests == 0
-    assert tls_mock.pending_count(CLUSTER) == 1
-    no_secrets_in(operator)
+    nothing_served(operator, tls_mock)
 
 
 @pytest.mark.parametrize("source", ["files", "Secret"])
