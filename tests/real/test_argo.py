@@ -312,11 +312,16 @@ async def test_a_runbook_of_a_missing_template_fails_with_argos_error(
     seen = await follow(kube, kube_namespace, "Failed", argo=argo)
     seen.report("Runbook of a missing WorkflowTemplate", time.monotonic() - started)
 
-    wf, op = seen.last_workflow, seen.last_operation
-    # Argo's Error (the controller could not run it), not Failed (a step failed).
-    assert wf["status"]["phase"] == "Error", wf["status"]
-    assert f'"{TEMPLATE}" not found' in wf["status"]["message"]
-    assert not seen.pods
+    op = seen.last_operation
     failed = condition(op, "Failed")
     assert (failed["status"], failed["reason"]) == ("True", "EngineFailed")
-    assert failed["message"] == f"Error: {wf['status']['message']}"
+    # Argo's Error (the controller could not run it), not Failed (a step failed): the operator
+    # reports "<Workflow phase>: <Workflow message>", both written by Argo's controller.
+    assert failed["message"] == f'Error: workflowtemplates.argoproj.io "{TEMPLATE}" not found'
+    assert not seen.pods
+    # The operator deletes a failed Operation's Workflow at once (its cancel), so the 50 ms poll
+    # may never see the Workflow's status (CI saw it gone 0.2 s after the start); when it did,
+    # the status is the one the Operation reports.
+    status = seen.last_workflow.get("status") or {}
+    if status.get("phase"):
+        assert (status["phase"], f"Error: {status.get('message')}") == ("Error", failed["message"])
